@@ -1,0 +1,5 @@
+import sys
+
+from keyface.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The ``keyface`` command line: one entry point, one module per sub-command."""

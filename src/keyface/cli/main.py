@@ -1,0 +1,82 @@
+"""``keyface`` entry point.
+
+Each sub-command lives in ``keyface/cli/<name>.py`` and exposes two functions:
+
+* ``add_parser(subparsers) -> argparse.ArgumentParser`` registers its arguments;
+* ``run(args: argparse.Namespace) -> int`` does the work and returns the exit code.
+
+Expected failures (bad input, damaged streams) raise :class:`UserError` or one of the library's
+own error types listed in ``_USER_ERRORS``; they are printed as one line on stderr with exit
+code 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+
+COMMANDS: tuple[str, ...] = ("encode", "decode", "info", "crop", "demo", "eval", "bench")
+
+
+class UserError(Exception):
+    """An error caused by the user's input: printed as one line, exit code 2."""
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    types: list[type[BaseException]] = [UserError, FileNotFoundError, IsADirectoryError]
+    for module, name in (
+        ("keyface.io.video", "VideoError"),
+        ("keyface.bitstream", "BitstreamError"),
+        ("keyface.intra", "IntraCodecError"),
+        ("keyface.face", "FaceNotFoundError"),
+    ):
+        try:
+            types.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            continue
+    return tuple(types)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from keyface import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="keyface",
+        description="Generative talking-head video codec for ultra-low bitrate conferencing.",
+    )
+    parser.add_argument("--version", action="version", version=f"keyface {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"keyface.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"keyface.cli.{name}":
+                continue  # sub-command not built in this installation
+            raise
+        sub_parser = module.add_parser(sub)
+        sub_parser.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code (also used by tests)."""
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args))
+    except _user_error_types() as exc:
+        print(f"keyface {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"keyface {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
