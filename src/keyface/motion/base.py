@@ -1,0 +1,74 @@
+"""The interface every motion representation implements.
+
+A *motion representation* turns what is measured on a frame (face-mesh landmarks today, learned
+keypoints + Jacobians later) into a short vector of real parameters, and turns parameters back
+into the 2-D keypoints the renderer warps with. Parameters are expressed in units that do not
+depend on the crop size: positions are in pixels of a 256x256 crop (``REFERENCE_SIZE``).
+
+The entropy coder only sees the parameter vector and its quantisation steps, so a new
+representation needs nothing else from the rest of the codec.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+REFERENCE_SIZE = 256
+"""Crop size in which positional parameters are expressed (pixels)."""
+
+
+@dataclass(frozen=True)
+class QuantLevel:
+    """One operating point of a representation's quantiser."""
+
+    num_params: int
+    """How many leading parameters are coded (the rest are zero)."""
+    steps: np.ndarray
+    """``(num_params,)`` uniform quantiser step per parameter."""
+
+
+@dataclass(frozen=True)
+class MotionStatistics:
+    """Priors for the entropy coder, in parameter units (fitted on training clips)."""
+
+    mean: np.ndarray
+    """``(D,)`` mean of each parameter (used to code a frame without prediction)."""
+    spread: np.ndarray
+    """``(D,)`` mean absolute deviation of each parameter around ``mean``."""
+    delta_spread: np.ndarray
+    """``(D,)`` mean absolute frame-to-frame change of each parameter."""
+
+
+@runtime_checkable
+class MotionRepresentation(Protocol):
+    """Per-frame motion: measured on the encoder, rebuilt into keypoints on the decoder."""
+
+    name: str
+    """Registry key, stored in the bitstream header."""
+    version: int
+    """Bumped whenever a change would make old streams decode differently."""
+    digest: int
+    """CRC-32 of the model file (0 for a representation without one); checked at decode."""
+    num_keypoints: int
+
+    @property
+    def num_params(self) -> int: ...
+
+    @property
+    def statistics(self) -> MotionStatistics: ...
+
+    def quant_level(self, level: int) -> QuantLevel: ...
+
+    @property
+    def num_levels(self) -> int: ...
+
+    def analyze(self, landmarks: np.ndarray, size: int) -> np.ndarray:
+        """Parameters ``(num_params,)`` float64 from landmarks measured on a ``size`` crop."""
+        ...
+
+    def keypoints(self, params: np.ndarray, size: int) -> np.ndarray:
+        """``(num_keypoints, 2)`` float32 keypoints in pixels of a ``size x size`` crop."""
+        ...
