@@ -21,11 +21,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
-from fit_motion_model import load_clip  # noqa: E402
+from fit_motion_model import load_clip
 
-from keyface.bitstream import MotionPacket  # noqa: E402
-from keyface.entropy import CodedFrame, MotionCoderState, encode_frames  # noqa: E402
-from keyface.motion import QuantLevel, get_representation  # noqa: E402
+from keyface.bitstream import MotionPacket
+from keyface.entropy import CodedFrame, MotionCoderState, encode_frames
+from keyface.motion import QuantLevel, get_representation
 
 CHUNK = 16
 
@@ -37,11 +37,14 @@ def evaluate(rep, level: QuantLevel, clips: list[np.ndarray]) -> dict[str, float
         params = np.stack([rep.analyze(x, 256) for x in lm])
         qs = [state.quantize(p) for p in params]
         for start in range(0, len(qs), CHUNK):
-            chunk = [CodedFrame(q=q, reference=None if start + i == 0 else 0)
-                     for i, q in enumerate(qs[start:start + CHUNK])]
+            chunk = [
+                CodedFrame(q=q, reference=None if start + i == 0 else 0)
+                for i, q in enumerate(qs[start : start + CHUNK])
+            ]
             data = encode_frames(state, chunk)
-            packet = MotionPacket(first_frame=start, n_frames=len(chunk), reset=start == 0,
-                                  data=data)
+            packet = MotionPacket(
+                first_frame=start, n_frames=len(chunk), reset=start == 0, data=data
+            )
             bits += 8 * len(bytes(packet))
         for x, p, q in zip(lm, params, qs, strict=True):
             target = x[:, :2]
@@ -82,8 +85,10 @@ def main() -> None:
         r = evaluate(rep, ql, clips)
         r.update(level=level, num_coeffs=ql.num_params - 6)
         rows.append(r)
-        print(f"{level:>5} {ql.num_params - 6:>3} {r['bits_per_frame']:>10.1f} "
-              f"{r['error_px']:>7.3f} {r['error_px_unquantised']:>18.3f}")
+        print(
+            f"{level:>5} {ql.num_params - 6:>3} {r['bits_per_frame']:>10.1f} "
+            f"{r['error_px']:>7.3f} {r['error_px_unquantised']:>18.3f}"
+        )
     if args.sweep:
         steps = base.quant_level(2).steps
         print("sweep at level-2 steps")
@@ -94,8 +99,10 @@ def main() -> None:
             r = evaluate(rep, ql, clips)
             r.update(level=-1, num_coeffs=k)
             rows.append(r)
-            print(f"{'-':>5} {k:>3} {r['bits_per_frame']:>10.1f} {r['error_px']:>7.3f} "
-                  f"{r['error_px_unquantised']:>18.3f}")
+            print(
+                f"{'-':>5} {k:>3} {r['bits_per_frame']:>10.1f} {r['error_px']:>7.3f} "
+                f"{r['error_px_unquantised']:>18.3f}"
+            )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 

@@ -1,6 +1,6 @@
 """Cache face-mesh landmarks of the development clips (input to the motion-model fit).
 
-    python scripts/extract_landmarks.py --clips ../shared/data/clips --max-frames 300 -o cache/landmarks
+    python scripts/extract_landmarks.py --clips ../shared/data/clips --max-frames 300
 
 Writes one ``<clip>.npz`` per clip: ``landmarks`` (T, 478, 3) float32 in pixels (NaN where no
 face was found), ``width``, ``height``, ``fps``. Existing files are kept (resumable).

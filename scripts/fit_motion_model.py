@@ -146,8 +146,10 @@ def main() -> None:
     k_max = args.max_coeffs
     rot, trans, logs, coef = BASE_STEPS
     steps = np.array(
-        [[rot * pm] * 3 + [trans * pm] * 2 + [logs * pm] + [coef * cm] * k_max
-         for _, pm, cm in LEVELS],
+        [
+            [rot * pm] * 3 + [trans * pm] * 2 + [logs * pm] + [coef * cm] * k_max
+            for _, pm, cm in LEVELS
+        ],
         dtype=np.float64,
     )
     level_k = np.array([k for k, _, _ in LEVELS])

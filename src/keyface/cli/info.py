@@ -1,0 +1,110 @@
+"""``keyface info IN.kf``: what a stream holds, where its bytes go."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from typing import Any
+
+from keyface.bitstream import (
+    BackgroundPacket,
+    BitstreamError,
+    EndPacket,
+    KeyframePacket,
+    MotionPacket,
+    read_stream,
+)
+from keyface.cli._common import existing_file
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "info",
+        help="describe a keyface stream",
+        description="Print a keyface stream's header and how its bytes split between parts.",
+    )
+    p.add_argument("input", help="keyface stream (.kf)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("--packets", action="store_true", help="list every packet")
+    return p
+
+
+def describe(data: bytes) -> dict[str, Any]:
+    """A JSON-able summary of a stream (raises BitstreamError for a foreign/bad header)."""
+    parsed = read_stream(data)
+    h = parsed.header
+    sizes: Counter[str] = Counter()
+    counts: Counter[str] = Counter()
+    packets = []
+    frames = 0
+    for p in parsed.packets:
+        kind = type(p).__name__.removesuffix("Packet").lower()
+        n = len(bytes(p))
+        sizes[kind] += n
+        counts[kind] += 1
+        row: dict[str, Any] = {"type": kind, "bytes": n}
+        if isinstance(p, KeyframePacket):
+            row.update(frame=p.frame_index, quality=p.quality)
+        elif isinstance(p, MotionPacket):
+            row.update(first_frame=p.first_frame, frames=p.n_frames, reset=p.reset)
+            frames = max(frames, p.first_frame + p.n_frames)
+        elif isinstance(p, BackgroundPacket):
+            row.update(frame=p.frame_index)
+        elif isinstance(p, EndPacket):
+            row.update(frame_count=p.frame_count)
+        packets.append(row)
+    header_bytes = len(bytes(h))
+    fps = float(h.fps)
+    seconds = frames / fps if fps else 0.0
+    info: dict[str, Any] = {
+        "bytes": len(data),
+        "header_bytes": header_bytes,
+        "frames": frames,
+        "seconds": round(seconds, 3),
+        "kbps": round(8 * len(data) / 1000 / seconds, 3) if seconds else None,
+        "size": [h.width, h.height],
+        "fps": f"{h.fps_num}/{h.fps_den}",
+        "crop": None
+        if h.crop is None
+        else {
+            "source": [h.crop.source_width, h.crop.source_height],
+            "centre": [round(h.crop.cx, 2), round(h.crop.cy, 2)],
+            "side": round(h.crop.side, 2),
+        },
+        "motion": f"{h.motion_name} v{h.motion_version} level {h.quant_level} "
+        f"(model {h.motion_digest:08x})",
+        "intra_codec": h.intra_codec,
+        "refresh": f"{h.refresh_mode.name.lower()} threshold {h.refresh_threshold:g}, "
+        f"buffer {h.buffer_size}",
+        "generator": h.generator,
+        "parts": {k: {"packets": counts[k], "bytes": sizes[k]} for k in sorted(sizes)},
+        "motion_bits_per_frame": round(8 * sizes["motion"] / frames, 1) if frames else None,
+        "complete": parsed.complete,
+        "error": None if parsed.error is None else str(parsed.error),
+    }
+    info["packets"] = packets
+    return info
+
+
+def run(args: argparse.Namespace) -> int:
+    data = existing_file(args.input).read_bytes()
+    info = describe(data)
+    if not args.packets:
+        info.pop("packets")
+    if args.json:
+        print(json.dumps(info, indent=1))
+    else:
+        for key, value in info.items():
+            if key == "parts":
+                for part, v in value.items():
+                    share = 100 * v["bytes"] / info["bytes"]
+                    print(f"  {part:<10} {v['packets']:>5} packets {v['bytes']:>8} B {share:5.1f}%")
+            elif key == "packets":
+                for row in value:
+                    print("   ", " ".join(f"{k}={v}" for k, v in row.items()))
+            else:
+                print(f"{key:<22} {value}")
+    if info["error"]:
+        raise BitstreamError(f"{args.input}: {info['error']}")
+    return 0

@@ -1,0 +1,95 @@
+"""Encoder settings and the reference buffer shared by encoder and decoder."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from keyface.bitstream import RefreshMode
+from keyface.render import Reference
+
+MAX_BUFFER = 5
+
+DEFAULT_THRESHOLDS: dict[RefreshMode, float] = {
+    RefreshMode.PSNR: 26.0,
+    RefreshMode.MOTION: 0.12,
+    RefreshMode.FIXED: 0.0,
+}
+"""Default refresh threshold per mode: PSNR in dB below which a new keyframe is coded (DAC
+Algorithm 1), motion distance above which one is coded (ZTE gate), keyframe interval in frames
+(0 = only the first frame) for the fixed mode. Chosen with ``benchmarks/refresh.py``."""
+
+
+@dataclass(frozen=True)
+class CodecConfig:
+    """Everything the encoder decides; what the decoder needs of it goes in the stream header."""
+
+    size: int = 256
+    """Side of the square coded picture (the face crop)."""
+    intra_codec: str = "hevc"
+    keyframe_quality: int = 50
+    """Intra quality 1..100 of the first keyframe (and of refreshes unless raised)."""
+    max_keyframe_quality: int = 90
+    """PSNR refresh raises the quality of a new keyframe up to this until it clears the
+    threshold."""
+    quant_level: int = 2
+    refresh_mode: RefreshMode = RefreshMode.MOTION
+    refresh_threshold: float | None = None
+    """``None``: the mode's entry of ``DEFAULT_THRESHOLDS``."""
+    buffer_size: int = MAX_BUFFER
+    motion_chunk: int = 16
+    """Frames per MOTION packet (1 for the lowest latency, larger for less overhead)."""
+    generator: str = "warp"
+
+    def __post_init__(self) -> None:
+        if not 16 <= self.size <= 1024:
+            raise ValueError(f"size must be in 16..1024, got {self.size}")
+        if not 1 <= self.buffer_size <= MAX_BUFFER:
+            raise ValueError(f"buffer_size must be in 1..{MAX_BUFFER}, got {self.buffer_size}")
+        if not 1 <= self.keyframe_quality <= 100:
+            raise ValueError(f"keyframe_quality must be in 1..100, got {self.keyframe_quality}")
+        if self.motion_chunk < 1:
+            raise ValueError("motion_chunk must be >= 1")
+
+    @property
+    def threshold(self) -> float:
+        if self.refresh_threshold is not None:
+            return float(self.refresh_threshold)
+        return DEFAULT_THRESHOLDS[RefreshMode(self.refresh_mode)]
+
+
+@dataclass
+class BufferEntry:
+    """A keyframe held in the reference buffer."""
+
+    frame_index: int
+    reference: Reference
+    q: np.ndarray
+
+
+@dataclass
+class ReferenceBuffer:
+    """FIFO of up to ``capacity`` keyframes; index 0 is the newest (mirrored by both ends)."""
+
+    capacity: int
+    _entries: deque[BufferEntry] = field(default_factory=deque)
+
+    def push(self, entry: BufferEntry) -> None:
+        self._entries.appendleft(entry)
+        while len(self._entries) > self.capacity:
+            self._entries.pop()
+
+    def __getitem__(self, index: int) -> BufferEntry:
+        return self._entries[index]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[BufferEntry]:
+        return iter(self._entries)
+
+    def frame_indices(self) -> list[int]:
+        return [e.frame_index for e in self._entries]

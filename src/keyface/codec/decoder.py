@@ -1,0 +1,131 @@
+"""The decoder state machine (sans-I/O): bitstream packets in, frames out.
+
+The decoder mirrors the encoder's reference buffer: a KEYFRAME packet announces the intra
+picture of one frame; the MOTION packet that covers that frame supplies its keypoints, and the
+pair enters the buffer. Every other frame is rendered from the buffer entry its motion names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from keyface.bitstream import (
+    BackgroundPacket,
+    BitstreamError,
+    EndPacket,
+    KeyframePacket,
+    MotionPacket,
+    Packet,
+    StreamHeader,
+)
+from keyface.codec.config import BufferEntry, ReferenceBuffer
+from keyface.entropy import MotionCoderState, MotionCodingError, decode_frames
+from keyface.intra import IntraCodecError, get_intra_codec
+from keyface.motion import get_representation
+from keyface.render import Renderer, get_renderer
+
+
+@dataclass(frozen=True)
+class DecodedFrame:
+    index: int
+    image: np.ndarray
+    keyframe: bool
+    reference_frame: int
+    """Frame index of the keyframe this frame was rendered from (itself for a keyframe)."""
+    keypoints: np.ndarray
+
+
+class DecoderCore:
+    """Decode the packets of one stream in order."""
+
+    def __init__(self, header: StreamHeader, renderer: Renderer | None = None) -> None:
+        self.header = header
+        rep = get_representation(header.motion_name)
+        if rep.version != header.motion_version or rep.digest != header.motion_digest:
+            raise BitstreamError(
+                f"stream uses motion model {header.motion_name} v{header.motion_version} "
+                f"(digest {header.motion_digest:08x}); this build has v{rep.version} "
+                f"(digest {rep.digest:08x})"
+            )
+        if not 0 <= header.quant_level < rep.num_levels:
+            raise BitstreamError(f"header: unknown quantiser level {header.quant_level}")
+        self.representation = rep.for_level(header.quant_level)
+        self.state = MotionCoderState(
+            self.representation.quant_level(header.quant_level), self.representation.statistics
+        )
+        self.intra = get_intra_codec(header.intra_codec)
+        self.renderer = renderer if renderer is not None else get_renderer("warp")
+        self.buffer = ReferenceBuffer(header.buffer_size)
+        self.background: np.ndarray | None = None
+        self._keyframes: dict[int, np.ndarray] = {}
+        self._next_frame = 0
+        self.finished = False
+
+    @property
+    def frames_decoded(self) -> int:
+        return self._next_frame
+
+    def receive(self, packet: Packet) -> list[DecodedFrame]:
+        """Process one packet; returns the frames it completes (in display order)."""
+        if self.finished:
+            raise BitstreamError("packet after the END packet")
+        if isinstance(packet, KeyframePacket):
+            if packet.frame_index < self._next_frame:
+                raise BitstreamError(f"KEYFRAME for frame {packet.frame_index} arrives too late")
+            self._keyframes[packet.frame_index] = self._decode_intra(packet.data, "keyframe")
+            return []
+        if isinstance(packet, BackgroundPacket):
+            self.background = self._decode_intra(packet.data, "background")
+            return []
+        if isinstance(packet, MotionPacket):
+            return self._motion(packet)
+        if isinstance(packet, EndPacket):
+            if packet.frame_count != self._next_frame:
+                raise BitstreamError(
+                    f"END says {packet.frame_count} frames, {self._next_frame} were decoded"
+                )
+            self.finished = True
+            return []
+        return []  # packets of later versions / other uses are skipped
+
+    def _decode_intra(self, data: bytes, what: str) -> np.ndarray:
+        try:
+            return self.intra.decode(data)
+        except IntraCodecError as exc:
+            raise BitstreamError(f"undecodable {what} picture ({exc})") from None
+
+    def _motion(self, packet: MotionPacket) -> list[DecodedFrame]:
+        if packet.first_frame != self._next_frame:
+            raise BitstreamError(
+                f"MOTION packet starts at frame {packet.first_frame}, expected {self._next_frame}"
+            )
+        if packet.reset:
+            self.state.reset()
+        indices = range(packet.first_frame, packet.first_frame + packet.n_frames)
+        is_key = [i in self._keyframes for i in indices]
+        try:
+            coded = decode_frames(self.state, packet.data, is_key)
+        except MotionCodingError as exc:
+            raise BitstreamError(str(exc)) from None
+        size = self.header.width
+        out: list[DecodedFrame] = []
+        for index, frame in zip(indices, coded, strict=True):
+            keypoints = self.representation.keypoints(self.state.dequantize(frame.q), size)
+            if frame.reference is None:
+                image = self._keyframes.pop(index)
+                ref = self.renderer.prepare(image, keypoints)
+                self.buffer.push(BufferEntry(frame_index=index, reference=ref, q=frame.q))
+                out.append(DecodedFrame(index, image, True, index, keypoints))
+                continue
+            if frame.reference >= len(self.buffer):
+                raise BitstreamError(
+                    f"frame {index} names reference {frame.reference}, "
+                    f"buffer holds {len(self.buffer)}"
+                )
+            entry = self.buffer[frame.reference]
+            image = self.renderer.render(entry.reference, keypoints)
+            out.append(DecodedFrame(index, image, False, entry.frame_index, keypoints))
+        self._next_frame = indices.stop
+        return out

@@ -1,0 +1,262 @@
+"""The encoder state machine (sans-I/O): frames and landmarks in, bitstream packets out.
+
+For every frame the encoder quantises the motion, then decides how the decoder gets the frame:
+
+* ``RefreshMode.PSNR`` (DAC, Algorithm 1): render the frame from every buffered reference
+  exactly as the decoder will, keep the best; if its PSNR is below the threshold, code the frame
+  as a new keyframe instead, raising the intra quality until the keyframe itself clears the
+  threshold (or ``max_keyframe_quality`` is reached).
+* ``RefreshMode.MOTION`` (ZTE quality gate): pick the reference with the smallest motion
+  distance (:mod:`keyface.motion.distance`) and code a keyframe when even that is above the
+  threshold. No rendering, so it is much cheaper.
+* ``RefreshMode.FIXED``: a keyframe every ``threshold`` frames (0: the first frame only).
+
+Keyframes enter a FIFO buffer of up to five references that the decoder mirrors exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import numpy as np
+
+from keyface.bitstream import (
+    BackgroundPacket,
+    CropGeometry,
+    EndPacket,
+    KeyframePacket,
+    MotionPacket,
+    Packet,
+    RefreshMode,
+    StreamHeader,
+)
+from keyface.codec.config import BufferEntry, CodecConfig, ReferenceBuffer
+from keyface.entropy import CodedFrame, MotionCoderState, encode_frames
+from keyface.imageops import psnr
+from keyface.intra import get_intra_codec
+from keyface.motion import face_regions, get_representation, motion_distance
+from keyface.render import get_renderer
+from keyface.types import CropBox, check_image
+
+
+@dataclass(frozen=True)
+class FrameDecision:
+    """What the encoder did with one frame (for statistics and tests)."""
+
+    index: int
+    keyframe: bool
+    reference: int | None
+    """Buffer index used (0 = newest); ``None`` for a keyframe."""
+    reference_frame: int
+    """Frame index of the keyframe the decoder renders this frame from (itself if keyframe)."""
+    score: float
+    """PSNR of the chosen prediction (PSNR mode) or motion distance (MOTION mode)."""
+    keyframe_quality: int | None = None
+
+
+@dataclass
+class EncoderStats:
+    frames: int = 0
+    keyframes: int = 0
+    header_bytes: int = 0
+    keyframe_bytes: int = 0
+    motion_bytes: int = 0
+    background_bytes: int = 0
+    other_bytes: int = 0
+    decisions: list[FrameDecision] = field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> int:
+        return (
+            self.header_bytes
+            + self.keyframe_bytes
+            + self.motion_bytes
+            + self.background_bytes
+            + self.other_bytes
+        )
+
+    def add_packet(self, packet: Packet) -> None:
+        n = len(bytes(packet))
+        if isinstance(packet, KeyframePacket):
+            self.keyframe_bytes += n
+        elif isinstance(packet, MotionPacket):
+            self.motion_bytes += n
+        elif isinstance(packet, BackgroundPacket):
+            self.background_bytes += n
+        else:
+            self.other_bytes += n
+
+
+class EncoderCore:
+    """Encode a sequence of square face crops; feed frames in order, then :meth:`flush`."""
+
+    def __init__(
+        self,
+        config: CodecConfig,
+        fps: Fraction,
+        crop: CropBox | None = None,
+        frame_count: int = 0,
+        with_background: bool = False,
+    ) -> None:
+        self.config = config
+        self.fps = Fraction(fps)
+        self.representation = get_representation().for_level(config.quant_level)
+        self.intra = get_intra_codec(config.intra_codec)
+        self.renderer = get_renderer(config.generator)
+        self.state = MotionCoderState(
+            self.representation.quant_level(config.quant_level), self.representation.statistics
+        )
+        self.buffer = ReferenceBuffer(config.buffer_size)
+        self.regions = face_regions(self.representation.mean)
+        self.stats = EncoderStats()
+        self._pending: list[CodedFrame] = []
+        self._pending_first = 0
+        self._next_index = 0
+        self._sent_reset = False
+        self._last_params: np.ndarray | None = None
+        self._with_background = with_background
+        self._background_sent = False
+        self.header = StreamHeader(
+            width=config.size,
+            height=config.size,
+            fps_num=self.fps.numerator,
+            fps_den=self.fps.denominator,
+            frame_count=frame_count,
+            crop=None
+            if crop is None
+            else CropGeometry(crop.source_width, crop.source_height, crop.cx, crop.cy, crop.side),
+            has_background=with_background,
+            motion_name=self.representation.name,
+            motion_version=self.representation.version,
+            motion_digest=self.representation.digest,
+            quant_level=config.quant_level,
+            intra_codec=config.intra_codec,
+            refresh_mode=RefreshMode(config.refresh_mode),
+            buffer_size=config.buffer_size,
+            refresh_threshold=config.threshold,
+            generator=config.generator,
+        )
+        self.stats.header_bytes = len(bytes(self.header))
+
+    # -- public -----------------------------------------------------------------------------
+    def encode(
+        self,
+        image: np.ndarray,
+        landmarks: np.ndarray | None,
+        background: np.ndarray | None = None,
+    ) -> list[Packet]:
+        """Encode the next frame; ``landmarks`` (478, 2|3) in crop pixels or ``None`` (no face:
+        the previous motion is held). ``background`` is the full source frame, used once when
+        the stream carries a background. Returns the packets that are ready."""
+        check_image(image)
+        size = self.config.size
+        if image.shape[:2] != (size, size):
+            raise ValueError(f"frame must be {size}x{size}, got {image.shape[1]}x{image.shape[0]}")
+        index = self._next_index
+        self._next_index += 1
+        params = self._params(landmarks)
+        q = self.state.quantize(params)
+        keypoints = self.representation.keypoints(self.state.dequantize(q), size)
+
+        packets: list[Packet] = []
+        if self._with_background and not self._background_sent:
+            if background is None:
+                raise ValueError("the first frame needs its full source frame (background)")
+            data = self.intra.encode(background, self.config.keyframe_quality)
+            packets.append(BackgroundPacket(frame_index=index, data=data))
+            self._background_sent = True
+
+        decision = self._decide(index, image, keypoints)
+        if decision is None:
+            packet, decision = self._keyframe(index, image, keypoints, q)
+            packets.append(packet)
+        self.stats.decisions.append(decision)
+        self.stats.frames += 1
+        self._pending.append(CodedFrame(q=q, reference=decision.reference))
+        if len(self._pending) >= self.config.motion_chunk:
+            packets.append(self._flush_motion())
+        for p in packets:
+            self.stats.add_packet(p)
+        return packets
+
+    def flush(self) -> list[Packet]:
+        """Emit the motion still pending and the END packet."""
+        packets: list[Packet] = []
+        if self._pending:
+            packets.append(self._flush_motion())
+        packets.append(EndPacket(frame_count=self._next_index))
+        for p in packets:
+            self.stats.add_packet(p)
+        return packets
+
+    # -- internals ------------------------------------------------------------------------
+    def _params(self, landmarks: np.ndarray | None) -> np.ndarray:
+        if landmarks is not None:
+            params = self.representation.analyze(landmarks, self.config.size)
+            self._last_params = params
+        elif self._last_params is not None:
+            params = self._last_params
+        else:
+            params = self.representation.statistics.mean.copy()
+            params[3:5] = (128.0, 128.0)  # a centred face until one is seen
+        return params
+
+    def _decide(self, index: int, image: np.ndarray, keypoints: np.ndarray) -> FrameDecision | None:
+        """Pick a reference for ``index``, or ``None`` when a keyframe must be coded."""
+        if len(self.buffer) == 0:
+            return None
+        mode = RefreshMode(self.config.refresh_mode)
+        threshold = self.config.threshold
+        if mode == RefreshMode.FIXED:
+            interval = int(threshold)
+            if interval > 0 and index - self.buffer[0].frame_index >= interval:
+                return None
+            return FrameDecision(index, False, 0, self.buffer[0].frame_index, 0.0)
+        if mode == RefreshMode.MOTION:
+            dists = [
+                motion_distance(e.reference.keypoints, keypoints, self.regions).value
+                for e in self.buffer
+            ]
+            best = int(np.argmin(dists))
+            if dists[best] > threshold:
+                return None
+            return FrameDecision(index, False, best, self.buffer[best].frame_index, dists[best])
+        scores = [psnr(self.renderer.render(e.reference, keypoints), image) for e in self.buffer]
+        best = int(np.argmax(scores))
+        if scores[best] < threshold:
+            return None
+        return FrameDecision(index, False, best, self.buffer[best].frame_index, scores[best])
+
+    def _keyframe(
+        self, index: int, image: np.ndarray, keypoints: np.ndarray, q: np.ndarray
+    ) -> tuple[KeyframePacket, FrameDecision]:
+        quality = self.config.keyframe_quality
+        data = self.intra.encode(image, quality)
+        decoded = self.intra.decode(data)
+        score = psnr(decoded, image)
+        if RefreshMode(self.config.refresh_mode) == RefreshMode.PSNR and index > 0:
+            # DAC: lower the QP until the keyframe itself satisfies the quality constraint.
+            while score < self.config.threshold and quality < self.config.max_keyframe_quality:
+                quality = min(quality + 10, self.config.max_keyframe_quality)
+                data = self.intra.encode(image, quality)
+                decoded = self.intra.decode(data)
+                score = psnr(decoded, image)
+        reference = self.renderer.prepare(decoded, keypoints)
+        self.buffer.push(BufferEntry(frame_index=index, reference=reference, q=q))
+        self.stats.keyframes += 1
+        packet = KeyframePacket(frame_index=index, quality=quality, data=data)
+        return packet, FrameDecision(index, True, None, index, score, quality)
+
+    def _flush_motion(self) -> MotionPacket:
+        reset = not self._sent_reset
+        if reset:
+            self.state.reset()
+            self._sent_reset = True
+        data = encode_frames(self.state, self._pending)
+        packet = MotionPacket(
+            first_frame=self._pending_first, n_frames=len(self._pending), reset=reset, data=data
+        )
+        self._pending_first += len(self._pending)
+        self._pending = []
+        return packet

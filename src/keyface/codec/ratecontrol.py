@@ -1,0 +1,112 @@
+"""Rate control: quality presets, and ``--kbps`` by bisection over one quality knob.
+
+Every operating point of the encoder is placed on one monotone ladder ``u`` in
+``[0, U_MAX]``: as ``u`` grows the keyframes get better, keyframe refreshes come sooner, and the
+motion is quantised more finely. :func:`fit_bitrate` bisects ``u`` with real encodes of the
+analysed clip (the landmarks are measured once; each trial only re-runs the encoder) until the
+stream lands within ``TOLERANCE`` of the target.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+
+from keyface.bitstream import RefreshMode
+from keyface.codec.config import CodecConfig
+from keyface.pipeline import Analysis, EncodeResult, encode_analysis
+
+U_MAX = 1.5
+TOLERANCE = 0.08
+"""Relative rate error at which the search stops (the promise to users is 15%)."""
+MAX_TRIALS = 9
+
+QUALITY_PRESETS: dict[str, float] = {"low": 0.2, "medium": 0.6, "high": 1.0, "best": 1.4}
+"""``--quality`` name -> ladder position ``u``."""
+
+
+def config_at(u: float, base: CodecConfig | None = None) -> CodecConfig:
+    """The encoder settings at ladder position ``u`` (0 = fewest bits)."""
+    base = base or CodecConfig()
+    u = min(max(u, 0.0), U_MAX)
+    quality = round(10 + 50 * u)
+    level = 4 if u < 0.15 else 3 if u < 0.3 else 2 if u < 1.2 else 1
+    mode = RefreshMode(base.refresh_mode)
+    if mode == RefreshMode.MOTION:
+        threshold = 0.40 - 0.2 * u  # motion distance above which a keyframe is sent
+    elif mode == RefreshMode.PSNR:
+        threshold = 16.0 + 8.0 * u  # dB below which a keyframe is sent
+    else:
+        threshold = 0.0 if u < 0.5 else round(300 / u)  # keyframe interval in frames
+    return replace(
+        base,
+        keyframe_quality=quality,
+        max_keyframe_quality=min(100, quality + 30),
+        quant_level=level,
+        refresh_threshold=threshold,
+    )
+
+
+def config_for_preset(name: str, base: CodecConfig | None = None) -> CodecConfig:
+    if name not in QUALITY_PRESETS:
+        raise ValueError(f"unknown quality preset {name!r} (choose from {list(QUALITY_PRESETS)})")
+    return config_at(QUALITY_PRESETS[name], base)
+
+
+def fit_bitrate(
+    analysis: Analysis,
+    base: CodecConfig,
+    kbps: float,
+    *,
+    with_background: bool = False,
+    verbose: bool = False,
+) -> EncodeResult:
+    """Encode ``analysis`` at the ladder position whose bitrate is closest to ``kbps``.
+
+    Prefers results at or under the target; if even ``u = 0`` is over it, returns that (the
+    floor of this clip) and says so on stderr.
+    """
+    lo, hi = 0.0, U_MAX
+    best: EncodeResult | None = None
+
+    def trial(u: float) -> EncodeResult:
+        nonlocal best
+        result = encode_analysis(analysis, config_at(u, base), with_background=with_background)
+        if verbose:
+            print(f"rate control: u={u:.3f} -> {result.kbps:.2f} kbit/s", file=sys.stderr)
+        if best is None or _better(result.kbps, best.kbps, kbps):
+            best = result
+        return result
+
+    floor = trial(lo)
+    if floor.kbps >= kbps:
+        print(
+            f"keyface: {kbps:g} kbit/s is below this clip's floor; coding at "
+            f"{floor.kbps:.2f} kbit/s",
+            file=sys.stderr,
+        )
+        return floor
+    top = trial(hi)
+    if top.kbps <= kbps:
+        return top
+    for _ in range(MAX_TRIALS):
+        mid = (lo + hi) / 2
+        rate = trial(mid).kbps
+        if abs(rate - kbps) <= TOLERANCE * kbps:
+            break
+        if rate > kbps:
+            hi = mid
+        else:
+            lo = mid
+    assert best is not None
+    return best
+
+
+def _better(candidate: float, current: float, target: float) -> bool:
+    """Closer to the target, with overshoot beyond the tolerance counted as worse."""
+
+    def cost(rate: float) -> float:
+        err = (rate - target) / target
+        return abs(err) + (1.0 if err > TOLERANCE else 0.0)
+
+    return cost(candidate) < cost(current)

@@ -1,0 +1,260 @@
+"""The one place that wires the stages together: files -> crop -> landmarks -> codec -> files.
+
+Everything else in keyface is a stage that knows nothing of the others' I/O:
+``io`` (video files) -> ``face`` (crop, landmarks, paste back) -> ``motion`` / ``entropy`` ->
+``codec`` (encoder / decoder state machines) -> ``render`` -> ``bitstream``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from keyface.bitstream import BitstreamError, StreamHeader, read_stream, write_stream
+from keyface.codec.config import CodecConfig
+from keyface.codec.decoder import DecodedFrame, DecoderCore
+from keyface.codec.encoder import EncoderCore, EncoderStats
+from keyface.face import FaceNotFoundError, LandmarkTracker, apply_crop, paste_back, plan_crop
+from keyface.io import VideoWriter, probe, read_frames
+from keyface.render import Renderer
+from keyface.types import CropBox, Frame
+
+ProgressFn = Callable[[int], None]
+"""Called with the number of frames just processed (drives progress bars)."""
+
+
+ALREADY_CROPPED = 0.9
+"""A square input whose planned crop is at least this share of its side is used whole."""
+
+
+class UserInputError(Exception):
+    """The input cannot be coded as asked (e.g. ``--no-crop`` on a non-square video)."""
+
+
+@dataclass
+class Analysis:
+    """What a first pass over the input learns: crop, size, frame rate, landmarks per frame."""
+
+    path: Path
+    fps: Fraction
+    size: int
+    crop: CropBox | None
+    landmarks: list[np.ndarray | None]
+    source_size: tuple[int, int]
+    seconds: float = 0.0
+
+    @property
+    def frame_count(self) -> int:
+        return len(self.landmarks)
+
+    @property
+    def duration(self) -> float:
+        return float(self.frame_count / self.fps) if self.fps else 0.0
+
+    @property
+    def face_frames(self) -> int:
+        return sum(lm is not None for lm in self.landmarks)
+
+
+@dataclass
+class EncodeResult:
+    data: bytes
+    header: StreamHeader
+    stats: EncoderStats
+    analysis: Analysis
+    encode_seconds: float
+    config: CodecConfig
+
+    @property
+    def kbps(self) -> float:
+        return 8 * len(self.data) / 1000 / max(self.analysis.duration, 1e-9)
+
+
+@dataclass
+class DecodeResult:
+    header: StreamHeader
+    frames: list[DecodedFrame]
+    error: BitstreamError | None
+    complete: bool
+    decode_seconds: float
+    background: np.ndarray | None = None
+    keyframes: list[int] = field(default_factory=list)
+
+
+def cropped_frames(
+    path: str | Path, crop: CropBox | None, size: int, max_frames: int | None = None
+) -> Iterator[tuple[Frame, np.ndarray]]:
+    """``(source frame, size x size crop)`` pairs of a video."""
+    for frame in read_frames(path, max_frames):
+        image = frame.image if crop is None else apply_crop(frame.image, crop, size)
+        yield frame, image
+
+
+def analyze(
+    path: str | Path,
+    *,
+    size: int = 256,
+    crop: bool = True,
+    max_frames: int | None = None,
+    progress: ProgressFn | None = None,
+) -> Analysis:
+    """First pass: plan the crop and measure face-mesh landmarks on every cropped frame."""
+    t0 = time.perf_counter()
+    path = Path(path)
+    info = probe(path)
+    box: CropBox | None = None
+    if crop:
+        box = plan_crop(read_frames(path, max_frames))
+        if info.width == info.height and box.side >= ALREADY_CROPPED * info.width:
+            # The input is already a face crop: take it whole instead of padding its edges.
+            box = CropBox.full(info.width, info.height)
+    else:
+        if info.width != info.height:
+            raise UserInputError(
+                f"--no-crop needs a square input (already a face crop), got "
+                f"{info.width}x{info.height}; drop --no-crop to crop it"
+            )
+        size = info.width
+    landmarks: list[np.ndarray | None] = []
+    with LandmarkTracker(video=True) as tracker:
+        for _, image in cropped_frames(path, box, size, max_frames):
+            landmarks.append(tracker.process(image))
+            if progress:
+                progress(1)
+    if not landmarks:
+        raise UserInputError(f"{path}: contains no decodable frame")
+    if not any(lm is not None for lm in landmarks):
+        raise FaceNotFoundError(f"{path}: no face found in any of {len(landmarks)} frames")
+    return Analysis(
+        path=path,
+        fps=info.fps,
+        size=size,
+        crop=box,
+        landmarks=landmarks,
+        source_size=(info.width, info.height),
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def encode_analysis(
+    analysis: Analysis,
+    config: CodecConfig,
+    *,
+    with_background: bool = False,
+    progress: ProgressFn | None = None,
+) -> EncodeResult:
+    """Second pass: run the encoder over the (re-read, re-cropped) frames."""
+    config = replace(config, size=analysis.size)
+    encoder = EncoderCore(
+        config,
+        analysis.fps,
+        crop=analysis.crop,
+        frame_count=analysis.frame_count,
+        with_background=with_background,
+    )
+    packets = []
+    t0 = time.perf_counter()
+    frames = cropped_frames(analysis.path, analysis.crop, analysis.size, analysis.frame_count)
+    for (frame, image), landmarks in zip(frames, analysis.landmarks, strict=False):
+        packets.extend(encoder.encode(image, landmarks, background=frame.image))
+        if progress:
+            progress(1)
+    packets.extend(encoder.flush())
+    seconds = time.perf_counter() - t0
+    data = write_stream(encoder.header, packets)
+    return EncodeResult(data, encoder.header, encoder.stats, analysis, seconds, config)
+
+
+def decode_bytes(
+    data: bytes,
+    *,
+    renderer: Renderer | None = None,
+    progress: ProgressFn | None = None,
+) -> DecodeResult:
+    """Decode a whole stream; what was decoded before any damage is kept (see ``error``)."""
+    parsed = read_stream(data)
+    decoder = DecoderCore(parsed.header, renderer=renderer)
+    frames: list[DecodedFrame] = []
+    keyframes: list[int] = []
+    error = parsed.error
+    t0 = time.perf_counter()
+    for packet in parsed.packets:
+        try:
+            out = decoder.receive(packet)
+        except BitstreamError as exc:
+            error = exc
+            break
+        frames.extend(out)
+        keyframes.extend(f.index for f in out if f.keyframe)
+        if progress and out:
+            progress(len(out))
+    return DecodeResult(
+        header=parsed.header,
+        frames=frames,
+        error=error,
+        complete=parsed.complete and error is None and decoder.finished,
+        decode_seconds=time.perf_counter() - t0,
+        background=decoder.background,
+        keyframes=keyframes,
+    )
+
+
+def full_frame(header: StreamHeader, background: np.ndarray, face: np.ndarray) -> np.ndarray:
+    """Paste a decoded face crop into the decoded full frame with a soft seam."""
+    if header.crop is None:
+        raise UserInputError("the stream was coded without a crop: there is no full frame")
+    c = header.crop
+    box = CropBox(c.cx, c.cy, c.side, c.source_width, c.source_height)
+    return paste_back(background, face, box)
+
+
+def write_decoded(
+    result: DecodeResult, output: str | Path, *, full: bool = False
+) -> tuple[int, int]:
+    """Write decoded frames to a video; returns the written (width, height)."""
+    header = result.header
+    if full and (result.background is None or header.crop is None):
+        raise UserInputError(
+            "the stream has no full-frame background: encode with --full-frame to use "
+            "decode --full-frame"
+        )
+    size = (header.width, header.height)
+    with VideoWriter(output, header.fps) as writer:
+        for frame in result.frames:
+            image = frame.image
+            if full:
+                assert result.background is not None
+                image = full_frame(header, result.background, image)
+            size = (image.shape[1], image.shape[0])
+            writer.write(_even(image))
+    return size
+
+
+def _even(image: np.ndarray) -> np.ndarray:
+    """Drop a last row/column so yuv420p can hold the frame."""
+    h, w = image.shape[:2]
+    return image[: h - h % 2, : w - w % 2]
+
+
+def crop_video(
+    path: str | Path,
+    output: str | Path,
+    *,
+    size: int = 256,
+    max_frames: int | None = None,
+    progress: ProgressFn | None = None,
+) -> CropBox:
+    """Write the stable square face crop of a video (the evaluation protocol's input)."""
+    info = probe(path)
+    box = plan_crop(read_frames(path, max_frames))
+    with VideoWriter(output, info.fps) as writer:
+        for _, image in cropped_frames(path, box, size, max_frames):
+            writer.write(image)
+            if progress:
+                progress(1)
+    return box

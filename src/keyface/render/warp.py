@@ -1,0 +1,145 @@
+"""Training-free renderer: a dense piecewise-affine backward warp of the reference frame.
+
+Control points are the face keypoints plus two rings around the head (hair, ears, neck) that
+follow the head's 2-D similarity motion, and fixed points on the crop border (the background and
+shoulders are held still). The points are triangulated in the *driving* frame (Delaunay, so the
+output has no holes or overlaps), each triangle maps affinely to the same triangle in the
+reference, and the reference is sampled there. The flow is computed on a half-resolution grid
+and upsampled; sampling is bilinear.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+from scipy.spatial import Delaunay
+
+from keyface.types import check_image
+
+# Face-oval landmark indices of the 468/478-point face mesh, in order around the face.
+FACE_OVAL = (
+    10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
+    152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109,
+)  # fmt: skip
+RINGS = ((1.3, 1.0), (1.75, 0.7))
+"""(radius factor relative to the face oval, share of the head motion) of each outer ring."""
+NECK_FOLLOW = 0.35
+"""Share of the head motion followed by ring points below the chin (the neck, shoulders)."""
+BORDER_POINTS = 9
+
+
+@dataclass
+class Reference:
+    """A decoded reference frame prepared for rendering."""
+
+    image: np.ndarray
+    keypoints: np.ndarray
+    cache: dict[str, Any] = field(default_factory=dict)
+    """Renderer-specific precomputed data (features of a learned generator, ...)."""
+
+
+def similarity_fit(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """2x3 similarity matrix ``M`` minimising ``|dst - M @ [src, 1]|^2`` (2-D points)."""
+    ms, md = src.mean(axis=0), dst.mean(axis=0)
+    sc, dc = src - ms, dst - md
+    var = float((sc**2).sum())
+    a = float((sc * dc).sum()) / var
+    b = float((sc[:, 0] * dc[:, 1] - sc[:, 1] * dc[:, 0]).sum()) / var
+    rot = np.array([[a, -b], [b, a]])
+    return np.hstack([rot, (md - rot @ ms)[:, None]])
+
+
+def _border(width: int, height: int) -> np.ndarray:
+    xs = np.linspace(-0.5, width - 0.5, BORDER_POINTS)
+    ys = np.linspace(-0.5, height - 0.5, BORDER_POINTS)
+    x1, y1 = width - 0.5, height - 0.5
+    pts = [(x, -0.5) for x in xs] + [(x, y1) for x in xs]
+    pts += [(-0.5, y) for y in ys[1:-1]] + [(x1, y) for y in ys[1:-1]]
+    return np.asarray(pts, dtype=np.float64)
+
+
+def control_points(
+    ref_kp: np.ndarray, drv_kp: np.ndarray, width: int, height: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Matching control points ``(reference, driving)``: keypoints, head rings, crop border."""
+    ref_kp = np.asarray(ref_kp, dtype=np.float64)
+    drv_kp = np.asarray(drv_kp, dtype=np.float64)
+    oval_ref = ref_kp[list(FACE_OVAL)]
+    oval_drv = drv_kp[list(FACE_OVAL)]
+    sim = similarity_fit(oval_ref, oval_drv)
+    centre = oval_ref.mean(axis=0)
+    chin_y = oval_ref[:, 1].max()
+    ring_ref, ring_drv = [], []
+    for factor, follow in RINGS:
+        pts = centre + factor * (oval_ref - centre)
+        moved = pts @ sim[:, :2].T + sim[:, 2]
+        share = np.where(pts[:, 1] > chin_y, NECK_FOLLOW * follow, follow)[:, None]
+        ring_ref.append(pts)
+        ring_drv.append(pts + share * (moved - pts))
+    border = _border(width, height)
+    ref = np.concatenate([ref_kp, *ring_ref, border])
+    drv = np.concatenate([drv_kp, *ring_drv, border])
+    # Ring points pushed outside the crop are pulled back inside so the hull stays the crop.
+    inner = slice(len(ref_kp), len(ref) - len(border))
+    hi = np.array([width - 1.5, height - 1.5])
+    ref[inner] = np.clip(ref[inner], 0.5, hi)
+    drv[inner] = np.clip(drv[inner], 0.5, hi)
+    return ref, drv
+
+
+def dense_flow(
+    ref_pts: np.ndarray, drv_pts: np.ndarray, width: int, height: int, grid: int = 2
+) -> np.ndarray:
+    """Backward flow ``(height, width, 2)`` float32: for each output pixel, where to sample the
+    reference (x, y). Piecewise affine over a Delaunay triangulation of ``drv_pts``."""
+    tri = Delaunay(drv_pts)
+    nx, ny = (width + grid - 1) // grid, (height + grid - 1) // grid
+    off = (grid - 1) / 2
+    gx, gy = np.meshgrid(np.arange(nx) * grid + off, np.arange(ny) * grid + off)
+    query = np.stack([gx.ravel(), gy.ravel()], axis=1)
+    simplex = tri.find_simplex(query)
+    inside = simplex >= 0
+    s = np.where(inside, simplex, 0)
+    trans = tri.transform[s]  # (P, 3, 2)
+    bary2 = np.einsum("pij,pj->pi", trans[:, :2, :], query - trans[:, 2, :])
+    bary = np.concatenate([bary2, 1 - bary2.sum(axis=1, keepdims=True)], axis=1)
+    verts = tri.simplices[s]  # (P, 3)
+    src = np.einsum("pk,pkj->pj", bary, ref_pts[verts])
+    src = np.where(inside[:, None], src, query)
+    flow = src.reshape(ny, nx, 2).astype(np.float32)
+    if grid == 1:
+        return flow
+    # Upsample the coarse grid to every pixel (cell centres stay aligned).
+    big = cv2.resize(flow, (nx * grid, ny * grid), interpolation=cv2.INTER_LINEAR)
+    return np.ascontiguousarray(big[:height, :width])
+
+
+def warp_image(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """Sample ``image`` at ``flow`` (bilinear, edge pixels repeated outside)."""
+    return cv2.remap(
+        image, flow[..., 0], flow[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
+
+
+class WarpRenderer:
+    """The always-available renderer (``name = "warp"``): no network, no training."""
+
+    name = "warp"
+
+    def __init__(self, grid: int = 2) -> None:
+        self.grid = grid
+
+    def prepare(self, image: np.ndarray, keypoints: np.ndarray) -> Reference:
+        check_image(image, "reference image")
+        return Reference(image=image, keypoints=np.asarray(keypoints, dtype=np.float32))
+
+    def flow(self, reference: Reference, keypoints: np.ndarray) -> np.ndarray:
+        height, width = reference.image.shape[:2]
+        ref_pts, drv_pts = control_points(reference.keypoints, keypoints, width, height)
+        return dense_flow(ref_pts, drv_pts, width, height, self.grid)
+
+    def render(self, reference: Reference, keypoints: np.ndarray) -> np.ndarray:
+        return warp_image(reference.image, self.flow(reference, keypoints))
