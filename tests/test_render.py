@@ -1,0 +1,73 @@
+"""The training-free warp renderer."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from keyface.motion import get_representation
+from keyface.render import WarpRenderer, dense_flow
+from keyface.render.warp import control_points, similarity_fit
+
+
+def face_keypoints(size: int = 256) -> np.ndarray:
+    rep = get_representation()
+    return rep.keypoints(rep.statistics.mean, size)
+
+
+def textured(size: int = 256) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, size=(size // 8, size // 8, 3), dtype=np.uint8)
+    return np.kron(small, np.ones((8, 8, 1), dtype=np.uint8))
+
+
+def test_same_keypoints_give_identity_flow() -> None:
+    kp = face_keypoints()
+    renderer = WarpRenderer()
+    ref = renderer.prepare(textured(), kp)
+    flow = renderer.flow(ref, kp)
+    yy, xx = np.mgrid[0:256, 0:256]
+    assert flow.shape == (256, 256, 2) and flow.dtype == np.float32
+    assert np.abs(flow[..., 0] - xx).max() <= 0.5 and np.abs(flow[..., 1] - yy).max() <= 0.5
+    out = renderer.render(ref, kp)
+    assert np.abs(out.astype(int) - ref.image).mean() < 2
+
+
+def test_moving_face_moves_the_face_and_keeps_the_border() -> None:
+    kp = face_keypoints()
+    shifted = kp + np.array([6.0, -4.0], dtype=np.float32)
+    flow = WarpRenderer().flow(WarpRenderer().prepare(textured(), kp), shifted)
+    # Inside the face every output pixel samples the reference 6 px left and 4 px down.
+    cx, cy = kp.mean(axis=0).astype(int)
+    yy, xx = np.mgrid[0:256, 0:256]
+    np.testing.assert_allclose(flow[cy, cx], [xx[cy, cx] - 6, yy[cy, cx] + 4], atol=0.6)
+    # The crop border is held (nearly) still: background and shoulders do not follow the head.
+    for edge, grid in (
+        (flow[0], np.stack([xx[0], yy[0]], -1)),
+        (flow[-1], np.stack([xx[-1], yy[-1]], -1)),
+    ):
+        err = np.abs(edge - grid)
+        assert err.max() < 1.0 and err.mean() < 0.6  # the head moved by 7 px
+
+
+def test_control_points_match_and_stay_inside() -> None:
+    kp = face_keypoints(256) * 1.6 - 60  # a big face partly outside the crop
+    ref, drv = control_points(kp, kp + 3, 256, 256)
+    assert ref.shape == drv.shape
+    ring = slice(len(kp), len(ref) - 32)  # after the keypoints, before the 32 border points
+    assert ref[ring].min() >= 0 and ref[ring].max() <= 255
+
+
+def test_similarity_fit_recovers_rotation_and_scale() -> None:
+    rng = np.random.default_rng(3)
+    pts = rng.normal(size=(30, 2)) * 40
+    angle, scale, t = 0.2, 1.1, np.array([5.0, -3.0])
+    rot = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    m = similarity_fit(pts, pts @ rot.T + t)
+    np.testing.assert_allclose(m[:, :2], rot, atol=1e-9)
+    np.testing.assert_allclose(m[:, 2], t, atol=1e-9)
+
+
+def test_rectangular_frames() -> None:
+    kp = face_keypoints(144)
+    flow = dense_flow(*control_points(kp, kp, 176, 144), 176, 144)
+    assert flow.shape == (144, 176, 2)
