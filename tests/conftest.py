@@ -19,7 +19,7 @@ import pytest
 os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-CARPHONE_FRAMES = 60
+CARPHONE_FRAMES = 40
 DEV_CLIPS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clips"
 
 

@@ -98,20 +98,33 @@ def dense_flow(
     ref_pts: np.ndarray, drv_pts: np.ndarray, width: int, height: int, grid: int = 2
 ) -> np.ndarray:
     """Backward flow ``(height, width, 2)`` float32: for each output pixel, where to sample the
-    reference (x, y). Piecewise affine over a Delaunay triangulation of ``drv_pts``."""
+    reference (x, y). Piecewise affine over a Delaunay triangulation of ``drv_pts``, evaluated
+    on a ``grid``-times coarser grid and upsampled bilinearly."""
     tri = Delaunay(drv_pts)
     nx, ny = (width + grid - 1) // grid, (height + grid - 1) // grid
     off = (grid - 1) / 2
+    # Rasterise the triangle index of every grid cell (OpenCV fills with 1/16 px precision).
+    owner = np.full((ny, nx), -1, dtype=np.int32)
+    corners = np.round((drv_pts - off) / grid * 16).astype(np.int32)
+    for k, simplex in enumerate(tri.simplices):
+        cv2.fillConvexPoly(owner, corners[simplex], k, cv2.LINE_8, 4)
     gx, gy = np.meshgrid(np.arange(nx) * grid + off, np.arange(ny) * grid + off)
     query = np.stack([gx.ravel(), gy.ravel()], axis=1)
-    simplex = tri.find_simplex(query)
+    simplex = owner.ravel()
+    missing = simplex < 0
+    if missing.any():  # cells no triangle covered after rounding: locate them exactly
+        simplex[missing] = tri.find_simplex(query[missing])
     inside = simplex >= 0
     s = np.where(inside, simplex, 0)
-    trans = tri.transform[s]  # (P, 3, 2)
-    bary2 = np.einsum("pij,pj->pi", trans[:, :2, :], query - trans[:, 2, :])
-    bary = np.concatenate([bary2, 1 - bary2.sum(axis=1, keepdims=True)], axis=1)
+    trans = tri.transform[s]  # (P, 3, 2): barycentric (b0, b1) = T @ (x - r)
+    dx = query[:, 0] - trans[:, 2, 0]
+    dy = query[:, 1] - trans[:, 2, 1]
+    b0 = trans[:, 0, 0] * dx + trans[:, 0, 1] * dy
+    b1 = trans[:, 1, 0] * dx + trans[:, 1, 1] * dy
+    b2 = 1.0 - b0 - b1
     verts = tri.simplices[s]  # (P, 3)
-    src = np.einsum("pk,pkj->pj", bary, ref_pts[verts])
+    p0, p1, p2 = ref_pts[verts[:, 0]], ref_pts[verts[:, 1]], ref_pts[verts[:, 2]]
+    src = b0[:, None] * p0 + b1[:, None] * p1 + b2[:, None] * p2
     src = np.where(inside[:, None], src, query)
     flow = src.reshape(ny, nx, 2).astype(np.float32)
     if grid == 1:

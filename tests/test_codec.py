@@ -1,0 +1,141 @@
+"""The codec loop: encoder and decoder state machines, refresh decisions, damaged streams.
+
+Uses the carphone clip (cropped to 256x256, landmarks measured once per session).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from keyface.bitstream import (
+    BitstreamError,
+    KeyframePacket,
+    MotionPacket,
+    RefreshMode,
+    read_stream,
+)
+from keyface.codec.config import CodecConfig
+from keyface.codec.decoder import DecoderCore
+from keyface.codec.encoder import EncoderCore
+from keyface.codec.ratecontrol import config_at, fit_bitrate
+from keyface.imageops import psnr
+from keyface.pipeline import cropped_frames, decode_bytes, encode_analysis
+
+BASE = CodecConfig(intra_codec="hevc", keyframe_quality=50)
+
+
+def crops(analysis) -> list[np.ndarray]:
+    return [img for _, img in cropped_frames(analysis.path, analysis.crop, 256, analysis.frame_count)]
+
+
+@pytest.mark.parametrize(
+    ("mode", "threshold"),
+    [(RefreshMode.PSNR, 30.0), (RefreshMode.MOTION, 0.05), (RefreshMode.FIXED, 7)],
+)
+def test_decoder_mirrors_encoder_decisions(carphone_analysis, mode, threshold) -> None:
+    """The decoder renders every frame from the same reference the encoder chose."""
+    config = replace(BASE, refresh_mode=mode, refresh_threshold=threshold, motion_chunk=5)
+    result = encode_analysis(carphone_analysis, config)
+    decoded = decode_bytes(result.data)
+    assert decoded.error is None and decoded.complete
+    assert len(decoded.frames) == len(result.stats.decisions) == carphone_analysis.frame_count
+    for decision, frame in zip(result.stats.decisions, decoded.frames, strict=True):
+        assert frame.index == decision.index
+        assert frame.keyframe == decision.keyframe
+        assert frame.reference_frame == decision.reference_frame
+    keyframes = [d.index for d in result.stats.decisions if d.keyframe]
+    assert keyframes[0] == 0 and len(keyframes) > 1, "these thresholds must force refreshes"
+    if mode == RefreshMode.FIXED:
+        assert keyframes == list(range(0, carphone_analysis.frame_count, 7))
+
+
+def test_psnr_refresh_guarantees_the_threshold(carphone_analysis) -> None:
+    """DAC Algorithm 1: every frame the encoder accepts clears tau, as the decoder renders it."""
+    tau = 27.0
+    config = replace(BASE, refresh_mode=RefreshMode.PSNR, refresh_threshold=tau)
+    result = encode_analysis(carphone_analysis, config)
+    decoded = decode_bytes(result.data)
+    originals = crops(carphone_analysis)
+    for decision, frame, original in zip(
+        result.stats.decisions, decoded.frames, originals, strict=True
+    ):
+        if not decision.keyframe:
+            assert psnr(frame.image, original) == pytest.approx(decision.score, abs=1e-6)
+            assert decision.score >= tau
+
+
+def test_buffer_holds_at_most_five_and_uses_older_entries(carphone_analysis) -> None:
+    config = replace(BASE, refresh_mode=RefreshMode.PSNR, refresh_threshold=31.0, buffer_size=5)
+    result = encode_analysis(carphone_analysis, config)
+    refs = {d.reference for d in result.stats.decisions if not d.keyframe}
+    assert refs <= set(range(5))
+    single = encode_analysis(carphone_analysis, replace(config, buffer_size=1))
+    assert {d.reference for d in single.stats.decisions if not d.keyframe} <= {0}
+
+
+def test_stream_parts_add_up(carphone_analysis) -> None:
+    result = encode_analysis(carphone_analysis, BASE)
+    s = result.stats
+    assert s.total_bytes == len(result.data)
+    parsed = read_stream(result.data)
+    assert sum(isinstance(p, KeyframePacket) for p in parsed.packets) == s.keyframes
+    frames = sum(p.n_frames for p in parsed.packets if isinstance(p, MotionPacket))
+    assert frames == carphone_analysis.frame_count
+    assert 8 * s.motion_bytes / s.frames < 120, "motion stream must stay under 120 bits/frame"
+
+
+def test_truncated_stream_keeps_what_came_before(carphone_analysis) -> None:
+    data = encode_analysis(carphone_analysis, replace(BASE, motion_chunk=8)).data
+    full = decode_bytes(data)
+    cut = decode_bytes(data[: int(len(data) * 0.8)])
+    assert cut.error is not None and not cut.complete
+    assert 0 < len(cut.frames) < len(full.frames)
+    for a, b in zip(cut.frames, full.frames, strict=False):
+        np.testing.assert_array_equal(a.image, b.image)
+
+
+def test_corrupted_byte_is_detected(carphone_analysis) -> None:
+    data = bytearray(encode_analysis(carphone_analysis, BASE).data)
+    data[len(data) // 2] ^= 0x40
+    result = decode_bytes(bytes(data))
+    assert result.error is not None and "CRC" in str(result.error)
+
+
+def test_decoder_rejects_a_different_motion_model(carphone_analysis) -> None:
+    data = encode_analysis(carphone_analysis, BASE).data
+    header = read_stream(data).header
+    with pytest.raises(BitstreamError, match="motion model"):
+        DecoderCore(replace(header, motion_digest=header.motion_digest ^ 1))
+
+
+def test_missing_face_holds_the_last_motion(carphone_analysis) -> None:
+    """Frames where no face is found reuse the previous motion instead of failing."""
+    analysis = replace(carphone_analysis, landmarks=list(carphone_analysis.landmarks))
+    for i in range(10, 20):
+        analysis.landmarks[i] = None
+    decoded = decode_bytes(encode_analysis(analysis, BASE).data)
+    np.testing.assert_array_equal(decoded.frames[12].keypoints, decoded.frames[9].keypoints)
+
+
+def test_encoder_rejects_wrong_frame_size() -> None:
+    from fractions import Fraction
+
+    encoder = EncoderCore(BASE, Fraction(25))
+    with pytest.raises(ValueError, match="256x256"):
+        encoder.encode(np.zeros((128, 128, 3), np.uint8), None)
+
+
+def test_rate_control_ladder_is_monotone(carphone_analysis) -> None:
+    rates = [encode_analysis(carphone_analysis, config_at(u, BASE)).kbps for u in (0.0, 0.7, 1.4)]
+    assert rates == sorted(rates)
+
+
+def test_rate_control_hits_the_target(carphone_analysis) -> None:
+    low = encode_analysis(carphone_analysis, config_at(0.0, BASE)).kbps
+    high = encode_analysis(carphone_analysis, config_at(1.5, BASE)).kbps
+    target = (low + high) / 2
+    result = fit_bitrate(carphone_analysis, BASE, target)
+    assert abs(result.kbps - target) / target < 0.15
