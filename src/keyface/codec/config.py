@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from keyface.bitstream import RefreshMode
+from keyface.intra import DEFAULT_INTRA_CODEC
 from keyface.render import Reference
 
 MAX_BUFFER = 5
@@ -29,7 +30,7 @@ class CodecConfig:
 
     size: int = 256
     """Side of the square coded picture (the face crop)."""
-    intra_codec: str = "hevc"
+    intra_codec: str = DEFAULT_INTRA_CODEC
     keyframe_quality: int = 50
     """Intra quality 1..100 of the first keyframe (and of refreshes unless raised)."""
     max_keyframe_quality: int = 90
