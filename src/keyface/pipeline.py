@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from keyface.bitstream import BitstreamError, StreamHeader, read_stream, write_stream
@@ -28,6 +29,8 @@ ProgressFn = Callable[[int], None]
 """Called with the number of frames just processed (drives progress bars)."""
 
 
+PASTE_FEATHER = 0.08
+"""Width of the soft seam when a face crop is pasted into the full frame (share of the side)."""
 ALREADY_CROPPED = 0.9
 """A square input whose planned crop is at least this share of its side is used whole."""
 
@@ -160,14 +163,33 @@ def encode_analysis(
     packets = []
     t0 = time.perf_counter()
     frames = cropped_frames(analysis.path, analysis.crop, analysis.size, analysis.frame_count)
+    background: np.ndarray | None = None
     for (frame, image), landmarks in zip(frames, analysis.landmarks, strict=False):
-        packets.extend(encoder.encode(image, landmarks, background=frame.image))
+        if with_background and background is None and analysis.crop is not None:
+            background = flatten_inside(frame.image, analysis.crop)
+        packets.extend(encoder.encode(image, landmarks, background=background))
         if progress:
             progress(1)
     packets.extend(encoder.flush())
     seconds = time.perf_counter() - t0
     data = write_stream(encoder.header, packets)
     return EncodeResult(data, encoder.header, encoder.stats, analysis, seconds, config)
+
+
+def flatten_inside(image: np.ndarray, box: CropBox, feather: float = PASTE_FEATHER) -> np.ndarray:
+    """``image`` with the part of ``box`` that the pasted face fully covers made flat (a
+    smooth colour ramp), so the full-frame background costs few bits there."""
+    inset = feather * box.side + 2
+    x0, y0 = max(0, int(np.ceil(box.x0 + inset))), max(0, int(np.ceil(box.y0 + inset)))
+    x1 = min(image.shape[1], int(box.x0 + box.side - inset))
+    y1 = min(image.shape[0], int(box.y0 + box.side - inset))
+    out = image.copy()
+    if x1 - x0 < 8 or y1 - y0 < 8:
+        return out
+    region = out[y0:y1, x0:x1]
+    small = cv2.resize(region, (4, 4), interpolation=cv2.INTER_AREA)
+    out[y0:y1, x0:x1] = cv2.resize(small, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+    return out
 
 
 def decode_bytes(
@@ -210,7 +232,7 @@ def full_frame(header: StreamHeader, background: np.ndarray, face: np.ndarray) -
         raise UserInputError("the stream was coded without a crop: there is no full frame")
     c = header.crop
     box = CropBox(c.cx, c.cy, c.side, c.source_width, c.source_height)
-    return paste_back(background, face, box)
+    return paste_back(background, face, box, feather=PASTE_FEATHER)
 
 
 def write_decoded(
