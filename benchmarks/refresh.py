@@ -46,8 +46,7 @@ def main() -> None:
     clips = pick_clips(args.clips, args.split, "validation", args.limit)
     analyses = [analyze(c, max_frames=args.frames) for c in clips]
     originals = [
-        [img for _, img in cropped_frames(a.path, a.crop, a.size, a.frame_count)]
-        for a in analyses
+        [img for _, img in cropped_frames(a.path, a.crop, a.size, a.frame_count)] for a in analyses
     ]
     rows = []
     print(f"{'mode':<7} {'thr':>6} {'kbps':>7} {'PSNR':>6} {'keys':>5} {'coding fps':>10}")

@@ -80,7 +80,9 @@ def main() -> None:
         t0 = time.perf_counter()
         decoded = decode_bytes(result.data)
         dec_seconds = time.perf_counter() - t0
-        originals = [img for _, img in cropped_frames(clip, analysis.crop, analysis.size, args.frames)]
+        originals = [
+            img for _, img in cropped_frames(clip, analysis.crop, analysis.size, args.frames)
+        ]
         scores = [psnr(f.image, o) for f, o in zip(decoded.frames, originals, strict=True)]
         s = result.stats
         n = analysis.frame_count
@@ -113,15 +115,30 @@ def main() -> None:
             f"{s.keyframe_bytes:>6} {s.motion_bytes:>6} {row['motion_bits_per_frame']:>5.0f} "
             f"{row['analysis_fps']:>7.0f} {row['encode_fps']:>7.0f} {row['decode_fps']:>7.0f}"
         )
-    keys = ("kbps", "psnr", "keyframes", "motion_bits_per_frame", "analysis_fps", "encode_fps",
-            "decode_fps")
+    keys = (
+        "kbps",
+        "psnr",
+        "keyframes",
+        "motion_bits_per_frame",
+        "analysis_fps",
+        "encode_fps",
+        "decode_fps",
+    )
     mean = {k: float(np.mean([r[k] for r in rows])) for k in keys}
     print("mean  " + "  ".join(f"{k}={v:.2f}" for k, v in mean.items()))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"args": vars(args) | {"clips": str(args.clips),
-                                         "split": str(args.split), "json": str(args.json)},
-                                         "clips": rows, "mean": mean}, indent=1))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "args": vars(args)
+                    | {"clips": str(args.clips), "split": str(args.split), "json": str(args.json)},
+                    "clips": rows,
+                    "mean": mean,
+                },
+                indent=1,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -28,7 +28,9 @@ BASE = CodecConfig(intra_codec="hevc", keyframe_quality=50)
 
 
 def crops(analysis) -> list[np.ndarray]:
-    return [img for _, img in cropped_frames(analysis.path, analysis.crop, 256, analysis.frame_count)]
+    return [
+        img for _, img in cropped_frames(analysis.path, analysis.crop, 256, analysis.frame_count)
+    ]
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,9 @@
 """The codec core: encoder and decoder state machines (sans-I/O), settings, rate control.
 
-    encoder = EncoderCore(CodecConfig(), fps)          # frames + landmarks in ...
-    packets = encoder.encode(crop, landmarks) ...       # ... packets out
-    decoder = DecoderCore(encoder.header)               # packets in ...
-    frames = decoder.receive(packet) ...                # ... frames out
+encoder = EncoderCore(CodecConfig(), fps)          # frames + landmarks in ...
+packets = encoder.encode(crop, landmarks) ...       # ... packets out
+decoder = DecoderCore(encoder.header)               # packets in ...
+frames = decoder.receive(packet) ...                # ... frames out
 """
 
 from keyface.codec.config import DEFAULT_THRESHOLDS, CodecConfig, ReferenceBuffer

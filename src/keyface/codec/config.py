@@ -15,8 +15,8 @@ from keyface.render import Reference
 MAX_BUFFER = 5
 
 DEFAULT_THRESHOLDS: dict[RefreshMode, float] = {
-    RefreshMode.PSNR: 26.0,
-    RefreshMode.MOTION: 0.12,
+    RefreshMode.PSNR: 22.0,
+    RefreshMode.MOTION: 0.36,
     RefreshMode.FIXED: 0.0,
 }
 """Default refresh threshold per mode: PSNR in dB below which a new keyframe is coded (DAC
