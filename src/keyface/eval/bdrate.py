@@ -192,8 +192,21 @@ def bd_rate(
             f"{what} quality overlap: anchor {_fmt_range(q_a)}, test {_fmt_range(q_t)}",
             frac,
         )
+    return _interpolate("bd_rate", ra, qa, rt, qt, method, frac)
+
+
+def _interpolate(
+    name: str,
+    ra: np.ndarray,
+    qa: np.ndarray,
+    rt: np.ndarray,
+    qt: np.ndarray,
+    method: str,
+    frac: float,
+) -> BDResult:
+    """Run the ``bjontegaard`` function ``name``; failures become a null with a reason."""
     try:
-        value = _call("bd_rate", ra, qa, rt, qt, method=method)
+        value = _call(name, ra, qa, rt, qt, method=method)
     except (ValueError, AssertionError, ZeroDivisionError) as exc:
         return BDResult(None, f"interpolation failed: {exc}", frac)
     if not math.isfinite(value):
@@ -226,13 +239,7 @@ def bd_quality(
             f"{what} rate overlap: anchor {_fmt_range(ra)} kbit/s, test {_fmt_range(rt)} kbit/s",
             frac,
         )
-    try:
-        value = _call("bd_psnr", ra, qa, rt, qt, method=method)
-    except (ValueError, AssertionError, ZeroDivisionError) as exc:
-        return BDResult(None, f"interpolation failed: {exc}", frac)
-    if not math.isfinite(value):
-        return BDResult(None, "interpolation gave a non-finite value", frac)
-    return BDResult(value, None, frac)
+    return _interpolate("bd_psnr", ra, qa, rt, qt, method, frac)
 
 
 @dataclass(frozen=True)
