@@ -16,7 +16,7 @@ from keyface.bitstream import RefreshMode
 from keyface.codec.config import CodecConfig
 from keyface.pipeline import Analysis, EncodeResult, encode_analysis
 
-U_MAX = 1.5
+U_MAX = 2.5
 TOLERANCE = 0.08
 """Relative rate error at which the search stops (the promise to users is 15%)."""
 MAX_TRIALS = 9
@@ -29,14 +29,14 @@ def config_at(u: float, base: CodecConfig | None = None) -> CodecConfig:
     """The encoder settings at ladder position ``u`` (0 = fewest bits)."""
     base = base or CodecConfig()
     u = min(max(u, 0.0), U_MAX)
-    quality = round(10 + 40 * u)
-    level = 4 if u < 0.15 else 3 if u < 0.3 else 2 if u < 1.2 else 1
+    quality = min(95, round(10 + 40 * u))
+    level = 4 if u < 0.15 else 3 if u < 0.3 else 2 if u < 1.2 else 1 if u < 2.0 else 0
     mode = RefreshMode(base.refresh_mode)
     if mode == RefreshMode.MOTION:
         # Motion distance above which a keyframe is sent: refreshes are for large motion only;
         # at a few kbit/s a better single keyframe is worth more than frequent mediocre ones
         # (benchmarks/refresh.py: thresholds 0.1 / 0.2 / 0.3 cost 64 / 23 / 13 kbit/s).
-        threshold = 0.45 - 0.15 * u
+        threshold = max(0.1, 0.45 - 0.15 * u)
     elif mode == RefreshMode.PSNR:
         threshold = 16.0 + 8.0 * u  # dB below which a keyframe is sent
     else:
