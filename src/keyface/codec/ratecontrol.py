@@ -72,16 +72,20 @@ def fit_bitrate(
     lo, hi = 0.0, U_MAX
     best: EncodeResult | None = None
 
-    def trial(u: float) -> EncodeResult:
+    def trial(config: CodecConfig) -> EncodeResult:
         nonlocal best
-        result = encode_analysis(analysis, config_at(u, base), with_background=with_background)
+        result = encode_analysis(analysis, config, with_background=with_background)
         if verbose:
-            print(f"rate control: u={u:.3f} -> {result.kbps:.2f} kbit/s", file=sys.stderr)
+            print(
+                f"rate control: keyframe quality {config.keyframe_quality}, threshold "
+                f"{config.threshold:.3f} -> {result.kbps:.2f} kbit/s",
+                file=sys.stderr,
+            )
         if best is None or _better(result.kbps, best.kbps, kbps):
             best = result
         return result
 
-    floor = trial(lo)
+    floor = trial(config_at(lo, base))
     if floor.kbps >= kbps:
         print(
             f"keyface: {kbps:g} kbit/s is below this clip's floor; coding at "
@@ -89,19 +93,37 @@ def fit_bitrate(
             file=sys.stderr,
         )
         return floor
-    top = trial(hi)
-    if top.kbps <= kbps:
-        return top
+    if trial(config_at(hi, base)).kbps <= kbps:
+        assert best is not None
+        return best
+    # 1. Bisect the ladder. The rate is a step function of u where the keyframe count changes.
+    under = config_at(lo, base)
     for _ in range(MAX_TRIALS):
         mid = (lo + hi) / 2
-        rate = trial(mid).kbps
+        rate = trial(config_at(mid, base)).kbps
         if abs(rate - kbps) <= TOLERANCE * kbps:
             break
         if rate > kbps:
             hi = mid
         else:
-            lo = mid
+            lo, under = mid, config_at(mid, base)
     assert best is not None
+    if abs(best.kbps - kbps) <= TOLERANCE * kbps:
+        return best
+    # 2. Between two steps: keep the refresh decisions of the last point under the target and
+    #    spend the rest on keyframe quality (bytes grow monotonically with it).
+    q_lo, q_hi = under.keyframe_quality, 100
+    for _ in range(MAX_TRIALS):
+        if q_hi - q_lo <= 1:
+            break
+        q = (q_lo + q_hi) // 2
+        rate = trial(replace(under, keyframe_quality=q, max_keyframe_quality=100)).kbps
+        if abs(rate - kbps) <= TOLERANCE * kbps:
+            break
+        if rate > kbps:
+            q_hi = q
+        else:
+            q_lo = q
     return best
 
 
