@@ -67,6 +67,15 @@ class DecoderCore:
     def frames_decoded(self) -> int:
         return self._next_frame
 
+    def resync(self, frame_index: int, clear_buffer: bool = False) -> None:
+        """Continue at ``frame_index`` after lost packets (live links): frames before it are
+        skipped; the next MOTION packet must start there and carry the reset flag.
+        ``clear_buffer`` drops the references too (the sender coded an IDR keyframe)."""
+        self._next_frame = frame_index
+        self._keyframes = {k: v for k, v in self._keyframes.items() if k >= frame_index}
+        if clear_buffer:
+            self.buffer = ReferenceBuffer(self.header.buffer_size)
+
     def receive(self, packet: Packet) -> list[DecodedFrame]:
         """Process one packet; returns the frames it completes (in display order)."""
         if self.finished:

@@ -117,6 +117,7 @@ class EncoderCore:
         self._last_params: np.ndarray | None = None
         self._with_background = with_background
         self._background_sent = False
+        self._force_keyframe = False
         self.header = StreamHeader(
             width=config.size,
             height=config.size,
@@ -180,6 +181,17 @@ class EncoderCore:
             self.stats.add_packet(p)
         return packets
 
+    def force_keyframe(self, idr: bool = False) -> None:
+        """Code the next frame as a keyframe. ``idr``: empty the reference buffer first, so
+        the decoder needs nothing older (recovery after loss on a live link)."""
+        self._force_keyframe = True
+        if idr:
+            self.buffer = ReferenceBuffer(self.config.buffer_size)
+
+    def reset_motion(self) -> None:
+        """Start the next MOTION packet with a coder reset (decodable without earlier motion)."""
+        self._sent_reset = False
+
     def flush(self) -> list[Packet]:
         """Emit the motion still pending and the END packet."""
         packets: list[Packet] = []
@@ -204,7 +216,8 @@ class EncoderCore:
 
     def _decide(self, index: int, image: np.ndarray, keypoints: np.ndarray) -> FrameDecision | None:
         """Pick a reference for ``index``, or ``None`` when a keyframe must be coded."""
-        if len(self.buffer) == 0:
+        if len(self.buffer) == 0 or self._force_keyframe:
+            self._force_keyframe = False
             return None
         mode = RefreshMode(self.config.refresh_mode)
         threshold = self.config.threshold
