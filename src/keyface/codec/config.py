@@ -16,7 +16,7 @@ MAX_BUFFER = 5
 
 DEFAULT_THRESHOLDS: dict[RefreshMode, float] = {
     RefreshMode.PSNR: 22.0,
-    RefreshMode.MOTION: 0.36,
+    RefreshMode.MOTION: 0.32,
     RefreshMode.FIXED: 0.0,
 }
 """Default refresh threshold per mode: PSNR in dB below which a new keyframe is coded (DAC
@@ -31,7 +31,7 @@ class CodecConfig:
     size: int = 256
     """Side of the square coded picture (the face crop)."""
     intra_codec: str = DEFAULT_INTRA_CODEC
-    keyframe_quality: int = 50
+    keyframe_quality: int = 22
     """Intra quality 1..100 of the first keyframe (and of refreshes unless raised)."""
     max_keyframe_quality: int = 90
     """PSNR refresh raises the quality of a new keyframe up to this until it clears the
