@@ -165,7 +165,7 @@ def test_parse_options() -> None:
         parse_qps(["h266=30"], ["x264"])
     assert parse_u("1.2, 0") == (0.0, 1.2)
     with pytest.raises(BenchError):
-        parse_u("2.0")
+        parse_u("3.0")  # beyond the ladder (U_MAX = 2.5)
 
 
 @pytest.mark.parametrize(
