@@ -27,6 +27,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from keyface.bitstream import BitstreamError, decode_varint, encode_varint
 from keyface.intra._base import IntraCodecError
 
 FORMAT_VERSION = 1
@@ -49,27 +50,14 @@ def split_annexb(data: bytes) -> list[bytes]:
 
 
 def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
+    return encode_varint(value)
 
 
 def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while pos < len(data) and shift <= 28:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-    raise IntraCodecError("truncated data")
+    try:
+        return decode_varint(data, pos)
+    except BitstreamError as exc:
+        raise IntraCodecError(f"bad length field ({exc})") from None
 
 
 @dataclass(frozen=True)
