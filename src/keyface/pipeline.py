@@ -21,6 +21,7 @@ from keyface.codec.config import CodecConfig
 from keyface.codec.decoder import DecodedFrame, DecoderCore
 from keyface.codec.encoder import EncoderCore, EncoderStats
 from keyface.face import FaceNotFoundError, LandmarkTracker, apply_crop, paste_back, plan_crop
+from keyface.face._native_log import native_stderr_silenced
 from keyface.io import VideoWriter, probe, read_frames
 from keyface.render import Renderer
 from keyface.types import CropBox, Frame
@@ -107,6 +108,18 @@ def analyze(
     progress: ProgressFn | None = None,
 ) -> Analysis:
     """First pass: plan the crop and measure face-mesh landmarks on every cropped frame."""
+    with native_stderr_silenced():
+        return _analyze(path, size=size, crop=crop, max_frames=max_frames, progress=progress)
+
+
+def _analyze(
+    path: str | Path,
+    *,
+    size: int,
+    crop: bool,
+    max_frames: int | None,
+    progress: ProgressFn | None,
+) -> Analysis:
     t0 = time.perf_counter()
     path = Path(path)
     info = probe(path)
@@ -273,7 +286,8 @@ def crop_video(
 ) -> CropBox:
     """Write the stable square face crop of a video (the evaluation protocol's input)."""
     info = probe(path)
-    box = plan_crop(read_frames(path, max_frames))
+    with native_stderr_silenced():
+        box = plan_crop(read_frames(path, max_frames))
     with VideoWriter(output, info.fps) as writer:
         for _, image in cropped_frames(path, box, size, max_frames):
             writer.write(image)

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from keyface.face._native_log import native_stderr_silenced
 from keyface.types import check_image
 
 FULL_RANGE = 1
@@ -74,9 +75,12 @@ class FaceDetector:
             os.environ.setdefault("GLOG_minloglevel", "2")
             import mediapipe as mp  # imported lazily: it is slow to import
 
-            model = mp.solutions.face_detection.FaceDetection(
-                model_selection=selection, min_detection_confidence=self.min_confidence
-            )
+            with native_stderr_silenced():
+                model = mp.solutions.face_detection.FaceDetection(
+                    model_selection=selection, min_detection_confidence=self.min_confidence
+                )
+                # The graph starts (and logs) on its first image.
+                model.process(np.zeros((64, 64, 3), dtype=np.uint8))
             self._models[selection] = model
         return model
 

@@ -11,9 +11,11 @@ from types import TracebackType
 
 import numpy as np
 
+from keyface.face._native_log import native_stderr_silenced
 from keyface.types import check_image
 
 NUM_LANDMARKS = 478
+QUIET_FRAMES = 3
 
 
 class LandmarkTracker:
@@ -27,18 +29,25 @@ class LandmarkTracker:
         os.environ.setdefault("GLOG_minloglevel", "2")
         import mediapipe as mp  # imported lazily: it is slow to import
 
-        self._mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=not video,
-            max_num_faces=1,
-            refine_landmarks=True,
-            min_detection_confidence=min_confidence,
-            min_tracking_confidence=min_confidence,
-        )
+        with native_stderr_silenced():
+            self._mesh = mp.solutions.face_mesh.FaceMesh(
+                static_image_mode=not video,
+                max_num_faces=1,
+                refine_landmarks=True,
+                min_detection_confidence=min_confidence,
+                min_tracking_confidence=min_confidence,
+            )
+        self._frames = 0
 
     def process(self, image: np.ndarray) -> np.ndarray | None:
         """``(478, 3)`` float32 landmarks of the most prominent face, or ``None``."""
         check_image(image)
-        result = self._mesh.process(np.ascontiguousarray(image))
+        if self._frames < QUIET_FRAMES:  # the graph starts its models (and logs) on these
+            with native_stderr_silenced():
+                result = self._mesh.process(np.ascontiguousarray(image))
+        else:
+            result = self._mesh.process(np.ascontiguousarray(image))
+        self._frames += 1
         if not result.multi_face_landmarks:
             return None
         h, w = image.shape[:2]
