@@ -85,6 +85,7 @@ def test_demo_writes_side_by_side(tmp_path: Path, carphone_path: Path) -> None:
         (["encode", "{carphone}", "--no-crop", "-o", "x.kf"], "square"),
         (["decode", "{truncated}", "-o", "{tmp}/t.mp4"], "truncated"),
         (["encode", "{noise}", "-o", "x.kf"], "no face"),
+        (["decode", "{truncated}", "-o", "{tmp}/g.mp4", "--generator", "x"], "unknown generator"),
     ],
 )
 def test_errors_are_one_line_with_exit_code_2(

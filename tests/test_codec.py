@@ -113,6 +113,14 @@ def test_decoder_rejects_a_different_motion_model(carphone_analysis) -> None:
         DecoderCore(replace(header, motion_digest=header.motion_digest ^ 1))
 
 
+@pytest.mark.parametrize("field", ["motion_name", "intra_codec"])
+def test_decoder_rejects_what_this_build_lacks(carphone_analysis, field) -> None:
+    """A stream naming an unknown motion model or intra codec is a stream error, not a crash."""
+    header = read_stream(encode_analysis(carphone_analysis, BASE).data).header
+    with pytest.raises(BitstreamError, match="lacks"):
+        DecoderCore(replace(header, **{field: "future-thing"}))
+
+
 def test_missing_face_holds_the_last_motion(carphone_analysis) -> None:
     """Frames where no face is found reuse the previous motion instead of failing."""
     analysis = replace(carphone_analysis, landmarks=list(carphone_analysis.landmarks))

@@ -32,6 +32,7 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
         ("keyface.bitstream", "BitstreamError"),
         ("keyface.intra", "IntraCodecError"),
         ("keyface.face", "FaceNotFoundError"),
+        ("keyface.render", "UnknownRendererError"),
     ):
         try:
             types.append(getattr(importlib.import_module(module), name))

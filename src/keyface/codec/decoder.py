@@ -23,7 +23,7 @@ from keyface.bitstream import (
 from keyface.codec.config import BufferEntry, ReferenceBuffer
 from keyface.entropy import MotionCoderState, MotionCodingError, decode_frames
 from keyface.intra import IntraCodecError, get_intra_codec
-from keyface.motion import get_representation
+from keyface.motion import UnknownRepresentationError, get_representation
 from keyface.render import Renderer, get_renderer
 
 
@@ -42,7 +42,11 @@ class DecoderCore:
 
     def __init__(self, header: StreamHeader, renderer: Renderer | None = None) -> None:
         self.header = header
-        rep = get_representation(header.motion_name)
+        try:
+            rep = get_representation(header.motion_name)
+            self.intra = get_intra_codec(header.intra_codec)
+        except (UnknownRepresentationError, IntraCodecError) as exc:
+            raise BitstreamError(f"stream needs what this build lacks: {exc}") from None
         if rep.version != header.motion_version or rep.digest != header.motion_digest:
             raise BitstreamError(
                 f"stream uses motion model {header.motion_name} v{header.motion_version} "
@@ -55,7 +59,6 @@ class DecoderCore:
         self.state = MotionCoderState(
             self.representation.quant_level(header.quant_level), self.representation.statistics
         )
-        self.intra = get_intra_codec(header.intra_codec)
         self.renderer = renderer if renderer is not None else get_renderer("warp")
         self.buffer = ReferenceBuffer(header.buffer_size)
         self.background: np.ndarray | None = None
