@@ -8,7 +8,8 @@ Stages timed separately, best of ``--repeat`` runs:
 - coding: the encoder state machine (motion quantisation, entropy coding, refresh decisions,
   keyframe coding) over frames that are already cropped;
 - encoder = analysis + coding, the figure to compare with the 50 frames/s target;
-- decoder: bitstream parsing, keyframe decoding, motion decoding and warping (25 frames/s target).
+- decoder: bitstream parsing, keyframe decoding, motion decoding and rendering with
+  ``--generator`` (the warp by default, or a learned generator; 25 frames/s target).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from keyface.bitstream import RefreshMode
 from keyface.cli.demo import default_clip
 from keyface.codec.ratecontrol import config_for_preset
 from keyface.pipeline import analyze, decode_bytes, encode_analysis
+from keyface.render import get_renderer
 
 MODES = {"psnr": RefreshMode.PSNR, "motion": RefreshMode.MOTION, "fixed": RefreshMode.FIXED}
 
@@ -45,6 +47,9 @@ def main() -> None:
     parser.add_argument("--quality", default="medium")
     parser.add_argument("--refresh", choices=tuple(MODES), default="motion")
     parser.add_argument("--intra")
+    parser.add_argument(
+        "--generator", default="warp", help="decoder renderer (warp, a name, a file)"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     source = args.input or default_clip()
@@ -55,7 +60,8 @@ def main() -> None:
 
     t_ana, analysis = best_of(args.repeat, lambda: analyze(source, max_frames=args.frames))
     t_enc, result = best_of(args.repeat, lambda: encode_analysis(analysis, config))
-    t_dec, decoded = best_of(args.repeat, lambda: decode_bytes(result.data))
+    renderer = get_renderer(args.generator)
+    t_dec, decoded = best_of(args.repeat, lambda: decode_bytes(result.data, renderer=renderer))
     n = analysis.frame_count
     report = {
         "input": str(source),
@@ -69,6 +75,7 @@ def main() -> None:
         "analysis_fps": n / t_ana,
         "coding_fps": n / t_enc,
         "encoder_fps": n / (t_ana + t_enc),
+        "generator": args.generator,
         "decoder_fps": len(decoded.frames) / t_dec,
     }
     for key, value in report.items():

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from keyface.cli.main import UserError
+from keyface.render import DEFAULT_RENDERER
 
 DEFAULT_CLIPS = "../shared/data/clips"
 
@@ -53,7 +54,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     c.add_argument(
         "--u", help="keyface ladder positions, comma-separated (default: 0,0.3,0.6,0.9,1.2,1.5)"
     )
-    c.add_argument("--generator", default="warp", help="keyface renderer (default: warp)")
+    c.add_argument(
+        "--generator",
+        default=DEFAULT_RENDERER,
+        help=f"keyface renderer (default: {DEFAULT_RENDERER})",
+    )
     c.add_argument(
         "--keyface",
         action=argparse.BooleanOptionalAction,

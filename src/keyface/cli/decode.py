@@ -11,7 +11,7 @@ from keyface.bitstream import BitstreamError
 from keyface.cli._common import existing_file, progress_bar
 from keyface.cli.main import UserError
 from keyface.pipeline import UserInputError, decode_bytes, write_decoded
-from keyface.render import get_renderer
+from keyface.render import DEFAULT_RENDERER, get_renderer
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -27,7 +27,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         action="store_true",
         help="paste the face back into the full source frame (needs encode --full-frame)",
     )
-    p.add_argument("--generator", default="warp", help="renderer (default: warp)")
+    p.add_argument(
+        "--generator",
+        default=DEFAULT_RENDERER,
+        help=f"renderer: warp, a shipped generator or a .safetensors file "
+        f"(default: {DEFAULT_RENDERER})",
+    )
     p.add_argument("-q", "--quiet", action="store_true")
     return p
 

@@ -17,6 +17,7 @@ from keyface.cli.main import UserError
 from keyface.imageops import psnr
 from keyface.io import VideoWriter
 from keyface.pipeline import cropped_frames, decode_bytes
+from keyface.render import DEFAULT_RENDERER, get_renderer
 
 
 def default_clip() -> Path:
@@ -41,6 +42,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="keyface_demo.mp4", help="side-by-side video")
     p.add_argument("--stream", help="also keep the encoded stream here (.kf)")
     add_codec_arguments(p)
+    p.add_argument(
+        "--generator",
+        default=DEFAULT_RENDERER,
+        help=f"renderer: warp, a shipped generator or a .safetensors file "
+        f"(default: {DEFAULT_RENDERER})",
+    )
     return p
 
 
@@ -54,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     if args.stream:
         Path(args.stream).write_bytes(result.data)
     with progress_bar(result.analysis.frame_count, "decode", not args.quiet) as tick:
-        decoded = decode_bytes(result.data, progress=tick)
+        decoded = decode_bytes(result.data, renderer=get_renderer(args.generator), progress=tick)
     if decoded.error is not None:
         raise UserError(f"round trip failed: {decoded.error}")
     a = result.analysis
@@ -68,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"stream {human_bytes(len(result.data))} = {result.kbps:.2f} kbit/s, "
         f"PSNR {np.mean(scores):.2f} dB (keyframes {len(decoded.keyframes)}), "
-        f"decoder {dec_fps:.0f} frames/s, total {time.perf_counter() - t0:.1f} s"
+        f"decoder ({args.generator}) {dec_fps:.0f} frames/s, total {time.perf_counter() - t0:.1f} s"
     )
     print(f"side by side (original | decoded): {args.output}")
     return 0

@@ -18,7 +18,19 @@ import os
 import sys
 from collections.abc import Sequence
 
-COMMANDS: tuple[str, ...] = ("encode", "decode", "info", "crop", "demo", "eval", "bench")
+COMMANDS: tuple[str, ...] = (
+    "encode",
+    "decode",
+    "info",
+    "crop",
+    "demo",
+    "eval",
+    "bench",
+    "train",
+    "serve",
+    "send",
+    "token",
+)
 
 
 class UserError(Exception):
@@ -33,6 +45,9 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
         ("keyface.intra", "IntraCodecError"),
         ("keyface.face", "FaceNotFoundError"),
         ("keyface.render", "UnknownRendererError"),
+        ("keyface.generator.weights", "GeneratorWeightsError"),
+        ("keyface.server.client", "JoinRefused"),
+        ("keyface.server.client", "ConnectionLost"),
     ):
         try:
             types.append(getattr(importlib.import_module(module), name))

@@ -59,7 +59,7 @@ class DecoderCore:
         self.state = MotionCoderState(
             self.representation.quant_level(header.quant_level), self.representation.statistics
         )
-        self.renderer = renderer if renderer is not None else get_renderer("warp")
+        self.renderer = renderer if renderer is not None else get_renderer()
         self.buffer = ReferenceBuffer(header.buffer_size)
         self.background: np.ndarray | None = None
         self._keyframes: dict[int, np.ndarray] = {}

@@ -107,10 +107,11 @@ class VGG16Features(nn.Module):
         if pool == "l2":
             self.l2pools = nn.ModuleList([L2Pool2d(block[-1]) for block in VGG_BLOCKS[:-1]])
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor, blocks: int = len(VGG_BLOCKS)) -> list[torch.Tensor]:
+        """Features after each of the first ``blocks`` blocks (all five by default)."""
         feats = []
         k = 0
-        for b, block in enumerate(VGG_BLOCKS):
+        for b, block in enumerate(VGG_BLOCKS[:blocks]):
             if b > 0:
                 x = F.max_pool2d(x, 2, 2) if self.pool == "max" else self.l2pools[b - 1](x)
             for _ in block:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -23,21 +24,52 @@ class Renderer(Protocol):
         ...
 
 
+DEFAULT_RENDERER = "warp"
+"""Renderer used when none is named (the decoder, ``keyface decode``, the server)."""
+
+
 class UnknownRendererError(Exception):
     """No renderer of that name is available."""
 
 
-def get_renderer(name: str = "warp") -> Renderer:
+def available_renderers() -> list[str]:
+    """Names :func:`get_renderer` accepts (a path to a ``.safetensors`` file works too)."""
+    from keyface.generator.weights import SHIPPED
+
+    return ["warp", *sorted(SHIPPED)]
+
+
+def get_renderer(name: str = DEFAULT_RENDERER) -> Renderer:
+    """The renderer registered as ``name``: ``"warp"`` (training-free), a shipped generator
+    (its weights are checked against their SHA-256), or the path of generator weights
+    (``.safetensors``, e.g. from ``keyface train``)."""
     if name == "warp":
         return WarpRenderer()
-    raise UnknownRendererError(f"unknown generator {name!r} (available: warp)")
+    from keyface.generator.weights import SHIPPED
+
+    if name in SHIPPED:
+        from keyface.generator.renderer import GeneratorRenderer
+        from keyface.generator.weights import load_weights
+
+        shipped = SHIPPED[name]
+        return GeneratorRenderer(load_weights(shipped.path, shipped.sha256), name)
+    if name.endswith(".safetensors"):
+        from keyface.generator.renderer import GeneratorRenderer
+
+        return GeneratorRenderer.from_file(Path(name), Path(name).stem)
+    names = ", ".join(available_renderers())
+    raise UnknownRendererError(
+        f"unknown generator {name!r} (available: {names}, or a .safetensors file)"
+    )
 
 
 __all__ = [
+    "DEFAULT_RENDERER",
     "Reference",
     "Renderer",
     "UnknownRendererError",
     "WarpRenderer",
+    "available_renderers",
     "dense_flow",
     "get_renderer",
     "warp_image",

@@ -1,0 +1,195 @@
+"""``keyface train prepare|fit``: train the learned generator on a folder of videos."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from keyface.cli.main import UserError
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "train",
+        help="train the learned generator",
+        description="Train the generator: `prepare` caches face crops, motion and "
+        "codec-degraded references of a set of clips (split by person), `fit` trains on them. "
+        "See docs/generator.md.",
+    )
+    steps = p.add_subparsers(dest="train_command", metavar="STEP")
+    steps.required = True
+
+    prep = steps.add_parser("prepare", help="crop, analyse and degrade clips into a data cache")
+    prep.add_argument("--clips", required=True, help="folder of videos or a MANIFEST.tsv")
+    prep.add_argument("--split", help="splits/*.json: prepare its train and validation clips")
+    prep.add_argument("--out", required=True, help="data cache folder")
+    prep.add_argument("--max-frames", type=int, default=200)
+    prep.add_argument("--references", type=int, default=8, help="references per clip")
+    prep.add_argument("--codec", default="vvc", help="keyframe codec that degrades references")
+    prep.add_argument("--workers", type=int, default=2)
+    prep.add_argument("--seed", type=int, default=0)
+    prep.add_argument("-q", "--quiet", action="store_true")
+
+    fit = steps.add_parser("fit", help="train (or resume) a generator run")
+    fit.add_argument("--data", required=True, help="data cache from `keyface train prepare`")
+    fit.add_argument(
+        "--split",
+        help="splits/*.json: train on its train people, validate on "
+        "its validation people (default: every prepared clip, no validation)",
+    )
+    fit.add_argument("--run", required=True, help="run folder (checkpoints, log, weights)")
+    fit.add_argument("--steps", type=int, default=2000)
+    fit.add_argument("--batch", type=int, default=8)
+    fit.add_argument("--patch", type=int, default=96, help="training patch side (0: whole)")
+    fit.add_argument("--lr", type=float, default=3e-4)
+    fit.add_argument("--near", type=int, default=25, help="near-target window (frames)")
+    fit.add_argument("--near-share", type=float, default=0.5, help="share of near targets")
+    fit.add_argument("--widths", default="16,32,64,128", help="channels at 1, 1/2, 1/4, 1/8")
+    fit.add_argument("--blocks", type=int, default=3, help="residual blocks at 1/8")
+    fit.add_argument("--vgg-layers", type=int, default=3, choices=(1, 2, 3, 4, 5))
+    fit.add_argument(
+        "--vgg-mode",
+        default="l1",
+        choices=("l1", "unit"),
+        help="l1 of VGG features, or squared distance of channel-normalised features",
+    )
+    fit.add_argument("--vgg-scales", default="1,0.5", help="image scales of the VGG loss")
+    fit.add_argument("--device", default="cpu", help="cpu or cuda")
+    fit.add_argument(
+        "--amp",
+        action="store_true",
+        help="bfloat16 mixed precision (CUDA, or CPUs with AVX512-BF16/AMX)",
+    )
+    fit.add_argument("--threads", type=int, default=0)
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--val-every", type=int, default=200)
+    fit.add_argument("-q", "--quiet", action="store_true")
+    return p
+
+
+def _people(split: str | None) -> tuple[set[str] | None, set[str] | None]:
+    if split is None:
+        return None, None
+    try:
+        data = json.loads(Path(split).read_text())
+        return set(data["train_people"]), set(data["validation_people"])
+    except (OSError, json.JSONDecodeError, KeyError) as exc:
+        raise UserError(f"{split}: not a split file ({exc})") from None
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from keyface.eval.bench import BenchError, select_clips
+    from keyface.train.data import PrepareConfig, prepare_clips
+
+    try:
+        clips = []
+        subsets = ("train", "validation") if args.split else (None,)
+        for subset in subsets:
+            clips += (
+                select_clips(
+                    args.clips,
+                    split=args.split,
+                    subset=subset or "validation",
+                    one_per_person=False,
+                )
+                if subset
+                else select_clips(args.clips, one_per_person=False)
+            )
+    except BenchError as exc:
+        raise UserError(str(exc)) from None
+    config = PrepareConfig(max_frames=args.max_frames, references=args.references, codec=args.codec)
+    bar = tqdm(total=len(clips), desc="prepare", unit="clip", disable=args.quiet)
+
+    def progress(name: str, error: str | None) -> None:
+        bar.update(1)
+        if error:
+            tqdm.write(f"keyface train prepare: skipped {name}: {error}", file=sys.stderr)
+
+    failed = prepare_clips(
+        [(c.path, c.person) for c in clips],
+        Path(args.out),
+        config,
+        seed=args.seed,
+        workers=args.workers,
+        progress=progress,
+    )
+    bar.close()
+    print(f"prepared {len(clips) - len(failed)} of {len(clips)} clips in {args.out}")
+    return 1 if failed and len(failed) == len(clips) else 0
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from keyface.generator.model import GeneratorConfig
+    from keyface.train.data import load_prepared
+    from keyface.train.loop import TrainConfig, train
+    from keyface.train.pairs import PairConfig
+
+    data = Path(args.data)
+    if not data.is_dir():
+        raise UserError(f"{data}: no such data cache (run `keyface train prepare` first)")
+    train_people, val_people = _people(args.split)
+    train_clips = load_prepared(data, train_people)
+    val_clips = load_prepared(data, val_people) if val_people else []
+    if not train_clips:
+        raise UserError(f"{data}: no prepared clip of the training people")
+    overlap = {c.person for c in train_clips} & {c.person for c in val_clips}
+    if overlap:
+        raise UserError(f"people in both train and validation: {', '.join(sorted(overlap))}")
+    try:
+        widths = tuple(int(w) for w in args.widths.split(","))
+        model = GeneratorConfig(widths=widths, blocks=args.blocks)  # type: ignore[arg-type]
+        GeneratorConfig.from_dict(model.to_dict())
+    except ValueError as exc:
+        raise UserError(f"--widths: {exc}") from None
+    config = TrainConfig(
+        steps=args.steps,
+        batch=args.batch,
+        lr=args.lr,
+        vgg_layers=args.vgg_layers,
+        vgg_mode=args.vgg_mode,
+        vgg_scales=tuple(float(v) for v in args.vgg_scales.split(",")),
+        seed=args.seed,
+        device=args.device,
+        amp=args.amp,
+        threads=args.threads,
+        val_every=args.val_every,
+        pairs=PairConfig(patch=args.patch, near=args.near, near_share=args.near_share),
+        model=model,
+    )
+    print(
+        f"train: {len(train_clips)} clips of {len({c.person for c in train_clips})} people, "
+        f"validation: {len(val_clips)} clips of {len({c.person for c in val_clips})} people",
+        file=sys.stderr,
+    )
+    bar = tqdm(total=args.steps, desc="train", unit="step", disable=args.quiet)
+
+    def progress(step: int, record: dict[str, float]) -> None:
+        bar.n = step
+        if "loss" in record:
+            bar.set_postfix(loss=f"{record['loss']:.3f}")
+        bar.refresh()
+        if "val_lpips_generator" in record:
+            tqdm.write(
+                f"step {step}: validation LPIPS warp {record['val_lpips_warp']:.4f} -> "
+                f"generator {record['val_lpips_generator']:.4f} "
+                f"({100 * record['val_lpips_gain']:.1f}% lower)",
+                file=sys.stderr,
+            )
+
+    train(Path(args.run), train_clips, val_clips, config, progress=progress)
+    bar.close()
+    print(f"weights: {Path(args.run) / 'generator.safetensors'}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.train_command == "prepare":
+        return _prepare(args)
+    return _fit(args)

@@ -1,0 +1,241 @@
+"""The generator's training loop: seeded, resumable, logged.
+
+A run folder holds ``config.json`` (everything that defines the run), ``checkpoint.pt`` (model,
+optimiser, step, random states; written every ``checkpoint_every`` steps and at the end, so an
+interrupted run resumes where it stopped), ``log.jsonl`` (one line per logged step: losses,
+and validation metrics when measured) and ``generator.safetensors`` (the weights, at the end).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from keyface.generator.model import Generator, GeneratorConfig
+from keyface.generator.weights import save_weights
+from keyface.train.data import ClipData
+from keyface.train.losses import VGGLoss
+from keyface.train.pairs import Pair, PairConfig, PairSampler, fixed_pairs
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 2000
+    batch: int = 8
+    lr: float = 3e-4
+    l1_weight: float = 1.0
+    vgg_weight: float = 1.0
+    vgg_scales: tuple[float, ...] = (1.0, 0.5)
+    vgg_layers: int = 3
+    vgg_mode: str = "l1"
+    seed: int = 0
+    device: str = "cpu"
+    amp: bool = False
+    """Mixed precision: bfloat16 autocast (CUDA, or a CPU with bfloat16 instructions)."""
+    threads: int = 0
+    """CPU threads for torch (0: torch's default)."""
+    log_every: int = 10
+    val_every: int = 200
+    val_pairs: int = 48
+    checkpoint_every: int = 100
+    pairs: PairConfig = field(default_factory=PairConfig)
+    model: GeneratorConfig = field(default_factory=GeneratorConfig)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["model"] = self.model.to_dict()
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrainConfig:
+        data = dict(data)
+        data["pairs"] = PairConfig(**{k: _tuple(v) for k, v in data["pairs"].items()})
+        data["model"] = GeneratorConfig.from_dict(data["model"])
+        data["vgg_scales"] = tuple(data["vgg_scales"])
+        return cls(**data)
+
+
+def _tuple(v: Any) -> Any:
+    return tuple(v) if isinstance(v, list) else v
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _to_tensor(a: np.ndarray, device: str) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a)).to(device)
+
+
+@dataclass
+class ValResult:
+    l1_warp: float
+    l1_generator: float
+    lpips_warp: float
+    lpips_generator: float
+
+    @property
+    def lpips_gain(self) -> float:
+        """Relative LPIPS reduction of the generator over the warp (0.2 = 20% lower)."""
+        return 1.0 - self.lpips_generator / max(self.lpips_warp, 1e-9)
+
+
+class Validator:
+    """Fixed whole-frame validation pairs of held-out people; LPIPS-Alex is measured here only
+    (monitoring, never a loss)."""
+
+    def __init__(self, clips: list[ClipData], n: int, seed: int, device: str) -> None:
+        from keyface.eval.nets import load_lpips
+
+        self.pairs: list[Pair] = fixed_pairs(clips, n, seed)
+        self.device = device
+        self.lpips = load_lpips("alex", device)
+        self._warp_lpips: float | None = None
+        self._warp_l1: float | None = None
+
+    @torch.no_grad()
+    def _score(self, images: list[torch.Tensor]) -> tuple[float, float]:
+        l1, lp = [], []
+        for img, pair in zip(images, self.pairs, strict=True):
+            tgt = _to_tensor(pair.target[None], self.device)
+            l1.append(float((img - tgt).abs().mean()))
+            lp.append(float(self.lpips((img + 1) / 2, (tgt + 1) / 2).mean()))
+        return float(np.mean(l1)), float(np.mean(lp))
+
+    @torch.no_grad()
+    def run(self, model: Generator) -> ValResult:
+        if self._warp_lpips is None:
+            warps = [_to_tensor(p.warped[None], self.device) for p in self.pairs]
+            self._warp_l1, self._warp_lpips = self._score(warps)
+        was_training = model.training
+        model.eval()
+        outs = [model(_to_tensor(p.inputs[None], self.device)) for p in self.pairs]
+        model.train(was_training)
+        l1, lp = self._score(outs)
+        assert self._warp_l1 is not None
+        return ValResult(self._warp_l1, l1, self._warp_lpips, lp)
+
+
+ProgressFn = Callable[[int, dict[str, float]], None]
+
+
+def train(
+    run_dir: Path,
+    train_clips: list[ClipData],
+    val_clips: list[ClipData],
+    config: TrainConfig,
+    *,
+    progress: ProgressFn | None = None,
+) -> Generator:
+    """Train (or resume) the run in ``run_dir``; returns the trained model."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg_path = run_dir / "config.json"
+    ckpt_path = run_dir / "checkpoint.pt"
+    if ckpt_path.is_file() and cfg_path.is_file():
+        saved = TrainConfig.from_json(json.loads(cfg_path.read_text()))
+        # Only the length and the logging cadence may change on resume.
+        config = TrainConfig(
+            **{
+                **asdict(saved),
+                "pairs": saved.pairs,
+                "model": saved.model,
+                "steps": config.steps,
+                "device": config.device,
+                "threads": config.threads,
+            }
+        )
+    cfg_path.write_text(json.dumps(config.to_json(), indent=1))
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    _seed_all(config.seed)
+    device = config.device
+    model = Generator(config.model).to(device)
+    loss_vgg = VGGLoss(config.vgg_scales, config.vgg_layers, mode=config.vgg_mode).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.999))
+    sampler = PairSampler(train_clips, config.pairs, config.seed)
+    step = 0
+    if ckpt_path.is_file():
+        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        loss_vgg.norm.copy_(state["vgg_norm"])
+        sampler.rng.bit_generator.state = state["sampler_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        step = int(state["step"])
+    validator = (
+        Validator(val_clips, config.val_pairs, config.seed + 1, device) if val_clips else None
+    )
+    log = open(run_dir / "log.jsonl", "a")
+
+    def lr_at(s: int) -> float:
+        warm = min(1.0, (s + 1) / 50)
+        return config.lr * warm * 0.5 * (1 + math.cos(math.pi * min(s / max(config.steps, 1), 1)))
+
+    def save_checkpoint() -> None:
+        state = {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "vgg_norm": loss_vgg.norm,
+            "sampler_rng": sampler.rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+            "step": step,
+        }
+        tmp = ckpt_path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(ckpt_path)
+
+    if step == 0:
+        x, y = sampler.batch(config.batch)
+        loss_vgg.calibrate(_to_tensor(x[:, :3], device), _to_tensor(y, device))
+    amp_device = "cuda" if device.startswith("cuda") else "cpu"
+    model.train()
+    t0 = time.perf_counter()
+    while step < config.steps:
+        x_np, y_np = sampler.batch(config.batch)
+        x, y = _to_tensor(x_np, device), _to_tensor(y_np, device)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        with torch.autocast(amp_device, dtype=torch.bfloat16, enabled=config.amp):
+            out = model(x)
+            l1 = F.l1_loss(out, y)
+            vgg = loss_vgg(out, y)
+            loss = config.l1_weight * l1 + config.vgg_weight * vgg
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        record: dict[str, float] = {}
+        if step % config.log_every == 0 or step == config.steps:
+            record = {"step": step, "loss": loss.item(), "l1": l1.item(), "vgg": vgg.item()}
+            record["lr"] = lr_at(step - 1)
+            record["seconds"] = time.perf_counter() - t0
+        if validator and (step % config.val_every == 0 or step == config.steps):
+            v = validator.run(model)
+            record.update({"step": step, **{f"val_{k}": val for k, val in asdict(v).items()}})
+            record["val_lpips_gain"] = v.lpips_gain
+        if record:
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+        if progress:
+            progress(step, record)
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            save_checkpoint()
+    log.close()
+    save_weights(
+        run_dir / "generator.safetensors",
+        model,
+        metadata={"steps": str(step), "train_config": json.dumps(config.to_json())},
+    )
+    return model

@@ -1,0 +1,111 @@
+"""The training pipeline: pairs as the decoder sees them, a tiny run that learns, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from keyface.generator.model import IN_CHANNELS, GeneratorConfig
+from keyface.motion import get_representation
+from keyface.train.data import ClipData, PrepareConfig, load_prepared, prepare_clip
+from keyface.train.loop import TrainConfig, train
+from keyface.train.pairs import PairConfig, PairSampler, fixed_pairs
+
+SMALL = GeneratorConfig(widths=(8, 8, 16, 16), blocks=1)
+
+
+def _synthetic_clip(n: int = 6, size: int = 64, seed: int = 0) -> ClipData:
+    """A face-sized texture that drifts, with motion parameters that move the same way."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    rep = get_representation()
+    base = cv2.resize(rng.integers(0, 256, (size // 4, size // 4, 3), dtype=np.uint8), (size, size))
+    frames, params = [], []
+    for i in range(n):
+        m = np.float32([[1, 0, i * 0.5], [0, 1, 0]])
+        frames.append(cv2.warpAffine(base, m, (size, size), borderMode=cv2.BORDER_REFLECT))
+        p = rep.statistics.mean.copy()
+        p[3] += i * 0.5 * 256 / size
+        params.append(p)
+    frames_a = np.stack(frames)
+    return ClipData(
+        name="synthetic",
+        person="nobody",
+        frames=frames_a,
+        params=np.stack(params).astype(np.float32),
+        refs=frames_a[[0, n - 1]].copy(),
+        ref_index=np.array([0, n - 1], dtype=np.int32),
+        valid=np.arange(n),
+    )
+
+
+def test_pairs_have_the_network_shapes() -> None:
+    sampler = PairSampler([_synthetic_clip()], PairConfig(patch=32), seed=0)
+    x, y = sampler.batch(3)
+    assert x.shape == (3, IN_CHANNELS, 32, 32) and y.shape == (3, 3, 32, 32)
+    assert x.dtype == np.float32 and y.dtype == np.float32
+    assert np.abs(y).max() <= 1.0
+
+
+def test_pairs_are_seeded() -> None:
+    a = PairSampler([_synthetic_clip()], PairConfig(patch=32), seed=3).batch(2)
+    b = PairSampler([_synthetic_clip()], PairConfig(patch=32), seed=3).batch(2)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    whole = fixed_pairs([_synthetic_clip()], 2, seed=0)
+    assert whole[0].inputs.shape == (IN_CHANNELS, 64, 64)
+
+
+def test_tiny_training_run_lowers_the_loss_and_resumes(tmp_path: Path) -> None:
+    clip = _synthetic_clip()
+    config = TrainConfig(
+        steps=40,
+        batch=2,
+        lr=2e-3,
+        log_every=5,
+        val_every=40,
+        val_pairs=2,
+        checkpoint_every=20,
+        pairs=PairConfig(patch=32),
+        model=SMALL,
+    )
+    run = tmp_path / "run"
+    train(run, [clip], [clip], config)
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in log if "loss" in r]
+    assert np.mean(losses[-2:]) < np.mean(losses[:2])
+    assert "val_lpips_generator" in log[-1]
+    assert (run / "generator.safetensors").is_file()
+    # Resume: a longer run continues from the checkpoint (step 40), it does not restart.
+    train(run, [clip], [clip], TrainConfig(**{**config.__dict__, "steps": 45}))
+    steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
+    assert steps[-1] == 45 and steps.count(5) == 1
+
+
+def test_prepare_a_real_clip(tmp_path: Path, carphone_path: Path) -> None:
+    meta = prepare_clip(
+        carphone_path,
+        tmp_path / "carphone",
+        "carphone",
+        PrepareConfig(max_frames=12, references=2, codec="hevc"),
+        seed=0,
+    )
+    assert meta["frames"] == 12
+    (clip,) = load_prepared(tmp_path)
+    assert clip.frames.shape == (12, 256, 256, 3)
+    assert clip.refs.shape == (2, 256, 256, 3)
+    # The references went through the keyframe codec: close to, not equal to, the crops.
+    diff = np.abs(clip.refs[0].astype(int) - clip.frames[clip.ref_index[0]].astype(int))
+    assert 0 < diff.mean() < 12
+    assert load_prepared(tmp_path, {"someone else"}) == []
+
+
+def test_cli_fit_rejects_missing_cache(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from keyface.cli.main import main
+
+    code = main(["train", "fit", "--data", str(tmp_path / "none"), "--run", str(tmp_path / "r")])
+    assert code == 2
+    assert "keyface train prepare" in capsys.readouterr().err
