@@ -55,6 +55,8 @@ class _OnnxRunner:
 
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        # Worker threads must not spin between frames: the warp runs on the same cores.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(
