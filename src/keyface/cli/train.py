@@ -45,14 +45,14 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     fit.add_argument("--batch", type=int, default=8)
     fit.add_argument("--patch", type=int, default=96, help="training patch side (0: whole)")
     fit.add_argument("--lr", type=float, default=3e-4)
-    fit.add_argument("--near", type=int, default=25, help="near-target window (frames)")
-    fit.add_argument("--near-share", type=float, default=0.5, help="share of near targets")
+    fit.add_argument("--near", type=int, default=6, help="near-target window (frames)")
+    fit.add_argument("--near-share", type=float, default=0.85, help="share of near targets")
     fit.add_argument("--widths", default="16,32,64,128", help="channels at 1, 1/2, 1/4, 1/8")
     fit.add_argument("--blocks", type=int, default=3, help="residual blocks at 1/8")
-    fit.add_argument("--vgg-layers", type=int, default=3, choices=(1, 2, 3, 4, 5))
+    fit.add_argument("--vgg-layers", type=int, default=4, choices=(1, 2, 3, 4, 5))
     fit.add_argument(
         "--vgg-mode",
-        default="l1",
+        default="unit",
         choices=("l1", "unit"),
         help="l1 of VGG features, or squared distance of channel-normalised features",
     )

@@ -36,8 +36,8 @@ class TrainConfig:
     l1_weight: float = 1.0
     vgg_weight: float = 1.0
     vgg_scales: tuple[float, ...] = (1.0, 0.5)
-    vgg_layers: int = 3
-    vgg_mode: str = "l1"
+    vgg_layers: int = 4
+    vgg_mode: str = "unit"
     seed: int = 0
     device: str = "cpu"
     amp: bool = False

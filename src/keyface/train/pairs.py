@@ -23,9 +23,9 @@ from keyface.train.data import ClipData
 class PairConfig:
     levels: tuple[int, ...] = (1, 2, 3, 4)
     """Motion quantiser levels drawn from (the rate-control ladder uses 1-4)."""
-    near: int = 25
+    near: int = 6
     """Half-width, in frames, of the "near" target window around the reference."""
-    near_share: float = 0.5
+    near_share: float = 0.85
     """Share of targets drawn near the reference; the rest anywhere in the clip."""
     patch: int = 96
     """Side of the training patch (0: the whole frame)."""
@@ -109,6 +109,9 @@ class PairSampler:
 def fixed_pairs(
     clips: list[ClipData], n: int, seed: int, levels: tuple[int, ...] = (2,)
 ) -> list[Pair]:
-    """``n`` whole-frame pairs spread over ``clips`` (validation): same seed, same pairs."""
-    sampler = PairSampler(clips, PairConfig(levels=levels, patch=0, flip=False), seed)
+    """``n`` whole-frame pairs spread over ``clips`` (validation): same seed, same pairs. Half
+    the targets are within 25 frames of the reference, half anywhere (roughly how far the
+    decoder's frames are from their keyframe)."""
+    config = PairConfig(levels=levels, near=25, near_share=0.5, patch=0, flip=False)
+    sampler = PairSampler(clips, config, seed)
     return [sampler.draw(i % len(clips)) for i in range(n)]
