@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup chromium demo test lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,12 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
+# Headless Chromium for the browser test of the receiver page (Debian package via apt-get, as
+# root or with sudo); without apt the script says so and the browser test is skipped.
+# Playwright drives this system browser: `playwright install` is never run.
+chromium:
+	sh scripts/install_chromium.sh
+
 demo: setup
 	$(VENV)/bin/keyface demo
 
@@ -26,7 +32,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check src tests benchmarks scripts
 
-test: setup lint
+test: setup chromium lint
 	$(PY) -m pytest -q
 
 bench: setup

@@ -1,7 +1,13 @@
-"""Conference server building blocks (sans-I/O): room tokens and sender / room sessions.
+"""Conference server: room tokens and sender / room sessions (the sans-I/O core, exported
+here), and the WebRTC layer on top of them (import the modules directly; they need aiortc):
 
-The transport (aiortc data channels, HTTP signalling) is a thin layer on top, not built yet:
-see ``docs/server.md``.
+* ``keyface.server.conference``: rooms and peers on an asyncio loop (aiortc);
+* ``keyface.server.http``: HTTP signalling (aiohttp), ``start_server``;
+* ``keyface.server.media``: the video tracks the server publishes;
+* ``keyface.server.client``: Python sender / receiver clients;
+* ``keyface.server.sender``: the speaker's side (capture, face analysis, live coding).
+
+See ``docs/server.md``.
 """
 
 from keyface.server.session import (

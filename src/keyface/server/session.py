@@ -317,6 +317,8 @@ class RenderedFrame:
     image: np.ndarray
     concealed: bool
     """True when the picture is a held copy of the last one (motion lost, late or unusable)."""
+    keypoints: np.ndarray | None = None
+    """The decoded keypoints the picture was rendered with (held ones when concealed)."""
 
 
 @dataclass
@@ -375,6 +377,7 @@ class ParticipantDecoder:
         self._newest_key = -1
         self._highest_seen = -1
         self._last_image: np.ndarray | None = None
+        self._last_keypoints: np.ndarray | None = None
         self._unusable_since: int | None = None
         self._refresh_at: float | None = None
         self._outbox: list[Datagram] = []
@@ -518,12 +521,14 @@ class ParticipantDecoder:
             self._newest_key = max(self._newest_key, f)
         out = []
         for frame in frames:
-            self._last_image = frame.image
+            self._last_image, self._last_keypoints = frame.image, frame.keypoints
             self.stats.decoded += 1
             if self._unusable_since is not None:
                 self.stats.recoveries.append(frame.index - self._unusable_since)
                 self._unusable_since = None
-            out.append(RenderedFrame(self.participant, frame.index, frame.image, False))
+            out.append(
+                RenderedFrame(self.participant, frame.index, frame.image, False, frame.keypoints)
+            )
         return out
 
     def _conceal(self, index: int) -> list[RenderedFrame]:
@@ -533,7 +538,9 @@ class ParticipantDecoder:
             return []
         self.stats.concealed += 1
         # Holding the last keypoints renders the last picture again: reuse it.
-        return [RenderedFrame(self.participant, index, self._last_image, True)]
+        return [
+            RenderedFrame(self.participant, index, self._last_image, True, self._last_keypoints)
+        ]
 
     def _mark_unusable(self, index: int) -> None:
         if self._unusable_since is None:
@@ -675,13 +682,19 @@ class RoomSession:
             logger.info("room %s: %s left", self.room, participant)
         return p is not None
 
-    def receive_datagram(
+    def admit(
         self, participant: str, channel: Channel, payload: bytes, now: float
-    ) -> list[RenderedFrame]:
+    ) -> ParticipantDecoder | None:
+        """The checks of :meth:`receive_datagram` without the decoding: size and rate limits,
+        unknown participants, receivers sending media. Returns the decoder that should get
+        ``payload``, or ``None`` when the datagram is dropped (and counted).
+
+        A transport that decodes each sender on its own worker uses this on its event loop
+        and calls ``decoder.receive(payload, now)`` on the worker."""
         p = self.participants.get(participant)
         if p is None:
             self.unknown_datagrams += 1
-            return []
+            return None
         p.last_seen = now
         size = len(payload) if isinstance(payload, (bytes, bytearray)) else math.inf
         limit = (
@@ -692,24 +705,41 @@ class RoomSession:
         if size > limit:
             p.oversize += 1
             logger.debug("room %s: %s sent %s bytes on %s", self.room, participant, size, channel)
-            return []
+            return None
         if not p.packets.take(1, now) or not p.bytes.take(size, now):
             p.rate_limited += 1
-            return []
+            return None
         if p.decoder is None:
             p.rejected += 1
-            return []
-        return p.decoder.receive(bytes(payload), now)
+            return None
+        return p.decoder
+
+    def receive_datagram(
+        self, participant: str, channel: Channel, payload: bytes, now: float
+    ) -> list[RenderedFrame]:
+        decoder = self.admit(participant, channel, payload, now)
+        return [] if decoder is None else decoder.receive(bytes(payload), now)
+
+    def expire(self, now: float) -> list[str]:
+        """Remove the participants silent for ``idle_timeout_s``; returns their names (also
+        appended to ``timed_out``)."""
+        gone = [
+            name
+            for name, p in self.participants.items()
+            if now - p.last_seen > self.limits.idle_timeout_s
+        ]
+        for name in gone:
+            logger.info("room %s: %s timed out", self.room, name)
+            del self.participants[name]
+            self.timed_out.append(name)
+        return gone
 
     def tick(self, now: float) -> list[RenderedFrame]:
         """Time passes: late frames are resolved, idle participants removed."""
+        self.expire(now)
         out: list[RenderedFrame] = []
-        for name, p in list(self.participants.items()):
-            if now - p.last_seen > self.limits.idle_timeout_s:
-                logger.info("room %s: %s timed out", self.room, name)
-                del self.participants[name]
-                self.timed_out.append(name)
-            elif p.decoder is not None:
+        for p in list(self.participants.values()):
+            if p.decoder is not None:
                 out.extend(p.decoder.tick(now))
         return out
 

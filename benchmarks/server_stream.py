@@ -1,0 +1,105 @@
+"""One sender -> server -> one receiver on loopback: uplink kbit/s, receiver frames/s and
+glass-to-glass latency.
+
+    python benchmarks/server_stream.py                       # d6 dev clip (or carphone), 600 frames
+    python benchmarks/server_stream.py --intra hevc --json results/server/stream_hevc.json
+
+Three processes: ``keyface serve --stamp-frames``, ``keyface send`` (the clip played in real
+time: face crop + landmarks + live coding + data channels) and this script's aiortc receiver.
+Latency = the time the receiver has decoded a picture minus the capture time of the frame it
+shows (the time the file source hands the frame over, as a camera would); both read
+CLOCK_MONOTONIC. It includes the sender's analysis and coding, the data channel, the server's
+reordering, decoding, rendering and VP8 coding, RTP and the receiver's VP8 decoding; it does
+not include a camera's exposure/readout or a display's refresh.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from _server_common import default_clip, machine, print_table, receiver_figures, run_session
+
+
+def measure(
+    clip: Path,
+    frames: int,
+    intra: str | None,
+    loss: float,
+    seed: int,
+    reset_interval: int | None = None,
+) -> dict[str, Any]:
+    send_args: tuple[str, ...] = ("--intra", intra) if intra else ()
+    if reset_interval is not None:
+        send_args += ("--reset-interval", str(reset_interval))
+    r = run_session(clip, frames, loss=loss, seed=seed, send_args=send_args)
+    s = r.sender["summary"]
+    row: dict[str, Any] = {
+        "clip": clip.name,
+        "intra": intra or "default",
+        "loss": loss,
+        "seed": seed,
+        "reset_interval": reset_interval or "default (10)",
+        "frames_sent": s["frames"],
+        "sender_fps": s["fps"],
+        "keyframes": s["keyframes"],
+        "uplink_kbps": s["kbps"],
+        "uplink_kbps_windows": s["kbps_windows"],
+        "dropped_motion": s["dropped_motion"],
+        "skipped_source_frames": s["skipped"],
+        "server_uplink_kbps_mean": r.server.get("uplink_kbps_mean"),
+        "server_decoded": r.server.get("decoded"),
+        "server_concealed": r.server.get("concealed"),
+        "server_lost": r.server.get("lost"),
+        "server_shed": r.server.get("shed"),
+        "server_refresh_requests": r.server.get("refresh_requests"),
+        "loss_episodes": r.server.get("loss_episodes"),
+        "recovery_frames_mean": r.server.get("recovery_frames_mean"),
+        "recovery_frames_max": r.server.get("recovery_frames_max"),
+        "server_alive": r.server_alive,
+        "wall_s": r.wall_s,
+    }
+    row.update(receiver_figures(r))
+    return row
+
+
+COLUMNS = [
+    ("intra", "intra", ""),
+    ("frames_sent", "sent", "d"),
+    ("uplink_kbps", "kbit/s", ".2f"),
+    ("keyframes", "keys", "d"),
+    ("distinct_frames", "shown", "d"),
+    ("fps", "rx fps", ".1f"),
+    ("latency_ms_median", "lat p50", ".0f"),
+    ("latency_ms_p90", "lat p90", ".0f"),
+    ("latency_ms_p99", "lat p99", ".0f"),
+    ("latency_ms_max", "lat max", ".0f"),
+    ("latency_ms_max_after_1s", "max >1s", ".0f"),
+    ("server_concealed", "concealed", "d"),
+    ("server_shed", "shed", "d"),
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--input", type=Path, help="clip (default: the d6 dev clip or carphone)")
+    parser.add_argument("--frames", type=int, default=600, help="frames to send (default 600)")
+    parser.add_argument(
+        "--intra", action="append", help="keyframe codec(s) to compare (repeatable)"
+    )
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args()
+    clip = args.input or default_clip()
+    info = machine()
+    rows = [measure(clip, args.frames, intra, 0.0, 0) for intra in (args.intra or [None])]
+    print(f"{clip.name}, {args.frames} frames, loopback, {info['cpu_count']} CPUs")
+    print_table(rows, COLUMNS)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"machine": info, "runs": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,736 @@
+"""The conference server's asyncio layer: WebRTC peers around the sans-I/O room sessions.
+
+One :class:`Conference` holds the rooms of a server. A client joins a room with an SDP offer
+and a token (:meth:`Conference.join`, called by the HTTP layer in ``keyface.server.http``):
+
+* a **sender** opens data channels that carry the datagrams of ``keyface.server.session``:
+  ``keyface-reliable`` (ordered, reliable: HEADER, keyframe FRAMEs; the server answers
+  FEEDBACK on it), ``keyface-motion`` (unordered, ``maxRetransmits=0``: motion FRAMEs) and,
+  optionally, ``keyface-background`` (reliable: one BACKGROUND packet, the sender's full
+  frame, so the server can paste the face back into it) and ``keyface-avatar`` (reliable: a
+  photo the sender's motion animates instead of its face). The server checks every message
+  with :meth:`RoomSession.admit` (size and rate limits) on the event loop, then decodes and
+  renders it on a worker thread (one job at a time per sender, a shared pool across senders)
+  and publishes the picture as a video track.
+* a **receiver** gets one video track per sender in the room when it joins (as many as its
+  offer has video transceivers for); it joins again when the set of senders changes (the
+  page polls ``GET /room/<name>/state``).
+
+Nothing a client sends can raise out of the message handlers: malformed data is counted and
+dropped (logged at DEBUG, with a summary at INFO), a sender whose connection closes or fails
+or which stays silent for ``RoomLimits.idle_timeout_s`` is removed, and rooms share nothing
+but the worker pool. See ``docs/server.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from aiortc import (
+    RTCConfiguration,
+    RTCDataChannel,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from PIL import Image
+
+from keyface.bitstream import BackgroundPacket, BitstreamError, parse_packet
+from keyface.intra import IntraCodecError, get_intra_codec
+from keyface.pipeline import UserInputError, full_frame
+from keyface.render import DEFAULT_RENDERER, get_renderer
+from keyface.server._threads import limit_blas_threads
+from keyface.server.media import ParticipantVideo, SubscriberTrack, even_size, stamp_index
+from keyface.server.session import (
+    Channel,
+    Datagram,
+    Participant,
+    ParticipantDecoder,
+    RenderedFrame,
+    RoomLimits,
+    RoomSession,
+)
+from keyface.server.tokens import ROLES, Role, verify_token
+
+logger = logging.getLogger(__name__)
+
+LABEL_RELIABLE = "keyface-reliable"
+LABEL_MOTION = "keyface-motion"
+LABEL_BACKGROUND = "keyface-background"
+LABEL_AVATAR = "keyface-avatar"
+CHANNELS: dict[str, Channel] = {
+    LABEL_RELIABLE: "reliable",
+    LABEL_MOTION: "unreliable",
+    LABEL_BACKGROUND: "reliable",
+    LABEL_AVATAR: "reliable",
+}
+"""Data channel label -> the session channel whose limits apply to it."""
+MAX_SDP = 64 * 1024
+MAX_AVATAR_PIXELS = 4096 * 4096
+NEGOTIATION_TIMEOUT_S = 10.0
+
+
+class JoinError(Exception):
+    """A join the server refuses; ``http_status`` says how to answer."""
+
+    http_status = 400
+
+
+class BadRequest(JoinError):
+    """Malformed request: not JSON, missing or wrong fields, an unusable SDP offer (400)."""
+
+    http_status = 400
+
+
+class MissingToken(JoinError):
+    """No token in the request (401)."""
+
+    http_status = 401
+
+
+class ServerBusy(JoinError):
+    """The server holds ``max_rooms`` rooms already (503)."""
+
+    http_status = 503
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    secret: bytes
+    """HMAC key of the room tokens (>= 16 bytes)."""
+    generator: str = DEFAULT_RENDERER
+    """Renderer name for ``keyface.render.get_renderer`` (one instance per sender)."""
+    limits: RoomLimits = field(default_factory=RoomLimits)
+    max_rooms: int = 64
+    stamp_frames: bool = False
+    """Burn the frame index into the top rows of every published picture (benchmarks)."""
+    tick_interval_s: float = 0.05
+    max_backlog: int = 30
+    """Jobs waiting for a sender's worker beyond which motion datagrams are shed (overload)."""
+    workers: int | None = None
+    """Decoding / rendering threads shared by all senders (default: the CPU count)."""
+    rate_window_s: float = 2.0
+    """Window of the uplink kbit/s and frames/s figures."""
+    blas_threads: int | None = 1
+    """Limit the process's BLAS libraries to this many threads (``None``: leave them); the
+    worker pool is the parallelism (see ``keyface.server._threads``)."""
+    ice_servers: tuple[str, ...] = ()
+    """STUN/TURN URLs; none by default (host candidates: loopback and LAN)."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.secret, bytes) or len(self.secret) < 16:
+            raise ValueError("the server secret must be at least 16 bytes")
+        if self.max_rooms < 1 or self.max_backlog < 1 or self.tick_interval_s <= 0:
+            raise ValueError("max_rooms, max_backlog and tick_interval_s must be positive")
+
+
+@dataclass(frozen=True)
+class JoinRequest:
+    """The body of ``POST /room/<name>/join``."""
+
+    sdp: str
+    type: str
+    token: str
+    role: Role
+
+    @classmethod
+    def from_json(cls, body: object) -> JoinRequest:
+        """Validate a decoded JSON body; raises :class:`MissingToken` (401) without a token,
+        :class:`BadRequest` (400) for anything else that is wrong."""
+        if not isinstance(body, dict):
+            raise BadRequest("the body must be a JSON object")
+        token = body.get("token")
+        if not isinstance(token, str) or not token:
+            raise MissingToken("a token is needed")
+        missing = [k for k in ("sdp", "type", "token", "role") if k not in body]
+        if missing:
+            raise BadRequest(f"missing field(s): {', '.join(missing)}")
+        sdp, kind, role = body["sdp"], body["type"], body["role"]
+        if not isinstance(sdp, str) or not 0 < len(sdp) <= MAX_SDP:
+            raise BadRequest(f"sdp must be a string of 1..{MAX_SDP} characters")
+        if kind != "offer":
+            raise BadRequest('type must be "offer"')
+        if role not in ROLES:
+            raise BadRequest(f"role must be one of {', '.join(ROLES)}")
+        return cls(sdp=sdp, type=kind, token=token, role=role)
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """Which sender a receiver's video transceiver (by SDP ``mid``) shows."""
+
+    participant: str
+    mid: str
+
+
+@dataclass(frozen=True)
+class JoinAnswer:
+    sdp: str
+    type: str
+    participant: str
+    role: Role
+    streams: tuple[StreamInfo, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "sdp": self.sdp,
+            "type": self.type,
+            "participant": self.participant,
+            "role": self.role,
+            "streams": [{"participant": s.participant, "mid": s.mid} for s in self.streams],
+        }
+
+
+class RateMeter:
+    """Amounts added over the last ``window_s`` seconds, as a rate per second."""
+
+    def __init__(self, window_s: float) -> None:
+        self.window_s = window_s
+        self._events: deque[tuple[float, float]] = deque()
+        self.total = 0.0
+
+    def add(self, now: float, amount: float = 1.0) -> None:
+        self._events.append((now, amount))
+        self.total += amount
+
+    def rate(self, now: float) -> float:
+        while self._events and self._events[0][0] <= now - self.window_s:
+            self._events.popleft()
+        return sum(a for _, a in self._events) / self.window_s
+
+
+# -------------------------------------------------------------------------------------- peers
+class Peer:
+    """A participant's peer connection in a :class:`LiveRoom`."""
+
+    role: Role = "receive"
+
+    def __init__(self, room: LiveRoom, participant: Participant, pc: RTCPeerConnection) -> None:
+        self.room = room
+        self.name = participant.name
+        self.participant = participant
+        self.pc = pc
+        self.joined_at = time.monotonic()
+        self.closed = False
+        self.close_reason = ""
+        self.malformed_messages = 0
+        pc.on("connectionstatechange", self._on_connection_state)
+
+    def _on_connection_state(self) -> None:
+        if self.pc.connectionState in ("failed", "closed") and not self.closed:
+            self.room.conference.spawn(self.close(f"connection {self.pc.connectionState}"))
+
+    async def negotiate(self, request: JoinRequest) -> JoinAnswer:
+        offer = RTCSessionDescription(sdp=request.sdp, type=request.type)
+        await self.pc.setRemoteDescription(offer)
+        self._check_offer()
+        self._before_answer()
+        answer = await self.pc.createAnswer()
+        await self.pc.setLocalDescription(answer)
+        local = self.pc.localDescription
+        return JoinAnswer(local.sdp, local.type, self.name, self.role, self._streams())
+
+    def _check_offer(self) -> None:
+        pass
+
+    def _before_answer(self) -> None:
+        pass
+
+    def _streams(self) -> tuple[StreamInfo, ...]:
+        return ()
+
+    def tick(self, now: float) -> None:
+        pass
+
+    def _drop(self, why: str) -> None:
+        """Count and log a message the client should not have sent."""
+        self.malformed_messages += 1
+        n = self.malformed_messages
+        level = logging.INFO if n == 1 or n % 100 == 0 else logging.DEBUG
+        logger.log(level, "room %s: %s: dropped message #%d: %s", self.room.name, self.name, n, why)
+
+    async def close(self, reason: str) -> None:
+        """Leave the room and close the connection (idempotent)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        logger.info("room %s: %s (%s) leaves: %s", self.room.name, self.name, self.role, reason)
+        self._release()
+        self.room._forget(self)
+        try:
+            await self.pc.close()
+        except Exception:  # closing a half-negotiated connection may fail: nothing to keep
+            logger.debug("closing %s's connection failed", self.name, exc_info=True)
+
+    def _release(self) -> None:
+        pass
+
+    def state(self, now: float) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "role": self.role,
+            "joined_s": round(now - self.joined_at, 1),
+            "connection": self.pc.connectionState,
+        }
+
+
+Job = tuple[Callable[[], Any], Callable[[Any], None] | None]
+
+
+class SenderPeer(Peer):
+    """A sending participant: data channels in, decoded pictures out to :attr:`video`."""
+
+    role: Role = "send"
+
+    def __init__(self, room: LiveRoom, participant: Participant, pc: RTCPeerConnection) -> None:
+        super().__init__(room, participant, pc)
+        assert participant.decoder is not None
+        self.decoder: ParticipantDecoder = participant.decoder
+        self._renderer_ready = False  # made on the worker (a generator takes a while to load)
+        self.video = ParticipantVideo(self.name)
+        self.channels: dict[str, RTCDataChannel] = {}
+        cfg = room.config
+        self.uplink = RateMeter(cfg.rate_window_s)
+        self.frames = RateMeter(cfg.rate_window_s)
+        self.concealed = 0
+        self.shed = 0
+        """Motion datagrams dropped because the worker was ``max_backlog`` jobs behind."""
+        self.worker_errors = 0
+        self.background: np.ndarray | None = None
+        self._background_packet: BackgroundPacket | None = None
+        self.avatar: Any = None
+        """An ``AvatarAnimator`` once the sender sent an avatar photo (avatar mode)."""
+        self._jobs: asyncio.Queue[Job | None] = asyncio.Queue()
+        self._tick_pending = False
+        self._worker = asyncio.ensure_future(self._work())
+        pc.on("datachannel", self._on_datachannel)
+
+    # -- event loop side ------------------------------------------------------------------------
+    def _check_offer(self) -> None:
+        if self.pc.sctp is None:
+            raise ValueError("a sender's offer must negotiate data channels")
+
+    def _on_datachannel(self, channel: RTCDataChannel) -> None:
+        label = channel.label
+        if label not in CHANNELS or label in self.channels:
+            self._drop(f"unexpected data channel {label!r}")
+            channel.close()
+            return
+        self.channels[label] = channel
+        channel.on("message", lambda message: self._on_message(label, message))
+        if label == LABEL_RELIABLE:
+            channel.on("close", self._on_reliable_closed)
+
+    def _on_reliable_closed(self) -> None:
+        self.room.conference.spawn(self.close("data channel closed"))
+
+    def _on_message(self, label: str, message: object) -> None:
+        if self.closed:
+            return
+        now = time.monotonic()
+        if not isinstance(message, bytes):
+            self._drop("text message on a binary channel")
+            return
+        self.uplink.add(now, 8 * len(message))
+        decoder = self.room.session.admit(self.name, CHANNELS[label], message, now)
+        if decoder is None:
+            return  # counted by the room (size, rate, unknown)
+        if label == LABEL_BACKGROUND:
+            self._submit(lambda: self._take_background(message), None)
+            return
+        if label == LABEL_AVATAR:
+            self._submit(lambda: self._take_avatar(message), None)
+            return
+        if label == LABEL_MOTION and self._jobs.qsize() >= self.room.config.max_backlog:
+            self.shed += 1
+            return
+        self._submit(lambda: self._decode(decoder.receive, message, now), self._deliver)
+
+    def tick(self, now: float) -> None:
+        if self._tick_pending or self.closed:
+            return
+        self._tick_pending = True
+        self._submit(lambda: self._decode(None, b"", now), self._deliver_tick)
+
+    def _submit(self, fn: Callable[[], Any], done: Callable[[Any], None] | None) -> None:
+        self._jobs.put_nowait((fn, done))
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            job = await self._jobs.get()
+            if job is None or self.closed:
+                return
+            fn, done = job
+            try:
+                result = await loop.run_in_executor(self.room.conference.pool, fn)
+            except Exception:  # a renderer bug must not take the server down
+                self.worker_errors += 1
+                logger.exception("room %s: %s: decoding failed", self.room.name, self.name)
+                if done == self._deliver_tick:
+                    self._tick_pending = False
+                continue
+            if done is not None and not self.closed:
+                done(result)
+
+    def _deliver_tick(
+        self, result: tuple[list[tuple[int, np.ndarray, bool]], list[Datagram]]
+    ) -> None:
+        self._tick_pending = False
+        self._deliver(result)
+
+    def _deliver(self, result: tuple[list[tuple[int, np.ndarray, bool]], list[Datagram]]) -> None:
+        pictures, feedback = result
+        now = time.monotonic()
+        for index, image, concealed in pictures:
+            self.video.publish(image, index)
+            self.frames.add(now)
+            self.concealed += concealed
+        channel = self.channels.get(LABEL_RELIABLE)
+        for d in feedback:
+            if channel is not None and channel.readyState == "open":
+                channel.send(d.payload)
+
+    @property
+    def backlog(self) -> int:
+        return self._jobs.qsize()
+
+    def _release(self) -> None:
+        self.room.session.leave(self.name)
+        self.video.close()
+        self._jobs.put_nowait(None)
+        self._worker.cancel()
+
+    def state(self, now: float) -> dict[str, Any]:
+        s = self.decoder.stats
+        out = super().state(now)
+        image = self.video.image
+        out.update(
+            uplink_kbps=round(self.uplink.rate(now) / 1000, 2),
+            uplink_kbps_mean=round(self.uplink.total / 1000 / max(now - self.joined_at, 1e-9), 2),
+            fps=round(self.frames.rate(now), 2),
+            frames=int(self.frames.total),
+            concealed=self.concealed,
+            decoded=s.decoded,
+            lost=s.lost,
+            late=s.late,
+            malformed=s.malformed + self.malformed_messages,
+            refresh_requests=s.refresh_requests,
+            loss_episodes=len(s.recoveries),
+            recovery_frames_mean=round(float(np.mean(s.recoveries)), 2) if s.recoveries else None,
+            recovery_frames_max=max(s.recoveries) if s.recoveries else None,
+            rate_limited=self.participant.rate_limited,
+            oversize=self.participant.oversize,
+            shed=self.shed,
+            worker_errors=self.worker_errors,
+            backlog=self.backlog,
+            subscribers=self.video.subscribers,
+            width=None if image is None else int(image.shape[1]),
+            height=None if image is None else int(image.shape[0]),
+            full_frame=self.background is not None,
+            avatar=self.avatar is not None,
+        )
+        return out
+
+    # -- worker thread side (one job at a time per sender) -------------------------------------
+    def _decode(
+        self,
+        receive: Callable[[bytes, float], list[RenderedFrame]] | None,
+        payload: bytes,
+        now: float,
+    ) -> tuple[list[tuple[int, np.ndarray, bool]], list[Datagram]]:
+        if not self._renderer_ready:  # one renderer per sender: rendering runs on workers
+            self.decoder.renderer = get_renderer(self.room.config.generator)
+            self._renderer_ready = True
+        frames = receive(payload, now) if receive is not None else self.decoder.tick(now)
+        if self._background_packet is not None and self.decoder.header is not None:
+            self._decode_background(self._background_packet)
+        pictures = [(f.index, self._picture(f), f.concealed) for f in frames]
+        return pictures, self.decoder.datagrams_to_send()
+
+    def _take_background(self, payload: bytes) -> None:
+        try:
+            packet, end = parse_packet(payload)
+            if end != len(payload) or not isinstance(packet, BackgroundPacket):
+                raise BitstreamError("not one BACKGROUND packet")
+        except BitstreamError as exc:
+            self.decoder.stats.malformed += 1
+            logger.debug("%s: dropped background: %s", self.name, exc)
+            return
+        self._background_packet = packet
+        if self.decoder.header is not None:
+            self._decode_background(packet)
+
+    def _decode_background(self, packet: BackgroundPacket) -> None:
+        self._background_packet = None
+        header = self.decoder.header
+        assert header is not None
+        crop = header.crop
+        try:
+            if crop is None:
+                raise ValueError("the stream has no crop to paste into a background")
+            image = get_intra_codec(header.intra_codec).decode(packet.data)
+            if image.shape[:2] != (crop.source_height, crop.source_width):
+                raise ValueError(
+                    f"background is {image.shape[1]}x{image.shape[0]}, the crop's source "
+                    f"{crop.source_width}x{crop.source_height}"
+                )
+        except (IntraCodecError, ValueError) as exc:
+            self.decoder.stats.malformed += 1
+            logger.info("%s: unusable background: %s", self.name, exc)
+            return
+        self.background = image
+
+    def _take_avatar(self, payload: bytes) -> None:
+        """Avatar mode: from now on the sender's motion animates this photo instead of its
+        own face (``keyface.server.avatar``)."""
+        try:
+            from keyface.face import FaceNotFoundError
+            from keyface.server.avatar import AvatarAnimator
+
+            with Image.open(io.BytesIO(payload)) as img:
+                if img.width * img.height > MAX_AVATAR_PIXELS:
+                    raise ValueError(f"avatar photo too large ({img.width}x{img.height})")
+                photo = np.asarray(img.convert("RGB"))
+            header = self.decoder.header
+            fps = float(header.fps) if header is not None else 25.0
+            renderer = get_renderer(self.room.config.generator)
+            avatar = AvatarAnimator.from_photo(photo, size=256, renderer=renderer, fps=fps)
+        except (OSError, ValueError, ImportError, FaceNotFoundError) as exc:
+            self.decoder.stats.malformed += 1
+            logger.info("%s: unusable avatar photo: %s", self.name, exc)
+            return
+        self.avatar = avatar
+        logger.info("room %s: %s is shown as an avatar", self.room.name, self.name)
+
+    def _picture(self, frame: RenderedFrame) -> np.ndarray:
+        image = frame.image
+        header = self.decoder.header
+        if self.avatar is not None and frame.keypoints is not None:
+            animated = self.avatar.animate(frame.keypoints)
+            if self.avatar.composer is not None:
+                image = self.avatar.full_frame(animated)
+            else:
+                image = animated.image
+        elif self.background is not None and header is not None:
+            try:
+                image = full_frame(header, self.background, image)
+            except (UserInputError, ValueError) as exc:
+                logger.debug("%s: no full frame: %s", self.name, exc)
+        image = even_size(image)
+        if self.room.config.stamp_frames:
+            image = stamp_index(image, frame.index)
+        return np.ascontiguousarray(image)
+
+
+class ReceiverPeer(Peer):
+    """A receiving participant: one subscriber track per sender present when it joined."""
+
+    role: Role = "receive"
+
+    def __init__(self, room: LiveRoom, participant: Participant, pc: RTCPeerConnection) -> None:
+        super().__init__(room, participant, pc)
+        self.tracks: dict[str, SubscriberTrack] = {}
+        pc.on("datachannel", self._on_datachannel)
+
+    def _on_datachannel(self, channel: RTCDataChannel) -> None:
+        # Receivers send no media: what they send is counted (``rejected``) and dropped.
+        def message(payload: object) -> None:
+            if isinstance(payload, bytes):
+                self.room.session.admit(self.name, "reliable", payload, time.monotonic())
+            else:
+                self._drop("text message from a receiver")
+
+        channel.on("message", message)
+
+    def _check_offer(self) -> None:
+        if not any(t.kind == "video" for t in self.pc.getTransceivers()):
+            raise ValueError("a receiver's offer must have a video transceiver (recvonly)")
+
+    def _before_answer(self) -> None:
+        free = [
+            t
+            for t in self.pc.getTransceivers()
+            if t.kind == "video" and t.sender.track is None and t.mid is not None
+        ]
+        senders = [p for p in self.room.peers.values() if isinstance(p, SenderPeer)]
+        for sender in senders[: len(free)]:
+            track = sender.video.subscribe()
+            self.pc.addTrack(track)  # takes the first free video transceiver, in order
+            self.tracks[sender.name] = track
+
+    def _streams(self) -> tuple[StreamInfo, ...]:
+        by_track = {id(track): name for name, track in self.tracks.items()}
+        return tuple(
+            StreamInfo(by_track[id(t.sender.track)], str(t.mid))
+            for t in self.pc.getTransceivers()
+            if t.sender.track is not None and id(t.sender.track) in by_track
+        )
+
+    def tick(self, now: float) -> None:
+        # A receiver sends nothing: its connection is its sign of life.
+        if self.pc.connectionState == "connected":
+            self.participant.last_seen = now
+
+    def _release(self) -> None:
+        self.room.session.leave(self.name)
+        for track in self.tracks.values():
+            track.stop()
+
+    def state(self, now: float) -> dict[str, Any]:
+        out = super().state(now)
+        out["streams"] = sorted(self.tracks)
+        return out
+
+
+# -------------------------------------------------------------------------------------- rooms
+class LiveRoom:
+    """A :class:`RoomSession` with its peers and its timer."""
+
+    def __init__(self, conference: Conference, name: str) -> None:
+        self.conference = conference
+        self.config = conference.config
+        self.name = name
+        self.session = RoomSession(name, self.config.limits)
+        self.peers: dict[str, Peer] = {}
+        self.lock = asyncio.Lock()
+        self.created_at = time.monotonic()
+        self._timer = asyncio.ensure_future(self._tick_forever())
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.tick_interval_s)
+            try:
+                self.tick(time.monotonic())
+            except Exception:  # the timer must survive anything
+                logger.exception("room %s: tick failed", self.name)
+
+    def tick(self, now: float) -> None:
+        for peer in list(self.peers.values()):
+            if isinstance(peer, ReceiverPeer):
+                peer.tick(now)
+        for name in self.session.expire(now):
+            peer = self.peers.get(name)
+            if peer is not None:
+                self.conference.spawn(peer.close("timed out"))
+        for peer in list(self.peers.values()):
+            if isinstance(peer, SenderPeer):
+                peer.tick(now)
+
+    def _forget(self, peer: Peer) -> None:
+        if self.peers.get(peer.name) is peer:
+            del self.peers[peer.name]
+        if not self.peers and not self.lock.locked():
+            self.conference._drop_room(self)
+
+    def stop(self) -> None:
+        self._timer.cancel()
+
+    def state(self) -> dict[str, Any]:
+        now = time.monotonic()
+        return {
+            "room": self.name,
+            "max_participants": self.config.limits.max_participants,
+            "participants": [p.state(now) for p in self.peers.values()],
+            "unknown_datagrams": self.session.unknown_datagrams,
+        }
+
+
+class Conference:
+    """All rooms of one server. Create and use it inside a running event loop."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        get_renderer(config.generator)  # fail now, not at the first sender, on a bad name
+        if config.blas_threads is not None:
+            limit_blas_threads(config.blas_threads)
+        self.config = config
+        self.rooms: dict[str, LiveRoom] = {}
+        self.pool = ThreadPoolExecutor(
+            max_workers=config.workers or os.cpu_count() or 2, thread_name_prefix="keyface-room"
+        )
+        self._tasks: set[asyncio.Future[Any]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` in the background, holding a reference until it is done."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _rtc_configuration(self) -> RTCConfiguration:
+        return RTCConfiguration(iceServers=[RTCIceServer(u) for u in self.config.ice_servers])
+
+    async def join(self, room: str, request: JoinRequest) -> JoinAnswer:
+        """Check the token, join the room and answer the offer.
+
+        Raises ``TokenError`` (401/403), ``RoomError`` (``RoomFull``: 403), :class:`BadRequest`
+        (400) or :class:`ServerBusy` (503); each has ``http_status``.
+        """
+        claims = verify_token(self.config.secret, request.token, room, time.time(), request.role)
+        live = self.rooms.get(room)
+        if live is None:
+            if len(self.rooms) >= self.config.max_rooms:
+                raise ServerBusy(f"the server holds {self.config.max_rooms} rooms already")
+            live = self.rooms[room] = LiveRoom(self, room)
+        try:
+            async with live.lock:
+                old = live.peers.get(claims.participant)
+                if old is not None:  # a client that joins again replaces its old connection
+                    await old.close("replaced by a new join")
+                now = time.monotonic()
+                participant = live.session.join(claims.participant, claims.role, now)
+                pc = RTCPeerConnection(self._rtc_configuration())
+                kind = SenderPeer if claims.role == "send" else ReceiverPeer
+                peer = kind(live, participant, pc)
+                live.peers[peer.name] = peer
+                try:
+                    answer = await asyncio.wait_for(peer.negotiate(request), NEGOTIATION_TIMEOUT_S)
+                except Exception as exc:
+                    await peer.close("negotiation failed")
+                    why = str(exc) or type(exc).__name__
+                    raise BadRequest(f"cannot use this offer: {why}") from None
+        finally:
+            self._drop_room_if_empty(live)
+        return answer
+
+    def state(self, room: str, token: str) -> dict[str, Any]:
+        """The room's participants and their figures; ``token`` must be valid for ``room``."""
+        verify_token(self.config.secret, token, room, time.time())
+        live = self.rooms.get(room)
+        if live is None:
+            return {
+                "room": room,
+                "max_participants": self.config.limits.max_participants,
+                "participants": [],
+                "unknown_datagrams": 0,
+            }
+        return live.state()
+
+    def _drop_room_if_empty(self, live: LiveRoom) -> None:
+        if not live.peers and not live.lock.locked():
+            self._drop_room(live)
+
+    def _drop_room(self, live: LiveRoom) -> None:
+        if self.rooms.get(live.name) is live:
+            del self.rooms[live.name]
+            live.stop()
+            logger.info("room %s: closed (empty)", live.name)
+
+    async def close(self) -> None:
+        """Close every connection and stop the workers."""
+        peers = [p for room in list(self.rooms.values()) for p in list(room.peers.values())]
+        await asyncio.gather(*(p.close("server shutting down") for p in peers))
+        for room in list(self.rooms.values()):
+            room.stop()
+        self.rooms.clear()
+        self.pool.shutdown(wait=False, cancel_futures=True)
