@@ -18,7 +18,7 @@ occlusion map at ~1, so an untrained network returns the warp.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -113,4 +113,4 @@ class Generator(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-__all__ = ["IN_CHANNELS", "Generator", "GeneratorConfig", "asdict"]
+__all__ = ["IN_CHANNELS", "Generator", "GeneratorConfig"]

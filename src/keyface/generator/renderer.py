@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from weakref import WeakKeyDictionary
 
 import numpy as np
 import torch
@@ -18,7 +19,8 @@ from keyface.generator.features import generator_input, to_uint8
 from keyface.generator.model import IN_CHANNELS, Generator
 from keyface.generator.weights import load_weights
 from keyface.render.warp import Reference, WarpRenderer, warp_image
-from keyface.types import check_image
+
+_EXPORTED: WeakKeyDictionary[Generator, bytes] = WeakKeyDictionary()
 
 
 def export_onnx(model: Generator, size: int = 256) -> bytes:
@@ -59,9 +61,10 @@ class _OnnxRunner:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(
-            export_onnx(model), options, providers=["CPUExecutionProvider"]
-        )
+        onnx = _EXPORTED.get(model)
+        if onnx is None:  # export once per network, not once per renderer
+            onnx = _EXPORTED[model] = export_onnx(model)
+        self.session = ort.InferenceSession(onnx, options, providers=["CPUExecutionProvider"])
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {"inputs": x})[0]
@@ -102,8 +105,7 @@ class GeneratorRenderer:
         return cls(load_weights(path), name, **kwargs)  # type: ignore[arg-type]
 
     def prepare(self, image: np.ndarray, keypoints: np.ndarray) -> Reference:
-        check_image(image, "reference image")
-        return self.warp.prepare(image, keypoints)
+        return self.warp.prepare(image, keypoints)  # checks the image
 
     def inputs(self, reference: Reference, keypoints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(network input (6, H, W), warped reference)`` for driving ``keypoints``."""

@@ -6,11 +6,12 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from keyface.generator.model import Generator, GeneratorConfig
 
@@ -55,6 +56,14 @@ SHIPPED: dict[str, ShippedWeights] = {
 for why the warp stays the default)."""
 
 
+@cache
+def load_shipped(name: str) -> Generator:
+    """The shipped generator ``name`` (checksum verified), loaded once per process: every
+    renderer made from it (one per sender on a server) shares the network."""
+    shipped = SHIPPED[name]
+    return load_weights(shipped.path, shipped.sha256)
+
+
 def sha256_of(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -91,7 +100,7 @@ def load_weights(path: Path, sha256: str | None = None) -> Generator:
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-        tensors = load_file(str(path))
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise GeneratorWeightsError(f"{path}: not a readable safetensors file ({exc})") from None
     if meta.get("format") != "keyface-generator-v1" or "config" not in meta:

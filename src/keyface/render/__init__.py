@@ -49,10 +49,9 @@ def get_renderer(name: str = DEFAULT_RENDERER) -> Renderer:
 
     if name in SHIPPED:
         from keyface.generator.renderer import GeneratorRenderer
-        from keyface.generator.weights import load_weights
+        from keyface.generator.weights import load_shipped
 
-        shipped = SHIPPED[name]
-        return GeneratorRenderer(load_weights(shipped.path, shipped.sha256), name)
+        return GeneratorRenderer(load_shipped(name), name)
     if name.endswith(".safetensors"):
         from keyface.generator.renderer import GeneratorRenderer
 

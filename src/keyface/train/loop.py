@@ -13,7 +13,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -145,17 +145,8 @@ def train(
     ckpt_path = run_dir / "checkpoint.pt"
     if ckpt_path.is_file() and cfg_path.is_file():
         saved = TrainConfig.from_json(json.loads(cfg_path.read_text()))
-        # Only the length and the logging cadence may change on resume.
-        config = TrainConfig(
-            **{
-                **asdict(saved),
-                "pairs": saved.pairs,
-                "model": saved.model,
-                "steps": config.steps,
-                "device": config.device,
-                "threads": config.threads,
-            }
-        )
+        # Only the length and where it runs may change on resume.
+        config = replace(saved, steps=config.steps, device=config.device, threads=config.threads)
     cfg_path.write_text(json.dumps(config.to_json(), indent=1))
     if config.threads:
         torch.set_num_threads(config.threads)
