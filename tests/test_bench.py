@@ -262,3 +262,19 @@ def test_tiny_bench_and_cache(carphone_path: Path, tmp_path: Path) -> None:
     resumed = json.loads((out / "points.json").read_text())
     assert resumed["run"]["computed"] == 1 and resumed["run"]["cached"] == 3
     assert np.isclose([p["kbps"] for p in resumed["points"]], [p["kbps"] for p in points]).all()
+
+    # A metric added later is measured on its own: the cached metrics are kept, not redone.
+    # Slow metrics can be measured on every N-th frame (--slow-every), and the point says so.
+    more = [*args[: args.index("--metrics")], "--metrics", "psnr,ssim,aed", "--slow-every", "4"]
+    more += [*args[args.index("--metrics") + 2 :], "--jobs", "1"]
+    assert main(more) == 0
+    added = json.loads((out / "points.json").read_text())
+    assert added["run"]["computed"] == 4
+    assert added["protocol"]["metrics"]["aed"]["every"] == 4
+    assert added["protocol"]["metrics"]["psnr"]["every"] == 1
+    assert "--slow-every 4" in added["protocol"]["command"]
+    before = {(p["codec"], p["param"]): p for p in resumed["points"]}
+    for p in added["points"]:
+        assert p["sampled"] == {"aed": 4} and set(p["metrics"]) == {"psnr", "ssim", "aed"}
+        assert p["metrics"]["psnr"] == before[(p["codec"], p["param"])]["metrics"]["psnr"]
+    assert "aed every 4th" in (out / "report.md").read_text()

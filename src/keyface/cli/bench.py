@@ -99,6 +99,14 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
 
     m.add_argument(
+        "--slow-every",
+        type=int,
+        default=1,
+        metavar="N",
+        help="measure the slow metrics (lpips_vgg, dists, aed) on every N-th frame only "
+        "(default: 1, every frame)",
+    )
+    m.add_argument(
         "--min-overlap",
         type=float,
         default=0.0,
@@ -161,6 +169,8 @@ def canonical_command(args: argparse.Namespace, cfg: Any) -> str:
         parts += ["--target", f"{metric}=" + ",".join(f"{v:g}" for v in values)]
     if cfg.min_overlap:
         parts += ["--min-overlap", f"{cfg.min_overlap:g}"]
+    if cfg.slow_every > 1:
+        parts += ["--slow-every", str(cfg.slow_every)]
     parts += ["--out", str(cfg.out), "--jobs", str(cfg.jobs)]
     return shlex.join(parts)
 
@@ -174,6 +184,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
         raise UserError("--jobs must be at least 1")
     if not 0.0 <= args.min_overlap < 1.0:
         raise UserError("--min-overlap must be in [0, 1)")
+    if args.slow_every < 1:
+        raise UserError("--slow-every must be at least 1")
     try:
         clips = bench.select_clips(
             args.clips,
@@ -205,6 +217,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
             force=args.force,
             progress=not args.quiet,
             min_overlap=args.min_overlap,
+            slow_every=args.slow_every,
         )
     except bench.BenchError as exc:
         raise UserError(str(exc)) from None

@@ -56,6 +56,11 @@ cost about 1.5 s each and aed 0.3 s. The VGG metrics would make a 12-clip run ta
 CPU, so they are only in the default set on an accelerator (:data:`ACCELERATOR_METRICS`)."""
 
 ACCELERATOR_METRICS: tuple[str, ...] = ("lpips_vgg", "dists")
+
+SLOW_METRICS: tuple[str, ...] = ("lpips_vgg", "dists", "aed")
+"""Metrics that ``slow_every`` (``--slow-every N``) measures on every N-th frame only (frames
+0, N, 2N, ...); the others always see every frame. A point records the stride of each
+metric it measured sparsely under ``sampled``."""
 """Added to :data:`DEFAULT_METRICS` when the metrics run on a non-CPU torch device."""
 
 DEFAULT_TARGETS: dict[str, tuple[float, ...]] = {"lpips_alex": (0.20, 0.15)}
@@ -215,6 +220,8 @@ class BenchConfig:
     bd_method: str = "pchip"
     min_overlap: float = 0.0
     """BD values whose curves share at most this fraction of their range are reported null."""
+    slow_every: int = 1
+    """Measure :data:`SLOW_METRICS` on every N-th frame only (1: every frame)."""
 
     @property
     def keyface_codec(self) -> str:
@@ -581,7 +588,27 @@ def run_point(task: dict[str, Any]) -> dict[str, Any]:
         else:
             coded = _code_anchor(task, ref, fps)
         t0 = time.perf_counter()
-        measured = compute_metrics(ref, coded["frames_out"], task["metrics"], device=task["device"])
+        previous = task.get("previous") or {}
+        todo = [m for m in task["metrics"] if m not in previous.get("metrics", {})]
+        every = int(task.get("slow_every", 1))
+        dense = [m for m in todo if m not in SLOW_METRICS or every == 1]
+        sparse = [m for m in todo if m not in dense]
+        out_frames = coded["frames_out"]
+        mean: dict[str, Any] = dict(previous.get("metrics", {}))
+        notes: dict[str, Any] = dict(previous.get("notes", {}))
+        per_metric: dict[str, float] = dict(previous.get("seconds", {}).get("per_metric", {}))
+        sampled: dict[str, int] = dict(previous.get("sampled", {}))
+        for names, step in ((dense, 1), (sparse, every)):
+            if not names:
+                continue
+            measured = compute_metrics(
+                ref[::step], out_frames[::step], names, device=task["device"]
+            )
+            mean.update({k: _num(v) for k, v in measured.mean.items()})
+            notes.update(measured.notes)
+            per_metric.update({k: round(v, 4) for k, v in measured.seconds.items()})
+            if step > 1:
+                sampled.update({k: step for k in names})
         metric_seconds = time.perf_counter() - t0
     except Exception as exc:
         return {
@@ -601,18 +628,20 @@ def run_point(task: dict[str, Any]) -> dict[str, Any]:
         "bytes": int(coded["bytes"]),
         "kbps": round(8 * coded["bytes"] / duration / 1000, 6),
         "frames": n,
-        "metrics": {k: _num(v) for k, v in measured.mean.items()},
-        "notes": dict(measured.notes),
+        "metrics": mean,
+        "notes": notes,
         "info": coded["info"],
         "seconds": {
             "encode": round(coded["seconds"]["encode"], 4),
             "decode": round(coded["seconds"]["decode"], 4),
             "metrics": round(metric_seconds, 4),
-            "per_metric": {k: round(v, 4) for k, v in measured.seconds.items()},
+            "per_metric": per_metric,
             "total": round(time.perf_counter() - t_start, 4),
         },
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+    if sampled:
+        record["sampled"] = sampled
     _write_json(Path(task["path"]), record)
     return record
 
@@ -710,13 +739,30 @@ def _bar(total: int, desc: str, enabled: bool) -> Any:
     )
 
 
-def _cached_point(path: Path, key: dict[str, Any], metrics: Sequence[str], frames: int) -> Any:
+def _cached_point(
+    path: Path, key: dict[str, Any], metrics: Sequence[str], frames: int, slow_every: int = 1
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """``(record, None)`` when the cached point has every metric asked for; ``(None, partial)``
+    when it matches but lacks some (``partial`` keeps the ones it has, so only the missing ones
+    are measured); ``(None, None)`` when there is nothing usable."""
     record = _read_json(path)
     if not isinstance(record, dict) or record.get("key") != key or record.get("frames") != frames:
-        return None
-    if not all(m in record.get("metrics", {}) for m in metrics):
-        return None
-    return record
+        return None, None
+    sampled = record.get("sampled", {})
+    kept = {
+        m: v
+        for m, v in record.get("metrics", {}).items()
+        if m not in SLOW_METRICS or sampled.get(m, 1) == (slow_every if slow_every > 1 else 1)
+    }
+    if all(m in kept for m in metrics):
+        return record, None
+    partial = {
+        **record,
+        "metrics": kept,
+        "sampled": {m: n for m, n in sampled.items() if m in kept},
+    }
+    partial["notes"] = {k: v for k, v in record.get("notes", {}).items() if k in kept}
+    return None, partial
 
 
 # --------------------------------------------------------------------------------------------
@@ -1004,7 +1050,11 @@ def run_bench(cfg: BenchConfig, *, log: Callable[[str], None] | None = None) -> 
                     key = _point_key(cfg, codec, param)
                     path = _point_path(out, c.name, codec, param)
                     frames = metas[c.name]["frames"]
-                    hit = None if cfg.force else _cached_point(path, key, cfg.metrics, frames)
+                    hit, partial = (
+                        (None, None)
+                        if cfg.force
+                        else _cached_point(path, key, cfg.metrics, frames, cfg.slow_every)
+                    )
                     if hit is not None:
                         records.append(hit)
                         cached += 1
@@ -1024,6 +1074,8 @@ def run_bench(cfg: BenchConfig, *, log: Callable[[str], None] | None = None) -> 
                             "path": str(path),
                             "meta": metas[c.name],
                             "key": key,
+                            "previous": partial,
+                            "slow_every": cfg.slow_every,
                         }
                     )
         # Slow jobs first (VVC, keyface decodes) so that the pool does not end on one long job.
@@ -1054,6 +1106,7 @@ def run_bench(cfg: BenchConfig, *, log: Callable[[str], None] | None = None) -> 
             "kbps": r["kbps"],
             "frames": r["frames"],
             "metrics": {m: r["metrics"].get(m) for m in cfg.metrics},
+            "sampled": {m: n for m, n in r.get("sampled", {}).items() if m in cfg.metrics},
             "info": r.get("info", {}),
             "seconds": r["seconds"],
         }
@@ -1101,6 +1154,7 @@ def run_bench(cfg: BenchConfig, *, log: Callable[[str], None] | None = None) -> 
                     "direction": METRICS[m].direction,
                     "unit": METRICS[m].unit,
                     "inversion": inversion(m),
+                    "every": cfg.slow_every if m in SLOW_METRICS else 1,
                 }
                 for m in cfg.metrics
             },

@@ -300,6 +300,9 @@ def render_markdown(data: dict[str, Any], plots: dict[str, Path]) -> str:
     )
     if inverted:
         line += "; lower-is-better metrics inverted for BD as " + ", ".join(inverted)
+    sparse = [f"{m} every {v['every']}th" for m, v in p["metrics"].items() if v.get("every", 1) > 1]
+    if sparse:
+        line += "; measured on frames 0, N, 2N, ... only: " + ", ".join(sparse)
     lines.append(line)
     for codec, c in p["codecs"].items():
         extra = f"generator {c['generator']}" if "generator" in c else f"preset {c['preset']}"
