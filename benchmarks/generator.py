@@ -22,6 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from keyface._threads import limit_blas_threads
 from keyface.codec.ratecontrol import config_for_preset
 from keyface.eval.bench import select_clips
 from keyface.eval.metrics import compute_metrics
@@ -53,6 +54,7 @@ def main() -> None:
     parser.add_argument("--grid-clips", type=int, default=6)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    limit_blas_threads(1)  # as every keyface command (keyface._threads)
 
     clips = select_clips(
         args.clips, split=args.split, subset="validation", limit=args.limit, frames=args.frames

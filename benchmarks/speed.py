@@ -21,6 +21,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from keyface._threads import limit_blas_threads
 from keyface.bitstream import RefreshMode
 from keyface.cli.demo import default_clip
 from keyface.codec.ratecontrol import config_for_preset
@@ -52,6 +53,7 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    limit_blas_threads(1)  # as every keyface command (keyface._threads)
     source = args.input or default_clip()
     config = config_for_preset(args.quality)
     config = config_for_preset(args.quality, replace(config, refresh_mode=MODES[args.refresh]))

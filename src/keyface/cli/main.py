@@ -84,6 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     parser = build_parser()
     args = parser.parse_args(argv)
+    from keyface._threads import limit_blas_threads
+
+    limit_blas_threads(1)  # see keyface._threads: BLAS threads only slow the codec down
     try:
         return int(args._run(args))
     except _user_error_types() as exc:

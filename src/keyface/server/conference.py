@@ -49,7 +49,7 @@ from keyface.bitstream import BackgroundPacket, BitstreamError, parse_packet
 from keyface.intra import IntraCodecError, get_intra_codec
 from keyface.pipeline import UserInputError, full_frame
 from keyface.render import DEFAULT_RENDERER, get_renderer
-from keyface.server._threads import limit_blas_threads
+from keyface._threads import limit_blas_threads
 from keyface.server.media import ParticipantVideo, SubscriberTrack, even_size, stamp_index
 from keyface.server.session import (
     Channel,
@@ -123,7 +123,7 @@ class ServerConfig:
     """Window of the uplink kbit/s and frames/s figures."""
     blas_threads: int | None = 1
     """Limit the process's BLAS libraries to this many threads (``None``: leave them); the
-    worker pool is the parallelism (see ``keyface.server._threads``)."""
+    worker pool is the parallelism (see ``keyface._threads``)."""
     ice_servers: tuple[str, ...] = ()
     """STUN/TURN URLs; none by default (host candidates: loopback and LAN)."""
 

@@ -29,13 +29,13 @@ import av
 import numpy as np
 from PIL import Image
 
+from keyface._threads import limit_blas_threads
 from keyface.bitstream import BackgroundPacket
 from keyface.codec.config import CodecConfig
 from keyface.face import CropTracker, FaceDetector, FaceNotFoundError, LandmarkTracker, apply_crop
 from keyface.io import probe, read_frames
 from keyface.io.video import VideoError
 from keyface.pipeline import ALREADY_CROPPED, flatten_inside
-from keyface.server._threads import limit_blas_threads
 from keyface.server.client import ConnectionLost, SenderClient
 from keyface.server.session import Datagram, SenderSession
 from keyface.types import CropBox

@@ -1,7 +1,9 @@
-"""One BLAS thread per worker: the server and the sender parallelise across their own worker
-threads, and OpenBLAS's own threads (which spin while they wait) collapse when the CPUs are
-busy. Measured on this 2-core machine with a training job running: warping 20 frames took
-182 s with the default OpenBLAS threads and 0.82 s with one."""
+"""One BLAS thread: the codec's linear algebra is on small matrices (a Delaunay triangulation,
+a few dozen motion parameters), where OpenBLAS's own threads (which spin while they wait) gain
+nothing and collapse when the CPUs are busy. Measured on this 2-core machine with a training
+job running: warping 20 frames took 182 s with the default OpenBLAS threads and 0.82 s with
+one. Every ``keyface`` command, the server and the sender set the limit; a program that uses
+the library can call :func:`limit_blas_threads` itself."""
 
 from __future__ import annotations
 
