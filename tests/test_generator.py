@@ -1,8 +1,9 @@
-"""The learned generator: network shapes, input planes, the renderer, weights files, ONNX.
+"""The learned renderer: network shapes, input planes, the renderer, weights files, ONNX.
 
-These tests teach the contract: an untrained network returns the warp (so training starts
-from the training-free baseline), the renderer takes any frame size, a weights file is
-checked before use, and the ONNX export computes what torch computes.
+These tests teach the contract: an untrained generator returns the warp and an untrained
+keyframe enhancer returns its input (so training starts from the training-free baseline), the
+renderer takes any frame size, a weights file is checked before use, and the ONNX export
+computes what torch computes.
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ import numpy as np
 import pytest
 import torch
 
+from keyface.generator.enhancer import Enhancer, EnhancerConfig
 from keyface.generator.features import generator_input, log_area_ratio, part_masks, to_uint8
 from keyface.generator.model import IN_CHANNELS, Generator, GeneratorConfig
 from keyface.generator.renderer import GeneratorRenderer, export_onnx
 from keyface.generator.weights import (
+    RENDERERS,
     SHIPPED,
     GeneratorWeightsError,
+    load_network,
     load_weights,
     save_weights,
     sha256_of,
@@ -27,6 +31,7 @@ from keyface.motion import get_representation
 from keyface.render import DEFAULT_RENDERER, UnknownRendererError, get_renderer
 
 SMALL = GeneratorConfig(widths=(8, 8, 16, 16), blocks=1)
+SMALL_ENHANCER = EnhancerConfig(widths=(8, 8, 16), blocks=1)
 
 
 def _keypoints(size: int = 256) -> np.ndarray:
@@ -55,6 +60,30 @@ def test_untrained_network_returns_the_warp() -> None:
     x = torch.rand(1, IN_CHANNELS, 32, 32) * 1.6 - 0.8
     y = model(x)
     assert torch.allclose(y, x[:, :3], atol=0.01)
+
+
+def test_untrained_enhancer_returns_its_input() -> None:
+    model = Enhancer(SMALL_ENHANCER)
+    x = torch.rand(2, 3, 48, 64) * 2 - 1
+    y = model(x)
+    assert y.shape == x.shape and y.dtype == torch.float32
+    assert torch.equal(y, x)
+
+
+def test_renderer_enhances_the_keyframe_once() -> None:
+    enhancer = Enhancer(SMALL_ENHANCER)
+    with torch.no_grad():  # a trained enhancer changes the picture: here, a brightness shift
+        enhancer.head.bias[:] = 0.1
+    renderer = GeneratorRenderer(None, "fast", enhancer=enhancer, backend="torch")
+    img = _image(144, 176)
+    kp = _keypoints(256) * np.array([176 / 256, 144 / 256], dtype=np.float32)
+    ref = renderer.prepare(img, kp)
+    assert ref.image.shape == img.shape and ref.image.dtype == np.uint8
+    assert 8 < float(ref.image.astype(int).mean() - img.astype(int).mean()) < 18
+    # Without a generator, a frame is the plain warp of the enhanced keyframe.
+    assert np.array_equal(renderer.render(ref, kp + 1.5), renderer.warp.render(ref, kp + 1.5))
+    with pytest.raises(ValueError, match="generator, an enhancer or both"):
+        GeneratorRenderer(None)
 
 
 def test_input_planes() -> None:
@@ -105,6 +134,31 @@ def test_onnx_export_matches_torch() -> None:
     assert np.abs(actual - expected).max() < 1e-4
 
 
+def test_enhancer_onnx_export_matches_torch() -> None:
+    import onnxruntime as ort
+
+    torch.manual_seed(0)
+    model = Enhancer(SMALL_ENHANCER)
+    torch.nn.init.normal_(model.head.weight, std=0.05)
+    model.eval()
+    session = ort.InferenceSession(export_onnx(model), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(1).uniform(-1, 1, (1, 3, 64, 80)).astype(np.float32)
+    expected = model(torch.from_numpy(x)).detach().numpy()
+    actual = session.run(None, {"inputs": x})[0]
+    assert np.abs(actual - expected).max() < 1e-4
+
+
+def test_enhancer_weights_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "enh.safetensors"
+    digest = save_weights(path, Enhancer(SMALL_ENHANCER))
+    loaded = load_network(path, digest)
+    assert isinstance(loaded, Enhancer) and loaded.config == SMALL_ENHANCER
+    with pytest.raises(GeneratorWeightsError, match="not a generator"):
+        load_weights(path)  # the per-frame generator's loader refuses an enhancer
+    renderer = get_renderer(str(path))
+    assert isinstance(renderer, GeneratorRenderer) and renderer.name == "enh"
+
+
 def test_weights_round_trip(tmp_path: Path) -> None:
     model = Generator(SMALL).eval()
     path = tmp_path / "g.safetensors"
@@ -144,14 +198,22 @@ def test_weights_path_is_a_generator(tmp_path: Path) -> None:
 
 
 def test_shipped_weights_are_registered_and_intact() -> None:
-    assert DEFAULT_RENDERER == "warp" or DEFAULT_RENDERER in SHIPPED
+    assert DEFAULT_RENDERER == "warp" or DEFAULT_RENDERER in RENDERERS
+    total = 0
     for shipped in SHIPPED.values():
         assert shipped.path.is_file(), shipped.path
-        assert shipped.path.stat().st_size <= 10 * 1024 * 1024
+        total += shipped.path.stat().st_size
         assert sha256_of(shipped.path) == shipped.sha256
         assert shipped.command.startswith("keyface train fit")
-        model = load_weights(shipped.path, shipped.sha256)
+        model = load_network(shipped.path, shipped.sha256)
         assert model.parameter_count() > 0
+    assert total <= 10 * 1024 * 1024
+    for spec in RENDERERS.values():  # every renderer names shipped networks of the right kind
+        assert spec.enhancer or spec.generator
+        if spec.enhancer:
+            assert isinstance(load_network(SHIPPED[spec.enhancer].path), Enhancer)
+        if spec.generator:
+            assert isinstance(load_network(SHIPPED[spec.generator].path), Generator)
 
 
 def test_decode_with_a_corrupted_generator_is_a_clear_cli_error(

@@ -8,11 +8,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from keyface.generator.enhancer import EnhancerConfig
 from keyface.generator.model import IN_CHANNELS, GeneratorConfig
 from keyface.motion import get_representation
-from keyface.train.data import ClipData, PrepareConfig, load_prepared, prepare_clip
+from keyface.train.data import (
+    ClipData,
+    KeyframeConfig,
+    PrepareConfig,
+    load_prepared,
+    prepare_clip,
+    prepare_keyframes,
+)
 from keyface.train.loop import TrainConfig, train
-from keyface.train.pairs import PairConfig, PairSampler, fixed_pairs
+from keyface.train.pairs import KeyframeSampler, PairConfig, PairSampler, fixed_pairs
 
 SMALL = GeneratorConfig(widths=(8, 8, 16, 16), blocks=1)
 
@@ -32,6 +40,8 @@ def _synthetic_clip(n: int = 6, size: int = 64, seed: int = 0) -> ClipData:
         p[3] += i * 0.5 * 256 / size
         params.append(p)
     frames_a = np.stack(frames)
+    # "Coded" keyframes: every frame blurred, as a keyframe codec at low quality smooths it.
+    coded = np.stack([cv2.GaussianBlur(f, (5, 5), 1.2) for f in frames_a])
     return ClipData(
         name="synthetic",
         person="nobody",
@@ -40,6 +50,8 @@ def _synthetic_clip(n: int = 6, size: int = 64, seed: int = 0) -> ClipData:
         refs=frames_a[[0, n - 1]].copy(),
         ref_index=np.array([0, n - 1], dtype=np.int32),
         valid=np.arange(n),
+        keyframes=coded,
+        keyframe_index=np.arange(n, dtype=np.int32),
     )
 
 
@@ -85,6 +97,37 @@ def test_tiny_training_run_lowers_the_loss_and_resumes(tmp_path: Path) -> None:
     assert steps[-1] == 45 and steps.count(5) == 1
 
 
+def test_keyframe_pairs_are_coded_and_original_patches() -> None:
+    clip = _synthetic_clip()
+    x, y = KeyframeSampler([clip], patch=32, seed=0).batch(3)
+    assert x.shape == y.shape == (3, 3, 32, 32)
+    assert 0 < np.abs(x - y).mean() < 0.2  # same picture, one blurred
+    no_keyframes = ClipData(**{**clip.__dict__, "keyframes": None, "keyframe_index": None})
+    with pytest.raises(ValueError, match="--keyframes"):
+        KeyframeSampler([no_keyframes], patch=32, seed=0)
+
+
+def test_tiny_enhancer_run_learns_to_sharpen(tmp_path: Path) -> None:
+    clip = _synthetic_clip()
+    config = TrainConfig(
+        task="enhancer",
+        steps=60,
+        batch=4,
+        lr=3e-3,
+        log_every=5,
+        val_every=60,
+        val_pairs=3,
+        pairs=PairConfig(patch=32),
+        enhancer=EnhancerConfig(widths=(8, 16, 16), blocks=1),
+    )
+    train(tmp_path / "run", [clip], [clip], config)
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in log if "loss" in r]
+    assert np.mean(losses[-3:]) < np.mean(losses[:3])
+    assert log[-1]["val_l1_generator"] < log[-1]["val_l1_warp"]  # closer than the blurred input
+    assert (tmp_path / "run" / "enhancer.safetensors").is_file()
+
+
 def test_prepare_a_real_clip(tmp_path: Path, carphone_path: Path) -> None:
     meta = prepare_clip(
         carphone_path,
@@ -101,6 +144,13 @@ def test_prepare_a_real_clip(tmp_path: Path, carphone_path: Path) -> None:
     diff = np.abs(clip.refs[0].astype(int) - clip.frames[clip.ref_index[0]].astype(int))
     assert 0 < diff.mean() < 12
     assert load_prepared(tmp_path, {"someone else"}) == []
+    # Keyframes for the enhancer: more frames through the codec, added to the same folder.
+    assert prepare_keyframes(tmp_path / "carphone", KeyframeConfig(3, (20, 40), ("hevc",)), 0) == 3
+    (clip,) = load_prepared(tmp_path)
+    assert clip.keyframes is not None and clip.keyframe_index is not None
+    assert clip.keyframes.shape == (3, 256, 256, 3)
+    original = clip.frames[clip.keyframe_index[0]].astype(int)
+    assert 0 < np.abs(clip.keyframes[0].astype(int) - original).mean() < 12
 
 
 def test_cli_fit_rejects_missing_cache(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

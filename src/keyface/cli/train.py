@@ -1,4 +1,5 @@
-"""``keyface train prepare|fit``: train the learned generator on a folder of videos."""
+"""``keyface train prepare|fit``: train the learned networks (per-frame generator, keyframe
+enhancer) on a folder of videos."""
 
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ from keyface.cli.main import UserError
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "train",
-        help="train the learned generator",
-        description="Train the generator: `prepare` caches face crops, motion and "
-        "codec-degraded references of a set of clips (split by person), `fit` trains on them. "
-        "See docs/generator.md.",
+        help="train the learned generator and keyframe enhancer",
+        description="Train the learned networks: `prepare` caches face crops, motion and "
+        "codec-degraded references and keyframes of a set of clips (split by person), `fit` "
+        "trains the per-frame generator or the keyframe enhancer on them. See docs/generator.md.",
     )
     steps = p.add_subparsers(dest="train_command", metavar="STEP")
     steps.required = True
@@ -29,6 +30,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     prep.add_argument("--max-frames", type=int, default=200)
     prep.add_argument("--references", type=int, default=8, help="references per clip")
     prep.add_argument("--codec", default="vvc", help="keyframe codec that degrades references")
+    prep.add_argument(
+        "--keyframes",
+        type=int,
+        default=24,
+        help="frames per clip coded as keyframes for the enhancer (0: none)",
+    )
     prep.add_argument("--workers", type=int, default=2)
     prep.add_argument("--seed", type=int, default=0)
     prep.add_argument("-q", "--quiet", action="store_true")
@@ -41,13 +48,23 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "its validation people (default: every prepared clip, no validation)",
     )
     fit.add_argument("--run", required=True, help="run folder (checkpoints, log, weights)")
+    fit.add_argument(
+        "--task",
+        default="generator",
+        choices=("generator", "enhancer"),
+        help="the per-frame generator or the keyframe enhancer",
+    )
     fit.add_argument("--steps", type=int, default=2000)
     fit.add_argument("--batch", type=int, default=8)
     fit.add_argument("--patch", type=int, default=96, help="training patch side (0: whole)")
     fit.add_argument("--lr", type=float, default=3e-4)
     fit.add_argument("--near", type=int, default=6, help="near-target window (frames)")
     fit.add_argument("--near-share", type=float, default=0.85, help="share of near targets")
-    fit.add_argument("--widths", default="16,32,64,128", help="channels at 1, 1/2, 1/4, 1/8")
+    fit.add_argument(
+        "--widths",
+        help="channels at 1, 1/2, 1/4, 1/8 (generator, default 16,32,64,128) or at 1/2, 1/4, "
+        "1/8 (enhancer, default 48,64,96)",
+    )
     fit.add_argument("--blocks", type=int, default=3, help="residual blocks at 1/8")
     fit.add_argument("--vgg-layers", type=int, default=4, choices=(1, 2, 3, 4, 5))
     fit.add_argument(
@@ -84,7 +101,12 @@ def _prepare(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from keyface.eval.bench import BenchError, select_clips
-    from keyface.train.data import PrepareConfig, prepare_clips
+    from keyface.train.data import (
+        KeyframeConfig,
+        PrepareConfig,
+        prepare_all_keyframes,
+        prepare_clips,
+    )
 
     try:
         clips = []
@@ -120,12 +142,27 @@ def _prepare(args: argparse.Namespace) -> int:
     )
     bar.close()
     print(f"prepared {len(clips) - len(failed)} of {len(clips)} clips in {args.out}")
-    return 1 if failed and len(failed) == len(clips) else 0
+    if failed and len(failed) == len(clips):
+        return 1
+    if args.keyframes > 0:
+        bar = tqdm(
+            total=len(clips) - len(failed), desc="keyframes", unit="clip", disable=args.quiet
+        )
+        prepare_all_keyframes(
+            Path(args.out),
+            KeyframeConfig(count=args.keyframes),
+            seed=args.seed,
+            workers=args.workers,
+            progress=progress,
+        )
+        bar.close()
+    return 0
 
 
 def _fit(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from keyface.generator.enhancer import EnhancerConfig
     from keyface.generator.model import GeneratorConfig
     from keyface.train.data import load_prepared
     from keyface.train.loop import TrainConfig, train
@@ -142,13 +179,22 @@ def _fit(args: argparse.Namespace) -> int:
     overlap = {c.person for c in train_clips} & {c.person for c in val_clips}
     if overlap:
         raise UserError(f"people in both train and validation: {', '.join(sorted(overlap))}")
+    model, enhancer = GeneratorConfig(blocks=args.blocks), EnhancerConfig(blocks=args.blocks)
     try:
-        widths = tuple(int(w) for w in args.widths.split(","))
-        model = GeneratorConfig(widths=widths, blocks=args.blocks)  # type: ignore[arg-type]
-        GeneratorConfig.from_dict(model.to_dict())
+        if args.widths:
+            widths = tuple(int(w) for w in args.widths.split(","))
+            if args.task == "enhancer":
+                enhancer = EnhancerConfig.from_dict({"widths": widths, "blocks": args.blocks})
+            else:
+                model = GeneratorConfig.from_dict({"widths": widths, "blocks": args.blocks})
     except ValueError as exc:
         raise UserError(f"--widths: {exc}") from None
+    if args.task == "enhancer" and not any(c.keyframes is not None for c in train_clips):
+        raise UserError(
+            f"{data}: no prepared keyframes (run `keyface train prepare --keyframes N`)"
+        )
     config = TrainConfig(
+        task=args.task,
         steps=args.steps,
         batch=args.batch,
         lr=args.lr,
@@ -162,6 +208,7 @@ def _fit(args: argparse.Namespace) -> int:
         val_every=args.val_every,
         pairs=PairConfig(patch=args.patch, near=args.near, near_share=args.near_share),
         model=model,
+        enhancer=enhancer,
     )
     print(
         f"train: {len(train_clips)} clips of {len({c.person for c in train_clips})} people, "
@@ -176,16 +223,17 @@ def _fit(args: argparse.Namespace) -> int:
             bar.set_postfix(loss=f"{record['loss']:.3f}")
         bar.refresh()
         if "val_lpips_generator" in record:
+            base = "decoded keyframe" if args.task == "enhancer" else "warp"
             tqdm.write(
-                f"step {step}: validation LPIPS warp {record['val_lpips_warp']:.4f} -> "
-                f"generator {record['val_lpips_generator']:.4f} "
+                f"step {step}: validation LPIPS {base} {record['val_lpips_warp']:.4f} -> "
+                f"{args.task} {record['val_lpips_generator']:.4f} "
                 f"({100 * record['val_lpips_gain']:.1f}% lower)",
                 file=sys.stderr,
             )
 
     train(Path(args.run), train_clips, val_clips, config, progress=progress)
     bar.close()
-    print(f"weights: {Path(args.run) / 'generator.safetensors'}")
+    print(f"weights: {Path(args.run) / f'{args.task}.safetensors'}")
     return 0
 
 

@@ -1,7 +1,12 @@
-"""The learned renderer: the codec's dense warp, refined by the generator network.
+"""The learned renderer: the keyframe enhancer, the codec's dense warp, the generator network.
+
+When a keyframe arrives (:meth:`GeneratorRenderer.prepare`) the enhancer, if there is one,
+removes what the keyframe codec did to it; every frame is then the warp of that enhanced
+picture, refined by the per-frame generator if there is one. Either network may be left out:
+enhancer only is the fast preset (the per-frame cost is the warp's).
 
 It implements the same :class:`keyface.render.Renderer` protocol as the training-free warp, so
-the decoder, the CLI and the server take either. The network runs in onnxruntime when it is
+the decoder, the CLI and the server take either. The networks run in onnxruntime when it is
 installed (about twice as fast as eager torch on a laptop CPU; the export is checked against
 torch by the tests) and in torch otherwise.
 """
@@ -15,17 +20,22 @@ from weakref import WeakKeyDictionary
 import numpy as np
 import torch
 
+from keyface.generator.enhancer import Enhancer
 from keyface.generator.features import generator_input, to_uint8
 from keyface.generator.model import IN_CHANNELS, Generator
-from keyface.generator.weights import load_weights
+from keyface.generator.weights import load_network
 from keyface.render.warp import Reference, WarpRenderer, warp_image
+from keyface.types import check_image
 
-_EXPORTED: WeakKeyDictionary[Generator, bytes] = WeakKeyDictionary()
+Network = Generator | Enhancer
+
+_EXPORTED: WeakKeyDictionary[Network, bytes] = WeakKeyDictionary()
 
 
-def export_onnx(model: Generator, size: int = 256) -> bytes:
+def export_onnx(model: Network, size: int = 256) -> bytes:
     """The network as an ONNX model (opset 17) with a dynamic batch, height and width."""
-    x = torch.zeros(1, IN_CHANNELS, size, size)
+    channels = 3 if isinstance(model, Enhancer) else IN_CHANNELS
+    x = torch.zeros(1, channels, size, size)
     buf = io.BytesIO()
     torch.onnx.export(
         model.eval(),
@@ -41,7 +51,7 @@ def export_onnx(model: Generator, size: int = 256) -> bytes:
 
 
 class _TorchRunner:
-    def __init__(self, model: Generator, threads: int | None) -> None:
+    def __init__(self, model: Network, threads: int | None) -> None:
         self.model = model.eval()
         if threads:
             torch.set_num_threads(threads)
@@ -52,7 +62,7 @@ class _TorchRunner:
 
 
 class _OnnxRunner:
-    def __init__(self, model: Generator, threads: int | None) -> None:
+    def __init__(self, model: Network, threads: int | None) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -78,34 +88,59 @@ def _onnxruntime_available() -> bool:
     return True
 
 
+def _pad8(x: np.ndarray) -> np.ndarray:
+    """Pad ``(C, H, W)`` to multiples of 8 (edge values), as the networks need."""
+    ph, pw = -x.shape[1] % 8, -x.shape[2] % 8
+    return np.pad(x, ((0, 0), (0, ph), (0, pw)), mode="edge") if ph or pw else x
+
+
 class GeneratorRenderer:
-    """Warp the reference with the codec's flow, then let the network fix what the warp cannot
-    explain (``name`` is the registered weights' name)."""
+    """Enhance the keyframe once, warp it with the codec's flow every frame, and let the
+    per-frame network fix what the warp cannot explain (``name`` is the registered name)."""
 
     def __init__(
         self,
-        model: Generator,
+        model: Generator | None,
         name: str = "generator",
         *,
+        enhancer: Enhancer | None = None,
         backend: str = "auto",
         threads: int | None = None,
     ) -> None:
         if backend not in ("auto", "onnx", "torch"):
             raise ValueError(f"backend must be auto, onnx or torch, got {backend!r}")
+        if model is None and enhancer is None:
+            raise ValueError("a learned renderer needs a generator, an enhancer or both")
         if backend == "auto":
             backend = "onnx" if _onnxruntime_available() else "torch"
         self.name = name
         self.backend = backend
         self.warp = WarpRenderer()
         runner = _OnnxRunner if backend == "onnx" else _TorchRunner
-        self._run = runner(model, threads)
+        self._run = runner(model, threads) if model is not None else None
+        self._enhance = runner(enhancer, threads) if enhancer is not None else None
 
     @classmethod
     def from_file(cls, path: Path, name: str = "generator", **kwargs: object) -> GeneratorRenderer:
-        return cls(load_weights(path), name, **kwargs)  # type: ignore[arg-type]
+        """A renderer from one weights file: a generator, or an enhancer (then the frames are
+        warps of the enhanced keyframe)."""
+        network = load_network(path)
+        if isinstance(network, Enhancer):
+            return cls(None, name, enhancer=network, **kwargs)  # type: ignore[arg-type]
+        return cls(network, name, **kwargs)  # type: ignore[arg-type]
+
+    def enhance(self, image: np.ndarray) -> np.ndarray:
+        """The keyframe ``image`` (uint8 RGB) after the enhancer (itself if there is none)."""
+        check_image(image, "reference image")
+        if self._enhance is None:
+            return image
+        h, w = image.shape[:2]
+        x = image.transpose(2, 0, 1).astype(np.float32) * (2.0 / 255.0) - 1.0
+        out = self._enhance(_pad8(x)[None])[0, :, :h, :w]
+        return to_uint8(out)
 
     def prepare(self, image: np.ndarray, keypoints: np.ndarray) -> Reference:
-        return self.warp.prepare(image, keypoints)  # checks the image
+        return self.warp.prepare(self.enhance(image), keypoints)
 
     def inputs(self, reference: Reference, keypoints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(network input (6, H, W), warped reference)`` for driving ``keypoints``."""
@@ -114,10 +149,9 @@ class GeneratorRenderer:
         return generator_input(warped, flow, keypoints), warped
 
     def render(self, reference: Reference, keypoints: np.ndarray) -> np.ndarray:
+        if self._run is None:
+            return self.warp.render(reference, keypoints)
         x, warped = self.inputs(reference, keypoints)
         h, w = warped.shape[:2]
-        ph, pw = -h % 8, -w % 8  # the network needs multiples of 8
-        if ph or pw:
-            x = np.pad(x, ((0, 0), (0, ph), (0, pw)), mode="edge")
-        out = self._run(x[None])[0, :, :h, :w]
+        out = self._run(_pad8(x)[None])[0, :, :h, :w]
         return to_uint8(out)

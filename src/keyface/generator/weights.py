@@ -1,5 +1,9 @@
-"""Generator weights: safetensors files with the network shape in their metadata, and the
-registry of shipped weights (name -> file, SHA-256, how they were trained)."""
+"""Network weights: safetensors files with the network kind and shape in their metadata, and
+the registry of shipped weights (name -> file, SHA-256, how they were trained).
+
+Two kinds of network: the per-frame generator (:class:`~keyface.generator.model.Generator`,
+format ``keyface-generator-v1``) and the keyframe enhancer
+(:class:`~keyface.generator.enhancer.Enhancer`, format ``keyface-enhancer-v1``)."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from keyface.generator.enhancer import Enhancer, EnhancerConfig
 from keyface.generator.model import Generator, GeneratorConfig
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -51,17 +56,51 @@ SHIPPED: dict[str, ShippedWeights] = {
         ),
         split="splits/dev_v1.json (train_people; validated on validation_people)",
     ),
+    "kf-enh-v1": ShippedWeights(
+        name="kf-enh-v1",
+        filename="kf-enh-v1.safetensors",
+        sha256="0cd1506437c2e8b3254f4eb714d7a91d1ce1bd596355fdd1a17a6624c075002c",
+        command=(
+            "keyface train fit --task enhancer --data cache/train --split splits/dev_v1.json "
+            "--run runs/enh_v1 --steps 4000 --batch 8 --patch 96 --lr 4e-4 --amp --threads 2 "
+            "--val-every 500"
+        ),
+        split="splits/dev_v1.json (train_people; validated on validation_people)",
+    ),
 }
-"""Generators that ship with keyface (opt-in with --generator NAME; see docs/generator.md
-for why the warp stays the default)."""
+"""Trained networks that ship with keyface (see docs/generator.md for how each was trained)."""
+
+
+@dataclass(frozen=True)
+class ShippedRenderer:
+    """A named learned renderer: which shipped networks it runs (see
+    :class:`~keyface.generator.renderer.GeneratorRenderer`)."""
+
+    name: str
+    enhancer: str | None
+    """Shipped keyframe enhancer (``None``: the keyframe as decoded)."""
+    generator: str | None
+    """Shipped per-frame generator (``None``: the warp of the enhanced keyframe)."""
+    summary: str
+
+
+RENDERERS: dict[str, ShippedRenderer] = {
+    "kf-gen-v1": ShippedRenderer(
+        "kf-gen-v1", None, "kf-gen-v1", "per-frame generator v1 on the decoded keyframe"
+    ),
+    "kf-enh-v1": ShippedRenderer(
+        "kf-enh-v1", "kf-enh-v1", None, "keyframe enhancer v1, then the warp"
+    ),
+}
+"""Learned renderers that ship with keyface (``--generator NAME``)."""
 
 
 @cache
-def load_shipped(name: str) -> Generator:
-    """The shipped generator ``name`` (checksum verified), loaded once per process: every
+def load_shipped(name: str) -> Generator | Enhancer:
+    """The shipped network ``name`` (checksum verified), loaded once per process: every
     renderer made from it (one per sender on a server) shares the network."""
     shipped = SHIPPED[name]
-    return load_weights(shipped.path, shipped.sha256)
+    return load_network(shipped.path, shipped.sha256)
 
 
 def sha256_of(path: Path) -> str:
@@ -72,9 +111,15 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def save_weights(path: Path, model: Generator, metadata: dict[str, str] | None = None) -> str:
-    """Write ``model`` as float16 safetensors (its shape in the metadata); returns the SHA-256."""
-    meta = {"format": "keyface-generator-v1", "config": json.dumps(model.config.to_dict())}
+_FORMATS = {Generator: "keyface-generator-v1", Enhancer: "keyface-enhancer-v1"}
+
+
+def save_weights(
+    path: Path, model: Generator | Enhancer, metadata: dict[str, str] | None = None
+) -> str:
+    """Write ``model`` as float16 safetensors (its kind and shape in the metadata); returns the
+    SHA-256."""
+    meta = {"format": _FORMATS[type(model)], "config": json.dumps(model.config.to_dict())}
     meta.update(metadata or {})
     tensors = {
         k: v.detach().to("cpu", torch.float16).contiguous() for k, v in model.state_dict().items()
@@ -87,6 +132,15 @@ def save_weights(path: Path, model: Generator, metadata: dict[str, str] | None =
 def load_weights(path: Path, sha256: str | None = None) -> Generator:
     """The generator stored in ``path`` (float32, eval mode). ``sha256``: refuse a file whose
     checksum differs. Raises :class:`GeneratorWeightsError` with the reason."""
+    model = load_network(path, sha256)
+    if not isinstance(model, Generator):
+        raise GeneratorWeightsError(f"{path}: a keyframe enhancer, not a generator")
+    return model
+
+
+def load_network(path: Path, sha256: str | None = None) -> Generator | Enhancer:
+    """The network (generator or enhancer) stored in ``path`` (float32, eval mode), as
+    :func:`load_weights`."""
     path = Path(path)
     if not path.is_file():
         raise GeneratorWeightsError(f"generator weights not found: {path}")
@@ -103,11 +157,16 @@ def load_weights(path: Path, sha256: str | None = None) -> Generator:
             tensors = {key: f.get_tensor(key) for key in f.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise GeneratorWeightsError(f"{path}: not a readable safetensors file ({exc})") from None
-    if meta.get("format") != "keyface-generator-v1" or "config" not in meta:
+    fmt = meta.get("format")
+    if fmt not in _FORMATS.values() or "config" not in meta:
         raise GeneratorWeightsError(f"{path}: not a keyface generator weights file")
     try:
-        config = GeneratorConfig.from_dict(json.loads(meta["config"]))
-        model = Generator(config)
+        config = json.loads(meta["config"])
+        model: Generator | Enhancer = (
+            Enhancer(EnhancerConfig.from_dict(config))
+            if fmt == _FORMATS[Enhancer]
+            else Generator(GeneratorConfig.from_dict(config))
+        )
         model.load_state_dict({k: v.float() for k, v in tensors.items()})
     except (ValueError, KeyError, RuntimeError) as exc:
         raise GeneratorWeightsError(f"{path}: weights do not fit the network ({exc})") from None

@@ -34,29 +34,41 @@ class UnknownRendererError(Exception):
 
 def available_renderers() -> list[str]:
     """Names :func:`get_renderer` accepts (a path to a ``.safetensors`` file works too)."""
-    from keyface.generator.weights import SHIPPED
+    from keyface.generator.weights import RENDERERS
 
-    return ["warp", *sorted(SHIPPED)]
+    return ["warp", *sorted(RENDERERS)]
 
 
 def get_renderer(name: str = DEFAULT_RENDERER) -> Renderer:
-    """The renderer registered as ``name``: ``"warp"`` (training-free), a shipped generator
-    (its weights are checked against their SHA-256), or the path of generator weights
-    (``.safetensors``, e.g. from ``keyface train``)."""
+    """The renderer registered as ``name``: ``"warp"`` (training-free), a shipped learned
+    renderer (its networks are checked against their SHA-256), or the path of a generator's or
+    enhancer's weights (``.safetensors``, e.g. from ``keyface train``)."""
     if name == "warp":
         return WarpRenderer()
-    from keyface.generator.weights import SHIPPED
+    from keyface.generator.weights import RENDERERS
 
-    if name in SHIPPED:
+    if name in RENDERERS:
+        from keyface.generator.enhancer import Enhancer
+        from keyface.generator.model import Generator
         from keyface.generator.renderer import GeneratorRenderer
         from keyface.generator.weights import load_shipped
 
-        return GeneratorRenderer(load_shipped(name), name)
+        spec = RENDERERS[name]
+        model = load_shipped(spec.generator) if spec.generator else None
+        enhancer = load_shipped(spec.enhancer) if spec.enhancer else None
+        assert model is None or isinstance(model, Generator)
+        assert enhancer is None or isinstance(enhancer, Enhancer)
+        return GeneratorRenderer(model, name, enhancer=enhancer)
     if name.endswith(".safetensors"):
         from keyface.generator.renderer import GeneratorRenderer
 
         return GeneratorRenderer.from_file(Path(name), Path(name).stem)
-    names = ", ".join(available_renderers())
+    names = ", ".join(
+        [
+            "warp (training-free)",
+            *(f"{n} ({spec.summary})" for n, spec in sorted(RENDERERS.items())),
+        ]
+    )
     raise UnknownRendererError(
         f"unknown generator {name!r} (available: {names}, or a .safetensors file)"
     )

@@ -8,6 +8,10 @@
   random quality, with ``ref_index.npy`` (which frame) and ``ref_quality.npy``;
 * ``meta.json``    clip name, person, fps, crop, codec, the preparation settings.
 
+``prepare_keyframes`` adds, for the keyframe enhancer, more frames of the clip coded by the
+keyframe codecs at random qualities: ``kf.npy`` ``(K, S, S, 3)`` uint8 (decoded), with
+``kf_index.npy`` (which frame), ``kf_quality.npy`` and ``kf_codec.npy`` (codec names).
+
 Training pairs are drawn later (:mod:`keyface.train.pairs`): a reference from ``refs.npy``, a
 target frame of the same clip at any distance, and the target's motion passed through the real
 quantiser at a random level. The clips themselves never enter the repository.
@@ -87,6 +91,72 @@ def prepare_clip(
     return meta
 
 
+@dataclass(frozen=True)
+class KeyframeConfig:
+    count: int = 24
+    """Frames per clip coded as keyframes."""
+    qualities: tuple[int, int] = (10, 55)
+    """Range of keyframe qualities drawn from (uniformly)."""
+    codecs: tuple[str, ...] = ("vvc", "vvc", "vvc", "hevc")
+    """Codecs drawn from (repeat a name to draw it more often)."""
+
+
+def prepare_keyframes(folder: Path, config: KeyframeConfig, seed: int) -> int:
+    """Code ``config.count`` frames of the prepared clip in ``folder`` with the keyframe codecs
+    (see module doc); a folder that has them already is kept. Returns the number of frames."""
+    if (folder / "kf.npy").is_file():
+        return int(np.load(folder / "kf_index.npy").shape[0])
+    rng = np.random.default_rng(seed)
+    frames = np.load(folder / "frames.npy", mmap_mode="r")
+    params = np.load(folder / "params.npy")
+    valid = np.flatnonzero(~np.isnan(params[:, 0]))
+    picks = np.sort(rng.choice(valid, size=min(config.count, len(valid)), replace=False))
+    lo, hi = config.qualities
+    quality = rng.integers(lo, hi + 1, size=len(picks))
+    names = [config.codecs[int(i)] for i in rng.integers(len(config.codecs), size=len(picks))]
+    coded = []
+    for i, q, name in zip(picks, quality, names, strict=True):
+        codec = get_intra_codec(name)
+        coded.append(codec.decode(codec.encode(np.ascontiguousarray(frames[i]), int(q))))
+    np.save(folder / "kf_index.npy", picks.astype(np.int32))
+    np.save(folder / "kf_quality.npy", quality.astype(np.int32))
+    np.save(folder / "kf_codec.npy", np.array(names))
+    tmp = folder / "kf.tmp.npy"
+    np.save(tmp, np.stack(coded))
+    tmp.replace(folder / "kf.npy")  # last: its presence marks the step done
+    return len(picks)
+
+
+def _keyframes_task(task: tuple[Path, KeyframeConfig, int]) -> tuple[str, str | None]:
+    folder, config, seed = task
+    try:
+        prepare_keyframes(folder, config, seed)
+    except Exception as exc:  # one bad clip must not stop the others
+        return folder.name, f"{type(exc).__name__}: {exc}"
+    return folder.name, None
+
+
+def prepare_all_keyframes(
+    root: Path,
+    config: KeyframeConfig,
+    *,
+    seed: int = 0,
+    workers: int = 2,
+    progress: Callable[[str, str | None], None] | None = None,
+) -> list[str]:
+    """:func:`prepare_keyframes` for every prepared clip under ``root``; returns the failures."""
+    folders = [m.parent for m in sorted(root.glob("*/meta.json"))]
+    tasks = [(f, config, seed ^ zlib.crc32(f.name.encode()) ^ 0x6B66) for f in folders]
+    failed = []
+    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
+        for name, error in pool.map(_keyframes_task, tasks):
+            if error:
+                failed.append(name)
+            if progress:
+                progress(name, error)
+    return failed
+
+
 @dataclass
 class ClipData:
     """One prepared clip, memory-mapped."""
@@ -98,6 +168,9 @@ class ClipData:
     refs: np.ndarray
     ref_index: np.ndarray
     valid: np.ndarray
+    keyframes: np.ndarray | None = None
+    """Coded keyframes ``(K, S, S, 3)`` (:func:`prepare_keyframes`), if prepared."""
+    keyframe_index: np.ndarray | None = None
 
     @classmethod
     def load(cls, folder: Path) -> ClipData:
@@ -111,6 +184,10 @@ class ClipData:
             refs=np.load(folder / "refs.npy"),
             ref_index=np.load(folder / "ref_index.npy"),
             valid=np.flatnonzero(~np.isnan(params[:, 0])),
+            keyframes=np.load(folder / "kf.npy") if (folder / "kf.npy").is_file() else None,
+            keyframe_index=(
+                np.load(folder / "kf_index.npy") if (folder / "kf.npy").is_file() else None
+            ),
         )
 
 

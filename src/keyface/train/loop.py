@@ -1,9 +1,13 @@
-"""The generator's training loop: seeded, resumable, logged.
+"""The training loop of the learned networks: seeded, resumable, logged.
+
+``task`` picks the network: ``"generator"`` (the per-frame network that refines the warp, pairs
+of :class:`~keyface.train.pairs.PairSampler`) or ``"enhancer"`` (the keyframe enhancer, pairs of
+:class:`~keyface.train.pairs.KeyframeSampler`). Both use the same losses and bookkeeping.
 
 A run folder holds ``config.json`` (everything that defines the run), ``checkpoint.pt`` (model,
 optimiser, step, random states; written every ``checkpoint_every`` steps and at the end, so an
 interrupted run resumes where it stopped), ``log.jsonl`` (one line per logged step: losses,
-and validation metrics when measured) and ``generator.safetensors`` (the weights, at the end).
+and validation metrics when measured) and ``<task>.safetensors`` (the weights, at the end).
 """
 
 from __future__ import annotations
@@ -21,15 +25,27 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from keyface.generator.enhancer import Enhancer, EnhancerConfig
 from keyface.generator.model import Generator, GeneratorConfig
 from keyface.generator.weights import save_weights
 from keyface.train.data import ClipData
 from keyface.train.losses import VGGLoss
-from keyface.train.pairs import Pair, PairConfig, PairSampler, fixed_pairs
+from keyface.train.pairs import (
+    KeyframeSampler,
+    Pair,
+    PairConfig,
+    PairSampler,
+    fixed_keyframes,
+    fixed_pairs,
+)
+
+TASKS = ("generator", "enhancer")
 
 
 @dataclass
 class TrainConfig:
+    task: str = "generator"
+    """``"generator"`` or ``"enhancer"`` (see module doc)."""
     steps: int = 2000
     batch: int = 8
     lr: float = 3e-4
@@ -50,10 +66,16 @@ class TrainConfig:
     checkpoint_every: int = 100
     pairs: PairConfig = field(default_factory=PairConfig)
     model: GeneratorConfig = field(default_factory=GeneratorConfig)
+    enhancer: EnhancerConfig = field(default_factory=EnhancerConfig)
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["model"] = self.model.to_dict()
+        data["enhancer"] = self.enhancer.to_dict()
         return data
 
     @classmethod
@@ -61,6 +83,8 @@ class TrainConfig:
         data = dict(data)
         data["pairs"] = PairConfig(**{k: _tuple(v) for k, v in data["pairs"].items()})
         data["model"] = GeneratorConfig.from_dict(data["model"])
+        if "enhancer" in data:
+            data["enhancer"] = EnhancerConfig.from_dict(data["enhancer"])
         data["vgg_scales"] = tuple(data["vgg_scales"])
         return cls(**data)
 
@@ -94,12 +118,13 @@ class ValResult:
 
 class Validator:
     """Fixed whole-frame validation pairs of held-out people; LPIPS-Alex is measured here only
-    (monitoring, never a loss)."""
+    (monitoring, never a loss). The baseline (``*_warp``) is the network's input picture: the
+    warp for the generator, the decoded keyframe for the enhancer."""
 
-    def __init__(self, clips: list[ClipData], n: int, seed: int, device: str) -> None:
+    def __init__(self, pairs: list[Pair], device: str) -> None:
         from keyface.eval.nets import load_lpips
 
-        self.pairs: list[Pair] = fixed_pairs(clips, n, seed)
+        self.pairs = pairs
         self.device = device
         self.lpips = load_lpips("alex", device)
         self._warp_lpips: float | None = None
@@ -115,7 +140,7 @@ class Validator:
         return float(np.mean(l1)), float(np.mean(lp))
 
     @torch.no_grad()
-    def run(self, model: Generator) -> ValResult:
+    def run(self, model: Generator | Enhancer) -> ValResult:
         if self._warp_lpips is None:
             warps = [_to_tensor(p.warped[None], self.device) for p in self.pairs]
             self._warp_l1, self._warp_lpips = self._score(warps)
@@ -138,7 +163,7 @@ def train(
     config: TrainConfig,
     *,
     progress: ProgressFn | None = None,
-) -> Generator:
+) -> Generator | Enhancer:
     """Train (or resume) the run in ``run_dir``; returns the trained model."""
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg_path = run_dir / "config.json"
@@ -152,10 +177,16 @@ def train(
         torch.set_num_threads(config.threads)
     _seed_all(config.seed)
     device = config.device
-    model = Generator(config.model).to(device)
+    model: Generator | Enhancer
+    sampler: PairSampler | KeyframeSampler
+    if config.task == "enhancer":
+        model = Enhancer(config.enhancer).to(device)
+        sampler = KeyframeSampler(train_clips, config.pairs.patch, config.seed, config.pairs.flip)
+    else:
+        model = Generator(config.model).to(device)
+        sampler = PairSampler(train_clips, config.pairs, config.seed)
     loss_vgg = VGGLoss(config.vgg_scales, config.vgg_layers, mode=config.vgg_mode).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.999))
-    sampler = PairSampler(train_clips, config.pairs, config.seed)
     step = 0
     if ckpt_path.is_file():
         state = torch.load(ckpt_path, map_location=device, weights_only=False)
@@ -165,9 +196,10 @@ def train(
         sampler.rng.bit_generator.state = state["sampler_rng"]
         torch.set_rng_state(state["torch_rng"])
         step = int(state["step"])
-    validator = (
-        Validator(val_clips, config.val_pairs, config.seed + 1, device) if val_clips else None
-    )
+    validator = None
+    if val_clips:
+        pick = fixed_keyframes if config.task == "enhancer" else fixed_pairs
+        validator = Validator(pick(val_clips, config.val_pairs, config.seed + 1), device)
     log = open(run_dir / "log.jsonl", "a")
 
     def lr_at(s: int) -> float:
@@ -225,7 +257,7 @@ def train(
             save_checkpoint()
     log.close()
     save_weights(
-        run_dir / "generator.safetensors",
+        run_dir / f"{config.task}.safetensors",
         model,
         metadata={"steps": str(step), "train_config": json.dumps(config.to_json())},
     )

@@ -1,10 +1,15 @@
 """Draw training pairs the way the decoder meets them.
 
+Generator pairs (:class:`PairSampler`):
+
 A pair is a codec-degraded reference frame and a target frame of the same clip. Both motions
 go through the real quantiser (:class:`~keyface.entropy.motion_coder` steps of a random
 level) and are turned back into keypoints, the reference is warped to the target keypoints
 with the codec's own dense flow, and the generator input is built by the same function the
 decoder uses (:func:`keyface.generator.features.generator_input`).
+
+Enhancer pairs (:class:`KeyframeSampler`): a frame as the keyframe codec decoded it (at a random
+quality, :func:`keyface.train.data.prepare_keyframes`) and the same frame before coding.
 """
 
 from __future__ import annotations
@@ -115,3 +120,47 @@ def fixed_pairs(
     config = PairConfig(levels=levels, near=25, near_share=0.5, patch=0, flip=False)
     sampler = PairSampler(clips, config, seed)
     return [sampler.draw(i % len(clips)) for i in range(n)]
+
+
+class KeyframeSampler:
+    """Random (decoded keyframe, original frame) patches for the keyframe enhancer (seeded)."""
+
+    def __init__(self, clips: list[ClipData], patch: int, seed: int, flip: bool = True) -> None:
+        self.clips = [c for c in clips if c.keyframes is not None]
+        if not self.clips:
+            raise ValueError(
+                "no prepared keyframes to draw from (run `keyface train prepare --keyframes N`)"
+            )
+        self.patch = patch
+        self.flip = flip
+        self.rng = np.random.default_rng(seed)
+
+    def draw(self, clip_index: int | None = None, k: int | None = None) -> Pair:
+        rng = self.rng
+        clip = self.clips[int(rng.integers(len(self.clips))) if clip_index is None else clip_index]
+        assert clip.keyframes is not None and clip.keyframe_index is not None
+        if k is None:
+            k = int(rng.integers(len(clip.keyframes)))
+        coded = clip.keyframes[k].transpose(2, 0, 1).astype(np.float32) / 127.5 - 1.0
+        frame = np.asarray(clip.frames[int(clip.keyframe_index[k])])
+        target = frame.transpose(2, 0, 1).astype(np.float32) / 127.5 - 1.0
+        size = coded.shape[1]
+        if self.patch and self.patch < size:
+            p = self.patch
+            y0, x0 = (int(v) for v in rng.integers(0, size - p + 1, 2))
+            coded = coded[:, y0 : y0 + p, x0 : x0 + p]
+            target = target[:, y0 : y0 + p, x0 : x0 + p]
+        if self.flip and rng.random() < 0.5:
+            coded, target = coded[:, :, ::-1], target[:, :, ::-1]
+        coded = np.ascontiguousarray(coded)
+        return Pair(inputs=coded, target=np.ascontiguousarray(target), warped=coded)
+
+    def batch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        pairs = [self.draw() for _ in range(n)]
+        return np.stack([p.inputs for p in pairs]), np.stack([p.target for p in pairs])
+
+
+def fixed_keyframes(clips: list[ClipData], n: int, seed: int) -> list[Pair]:
+    """``n`` whole-frame enhancer pairs spread over ``clips`` (validation), seeded."""
+    sampler = KeyframeSampler(clips, patch=0, seed=seed, flip=False)
+    return [sampler.draw(i % len(sampler.clips)) for i in range(n)]
