@@ -54,6 +54,34 @@ def test_decoder_mirrors_encoder_decisions(carphone_analysis, mode, threshold) -
         assert keyframes == list(range(0, carphone_analysis.frame_count, 7))
 
 
+def test_frames_carry_the_reference_they_were_rendered_from(carphone_analysis) -> None:
+    """Each decoded frame hands out its prepared reference (full-frame composition needs it),
+    and a keyframe is shown as the renderer prepared it: enhanced, with a keyframe enhancer."""
+    import torch
+
+    from keyface.generator.enhancer import Enhancer, EnhancerConfig
+    from keyface.generator.renderer import GeneratorRenderer
+
+    config = replace(BASE, refresh_mode=RefreshMode.FIXED, refresh_threshold=10)
+    data = encode_analysis(carphone_analysis, config).data
+    plain = decode_bytes(data)
+    enhancer = Enhancer(EnhancerConfig(widths=(8, 8, 8), blocks=1))
+    with torch.no_grad():
+        enhancer.head.bias[:] = 0.1  # a visible "enhancement": brighter
+    renderer = GeneratorRenderer(None, "bright", enhancer=enhancer, backend="torch")
+    enhanced = decode_bytes(data, renderer=renderer)
+    by_index = {f.index: f for f in enhanced.frames}
+    for before in plain.frames:
+        after = by_index[before.index]
+        assert after.reference is not None and before.reference is not None
+        assert after.reference_frame == before.reference_frame
+        if after.keyframe:
+            assert after.image is after.reference.image
+            assert after.image.mean() > before.image.mean() + 5
+        else:
+            assert after.reference is by_index[after.reference_frame].reference
+
+
 def test_psnr_refresh_guarantees_the_threshold(carphone_analysis) -> None:
     """DAC Algorithm 1: every frame the encoder accepts clears tau, as the decoder renders it."""
     tau = 27.0

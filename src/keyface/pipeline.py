@@ -240,12 +240,17 @@ def decode_bytes(
 
 
 def full_frame(header: StreamHeader, background: np.ndarray, face: np.ndarray) -> np.ndarray:
-    """Paste a decoded face crop into the decoded full frame with a soft seam."""
+    """Paste a decoded face crop into the decoded full frame with a soft seam (the plain
+    paste, without holding the body still: :func:`write_decoded` uses
+    :class:`keyface.compose.Composer`)."""
+    return paste_back(background, face, _stream_box(header), feather=PASTE_FEATHER)
+
+
+def _stream_box(header: StreamHeader) -> CropBox:
     if header.crop is None:
         raise UserInputError("the stream was coded without a crop: there is no full frame")
     c = header.crop
-    box = CropBox(c.cx, c.cy, c.side, c.source_width, c.source_height)
-    return paste_back(background, face, box, feather=PASTE_FEATHER)
+    return CropBox(c.cx, c.cy, c.side, c.source_width, c.source_height)
 
 
 def write_decoded(
@@ -259,12 +264,17 @@ def write_decoded(
             "decode --full-frame"
         )
     size = (header.width, header.height)
+    composer = None
+    if full:
+        from keyface.compose import Composer
+
+        assert result.background is not None
+        composer = Composer(result.background, _stream_box(header))
     with VideoWriter(output, header.fps) as writer:
         for frame in result.frames:
             image = frame.image
-            if full:
-                assert result.background is not None
-                image = full_frame(header, result.background, image)
+            if composer is not None:  # the face stitched in, the body held still
+                image = composer.compose(image, frame.reference, frame.keypoints)
             size = (image.shape[1], image.shape[0])
             writer.write(_even(image))
     return size

@@ -24,7 +24,7 @@ from keyface.codec.config import BufferEntry, ReferenceBuffer
 from keyface.entropy import MotionCoderState, MotionCodingError, decode_frames
 from keyface.intra import IntraCodecError, get_intra_codec
 from keyface.motion import UnknownRepresentationError, get_representation
-from keyface.render import Renderer, get_renderer
+from keyface.render import Reference, Renderer, get_renderer
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,9 @@ class DecodedFrame:
     reference_frame: int
     """Frame index of the keyframe this frame was rendered from (itself for a keyframe)."""
     keypoints: np.ndarray
+    reference: Reference | None = None
+    """The prepared reference it was rendered from (what full-frame composition holds the
+    body with); for a keyframe, its own."""
 
 
 class DecoderCore:
@@ -129,7 +132,9 @@ class DecoderCore:
                 image = self._keyframes.pop(index)
                 ref = self.renderer.prepare(image, keypoints)
                 self.buffer.push(BufferEntry(frame_index=index, reference=ref, q=frame.q))
-                out.append(DecodedFrame(index, image, True, index, keypoints))
+                # The renderer may have enhanced the keyframe: show what the frames after it
+                # are rendered from.
+                out.append(DecodedFrame(index, ref.image, True, index, keypoints, ref))
                 continue
             if frame.reference >= len(self.buffer):
                 raise BitstreamError(
@@ -138,6 +143,8 @@ class DecoderCore:
                 )
             entry = self.buffer[frame.reference]
             image = self.renderer.render(entry.reference, keypoints)
-            out.append(DecodedFrame(index, image, False, entry.frame_index, keypoints))
+            out.append(
+                DecodedFrame(index, image, False, entry.frame_index, keypoints, entry.reference)
+            )
         self._next_frame = indices.stop
         return out

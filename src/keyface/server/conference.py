@@ -45,11 +45,11 @@ from aiortc import (
 )
 from PIL import Image
 
-from keyface.bitstream import BackgroundPacket, BitstreamError, parse_packet
-from keyface.intra import IntraCodecError, get_intra_codec
-from keyface.pipeline import UserInputError, full_frame
-from keyface.render import DEFAULT_RENDERER, get_renderer
 from keyface._threads import limit_blas_threads
+from keyface.bitstream import BackgroundPacket, BitstreamError, parse_packet
+from keyface.compose import Composer
+from keyface.intra import IntraCodecError, get_intra_codec
+from keyface.render import DEFAULT_RENDERER, get_renderer
 from keyface.server.media import ParticipantVideo, SubscriberTrack, even_size, stamp_index
 from keyface.server.session import (
     Channel,
@@ -61,6 +61,7 @@ from keyface.server.session import (
     RoomSession,
 )
 from keyface.server.tokens import ROLES, Role, verify_token
+from keyface.types import CropBox
 
 logger = logging.getLogger(__name__)
 
@@ -308,6 +309,8 @@ class SenderPeer(Peer):
         """Motion datagrams dropped because the worker was ``max_backlog`` jobs behind."""
         self.worker_errors = 0
         self.background: np.ndarray | None = None
+        self.composer: Composer | None = None
+        """Stitches the sender's face into its background (``keyface.compose``), once one came."""
         self._background_packet: BackgroundPacket | None = None
         self.avatar: Any = None
         """An ``AvatarAnimator`` once the sender sent an avatar photo (avatar mode)."""
@@ -491,6 +494,8 @@ class SenderPeer(Peer):
             logger.info("%s: unusable background: %s", self.name, exc)
             return
         self.background = image
+        box = CropBox(crop.cx, crop.cy, crop.side, crop.source_width, crop.source_height)
+        self.composer = Composer(image, box)
 
     def _take_avatar(self, payload: bytes) -> None:
         """Avatar mode: from now on the sender's motion animates this photo instead of its
@@ -516,17 +521,18 @@ class SenderPeer(Peer):
 
     def _picture(self, frame: RenderedFrame) -> np.ndarray:
         image = frame.image
-        header = self.decoder.header
         if self.avatar is not None and frame.keypoints is not None:
             animated = self.avatar.animate(frame.keypoints)
             if self.avatar.composer is not None:
                 image = self.avatar.full_frame(animated)
             else:
                 image = animated.image
-        elif self.background is not None and header is not None:
+        elif self.composer is not None:
+            # The face stitched into the background with the body held still (as decode
+            # --full-frame does).
             try:
-                image = full_frame(header, self.background, image)
-            except (UserInputError, ValueError) as exc:
+                image = self.composer.compose(image, frame.reference, frame.keypoints)
+            except ValueError as exc:
                 logger.debug("%s: no full frame: %s", self.name, exc)
         image = even_size(image)
         if self.room.config.stamp_frames:

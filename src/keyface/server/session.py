@@ -41,7 +41,7 @@ from keyface.bitstream import (
 from keyface.codec.config import CodecConfig
 from keyface.codec.decoder import DecoderCore
 from keyface.codec.encoder import EncoderCore, FrameDecision
-from keyface.render import Renderer
+from keyface.render import Reference, Renderer
 from keyface.server.tokens import Role, TokenClaims, verify_token
 from keyface.types import CropBox
 
@@ -319,6 +319,9 @@ class RenderedFrame:
     """True when the picture is a held copy of the last one (motion lost, late or unusable)."""
     keypoints: np.ndarray | None = None
     """The decoded keypoints the picture was rendered with (held ones when concealed)."""
+    reference: Reference | None = None
+    """The prepared reference it was rendered from (full-frame composition holds the body
+    with it; the held one when concealed)."""
 
 
 @dataclass
@@ -378,6 +381,7 @@ class ParticipantDecoder:
         self._highest_seen = -1
         self._last_image: np.ndarray | None = None
         self._last_keypoints: np.ndarray | None = None
+        self._last_reference: Reference | None = None
         self._unusable_since: int | None = None
         self._refresh_at: float | None = None
         self._outbox: list[Datagram] = []
@@ -522,12 +526,20 @@ class ParticipantDecoder:
         out = []
         for frame in frames:
             self._last_image, self._last_keypoints = frame.image, frame.keypoints
+            self._last_reference = frame.reference
             self.stats.decoded += 1
             if self._unusable_since is not None:
                 self.stats.recoveries.append(frame.index - self._unusable_since)
                 self._unusable_since = None
             out.append(
-                RenderedFrame(self.participant, frame.index, frame.image, False, frame.keypoints)
+                RenderedFrame(
+                    self.participant,
+                    frame.index,
+                    frame.image,
+                    False,
+                    frame.keypoints,
+                    frame.reference,
+                )
             )
         return out
 
@@ -539,7 +551,14 @@ class ParticipantDecoder:
         self.stats.concealed += 1
         # Holding the last keypoints renders the last picture again: reuse it.
         return [
-            RenderedFrame(self.participant, index, self._last_image, True, self._last_keypoints)
+            RenderedFrame(
+                self.participant,
+                index,
+                self._last_image,
+                True,
+                self._last_keypoints,
+                self._last_reference,
+            )
         ]
 
     def _mark_unusable(self, index: int) -> None:
