@@ -22,6 +22,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from keyface.generator.model import _conv, _ResBlock
+
 MULTIPLE = 8
 """Height and width must be multiples of this (the renderer pads)."""
 
@@ -46,22 +48,6 @@ class EnhancerConfig:
         return cls(widths=widths, blocks=int(data["blocks"]))  # type: ignore[call-overload, arg-type]
 
 
-class _Res(nn.Module):
-    def __init__(self, ch: int) -> None:
-        super().__init__()
-        self.c1 = nn.Conv2d(ch, ch, 3, padding=1)
-        self.c2 = nn.Conv2d(ch, ch, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.c2(F.leaky_relu(self.c1(x), 0.2))
-
-
-def _act(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.LeakyReLU(0.2, inplace=True)
-    )
-
-
 class Enhancer(nn.Module):
     """``forward(x) -> x'``: ``(N, 3, H, W)`` in [-1, 1] (H, W multiples of 8) to the same."""
 
@@ -69,13 +55,15 @@ class Enhancer(nn.Module):
         super().__init__()
         self.config = config or EnhancerConfig()
         w1, w2, w3 = self.config.widths
-        self.e1 = nn.Sequential(_act(12, w1), _Res(w1))
-        self.e2 = nn.Sequential(_act(w1, w2, 2), _Res(w2))
-        self.e3 = nn.Sequential(_act(w2, w3, 2), *[_Res(w3) for _ in range(self.config.blocks)])
-        self.u2 = _act(w3, w2)
-        self.d2 = _Res(w2)
-        self.u1 = _act(w2, w1)
-        self.d1 = _Res(w1)
+        self.e1 = nn.Sequential(_conv(12, w1), _ResBlock(w1))
+        self.e2 = nn.Sequential(_conv(w1, w2, 2), _ResBlock(w2))
+        self.e3 = nn.Sequential(
+            _conv(w2, w3, 2), *[_ResBlock(w3) for _ in range(self.config.blocks)]
+        )
+        self.u2 = _conv(w3, w2)
+        self.d2 = _ResBlock(w2)
+        self.u1 = _conv(w2, w1)
+        self.d1 = _ResBlock(w1)
         self.head = nn.Conv2d(w1, 12, 3, padding=1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
