@@ -12,6 +12,7 @@ import asyncio
 import io
 import json
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -371,6 +372,34 @@ def test_join_refused_is_reported_to_python_clients() -> None:
     _run(main())
 
 
+def _watch_one_sender(
+    room: str, packets: list, setup: Callable[[SenderClient], None]
+) -> tuple[dict, list]:
+    """One sender streams ``packets`` to ``room`` (``setup`` sends its extra records first), a
+    receiver joins after the first three; returns the room state and the receiver's frames."""
+
+    async def main() -> tuple[dict, list]:
+        server = await start_server(test_config(), port=0)
+        client = SenderClient(server.url, room, token(room, "s"))
+        receiver = ReceiverClient(server.url, room, token(room, "v", "receive"), keep_images=True)
+        try:
+            await client.connect()
+            setup(client)
+            await replay(client, packets[:3])
+            await receiver.connect(streams=1)
+            await replay(client, packets[3:])
+            assert await drained(server, room)
+            await asyncio.sleep(1.0)
+            state = await fetch_state(server.url, room, token(room, "m", "receive"))
+        finally:
+            await client.close()
+            await receiver.close()
+            await server.close()
+        return state, receiver.frames.get("s", [])
+
+    return _run(main())
+
+
 def test_avatar_mode_shows_the_avatar_not_the_sender(carphone_path, clip) -> None:
     """``keyface send --avatar``: the room sees the avatar photo moved by the sender's motion."""
     pytest.importorskip("keyface.server.avatar")
@@ -379,27 +408,11 @@ def test_avatar_mode_shows_the_avatar_not_the_sender(carphone_path, clip) -> Non
     buf = io.BytesIO()
     Image.fromarray(photo).save(buf, format="PNG")
 
-    async def main() -> tuple[dict, list]:
-        server = await start_server(test_config(), port=0)
-        client = SenderClient(server.url, "av", token("av", "s"))
-        receiver = ReceiverClient(server.url, "av", token("av", "v", "receive"), keep_images=True)
-        try:
-            await client.connect()
-            client.send_avatar(b"not a picture")  # dropped and counted
-            client.send_avatar(buf.getvalue())
-            await replay(client, clip[:3])
-            await receiver.connect(streams=1)
-            await replay(client, clip[3:60])
-            assert await drained(server, "av")
-            await asyncio.sleep(1.0)
-            state = await fetch_state(server.url, "av", token("av", "m", "receive"))
-        finally:
-            await client.close()
-            await receiver.close()
-            await server.close()
-        return state, receiver.frames.get("s", [])
+    def setup(client: SenderClient) -> None:
+        client.send_avatar(b"not a picture")  # dropped and counted
+        client.send_avatar(buf.getvalue())
 
-    state, got = _run(main())
+    state, got = _watch_one_sender("av", clip[:60], setup)
     s = state["participants"][0]
     assert s["avatar"] is True and s["malformed"] == 1
     assert got and (got[-1].width, got[-1].height) == (photo.shape[1], photo.shape[0])
@@ -417,27 +430,11 @@ def test_full_frame_background_is_pasted(carphone_path, carphone_analysis, clip)
     data = get_intra_codec("hevc").encode(flatten_inside(first, a.crop), 60)
     background = bytes(BackgroundPacket(frame_index=0, data=data))
 
-    async def main() -> tuple[dict, list]:
-        server = await start_server(test_config(), port=0)
-        client = SenderClient(server.url, "ff", token("ff", "s"))
-        receiver = ReceiverClient(server.url, "ff", token("ff", "v", "receive"), keep_images=True)
-        try:
-            await client.connect()
-            client.send_background(b"\x03\x00garbage")  # dropped and counted
-            client.send_background(background)
-            await replay(client, clip[:3])
-            await receiver.connect(streams=1)
-            await replay(client, clip[3:40])
-            assert await drained(server, "ff")
-            await asyncio.sleep(1.0)
-            state = await fetch_state(server.url, "ff", token("ff", "m", "receive"))
-        finally:
-            await client.close()
-            await receiver.close()
-            await server.close()
-        return state, receiver.frames.get("s", [])
+    def setup(client: SenderClient) -> None:
+        client.send_background(b"\x03\x00garbage")  # dropped and counted
+        client.send_background(background)
 
-    state, got = _run(main())
+    state, got = _watch_one_sender("ff", clip[:40], setup)
     s = state["participants"][0]
     assert s["full_frame"] is True and s["malformed"] == 1
     h, w = first.shape[:2]
