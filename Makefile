@@ -37,7 +37,8 @@ test: setup chromium lint
 
 bench: setup
 	$(VENV)/bin/keyface bench --clips ../shared/data/clips/MANIFEST.tsv \
-		--split splits/dev_v1.json --subset validation --out results/bench
+		--split splits/dev_v1.json --subset validation --metrics default,dists --slow-every 25 \
+		--out results/bench
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

@@ -916,12 +916,13 @@ def timing_summary(
             "total_s_per_frame": _num(sum(p["seconds"]["total"] for p in group) / frames, 4),
         }
     per_metric = {}
-    frames_all = sum(p["frames"] for p in points)
     for m in cfg.metrics:
         spent = sum(p["seconds"]["per_metric"].get(m, 0.0) for p in points)
+        # Frames the metric was measured on (a sampled metric sees every N-th frame only).
+        measured = sum(-(-p["frames"] // p.get("sampled", {}).get(m, 1)) for p in points)
         per_metric[m] = {
             "total_s": _num(spent, 2),
-            "s_per_frame": _num(spent / frames_all, 5) if frames_all else None,
+            "s_per_frame": _num(spent / measured, 5) if measured else None,
         }
     prep = {name: m.get("seconds", {}) for name, m in metas.items()}
     return {"per_codec": per_codec, "per_metric": per_metric, "prepare": prep}
