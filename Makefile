@@ -37,7 +37,8 @@ test: setup chromium lint
 
 bench: setup
 	$(VENV)/bin/keyface bench --clips ../shared/data/clips/MANIFEST.tsv \
-		--split splits/dev_v1.json --subset validation --metrics default,dists --slow-every 25 \
+		--split splits/dev_v1.json --subset validation --limit 12 --metrics default,dists \
+		--slow-every 25 --jobs 2 \
 		--out results/bench
 
 clean:
