@@ -67,6 +67,17 @@ SHIPPED: dict[str, ShippedWeights] = {
         ),
         split="splits/dev_v1.json (train_people; validated on validation_people)",
     ),
+    "kf-enh-v2": ShippedWeights(
+        name="kf-enh-v2",
+        filename="kf-enh-v2.safetensors",
+        sha256="2bcff2e18619176918b29bdd53b3d2791443692803324398ea9b544afed89175",
+        command=(
+            "keyface train fit --task enhancer --data cache/train --split splits/dev_v1.json "
+            "--run runs/enh_v2 --steps 7000 --batch 8 --patch 96 --lr 4e-4 --amp --threads 2 "
+            "--val-every 500  (resumed from a copy of runs/enh_v1 at step 4000)"
+        ),
+        split="splits/dev_v1.json (train_people; validated on validation_people)",
+    ),
 }
 """Trained networks that ship with keyface (see docs/generator.md for how each was trained)."""
 
@@ -90,6 +101,9 @@ RENDERERS: dict[str, ShippedRenderer] = {
     ),
     "kf-enh-v1": ShippedRenderer(
         "kf-enh-v1", "kf-enh-v1", None, "keyframe enhancer v1, then the warp"
+    ),
+    "kf-enh-v2": ShippedRenderer(
+        "kf-enh-v2", "kf-enh-v2", None, "keyframe enhancer v2 (longer run), then the warp"
     ),
 }
 """Learned renderers that ship with keyface (``--generator NAME``)."""
