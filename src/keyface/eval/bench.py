@@ -752,7 +752,7 @@ def _cached_point(
     kept = {
         m: v
         for m, v in record.get("metrics", {}).items()
-        if m not in SLOW_METRICS or sampled.get(m, 1) == (slow_every if slow_every > 1 else 1)
+        if m not in SLOW_METRICS or sampled.get(m, 1) == slow_every
     }
     if all(m in kept for m in metrics):
         return record, None

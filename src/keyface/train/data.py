@@ -91,6 +91,33 @@ def prepare_clip(
     return meta
 
 
+_Job = tuple[Callable[..., object], str, tuple[object, ...]]
+"""(function, clip name, arguments): one clip's preparation step, run in a worker process."""
+
+
+def _guarded(job: _Job) -> tuple[str, str | None]:
+    fn, name, args = job
+    try:
+        fn(*args)
+    except Exception as exc:  # one bad clip must not stop the others
+        return name, f"{type(exc).__name__}: {exc}"
+    return name, None
+
+
+def _run_jobs(
+    jobs: list[_Job], workers: int, progress: Callable[[str, str | None], None] | None
+) -> list[str]:
+    """Run ``jobs`` on ``workers`` processes; returns the names of the clips that failed."""
+    failed = []
+    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
+        for name, error in pool.map(_guarded, jobs):
+            if error:
+                failed.append(name)
+            if progress:
+                progress(name, error)
+    return failed
+
+
 @dataclass(frozen=True)
 class KeyframeConfig:
     count: int = 24
@@ -127,15 +154,6 @@ def prepare_keyframes(folder: Path, config: KeyframeConfig, seed: int) -> int:
     return len(picks)
 
 
-def _keyframes_task(task: tuple[Path, KeyframeConfig, int]) -> tuple[str, str | None]:
-    folder, config, seed = task
-    try:
-        prepare_keyframes(folder, config, seed)
-    except Exception as exc:  # one bad clip must not stop the others
-        return folder.name, f"{type(exc).__name__}: {exc}"
-    return folder.name, None
-
-
 def prepare_all_keyframes(
     root: Path,
     config: KeyframeConfig,
@@ -146,15 +164,11 @@ def prepare_all_keyframes(
 ) -> list[str]:
     """:func:`prepare_keyframes` for every prepared clip under ``root``; returns the failures."""
     folders = [m.parent for m in sorted(root.glob("*/meta.json"))]
-    tasks = [(f, config, seed ^ zlib.crc32(f.name.encode()) ^ 0x6B66) for f in folders]
-    failed = []
-    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
-        for name, error in pool.map(_keyframes_task, tasks):
-            if error:
-                failed.append(name)
-            if progress:
-                progress(name, error)
-    return failed
+    jobs: list[_Job] = [
+        (prepare_keyframes, f.name, (f, config, seed ^ zlib.crc32(f.name.encode()) ^ 0x6B66))
+        for f in folders
+    ]
+    return _run_jobs(jobs, workers, progress)
 
 
 @dataclass
@@ -201,15 +215,6 @@ def load_prepared(root: Path, people: set[str] | None = None) -> list[ClipData]:
     return clips
 
 
-def _prepare_task(task: tuple[Path, Path, str, PrepareConfig, int]) -> tuple[str, str | None]:
-    path, out, person, config, seed = task
-    try:
-        prepare_clip(path, out, person, config, seed)
-    except Exception as exc:  # one bad clip must not stop the others
-        return path.name, f"{type(exc).__name__}: {exc}"
-    return path.name, None
-
-
 def prepare_clips(
     clips: Sequence[tuple[Path, str]],
     root: Path,
@@ -221,7 +226,7 @@ def prepare_clips(
 ) -> list[str]:
     """Prepare ``(path, person)`` clips into ``root/<stem>/``; clips already there are kept
     (an interrupted run resumes). Returns the names of clips that failed."""
-    tasks = []
+    jobs: list[_Job] = []
     for path, person in clips:
         out = root / path.stem
         if (out / "meta.json").is_file():
@@ -229,12 +234,5 @@ def prepare_clips(
                 progress(path.name, None)
             continue
         clip_seed = seed ^ zlib.crc32(path.name.encode())
-        tasks.append((path, out, person, config, clip_seed))
-    failed = []
-    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
-        for name, error in pool.map(_prepare_task, tasks):
-            if error:
-                failed.append(name)
-            if progress:
-                progress(name, error)
-    return failed
+        jobs.append((prepare_clip, path.name, (path, out, person, config, clip_seed)))
+    return _run_jobs(jobs, workers, progress)
