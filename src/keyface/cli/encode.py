@@ -52,6 +52,11 @@ def add_codec_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--buffer", type=int, choices=range(1, 6), help="reference buffer size 1..5")
     p.add_argument("--motion-level", type=int, help="motion quantiser level (0 = finest)")
     p.add_argument("--chunk", type=int, help="frames per motion packet (1 = lowest latency)")
+    p.add_argument(
+        "--no-motion-field",
+        action="store_true",
+        help="do not send the body-motion grid (hair, shoulders and background held still)",
+    )
     p.add_argument("--max-frames", type=int, help="code only the first N frames")
     p.add_argument(
         "--full-frame",
@@ -79,6 +84,8 @@ def config_from_args(args: argparse.Namespace) -> CodecConfig:
         overrides["quant_level"] = args.motion_level
     if args.chunk is not None:
         overrides["motion_chunk"] = args.chunk
+    if getattr(args, "no_motion_field", False):
+        overrides["motion_field"] = False
     try:
         return replace(config, **overrides)
     except ValueError as exc:

@@ -44,6 +44,9 @@ class CodecConfig:
     motion_chunk: int = 16
     """Frames per MOTION packet (1 for the lowest latency, larger for less overhead)."""
     generator: str = "warp"
+    motion_field: bool = True
+    """Send the body-motion grid (:mod:`keyface.motion.field`) with every predicted frame:
+    the hair, shoulders and background follow the real frame instead of being held still."""
 
     def __post_init__(self) -> None:
         if not 16 <= self.size <= 1024:

@@ -23,7 +23,7 @@ from keyface.bitstream import (
 from keyface.codec.config import BufferEntry, ReferenceBuffer
 from keyface.entropy import MotionCoderState, MotionCodingError, decode_frames
 from keyface.intra import IntraCodecError, get_intra_codec
-from keyface.motion import UnknownRepresentationError, get_representation
+from keyface.motion import FaceMeshField, UnknownRepresentationError, get_representation
 from keyface.render import Reference, Renderer, get_renderer
 
 
@@ -127,7 +127,8 @@ class DecoderCore:
         size = self.header.width
         out: list[DecodedFrame] = []
         for index, frame in zip(indices, coded, strict=True):
-            keypoints = self.representation.keypoints(self.state.dequantize(frame.q), size)
+            params = self.state.dequantize(frame.q)
+            keypoints = self.representation.keypoints(params, size)
             if frame.reference is None:
                 image = self._keyframes.pop(index)
                 ref = self.renderer.prepare(image, keypoints)
@@ -142,7 +143,12 @@ class DecoderCore:
                     f"buffer holds {len(self.buffer)}"
                 )
             entry = self.buffer[frame.reference]
-            image = self.renderer.render(entry.reference, keypoints)
+            field = (
+                self.representation.field(params)
+                if isinstance(self.representation, FaceMeshField)
+                else None
+            )
+            image = self.renderer.render(entry.reference, keypoints, field)
             out.append(
                 DecodedFrame(index, image, False, entry.frame_index, keypoints, entry.reference)
             )

@@ -35,8 +35,16 @@ from keyface.codec.config import BufferEntry, CodecConfig, ReferenceBuffer
 from keyface.entropy import CodedFrame, MotionCoderState, encode_frames
 from keyface.imageops import psnr
 from keyface.intra import get_intra_codec
-from keyface.motion import face_regions, get_representation, motion_distance
-from keyface.render import get_renderer
+from keyface.motion import (
+    DEFAULT_REPRESENTATION,
+    FIELD_REPRESENTATION,
+    FaceMeshField,
+    estimate_field,
+    face_regions,
+    get_representation,
+    motion_distance,
+)
+from keyface.render import WarpRenderer, get_renderer, warp_image
 from keyface.types import CropBox, check_image
 
 
@@ -101,7 +109,9 @@ class EncoderCore:
     ) -> None:
         self.config = config
         self.fps = Fraction(fps)
-        self.representation = get_representation().for_level(config.quant_level)
+        name = FIELD_REPRESENTATION if config.motion_field else DEFAULT_REPRESENTATION
+        self.representation = get_representation(name).for_level(config.quant_level)
+        self._warp = WarpRenderer()
         self.intra = get_intra_codec(config.intra_codec)
         self.renderer = get_renderer(config.generator)
         self.state = MotionCoderState(
@@ -115,6 +125,7 @@ class EncoderCore:
         self._next_index = 0
         self._sent_reset = False
         self._last_params: np.ndarray | None = None
+        self._last_q: np.ndarray | None = None
         self._with_background = with_background
         self._background_sent = False
         self._force_keyframe = False
@@ -168,13 +179,18 @@ class EncoderCore:
             packets.append(BackgroundPacket(frame_index=index, data=data))
             self._background_sent = True
 
-        decision = self._decide(index, image, keypoints)
+        decision, field_q = self._decide(index, image, keypoints, params)
         if decision is None:
             packet, decision = self._keyframe(index, image, keypoints, q)
             packets.append(packet)
+        elif field_q is not None:
+            q = field_q
+        elif isinstance(self.representation, FaceMeshField) and decision.reference is not None:
+            q = self._field(self.buffer[decision.reference], image, keypoints, params)[0]
         self.stats.decisions.append(decision)
         self.stats.frames += 1
         self._pending.append(CodedFrame(q=q, reference=decision.reference))
+        self._last_q = q
         if len(self._pending) >= self.config.motion_chunk:
             packets.append(self._flush_motion())
         for p in packets:
@@ -214,18 +230,34 @@ class EncoderCore:
             params[3:5] = (128.0, 128.0)  # a centred face until one is seen
         return params
 
-    def _decide(self, index: int, image: np.ndarray, keypoints: np.ndarray) -> FrameDecision | None:
-        """Pick a reference for ``index``, or ``None`` when a keyframe must be coded."""
+    def _field(
+        self, entry: BufferEntry, image: np.ndarray, keypoints: np.ndarray, params: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(q, field)``: the quantised parameters with the body-motion grid measured against
+        the warp of ``entry``, and that grid as the decoder will dequantise it."""
+        rep = self.representation
+        assert isinstance(rep, FaceMeshField)
+        flow = self._warp.flow(entry.reference, keypoints)
+        rendered = warp_image(entry.reference.image, flow)
+        measured = rep.with_field(params, estimate_field(image, rendered, flow, rep.field_grid))
+        q = rep.quantize_field(measured, self.state.steps, self._last_q)
+        return q, rep.field(self.state.dequantize(q))
+
+    def _decide(
+        self, index: int, image: np.ndarray, keypoints: np.ndarray, params: np.ndarray
+    ) -> tuple[FrameDecision | None, np.ndarray | None]:
+        """Pick a reference for ``index`` (``None`` when a keyframe must be coded), with the
+        quantised parameters including the body-motion grid when the choice measured it."""
         if len(self.buffer) == 0 or self._force_keyframe:
             self._force_keyframe = False
-            return None
+            return None, None
         mode = RefreshMode(self.config.refresh_mode)
         threshold = self.config.threshold
         if mode == RefreshMode.FIXED:
             interval = int(threshold)
             if interval > 0 and index - self.buffer[0].frame_index >= interval:
-                return None
-            return FrameDecision(index, False, 0, self.buffer[0].frame_index, 0.0)
+                return None, None
+            return FrameDecision(index, False, 0, self.buffer[0].frame_index, 0.0), None
         if mode == RefreshMode.MOTION:
             dists = [
                 motion_distance(e.reference.keypoints, keypoints, self.regions).value
@@ -233,13 +265,24 @@ class EncoderCore:
             ]
             best = int(np.argmin(dists))
             if dists[best] > threshold:
-                return None
-            return FrameDecision(index, False, best, self.buffer[best].frame_index, dists[best])
-        scores = [psnr(self.renderer.render(e.reference, keypoints), image) for e in self.buffer]
+                return None, None
+            entry = self.buffer[best]
+            return FrameDecision(index, False, best, entry.frame_index, dists[best]), None
+        # PSNR: render every candidate as the decoder would, with its own body-motion grid.
+        scores, coded = [], []
+        for e in self.buffer:
+            q, field = (
+                self._field(e, image, keypoints, params)
+                if isinstance(self.representation, FaceMeshField)
+                else (None, None)
+            )
+            scores.append(psnr(self.renderer.render(e.reference, keypoints, field), image))
+            coded.append(q)
         best = int(np.argmax(scores))
         if scores[best] < threshold:
-            return None
-        return FrameDecision(index, False, best, self.buffer[best].frame_index, scores[best])
+            return None, None
+        entry = self.buffer[best]
+        return FrameDecision(index, False, best, entry.frame_index, scores[best]), coded[best]
 
     def _keyframe(
         self, index: int, image: np.ndarray, keypoints: np.ndarray, q: np.ndarray

@@ -142,16 +142,20 @@ class GeneratorRenderer:
     def prepare(self, image: np.ndarray, keypoints: np.ndarray) -> Reference:
         return self.warp.prepare(self.enhance(image), keypoints)
 
-    def inputs(self, reference: Reference, keypoints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def inputs(
+        self, reference: Reference, keypoints: np.ndarray, field: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """``(network input (6, H, W), warped reference)`` for driving ``keypoints``."""
-        flow = self.warp.flow(reference, keypoints)
+        flow = self.warp.flow(reference, keypoints, field)
         warped = warp_image(reference.image, flow)
         return generator_input(warped, flow, keypoints), warped
 
-    def render(self, reference: Reference, keypoints: np.ndarray) -> np.ndarray:
+    def render(
+        self, reference: Reference, keypoints: np.ndarray, field: np.ndarray | None = None
+    ) -> np.ndarray:
         if self._run is None:
-            return self.warp.render(reference, keypoints)
-        x, warped = self.inputs(reference, keypoints)
+            return self.warp.render(reference, keypoints, field)
+        x, warped = self.inputs(reference, keypoints, field)
         h, w = warped.shape[:2]
         out = self._run(_pad8(x)[None])[0, :, :h, :w]
         return to_uint8(out)

@@ -19,8 +19,12 @@ class Renderer(Protocol):
         """Precompute what depends on the reference only (called once per keyframe)."""
         ...
 
-    def render(self, reference: Reference, keypoints: np.ndarray) -> np.ndarray:
-        """The frame whose motion is ``keypoints``, rendered from ``reference``."""
+    def render(
+        self, reference: Reference, keypoints: np.ndarray, field: np.ndarray | None = None
+    ) -> np.ndarray:
+        """The frame whose motion is ``keypoints`` (and the body-motion ``field``, a
+        ``(G, G, 2)`` grid of 256-crop pixels, when the stream has one), rendered from
+        ``reference``."""
         ...
 
 

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 from scipy.spatial import Delaunay
 
+from keyface.motion.field import upsample_field
 from keyface.types import check_image
 
 # Face-oval landmark indices of the 468/478-point face mesh, in order around the face.
@@ -153,10 +154,19 @@ class WarpRenderer:
         check_image(image, "reference image")
         return Reference(image=image, keypoints=np.asarray(keypoints, dtype=np.float32))
 
-    def flow(self, reference: Reference, keypoints: np.ndarray) -> np.ndarray:
+    def flow(
+        self, reference: Reference, keypoints: np.ndarray, field: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Backward flow for driving ``keypoints``, plus the body-motion ``field`` (a
+        ``(G, G, 2)`` grid in 256-crop pixels, :mod:`keyface.motion.field`) when given."""
         height, width = reference.image.shape[:2]
         ref_pts, drv_pts = control_points(reference.keypoints, keypoints, width, height)
-        return dense_flow(ref_pts, drv_pts, width, height, self.grid)
+        flow = dense_flow(ref_pts, drv_pts, width, height, self.grid)
+        if field is not None:
+            flow += upsample_field(field, width, height)
+        return flow
 
-    def render(self, reference: Reference, keypoints: np.ndarray) -> np.ndarray:
-        return warp_image(reference.image, self.flow(reference, keypoints))
+    def render(
+        self, reference: Reference, keypoints: np.ndarray, field: np.ndarray | None = None
+    ) -> np.ndarray:
+        return warp_image(reference.image, self.flow(reference, keypoints, field))

@@ -200,12 +200,14 @@ class LiveEncoder(EncoderCore):
         super().force_keyframe(idr=idr)
         self._idr_pending = idr
 
-    def _decide(self, index: int, image: np.ndarray, keypoints: np.ndarray) -> FrameDecision | None:
-        decision = super()._decide(index, image, keypoints)
+    def _decide(
+        self, index: int, image: np.ndarray, keypoints: np.ndarray, params: np.ndarray
+    ) -> tuple[FrameDecision | None, np.ndarray | None]:
+        decision, coded = super()._decide(index, image, keypoints, params)
         if decision is None and (self._idr_pending or index == 0):
             self._idr_pending = False
             self.last_idr = index
-        return decision
+        return decision, coded
 
     def _flush_motion(self) -> MotionPacket:
         frame = self._pending_first

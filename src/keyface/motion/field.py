@@ -1,0 +1,229 @@
+"""Body motion: a coarse field of displacements that corrects the warp where landmarks say nothing.
+
+The face-mesh landmarks drive the face well, but the hair, the neck, the shoulders and the
+background move on their own: a person leans, sways, shrugs, or the camera shakes. The warp
+can only guess that motion from the head's, and it is where most of the warp's error is
+(``docs/motion.md``). So the encoder measures it and sends it: per frame, a ``G x G`` grid
+(``FIELD_GRID``) of 2-D displacements that the decoder adds to the warp's backward flow.
+
+**Estimation (encoder).** The encoder renders the frame exactly as the decoder will without the
+field (warp flow ``f``), measures the dense optical flow ``o`` from the real frame to that
+rendering (DIS, on half-resolution grey images), composes the two, ``c(x) = f(x + o(x))``, and
+averages ``c - f`` over each of the ``G x G`` cells (pixels of a 256 crop, ``REFERENCE_SIZE``).
+The grid is sent as the low-frequency coefficients of its orthonormal 2-D DCT (coefficients
+``(u, v)``, ``u`` along ``y``, with ``u + v <= FIELD_BANDS``, in order of ``u + v`` then
+``u``; for each, its ``x`` then its ``y`` component), coarser at higher frequencies, and the
+encoder holds a coefficient at its previous value while the measurement stays near it
+(``FIELD_HOLD``).
+
+**Synthesis (decoder, normative).** The inverse DCT of the coefficients (the others zero) gives
+the ``G x G`` grid. It is upsampled to the picture with bilinear
+interpolation, cell ``(i, j)`` sitting at the centre of its cell, ``((j + 0.5) W / G,
+(i + 0.5) H / G)``, and edge cells extended beyond the outer centres (OpenCV's
+``resize(INTER_LINEAR)`` does exactly this), scaled from 256-crop pixels to picture pixels, and
+added to the warp's backward flow before sampling.
+
+:class:`FaceMeshField` appends the grid to the face-mesh parameters, so the entropy coder, the
+quantiser and the bitstream treat it as more motion parameters; a stream that has it names the
+representation ``facemesh-pca-field`` in its header.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import cv2
+import numpy as np
+
+from keyface.motion.base import REFERENCE_SIZE, MotionStatistics, QuantLevel
+from keyface.motion.facemesh_pca import FaceMeshPCA, default_facemesh_pca
+
+FIELD_GRID = 4
+"""Cells per side of the body-motion grid."""
+FIELD_BANDS = 2
+"""Coded DCT coefficients of the grid: those with ``u + v <= FIELD_BANDS`` (6 of the 16, so 12
+parameters per frame); the others are zero. Chosen with ``benchmarks/motion_field.py``."""
+FIELD_STEP = 2.0
+"""Quantiser step of the DC coefficient (orthonormal DCT: 0.5 px of mean displacement in a
+256 crop)."""
+FIELD_BAND_GROWTH = 1.0
+"""Step of a coefficient in band ``u + v``: ``FIELD_STEP * (1 + FIELD_BAND_GROWTH * (u + v))``."""
+FIELD_SPREAD = 4.0
+"""Prior mean absolute coefficient (entropy-coder start after a reset)."""
+FIELD_DELTA_SPREAD = 1.0
+"""Prior mean absolute frame-to-frame change of a coefficient (the coder adapts from it)."""
+FIELD_HOLD = 0.5
+"""Hysteresis of the encoder's quantiser, in steps: a displacement keeps its previous value
+unless the new measurement is more than ``0.5 + FIELD_HOLD`` steps away from it (the optical
+flow jitters; without the hold that jitter would cost most of the grid's bits)."""
+FIELD_LIMIT = 64.0
+"""Displacements are clipped to +-this many 256-crop pixels (a quarter of the picture)."""
+
+_DIS: list[cv2.DISOpticalFlow] = []
+
+
+def _dis() -> cv2.DISOpticalFlow:
+    if not _DIS:
+        dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
+        _DIS.append(dis)
+    return _DIS[0]
+
+
+def upsample_field(field: np.ndarray, width: int, height: int) -> np.ndarray:
+    """The dense displacement ``(height, width, 2)`` float32, in picture pixels, of a
+    ``(G, G, 2)`` grid given in 256-crop pixels (the normative synthesis above)."""
+    grid = np.asarray(field, dtype=np.float32)
+    if grid.ndim != 3 or grid.shape[2] != 2:
+        raise ValueError(f"field must be (G, G, 2), got {grid.shape}")
+    dense = cv2.resize(grid, (width, height), interpolation=cv2.INTER_LINEAR)
+    dense[..., 0] *= width / REFERENCE_SIZE
+    dense[..., 1] *= height / REFERENCE_SIZE
+    return dense
+
+
+def estimate_field(
+    target: np.ndarray, rendered: np.ndarray, flow: np.ndarray, grid: int = FIELD_GRID
+) -> np.ndarray:
+    """The ``(grid, grid, 2)`` correction, in 256-crop pixels, that makes the warp with
+    backward ``flow`` (which gave ``rendered``) land on ``target`` (both uint8 RGB)."""
+    height, width = target.shape[:2]
+    half = (max(width // 2, 8), max(height // 2, 8))
+    grey_t = cv2.resize(
+        cv2.cvtColor(target, cv2.COLOR_RGB2GRAY), half, interpolation=cv2.INTER_AREA
+    )
+    grey_r = cv2.resize(
+        cv2.cvtColor(rendered, cv2.COLOR_RGB2GRAY), half, interpolation=cv2.INTER_AREA
+    )
+    of = _dis().calc(grey_t, grey_r, None)
+    of = cv2.resize(of, (width, height), interpolation=cv2.INTER_LINEAR)
+    of[..., 0] *= width / half[0]
+    of[..., 1] *= height / half[1]
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    composed = np.stack(
+        [
+            cv2.remap(
+                np.ascontiguousarray(flow[..., c]),
+                xs + of[..., 0],
+                ys + of[..., 1],
+                cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_REPLICATE,
+            )
+            for c in (0, 1)
+        ],
+        axis=-1,
+    )
+    cells = cv2.resize(composed - flow, (grid, grid), interpolation=cv2.INTER_AREA)
+    cells[..., 0] *= REFERENCE_SIZE / width
+    cells[..., 1] *= REFERENCE_SIZE / height
+    return np.clip(cells, -FIELD_LIMIT, FIELD_LIMIT).astype(np.float64)
+
+
+class FaceMeshField:
+    """Face-mesh motion plus the body-motion grid (``name = "facemesh-pca-field"``).
+
+    Parameter layout: the face-mesh parameters of the level (``[rx, ry, rz, tx, ty, log_s,
+    c_1 .. c_K]``), then ``2 * G * G`` grid displacements. :meth:`analyze` fills the grid with
+    zeros (it needs pictures, not landmarks): the encoder measures it with
+    :func:`estimate_field` and writes it with :meth:`with_field`.
+    """
+
+    name = "facemesh-pca-field"
+    version = 1
+
+    def __init__(self, base: FaceMeshPCA, grid: int = FIELD_GRID) -> None:
+        self.base = base
+        self.field_grid = grid
+        self.digest = base.digest
+        self.num_keypoints = base.num_keypoints
+        self.mean = base.mean
+        self._dct = _dct_matrix(grid)
+        u, v = np.meshgrid(np.arange(grid), np.arange(grid), indexing="ij")
+        order = np.argsort((u + v).ravel(), kind="stable")
+        keep = order[(u + v).ravel()[order] <= FIELD_BANDS]
+        self._keep = keep  # flat (u, v) indices of the coded DCT coefficients
+        band = (u + v).ravel()[keep]
+        self._steps = np.repeat(FIELD_STEP * (1.0 + FIELD_BAND_GROWTH * band), 2)
+
+    @property
+    def field_params(self) -> int:
+        return 2 * len(self._keep)
+
+    @property
+    def num_params(self) -> int:
+        return self.base.num_params + self.field_params
+
+    @property
+    def num_levels(self) -> int:
+        return self.base.num_levels
+
+    @property
+    def statistics(self) -> MotionStatistics:
+        s = self.base.statistics
+        n = self.field_params
+        return MotionStatistics(
+            mean=np.concatenate([s.mean, np.zeros(n)]),
+            spread=np.concatenate([s.spread, np.full(n, FIELD_SPREAD)]),
+            delta_spread=np.concatenate([s.delta_spread, np.full(n, FIELD_DELTA_SPREAD)]),
+        )
+
+    def quant_level(self, level: int) -> QuantLevel:
+        q = self.base.quant_level(level)
+        steps = np.concatenate([q.steps, self._steps])
+        return QuantLevel(num_params=q.num_params + self.field_params, steps=steps)
+
+    def for_level(self, level: int) -> FaceMeshField:
+        return FaceMeshField(self.base.for_level(level), self.field_grid)
+
+    def analyze(self, landmarks: np.ndarray, size: int) -> np.ndarray:
+        return np.concatenate([self.base.analyze(landmarks, size), np.zeros(self.field_params)])
+
+    def with_field(self, params: np.ndarray, field: np.ndarray) -> np.ndarray:
+        """``params`` with its grid part replaced by the coefficients of ``field``
+        ``(G, G, 2)``."""
+        d = self._dct
+        grid = np.asarray(field, dtype=np.float64)
+        coeffs = np.einsum("ui,ijc,vj->uvc", d, grid, d).reshape(-1, 2)[self._keep]
+        out = np.array(params, dtype=np.float64)
+        out[self.base.num_params :] = coeffs.reshape(-1)
+        return out
+
+    def quantize_field(
+        self, params: np.ndarray, steps: np.ndarray, previous: np.ndarray | None
+    ) -> np.ndarray:
+        """``round(params / steps)``, the grid part held at ``previous`` (the last frame's
+        quantised parameters) within the hysteresis ``FIELD_HOLD``."""
+        x = np.asarray(params, dtype=np.float64) / steps
+        q = np.round(x).astype(np.int64)
+        if previous is not None:
+            n = self.base.num_params
+            prev = np.asarray(previous, dtype=np.int64)[n:]
+            hold = np.abs(x[n:] - prev) <= 0.5 + FIELD_HOLD
+            q[n:] = np.where(hold, prev, q[n:])
+        return q
+
+    def field(self, params: np.ndarray) -> np.ndarray:
+        """The ``(G, G, 2)`` grid of ``params`` (256-crop pixels)."""
+        g = self.field_grid
+        coeffs = np.zeros((g * g, 2))
+        coeffs[self._keep] = np.asarray(params, dtype=np.float64)[self.base.num_params :].reshape(
+            -1, 2
+        )
+        d = self._dct
+        return np.einsum("ui,uvc,vj->ijc", d, coeffs.reshape(g, g, 2), d)
+
+    def keypoints(self, params: np.ndarray, size: int) -> np.ndarray:
+        return self.base.keypoints(np.asarray(params)[: self.base.num_params], size)
+
+
+def _dct_matrix(n: int) -> np.ndarray:
+    """Orthonormal DCT-II matrix ``(n, n)``: row ``u`` is basis function ``u``."""
+    k = np.arange(n)
+    d = np.cos(np.pi * (2 * k[None, :] + 1) * k[:, None] / (2 * n)) * np.sqrt(2.0 / n)
+    d[0] /= np.sqrt(2.0)
+    return d
+
+
+@cache
+def default_facemesh_field() -> FaceMeshField:
+    """The shipped face-mesh model with the default grid, built once."""
+    return FaceMeshField(default_facemesh_pca())
