@@ -39,6 +39,7 @@ from keyface.motion import (
     DEFAULT_REPRESENTATION,
     FIELD_REPRESENTATION,
     FaceMeshField,
+    body_weight,
     estimate_field,
     face_regions,
     get_representation,
@@ -239,7 +240,11 @@ class EncoderCore:
         assert isinstance(rep, FaceMeshField)
         flow = self._warp.flow(entry.reference, keypoints)
         rendered = warp_image(entry.reference.image, flow)
-        measured = rep.with_field(params, estimate_field(image, rendered, flow, rep.field_grid))
+        size = self.config.size
+        weight = body_weight(keypoints, size, size)
+        measured = rep.with_field(
+            params, estimate_field(image, rendered, flow, rep.field_grid, weight)
+        )
         q = rep.quantize_field(measured, self.state.steps, self._last_q)
         return q, rep.field(self.state.dequantize(q))
 

@@ -15,6 +15,7 @@ from keyface.motion.facemesh_pca import FaceMeshPCA, default_facemesh_pca
 from keyface.motion.field import (
     FIELD_GRID,
     FaceMeshField,
+    body_weight,
     default_facemesh_field,
     estimate_field,
     upsample_field,
@@ -59,6 +60,7 @@ __all__ = [
     "MotionStatistics",
     "QuantLevel",
     "UnknownRepresentationError",
+    "body_weight",
     "estimate_field",
     "face_regions",
     "get_representation",

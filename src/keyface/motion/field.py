@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 
 from keyface.motion.base import REFERENCE_SIZE, MotionStatistics, QuantLevel
-from keyface.motion.facemesh_pca import FaceMeshPCA, default_facemesh_pca
+from keyface.motion.facemesh_pca import FACE_OVAL, FaceMeshPCA, default_facemesh_pca
 
 FIELD_GRID = 4
 """Cells per side of the body-motion grid."""
@@ -56,6 +56,9 @@ FIELD_HOLD = 0.5
 """Hysteresis of the encoder's quantiser, in steps: a displacement keeps its previous value
 unless the new measurement is more than ``0.5 + FIELD_HOLD`` steps away from it (the optical
 flow jitters; without the hold that jitter would cost most of the grid's bits)."""
+FACE_FEATHER = 0.06
+"""Width of the ramp between the face (field off) and the body (field on): the Gaussian blur's
+sigma as a share of the picture side."""
 FIELD_LIMIT = 64.0
 """Displacements are clipped to +-this many 256-crop pixels (a quarter of the picture)."""
 
@@ -67,6 +70,23 @@ def _dis() -> cv2.DISOpticalFlow:
         dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
         _DIS.append(dis)
     return _DIS[0]
+
+
+def body_weight(keypoints: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``(height, width)`` float32 weight of the field: 0 inside the face oval of ``keypoints``
+    (the landmarks drive the face), 1 away from it, a smooth ramp across its outline.
+
+    The oval is filled at a quarter of the resolution (``fillPoly``, keypoints divided by 4),
+    blurred (Gaussian, sigma ``FACE_FEATHER * max(width, height) / 4``) and upsampled
+    bilinearly."""
+    qw, qh = max(width // 4, 1), max(height // 4, 1)
+    oval = np.asarray(keypoints, dtype=np.float64)[list(FACE_OVAL), :2]
+    scale = np.array([qw / width, qh / height])
+    mask = np.zeros((qh, qw), np.float32)
+    cv2.fillPoly(mask, [np.round(oval * scale).astype(np.int32)], 1.0)
+    mask = cv2.GaussianBlur(mask, (0, 0), FACE_FEATHER * max(qw, qh))
+    full = cv2.resize(mask, (width, height), interpolation=cv2.INTER_LINEAR)
+    return 1.0 - full
 
 
 def upsample_field(field: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -82,10 +102,18 @@ def upsample_field(field: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 def estimate_field(
-    target: np.ndarray, rendered: np.ndarray, flow: np.ndarray, grid: int = FIELD_GRID
+    target: np.ndarray,
+    rendered: np.ndarray,
+    flow: np.ndarray,
+    grid: int = FIELD_GRID,
+    weight: np.ndarray | None = None,
 ) -> np.ndarray:
     """The ``(grid, grid, 2)`` correction, in 256-crop pixels, that makes the warp with
-    backward ``flow`` (which gave ``rendered``) land on ``target`` (both uint8 RGB)."""
+    backward ``flow`` (which gave ``rendered``) land on ``target`` (both uint8 RGB).
+
+    ``weight`` (``(H, W)``, e.g. :func:`body_weight`) says where the correction applies: each
+    cell averages the measured correction with these weights (a cell with almost no weight
+    gets 0)."""
     height, width = target.shape[:2]
     half = (max(width // 2, 8), max(height // 2, 8))
     grey_t = cv2.resize(
@@ -112,7 +140,10 @@ def estimate_field(
         ],
         axis=-1,
     )
-    cells = cv2.resize(composed - flow, (grid, grid), interpolation=cv2.INTER_AREA)
+    w = np.ones((height, width), np.float32) if weight is None else weight.astype(np.float32)
+    sums = cv2.resize((composed - flow) * w[..., None], (grid, grid), interpolation=cv2.INTER_AREA)
+    mass = cv2.resize(w, (grid, grid), interpolation=cv2.INTER_AREA)[..., None]
+    cells = np.where(mass > 0.05, sums / np.maximum(mass, 0.05), 0.0).astype(np.float32)
     cells[..., 0] *= REFERENCE_SIZE / width
     cells[..., 1] *= REFERENCE_SIZE / height
     return np.clip(cells, -FIELD_LIMIT, FIELD_LIMIT).astype(np.float64)

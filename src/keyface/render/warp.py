@@ -17,14 +17,10 @@ import cv2
 import numpy as np
 from scipy.spatial import Delaunay
 
-from keyface.motion.field import upsample_field
+from keyface.motion.facemesh_pca import FACE_OVAL
+from keyface.motion.field import body_weight, upsample_field
 from keyface.types import check_image
 
-# Face-oval landmark indices of the 468/478-point face mesh, in order around the face.
-FACE_OVAL = (
-    10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
-    152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109,
-)  # fmt: skip
 RINGS = ((1.3, 1.0), (1.75, 0.7))
 """(radius factor relative to the face oval, share of the head motion) of each outer ring."""
 NECK_FOLLOW = 0.35
@@ -158,12 +154,14 @@ class WarpRenderer:
         self, reference: Reference, keypoints: np.ndarray, field: np.ndarray | None = None
     ) -> np.ndarray:
         """Backward flow for driving ``keypoints``, plus the body-motion ``field`` (a
-        ``(G, G, 2)`` grid in 256-crop pixels, :mod:`keyface.motion.field`) when given."""
+        ``(G, G, 2)`` grid in 256-crop pixels, :mod:`keyface.motion.field`) outside the face
+        when given."""
         height, width = reference.image.shape[:2]
         ref_pts, drv_pts = control_points(reference.keypoints, keypoints, width, height)
         flow = dense_flow(ref_pts, drv_pts, width, height, self.grid)
         if field is not None:
-            flow += upsample_field(field, width, height)
+            weight = body_weight(keypoints, width, height)[..., None]
+            flow += upsample_field(field, width, height) * weight
         return flow
 
     def render(

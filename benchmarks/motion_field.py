@@ -1,0 +1,187 @@
+"""How much the body-motion field can win, and what its settings cost.
+
+    # 1. Headroom: LPIPS of the warp corrected by a perfect coarse field of G x G cells
+    python benchmarks/motion_field.py oracle --data cache/train \
+        --json results/motion_field/oracle.json
+    # 2. Settings: the real encoder and decoder with and without the field, at a preset
+    python benchmarks/motion_field.py codec --preset low --limit 6 \
+        --variant 4:2:0.5:2:1 --variant 4:1:0.5:6:0 --json results/motion_field/codec.json
+
+``oracle`` uses the prepared validation clips (``keyface train prepare``; people of
+``splits/dev_v1.json``): the first face frame is coded as a keyframe (VVC, quality 22, what
+``--quality medium`` uses), every 16th of the next 125 frames is warped from it with motion at
+quantiser level 2, and the warp's flow is corrected by the optical flow (DIS) from the real
+frame to the warp of the *original* keyframe, averaged over G x G cells (and rounded to 1 px).
+The real frame is used, so this bounds what the field can win; it is not a result.
+
+``codec`` encodes the first 125 frames of one clip per validation person with the codec itself
+(``--preset``), without the field and with each ``--variant`` ``grid:step:hold:bands:growth``
+(see ``keyface.motion.field``), decodes the streams with the warp and reports kbit/s, motion
+bytes and LPIPS-Alex.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from keyface._threads import limit_blas_threads
+from keyface.eval.nets import load_lpips
+
+GRIDS = (2, 3, 4, 6)
+
+
+def _tensor(images: list[np.ndarray] | np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255
+
+
+def _lpips(lpips: torch.nn.Module, images: np.ndarray, truth: np.ndarray) -> float:
+    with torch.no_grad():
+        scores = [
+            lpips(_tensor(images[i : i + 25]), _tensor(truth[i : i + 25]))
+            for i in range(0, len(images), 25)
+        ]
+    return float(torch.cat(scores).mean())
+
+
+def oracle(args: argparse.Namespace) -> dict:
+    from keyface.intra import get_intra_codec
+    from keyface.render.warp import WarpRenderer, warp_image
+    from keyface.train.data import load_prepared
+    from keyface.train.pairs import PairConfig, PairSampler
+
+    people = set(json.loads(args.split.read_text())["validation_people"])
+    clips = load_prepared(args.data, people)
+    if not clips:
+        raise SystemExit(f"{args.data}: no prepared clips of the validation people")
+    lpips = load_lpips("alex")
+    sampler = PairSampler(clips, PairConfig(levels=(2,)), 0)
+    renderer = WarpRenderer()
+    codec = get_intra_codec("vvc")
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    names = ["warp", *(f"grid{g}" for g in GRIDS)]
+    rows = []
+    for clip in clips:
+        first = int(clip.valid[0])
+        original = np.ascontiguousarray(clip.frames[first])
+        decoded = codec.decode(codec.encode(original, 22))
+        size = original.shape[0]
+        reference = renderer.prepare(decoded, sampler.keypoints(clip.params[first], 2, size))
+        ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+        images: dict[str, list[np.ndarray]] = {n: [] for n in names}
+        targets = []
+        for t in [t for t in clip.valid if first < t <= first + 125][::16]:
+            flow = renderer.flow(reference, sampler.keypoints(clip.params[t], 2, size))
+            clean = warp_image(original, flow)
+            target = np.asarray(clip.frames[t])
+            grey = [cv2.cvtColor(im, cv2.COLOR_RGB2GRAY) for im in (target, clean)]
+            of = dis.calc(grey[0], grey[1], None)
+            composed = np.stack(
+                [
+                    cv2.remap(flow[..., c], xs + of[..., 0], ys + of[..., 1], cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REPLICATE)
+                    for c in (0, 1)
+                ],
+                axis=-1,
+            )  # fmt: skip
+            images["warp"].append(warp_image(decoded, flow))
+            for g in GRIDS:
+                cells = np.round(cv2.resize(composed - flow, (g, g), interpolation=cv2.INTER_AREA))
+                dense = cv2.resize(cells, (size, size), interpolation=cv2.INTER_LINEAR)
+                images[f"grid{g}"].append(warp_image(decoded, flow + dense))
+            targets.append(target)
+        truth = np.stack(targets)
+        row = {n: _lpips(lpips, np.stack(images[n]), truth) for n in names}
+        rows.append({"clip": clip.name, "person": clip.person, "frames": len(targets), **row})
+        print(clip.person, {n: round(v, 4) for n, v in row.items()}, flush=True)
+    mean = {n: float(np.mean([r[n] for r in rows])) for n in names}
+    print("mean LPIPS:", {n: round(v, 4) for n, v in mean.items()})
+    print(
+        "relative to warp:", {n: f"{100 * (v / mean['warp'] - 1):+.1f}%" for n, v in mean.items()}
+    )
+    return {"mean": mean, "rows": rows}
+
+
+def _set_variant(variant: str) -> None:
+    import keyface.motion.field as field
+
+    grid, step, hold, bands, growth = variant.split(":")
+    field.FIELD_STEP, field.FIELD_HOLD = float(step), float(hold)
+    field.FIELD_BANDS, field.FIELD_BAND_GROWTH = int(bands), float(growth)
+    field.FaceMeshField.__init__.__defaults__ = (int(grid),)
+    field.default_facemesh_field.cache_clear()
+
+
+def codec(args: argparse.Namespace) -> dict:
+    from keyface.codec.ratecontrol import config_for_preset
+    from keyface.eval.bench import select_clips
+    from keyface.pipeline import analyze, cropped_frames, decode_bytes, encode_analysis
+
+    lpips = load_lpips("alex")
+    clips = select_clips(args.clips, args.split, "validation", limit=args.limit)
+    rows = []
+    for clip in clips:
+        analysis = analyze(clip.path, max_frames=125)
+        crops = cropped_frames(analysis.path, analysis.crop, analysis.size, analysis.frame_count)
+        truth = np.stack([image for _, image in crops])
+        for variant in ["off", *args.variant]:
+            config = config_for_preset(args.preset)
+            if variant == "off":
+                config = replace(config, motion_field=False)
+            else:
+                _set_variant(variant)
+            result = encode_analysis(analysis, config)
+            frames = np.stack([f.image for f in decode_bytes(result.data).frames])
+            row = {
+                "clip": clip.path.stem,
+                "variant": variant,
+                "kbps": result.kbps,
+                "motion_bytes": result.stats.motion_bytes,
+                "keyframes": result.stats.keyframes,
+                "lpips_alex": _lpips(lpips, frames, truth),
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    summary = {}
+    for variant in ["off", *args.variant]:
+        group = [r for r in rows if r["variant"] == variant]
+        summary[variant] = {
+            k: float(np.mean([r[k] for r in group])) for k in ("kbps", "motion_bytes", "lpips_alex")
+        }
+        print(variant, {k: round(v, 4) for k, v in summary[variant].items()})
+    return {"preset": args.preset, "summary": summary, "rows": rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="mode", required=True)
+    o = sub.add_parser("oracle")
+    o.add_argument("--data", type=Path, default=Path("cache/train"))
+    o.add_argument("--split", type=Path, default=Path("splits/dev_v1.json"))
+    o.add_argument("--json", type=Path)
+    c = sub.add_parser("codec")
+    c.add_argument("--clips", default="../shared/data/clips/MANIFEST.tsv")
+    c.add_argument("--split", default="splits/dev_v1.json")
+    c.add_argument("--limit", type=int, default=6)
+    c.add_argument("--preset", default="low")
+    c.add_argument("--variant", action="append", default=[], help="grid:step:hold:bands:growth")
+    c.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    limit_blas_threads(1)
+    torch.set_num_threads(1)
+    out = oracle(args) if args.mode == "oracle" else codec(args)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        out = {"command": "python " + " ".join(sys.argv), **out}
+        args.json.write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
