@@ -10,6 +10,8 @@ from it with motion quantised at level 2. LPIPS-Alex against the original frame 
 
 * ``freeze``: the decoded keyframe itself (no motion at all);
 * ``warp``: the training-free warp (the baseline);
+* ``warp_bilinear``: the same warp sampled bilinearly (what the warp did before it sampled
+  bicubically);
 * ``perfect_keyframe``: the same warp of the *original* frame (what a perfect keyframe
   enhancer could reach);
 * ``perfect_motion``: the decoded keyframe warped by the codec's flow composed with the optical
@@ -44,6 +46,7 @@ from keyface.train.pairs import PairConfig, PairSampler
 NAMES = (
     "freeze",
     "warp",
+    "warp_bilinear",
     "perfect_keyframe",
     "perfect_motion",
     "true_mouth",
@@ -125,6 +128,10 @@ def main() -> None:
             face = _mask(kp, (FACE_OVAL,), 9, size)
             images["freeze"].append(decoded)
             images["warp"].append(warp)
+            images["warp_bilinear"].append(
+                cv2.remap(decoded, flow[..., 0], flow[..., 1], cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+            )  # fmt: skip
             images["perfect_keyframe"].append(clean)
             images["perfect_motion"].append(warp_image(decoded, composed))
             images["true_mouth"].append(_paste(warp, target, _mask(kp, (INNER_MOUTH,), 11, size)))
