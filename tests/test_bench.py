@@ -195,7 +195,9 @@ def test_cli_errors_are_one_line(
 # end to end
 
 
-def test_tiny_bench_and_cache(carphone_path: Path, tmp_path: Path) -> None:
+def test_tiny_bench_and_cache(
+    carphone_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from keyface.eval.anchors import anchor_available
 
     if not anchor_available("x264"):
@@ -278,3 +280,12 @@ def test_tiny_bench_and_cache(carphone_path: Path, tmp_path: Path) -> None:
         assert p["sampled"] == {"aed": 4} and set(p["metrics"]) == {"psnr", "ssim", "aed"}
         assert p["metrics"]["psnr"] == before[(p["codec"], p["param"])]["metrics"]["psnr"]
     assert "aed every 4th" in (out / "report.md").read_text()
+
+    # Another version of the codec's code: its keyface points are measured again, the anchors'
+    # are not (they do not depend on keyface).
+    import keyface.eval.bench as bench_module
+
+    monkeypatch.setattr(bench_module, "codec_digest", lambda: "another-codec")
+    assert main([*more, "-q"]) == 0
+    recoded = json.loads((out / "points.json").read_text())
+    assert recoded["run"]["computed"] == 2 and recoded["run"]["cached"] == 2

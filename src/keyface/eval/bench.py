@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
+import hashlib
 import json
 import math
 import os
@@ -411,6 +413,24 @@ def _fps_text(fps: Fraction) -> str:
     return f"{fps.numerator}/{fps.denominator}"
 
 
+CODEC_PACKAGES = ("bitstream", "codec", "entropy", "face", "generator", "intra", "motion", "render")
+"""The subpackages whose files decide what a keyface point measures."""
+
+
+@functools.cache
+def codec_digest() -> str:
+    """SHA-256 (first 16 hex digits) of keyface's codec source and model files: a keyface point
+    cached by another version of the code is computed again."""
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for package in CODEC_PACKAGES:
+        for path in sorted((root / package).rglob("*")):
+            if path.is_file() and path.suffix in (".py", ".npz", ".safetensors", ".json"):
+                digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+                digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def _point_key(cfg: BenchConfig, codec: str, param: float | int) -> dict[str, Any]:
     """What a cached point must match to be reused (besides containing the metrics asked)."""
     from keyface import __version__
@@ -423,6 +443,7 @@ def _point_key(cfg: BenchConfig, codec: str, param: float | int) -> dict[str, An
         conf["refresh_mode"] = int(conf["refresh_mode"])
         key["config"] = conf
         key["generator"] = cfg.generator
+        key["code"] = codec_digest()
     else:
         from keyface.eval.anchors import DEFAULT_PRESETS
 
