@@ -3,7 +3,10 @@
     # 1. Headroom: LPIPS of the warp corrected by a perfect coarse field of G x G cells
     python benchmarks/motion_field.py oracle --data cache/train \
         --json results/motion_field/oracle.json
-    # 2. Settings: the real encoder and decoder with and without the field, at a preset
+    # 2. Can the body's motion be predicted from the face's instead of sent?
+    python benchmarks/motion_field.py predict --data cache/train \
+        --json results/motion_field/predict.json
+    # 3. Settings: the real encoder and decoder with and without the field, at a preset
     python benchmarks/motion_field.py codec --preset low --limit 6 \
         --variant 4:2:0.5:2:1 --variant 4:1:0.5:6:0 --json results/motion_field/codec.json
 
@@ -13,6 +16,11 @@
 quantiser level 2, and the warp's flow is corrected by the optical flow (DIS) from the real
 frame to the warp of the *original* keyframe, averaged over G x G cells (and rounded to 1 px).
 The real frame is used, so this bounds what the field can win; it is not a result.
+
+``predict`` asks whether the decoder could guess the field instead: a ridge regression from the
+face oval's 2-D similarity motion (and the face's place and size) to the 4x4 correction,
+fitted on the train people's clips and scored (R², LPIPS of the corrected warp) on the
+validation people's.
 
 ``codec`` encodes the first 125 frames of one clip per validation person with the codec itself
 (``--preset``), without the field and with each ``--variant`` ``grid:step:hold:bands:growth``
@@ -109,6 +117,93 @@ def oracle(args: argparse.Namespace) -> dict:
     return {"mean": mean, "rows": rows}
 
 
+def _pairs(clips: list, sampler, step: int) -> list[tuple]:
+    """``(clip, t, features, 4x4 correction, flow)`` of every ``step``-th frame after the first
+    face frame, against the warp of the original first frame."""
+    from keyface.render.warp import FACE_OVAL, WarpRenderer, similarity_fit, warp_image
+
+    renderer = WarpRenderer()
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    out = []
+    for clip in clips:
+        first = int(clip.valid[0])
+        original = np.ascontiguousarray(clip.frames[first])
+        size = original.shape[0]
+        kp0 = sampler.keypoints(clip.params[first], 2, size)
+        reference = renderer.prepare(original, kp0)
+        ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+        for t in [t for t in clip.valid if first < t <= first + 125][::step]:
+            kp = sampler.keypoints(clip.params[t], 2, size)
+            flow = renderer.flow(reference, kp)
+            grey = [
+                cv2.cvtColor(im, cv2.COLOR_RGB2GRAY)
+                for im in (clip.frames[t], warp_image(original, flow))
+            ]
+            of = dis.calc(grey[0], grey[1], None)
+            composed = np.stack(
+                [
+                    cv2.remap(flow[..., c], xs + of[..., 0], ys + of[..., 1], cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REPLICATE)
+                    for c in (0, 1)
+                ],
+                axis=-1,
+            )  # fmt: skip
+            cells = cv2.resize(composed - flow, (4, 4), interpolation=cv2.INTER_AREA).ravel()
+            o0 = kp0[list(FACE_OVAL)].astype(np.float64)
+            o1 = kp[list(FACE_OVAL)].astype(np.float64)
+            sim = similarity_fit(o0, o1)
+            motion = [sim[0, 0] - 1, sim[1, 0], *((o1.mean(0) - o0.mean(0)) / size)]
+            where = [*(o0.mean(0) / size - 0.5), np.ptp(o0[:, 0]) / size]
+            features = [*motion, *where, *np.outer(motion, where).ravel(), 1.0]
+            out.append((clip, t, np.array(features), cells, flow))
+    return out
+
+
+def predict(args: argparse.Namespace) -> dict:
+    """Can the body's motion be predicted from the head's? A ridge regression from the face
+    oval's 2-D similarity motion (and where the face is) to the 4x4 correction, fitted on the
+    train people, scored on the validation people."""
+    from keyface.intra import get_intra_codec
+    from keyface.render.warp import warp_image
+    from keyface.train.data import load_prepared
+    from keyface.train.pairs import PairConfig, PairSampler
+
+    val = set(json.loads(args.split.read_text())["validation_people"])
+    clips = load_prepared(args.data)
+    sampler = PairSampler(clips, PairConfig(levels=(2,)), 0)
+    train = _pairs([c for c in clips if c.person not in val], sampler, 8)
+    test = _pairs([c for c in clips if c.person in val], sampler, 16)
+    x, y = np.stack([p[2] for p in train]), np.stack([p[3] for p in train])
+    w = np.linalg.solve(x.T @ x + 1e-3 * np.eye(x.shape[1]), x.T @ y)
+
+    def r2(pairs: list[tuple]) -> float:
+        xs, ys = np.stack([p[2] for p in pairs]), np.stack([p[3] for p in pairs])
+        return float(1 - ((xs @ w - ys) ** 2).sum() / ((ys - ys.mean(0)) ** 2).sum())
+
+    lpips = load_lpips("alex")
+    codec = get_intra_codec("vvc")
+    scores: dict[str, list[float]] = {"warp": [], "predicted": []}
+    for clip in {id(p[0]): p[0] for p in test}.values():
+        first = int(clip.valid[0])
+        decoded = codec.decode(codec.encode(np.ascontiguousarray(clip.frames[first]), 22))
+        mine = [p for p in test if p[0] is clip]
+        truth = np.stack([clip.frames[p[1]] for p in mine])
+        warp = np.stack([warp_image(decoded, p[4]) for p in mine])
+        fixed = []
+        for p in mine:
+            grid = (p[2] @ w).reshape(4, 4, 2).astype(np.float32)
+            fixed.append(warp_image(decoded, p[4] + cv2.resize(grid, (256, 256))))
+        scores["warp"].append(_lpips(lpips, warp, truth))
+        scores["predicted"].append(_lpips(lpips, np.stack(fixed), truth))
+    out = {
+        "train_r2": r2(train),
+        "validation_r2": r2(test),
+        "lpips": {k: float(np.mean(v)) for k, v in scores.items()},
+    }
+    print(json.dumps(out))
+    return out
+
+
 def _set_variant(variant: str) -> None:
     import keyface.motion.field as field
 
@@ -125,7 +220,7 @@ def codec(args: argparse.Namespace) -> dict:
     from keyface.pipeline import analyze, cropped_frames, decode_bytes, encode_analysis
 
     lpips = load_lpips("alex")
-    clips = select_clips(args.clips, args.split, "validation", limit=args.limit)
+    clips = select_clips(args.clips, split=args.split, subset="validation", limit=args.limit)
     rows = []
     for clip in clips:
         analysis = analyze(clip.path, max_frames=125)
@@ -166,6 +261,10 @@ def main() -> None:
     o.add_argument("--data", type=Path, default=Path("cache/train"))
     o.add_argument("--split", type=Path, default=Path("splits/dev_v1.json"))
     o.add_argument("--json", type=Path)
+    r = sub.add_parser("predict")
+    r.add_argument("--data", type=Path, default=Path("cache/train"))
+    r.add_argument("--split", type=Path, default=Path("splits/dev_v1.json"))
+    r.add_argument("--json", type=Path)
     c = sub.add_parser("codec")
     c.add_argument("--clips", default="../shared/data/clips/MANIFEST.tsv")
     c.add_argument("--split", default="splits/dev_v1.json")
@@ -176,7 +275,7 @@ def main() -> None:
     args = parser.parse_args()
     limit_blas_threads(1)
     torch.set_num_threads(1)
-    out = oracle(args) if args.mode == "oracle" else codec(args)
+    out = {"oracle": oracle, "predict": predict, "codec": codec}[args.mode](args)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         out = {"command": "python " + " ".join(sys.argv), **out}

@@ -87,7 +87,7 @@ def test_upsampled_field_is_in_picture_pixels() -> None:
 
 def test_estimate_field_finds_a_global_shift() -> None:
     """Warp = identity, real frame = the reference moved by (3, -2): the field is the shift's
-    backward displacement, (-3, +2), in every cell."""
+    backward displacement, (-3, +2), in every cell; where the weight is 0, the cell is 0."""
     reference = texture()
     target = shifted(reference, 3.0, -2.0)
     size = reference.shape[0]
@@ -97,6 +97,11 @@ def test_estimate_field_finds_a_global_shift() -> None:
     assert grid.shape == (4, 4, 2)
     np.testing.assert_allclose(grid[1:3, 1:3, 0], -3.0, atol=0.3)
     np.testing.assert_allclose(grid[1:3, 1:3, 1], 2.0, atol=0.3)
+    weight = np.ones((size, size), np.float32)
+    weight[:64, :64] = 0.0  # the top-left cell: "face", not measured
+    masked = estimate_field(target, reference, identity, weight=weight)
+    np.testing.assert_array_equal(masked[0, 0], 0.0)
+    np.testing.assert_allclose(masked[1:3, 1:3], grid[1:3, 1:3], atol=1e-6)
 
 
 def test_quantiser_holds_a_coefficient_while_the_measurement_jitters() -> None:

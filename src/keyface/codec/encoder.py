@@ -45,7 +45,7 @@ from keyface.motion import (
     get_representation,
     motion_distance,
 )
-from keyface.render import WarpRenderer, get_renderer, warp_image
+from keyface.render import WarpRenderer, get_renderer
 from keyface.types import CropBox, check_image
 
 
@@ -238,13 +238,12 @@ class EncoderCore:
         the warp of ``entry``, and that grid as the decoder will dequantise it."""
         rep = self.representation
         assert isinstance(rep, FaceMeshField)
-        flow = self._warp.flow(entry.reference, keypoints)
-        rendered = warp_image(entry.reference.image, flow)
+        reference = entry.reference
+        flow = self._warp.flow(reference, keypoints)
         size = self.config.size
         weight = body_weight(keypoints, size, size)
-        measured = rep.with_field(
-            params, estimate_field(image, rendered, flow, rep.field_grid, weight)
-        )
+        field = estimate_field(image, reference.image, flow, rep.field_grid, weight)
+        measured = rep.with_field(params, field)
         q = rep.quantize_field(measured, self.state.steps, self._last_q)
         return q, rep.field(self.state.dequantize(q))
 
