@@ -39,6 +39,7 @@ from keyface._threads import limit_blas_threads
 from keyface.eval.nets import load_lpips
 from keyface.generator.features import INNER_MOUTH, LEFT_EYE, RIGHT_EYE
 from keyface.intra import get_intra_codec
+from keyface.motion.field import compose_flow
 from keyface.render.warp import FACE_OVAL, WarpRenderer, warp_image
 from keyface.train.data import load_prepared
 from keyface.train.pairs import PairConfig, PairSampler
@@ -103,7 +104,6 @@ def main() -> None:
         decoded = codec.decode(codec.encode(original, args.quality))
         size = original.shape[0]
         reference = renderer.prepare(decoded, sampler.keypoints(clip.params[first], 2, size))
-        ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
         images: dict[str, list[np.ndarray]] = {n: [] for n in NAMES}
         targets = []
         for t in [t for t in clip.valid if first < t <= first + args.frames][:: args.step]:
@@ -117,14 +117,7 @@ def main() -> None:
                 cv2.cvtColor(clean, cv2.COLOR_RGB2GRAY),
                 None,
             )
-            composed = np.stack(
-                [
-                    cv2.remap(flow[..., c], xs + of[..., 0], ys + of[..., 1], cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_REPLICATE)
-                    for c in (0, 1)
-                ],
-                axis=-1,
-            )  # fmt: skip
+            composed = compose_flow(flow, of)
             face = _mask(kp, (FACE_OVAL,), 9, size)
             images["freeze"].append(decoded)
             images["warp"].append(warp)

@@ -42,6 +42,7 @@ import torch
 
 from keyface._threads import limit_blas_threads
 from keyface.eval.nets import load_lpips
+from keyface.motion.field import compose_flow
 
 GRIDS = (2, 3, 4, 6)
 
@@ -82,7 +83,6 @@ def oracle(args: argparse.Namespace) -> dict:
         decoded = codec.decode(codec.encode(original, 22))
         size = original.shape[0]
         reference = renderer.prepare(decoded, sampler.keypoints(clip.params[first], 2, size))
-        ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
         images: dict[str, list[np.ndarray]] = {n: [] for n in names}
         targets = []
         for t in [t for t in clip.valid if first < t <= first + 125][::16]:
@@ -91,14 +91,7 @@ def oracle(args: argparse.Namespace) -> dict:
             target = np.asarray(clip.frames[t])
             grey = [cv2.cvtColor(im, cv2.COLOR_RGB2GRAY) for im in (target, clean)]
             of = dis.calc(grey[0], grey[1], None)
-            composed = np.stack(
-                [
-                    cv2.remap(flow[..., c], xs + of[..., 0], ys + of[..., 1], cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_REPLICATE)
-                    for c in (0, 1)
-                ],
-                axis=-1,
-            )  # fmt: skip
+            composed = compose_flow(flow, of)
             images["warp"].append(warp_image(decoded, flow))
             for g in GRIDS:
                 cells = np.round(cv2.resize(composed - flow, (g, g), interpolation=cv2.INTER_AREA))
@@ -131,7 +124,6 @@ def _pairs(clips: list, sampler, step: int) -> list[tuple]:
         size = original.shape[0]
         kp0 = sampler.keypoints(clip.params[first], 2, size)
         reference = renderer.prepare(original, kp0)
-        ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
         for t in [t for t in clip.valid if first < t <= first + 125][::step]:
             kp = sampler.keypoints(clip.params[t], 2, size)
             flow = renderer.flow(reference, kp)
@@ -140,14 +132,7 @@ def _pairs(clips: list, sampler, step: int) -> list[tuple]:
                 for im in (clip.frames[t], warp_image(original, flow))
             ]
             of = dis.calc(grey[0], grey[1], None)
-            composed = np.stack(
-                [
-                    cv2.remap(flow[..., c], xs + of[..., 0], ys + of[..., 1], cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_REPLICATE)
-                    for c in (0, 1)
-                ],
-                axis=-1,
-            )  # fmt: skip
+            composed = compose_flow(flow, of)
             cells = cv2.resize(composed - flow, (4, 4), interpolation=cv2.INTER_AREA).ravel()
             o0 = kp0[list(FACE_OVAL)].astype(np.float64)
             o1 = kp[list(FACE_OVAL)].astype(np.float64)

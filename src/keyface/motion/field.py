@@ -131,11 +131,7 @@ def estimate_field(
         cv2.cvtColor(target, cv2.COLOR_RGB2GRAY), (hw, hh), interpolation=cv2.INTER_AREA
     )
     of = _dis().calc(grey_t, rendered, None)  # half-resolution pixels
-    xs, ys = _grid(hw, hh)
-    composed = cv2.remap(
-        half_flow, xs + of[..., 0], ys + of[..., 1], cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_REPLICATE,
-    )  # fmt: skip
+    composed = compose_flow(half_flow, of)
     w = (
         np.ones((hh, hw), np.float32)
         if weight is None
@@ -148,6 +144,17 @@ def estimate_field(
     cells[..., 0] *= REFERENCE_SIZE / width
     cells[..., 1] *= REFERENCE_SIZE / height
     return np.clip(cells, -FIELD_LIMIT, FIELD_LIMIT).astype(np.float64)
+
+
+def compose_flow(flow: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """``flow`` sampled at ``x + offset(x)`` (both ``(H, W, 2)`` float32, same size; bilinear,
+    edges repeated): the backward flow that first follows ``offset``, then ``flow``."""
+    height, width = offset.shape[:2]
+    xs, ys = _grid(width, height)
+    return cv2.remap(
+        flow, xs + offset[..., 0], ys + offset[..., 1], cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+    )  # fmt: skip
 
 
 @cache
