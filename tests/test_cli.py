@@ -51,6 +51,17 @@ def test_info_reports_the_parts(stream: Path, capsys: pytest.CaptureFixture[str]
     assert parts["keyframe"]["packets"] >= 1 and parts["motion"]["bytes"] > 0
     assert sum(p["bytes"] for p in parts.values()) + info["header_bytes"] == info["bytes"]
     assert info["motion_bits_per_frame"] < 120
+    assert info["motion"].startswith("facemesh-pca-field v1")  # the body-motion field, default
+
+
+def test_no_motion_field_writes_face_motion_only(
+    carphone_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "face_only.kf"
+    args = ["encode", str(carphone_path), "-o", str(out), "--max-frames", "8", "-q"]
+    assert main([*args, "--no-motion-field"]) == 0
+    assert main(["info", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["motion"].startswith("facemesh-pca v1")
 
 
 def test_crop_command(carphone_path: Path, tmp_path: Path) -> None:

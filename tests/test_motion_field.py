@@ -213,3 +213,19 @@ def test_the_field_moves_the_body_not_the_face() -> None:
     nose = np.round(keypoints[1]).astype(int)
     np.testing.assert_allclose(moved[nose[1], nose[0]], plain[nose[1], nose[0]], atol=1e-3)
     np.testing.assert_allclose(moved[2, 2] - plain[2, 2], [6.0, 0.0], atol=1e-3)
+
+
+def test_coefficient_order_is_the_written_one() -> None:
+    """docs/bitstream.md §9.3: coefficients (0,0), (0,1), (1,0), (0,2), (1,1), (2,0), with u
+    along y; for each, x then y."""
+    rep = field_rep()
+    n = rep.num_params - rep.field_params
+    d = _dct_matrix(4)
+    for k, (u, v) in enumerate([(0, 0), (0, 1), (1, 0), (0, 2), (1, 1), (2, 0)]):
+        for c in (0, 1):
+            grid = np.zeros((4, 4, 2))
+            grid[..., c] = np.outer(d[u], d[v])  # basis (u, v): rows i follow d[u]
+            coded = rep.with_field(np.zeros(rep.num_params), grid)[n:]
+            expected = np.zeros(rep.field_params)
+            expected[2 * k + c] = 1.0
+            np.testing.assert_allclose(coded, expected, atol=1e-12)
