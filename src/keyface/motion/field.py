@@ -9,8 +9,8 @@ can only guess that motion from the head's, and it is where most of the warp's e
 **Estimation (encoder).** The encoder takes the warp flow ``f`` of the frame exactly as the
 decoder computes it without the field, renders the reference with it on a half-resolution grey
 grid, measures the dense optical flow ``o`` from the real frame to that rendering (DIS), composes
-the two, ``c(x) = f(x + o(x))``, and
-averages ``c - f`` over each of the ``G x G`` cells (pixels of a 256 crop, ``REFERENCE_SIZE``).
+the two, ``c(x) = f(x + o(x))``, and averages ``c - f`` over each of the ``G x G`` cells,
+weighted away from the face (pixels of a 256 crop, ``REFERENCE_SIZE``).
 The grid is sent as the low-frequency coefficients of its orthonormal 2-D DCT (coefficients
 ``(u, v)``, ``u`` along ``y``, with ``u + v <= FIELD_BANDS``, in order of ``u + v`` then
 ``u``; for each, its ``x`` then its ``y`` component), coarser at higher frequencies, and the
@@ -21,8 +21,9 @@ encoder holds a coefficient at its previous value while the measurement stays ne
 the ``G x G`` grid. It is upsampled to the picture with bilinear
 interpolation, cell ``(i, j)`` sitting at the centre of its cell, ``((j + 0.5) W / G,
 (i + 0.5) H / G)``, and edge cells extended beyond the outer centres (OpenCV's
-``resize(INTER_LINEAR)`` does exactly this), scaled from 256-crop pixels to picture pixels, and
-added to the warp's backward flow before sampling.
+``resize(INTER_LINEAR)`` does exactly this), scaled from 256-crop pixels to picture pixels,
+weighted by :func:`body_weight` (0 inside the face oval of the frame's keypoints, 1 away from
+it), and added to the warp's backward flow before sampling.
 
 :class:`FaceMeshField` appends the grid to the face-mesh parameters, so the entropy coder, the
 quantiser and the bitstream treat it as more motion parameters; a stream that has it names the
@@ -54,7 +55,7 @@ FIELD_SPREAD = 4.0
 FIELD_DELTA_SPREAD = 1.0
 """Prior mean absolute frame-to-frame change of a coefficient (the coder adapts from it)."""
 FIELD_HOLD = 0.5
-"""Hysteresis of the encoder's quantiser, in steps: a displacement keeps its previous value
+"""Hysteresis of the encoder's quantiser, in steps: a coefficient keeps its previous value
 unless the new measurement is more than ``0.5 + FIELD_HOLD`` steps away from it (the optical
 flow jitters; without the hold that jitter would cost most of the grid's bits)."""
 FACE_FEATHER = 0.06
@@ -63,14 +64,10 @@ sigma as a share of the picture side."""
 FIELD_LIMIT = 64.0
 """Displacements are clipped to +-this many 256-crop pixels (a quarter of the picture)."""
 
-_DIS: list[cv2.DISOpticalFlow] = []
 
-
+@cache
 def _dis() -> cv2.DISOpticalFlow:
-    if not _DIS:
-        dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
-        _DIS.append(dis)
-    return _DIS[0]
+    return cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
 
 
 def body_weight(keypoints: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -167,9 +164,10 @@ class FaceMeshField:
     """Face-mesh motion plus the body-motion grid (``name = "facemesh-pca-field"``).
 
     Parameter layout: the face-mesh parameters of the level (``[rx, ry, rz, tx, ty, log_s,
-    c_1 .. c_K]``), then ``2 * G * G`` grid displacements. :meth:`analyze` fills the grid with
-    zeros (it needs pictures, not landmarks): the encoder measures it with
-    :func:`estimate_field` and writes it with :meth:`with_field`.
+    c_1 .. c_K]``), then the grid's coded DCT coefficients (``field_params`` of them, ``x`` and
+    ``y`` of each in turn). :meth:`analyze` fills them with zeros (the grid needs pictures, not
+    landmarks): the encoder measures it with :func:`estimate_field` and writes it with
+    :meth:`with_field`.
     """
 
     name = "facemesh-pca-field"
