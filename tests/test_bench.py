@@ -195,6 +195,21 @@ def test_cli_errors_are_one_line(
 # end to end
 
 
+def test_source_stamp_follows_content_not_mtime(tmp_path: Path) -> None:
+    """A re-synced data folder (same bytes, new mtimes) keeps the bench cache; an edit does not."""
+    import os
+
+    from keyface.eval.bench import _source_stamp
+
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"\x00" * 1000)
+    before = _source_stamp(clip)
+    os.utime(clip, (1, 1))
+    assert _source_stamp(clip) == before
+    clip.write_bytes(b"\x00" * 999 + b"\x01")
+    assert _source_stamp(clip) != before
+
+
 def test_tiny_bench_and_cache(
     carphone_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

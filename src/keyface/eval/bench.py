@@ -467,11 +467,16 @@ def _worker_init() -> None:
 
 
 def _source_stamp(path: Path) -> dict[str, Any]:
-    st = path.stat()
+    """What identifies a clip's source: its path, size and content digest. Not its mtime: a
+    copied or re-synced data folder must not throw the cached crops and points away."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
     return {
         "source": str(path.resolve()),
-        "source_bytes": st.st_size,
-        "source_mtime": int(st.st_mtime),
+        "source_bytes": path.stat().st_size,
+        "source_sha256": digest.hexdigest(),
     }
 
 
