@@ -128,6 +128,60 @@ def test_tiny_enhancer_run_learns_to_sharpen(tmp_path: Path) -> None:
     assert (tmp_path / "run" / "enhancer.safetensors").is_file()
 
 
+def test_patch_discriminator_scores_each_cell_and_hinge_losses_have_their_signs() -> None:
+    import torch
+
+    from keyface.train.adversarial import PatchDiscriminator, d_hinge_loss, g_hinge_loss
+
+    scores = PatchDiscriminator(widths=(8, 16, 16))(torch.zeros(2, 3, 32, 40))
+    assert scores.shape == (2, 1, 4, 5)  # one score per 8x8 cell
+    sure = torch.full((4,), 2.0)
+    # A discriminator that scores originals >= 1 and outputs <= -1 has nothing left to learn.
+    assert float(d_hinge_loss(sure, -sure)) == 0.0
+    assert float(d_hinge_loss(-sure, sure)) == 6.0
+    # The network's loss falls as the discriminator's score of its output rises.
+    assert float(g_hinge_loss(sure)) < float(g_hinge_loss(-sure))
+
+
+def test_adversarial_run_from_init_weights_logs_and_resumes(tmp_path: Path) -> None:
+    from keyface.generator.weights import GeneratorWeightsError, load_network
+
+    clip = _synthetic_clip()
+    small = EnhancerConfig(widths=(8, 16, 16), blocks=1)
+    base = TrainConfig(
+        task="enhancer",
+        steps=10,
+        batch=2,
+        lr=3e-3,
+        log_every=5,
+        val_every=10,
+        val_pairs=2,
+        pairs=PairConfig(patch=32),
+        enhancer=small,
+    )
+    train(tmp_path / "base", [clip], [clip], base)
+    init = tmp_path / "base" / "enhancer.safetensors"
+    # A run with lr 0 that starts from those weights ends with exactly those weights.
+    frozen = TrainConfig(**{**base.__dict__, "lr": 0.0, "adv_weight": 0.1, "init": str(init)})
+    run = tmp_path / "adv"
+    train(run, [clip], [clip], frozen)
+    a, b = load_network(init).state_dict(), load_network(run / "enhancer.safetensors").state_dict()
+    assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert all("adv" in r and "disc" in r for r in log if "loss" in r)
+    # The discriminator is checkpointed with the network: a longer run resumes both.
+    train(run, [clip], [clip], TrainConfig(**{**frozen.__dict__, "steps": 15}))
+    assert json.loads((run / "log.jsonl").read_text().splitlines()[-1])["step"] == 15
+    # The starting weights must be of the run's kind and shape.
+    wrong = TrainConfig(**{**base.__dict__, "task": "generator", "model": SMALL, "init": str(init)})
+    with pytest.raises(GeneratorWeightsError, match="not a generator"):
+        train(tmp_path / "wrong", [clip], [clip], wrong)
+    other = EnhancerConfig(widths=(8, 8, 16), blocks=1)
+    wider = TrainConfig(**{**base.__dict__, "enhancer": other, "init": str(init)})
+    with pytest.raises(GeneratorWeightsError, match="shape differs"):
+        train(tmp_path / "wider", [clip], [clip], wider)
+
+
 def test_prepare_a_real_clip(tmp_path: Path, carphone_path: Path) -> None:
     meta = prepare_clip(
         carphone_path,

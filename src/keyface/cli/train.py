@@ -74,6 +74,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="l1 of VGG features, or squared distance of channel-normalised features",
     )
     fit.add_argument("--vgg-scales", default="1,0.5", help="image scales of the VGG loss")
+    fit.add_argument(
+        "--adv-weight", type=float, default=0.0, help="adversarial term weight (0: none)"
+    )
+    fit.add_argument("--adv-lr", type=float, default=1e-4, help="discriminator learning rate")
+    fit.add_argument("--init", default="", help="weights (.safetensors) a new run starts from")
     fit.add_argument("--device", default="cpu", help="cpu or cuda")
     fit.add_argument(
         "--amp",
@@ -201,6 +206,9 @@ def _fit(args: argparse.Namespace) -> int:
         vgg_layers=args.vgg_layers,
         vgg_mode=args.vgg_mode,
         vgg_scales=tuple(float(v) for v in args.vgg_scales.split(",")),
+        adv_weight=args.adv_weight,
+        adv_lr=args.adv_lr,
+        init=args.init,
         seed=args.seed,
         device=args.device,
         amp=args.amp,

@@ -27,7 +27,8 @@ from torch.nn import functional as F
 
 from keyface.generator.enhancer import Enhancer, EnhancerConfig
 from keyface.generator.model import Generator, GeneratorConfig
-from keyface.generator.weights import save_weights
+from keyface.generator.weights import GeneratorWeightsError, load_network, save_weights
+from keyface.train.adversarial import PatchDiscriminator, d_hinge_loss, g_hinge_loss
 from keyface.train.data import ClipData
 from keyface.train.losses import VGGLoss
 from keyface.train.pairs import (
@@ -54,6 +55,13 @@ class TrainConfig:
     vgg_scales: tuple[float, ...] = (1.0, 0.5)
     vgg_layers: int = 4
     vgg_mode: str = "unit"
+    adv_weight: float = 0.0
+    """Weight of the adversarial term (:mod:`keyface.train.adversarial`); 0 leaves it out."""
+    adv_lr: float = 1e-4
+    """Learning rate of the discriminator."""
+    init: str = ""
+    """Weights file (``.safetensors`` of the same network kind and shape) a new run starts
+    from; empty: random initialisation."""
     seed: int = 0
     device: str = "cpu"
     amp: bool = False
@@ -187,15 +195,33 @@ def train(
         sampler = PairSampler(train_clips, config.pairs, config.seed)
     loss_vgg = VGGLoss(config.vgg_scales, config.vgg_layers, mode=config.vgg_mode).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.999))
+    disc: PatchDiscriminator | None = None
+    opt_d: torch.optim.Optimizer | None = None
+    if config.adv_weight > 0:
+        disc = PatchDiscriminator().to(device)
+        opt_d = torch.optim.Adam(disc.parameters(), lr=config.adv_lr, betas=(0.5, 0.999))
     step = 0
     if ckpt_path.is_file():
         state = torch.load(ckpt_path, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
+        if disc is not None and opt_d is not None:
+            disc.load_state_dict(state["disc"])
+            opt_d.load_state_dict(state["disc_optimizer"])
         loss_vgg.norm.copy_(state["vgg_norm"])
         sampler.rng.bit_generator.state = state["sampler_rng"]
         torch.set_rng_state(state["torch_rng"])
         step = int(state["step"])
+    elif config.init:
+        start = load_network(Path(config.init))
+        if type(start) is not type(model):
+            raise GeneratorWeightsError(f"{config.init}: not a {config.task} weights file")
+        try:
+            model.load_state_dict(start.state_dict())
+        except RuntimeError:
+            raise GeneratorWeightsError(
+                f"{config.init}: its network shape differs from this run's (--widths, --blocks)"
+            ) from None
     validator = None
     if val_clips:
         pick = fixed_keyframes if config.task == "enhancer" else fixed_pairs
@@ -215,6 +241,9 @@ def train(
             "torch_rng": torch.get_rng_state(),
             "step": step,
         }
+        if disc is not None and opt_d is not None:
+            state["disc"] = disc.state_dict()
+            state["disc_optimizer"] = opt_d.state_dict()
         tmp = ckpt_path.with_suffix(".tmp")
         torch.save(state, tmp)
         tmp.replace(ckpt_path)
@@ -235,13 +264,25 @@ def train(
             l1 = F.l1_loss(out, y)
             vgg = loss_vgg(out, y)
             loss = config.l1_weight * l1 + config.vgg_weight * vgg
+        if disc is not None:
+            # The discriminator runs in float32 (spectral normalisation's power iteration).
+            adv = g_hinge_loss(disc(out.float()))
+            loss = loss + config.adv_weight * adv
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if disc is not None and opt_d is not None:
+            opt_d.zero_grad(set_to_none=True)
+            d_loss = d_hinge_loss(disc(y), disc(out.detach().float()))
+            d_loss.backward()
+            opt_d.step()
         step += 1
         record: dict[str, float] = {}
         if step % config.log_every == 0 or step == config.steps:
             record = {"step": step, "loss": loss.item(), "l1": l1.item(), "vgg": vgg.item()}
+            if disc is not None:
+                record["adv"] = adv.item()
+                record["disc"] = d_loss.item()
             record["lr"] = lr_at(step - 1)
             record["seconds"] = time.perf_counter() - t0
         if validator and (step % config.val_every == 0 or step == config.steps):
