@@ -218,10 +218,11 @@ def test_tiny_bench_and_cache(
     if not anchor_available("x264"):
         pytest.skip("x264 not available")
     out = tmp_path / "bench"
+    # The warp renderer: its curve is labelled plain "keyface".
     args = [
         "bench", "--clips", str(carphone_path), "--frames", "12", "--u", "0,0.6",
         "--anchors", "x264", "--qps", "x264=30,40", "--metrics", "psnr,ssim",
-        "--out", str(out), "-q",
+        "--generator", "warp", "--out", str(out), "-q",
     ]  # fmt: skip
     assert main(args) == 0
     data = json.loads((out / "points.json").read_text())

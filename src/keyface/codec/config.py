@@ -10,7 +10,7 @@ import numpy as np
 
 from keyface.bitstream import RefreshMode
 from keyface.intra import DEFAULT_INTRA_CODEC
-from keyface.render import Reference
+from keyface.render import DEFAULT_RENDERER, Reference
 
 MAX_BUFFER = 5
 
@@ -43,7 +43,9 @@ class CodecConfig:
     buffer_size: int = MAX_BUFFER
     motion_chunk: int = 16
     """Frames per MOTION packet (1 for the lowest latency, larger for less overhead)."""
-    generator: str = "warp"
+    generator: str = DEFAULT_RENDERER
+    """The renderer the encoder renders with where it must predict the decoder (the PSNR
+    refresh rule, the prepared references); written in the header."""
     motion_field: bool = True
     """Send the body-motion grid (:mod:`keyface.motion.field`) with every predicted frame:
     the hair, shoulders and background follow the real frame instead of being held still."""

@@ -3,8 +3,9 @@
 The receiver (or the server) holds an avatar: any face photo, cropped the way the codec crops
 (:meth:`AvatarAnimator.from_photo`), and its face-mesh keypoints. Per frame it gets only the
 sender's decoded *keypoints* (never the sender's picture: the API has no way to pass one) and
-renders the avatar with the renderer of :func:`keyface.render.get_renderer`, so the output is
-always a warp of the avatar's own pixels.
+renders the avatar with the training-free warp (a renderer may be passed), so the output is
+always a warp of the avatar's own pixels. (The default renderer's keyframe enhancer undoes
+what the keyframe codec did to a coded picture; an avatar photo was never coded.)
 
 **Relative transfer.** Faces differ in shape, so the sender's keypoints are not used as they
 are. One sender frame is the *initial* frame (the first one, or, with ``warmup`` frames, the
@@ -210,7 +211,7 @@ class AvatarAnimator:
 
     ``avatar_image`` is a square face crop (uint8 RGB), ``avatar_landmarks`` its face-mesh
     landmarks in its pixels ((478, 2|3); measured with :class:`LandmarkTracker` when
-    ``None``). ``renderer``: default :func:`keyface.render.get_renderer`. ``fps`` sets the
+    ``None``). ``renderer``: default the warp (``get_renderer("warp")``). ``fps`` sets the
     clock of the idle motion. ``warmup``: frames at the start during which the avatar shows
     its idle motion while the sender frame with the closest pose is chosen as the initial
     frame (0: the first frame with a face is the initial frame). ``rebase_s``: after that many
@@ -254,7 +255,7 @@ class AvatarAnimator:
             raise ValueError(f"need 478 face-mesh landmarks, got {kp.shape[0]}")
         self.image = avatar_image
         self.keypoints = kp
-        self.renderer = renderer if renderer is not None else get_renderer()
+        self.renderer = renderer if renderer is not None else get_renderer("warp")
         self.reference = self.renderer.prepare(avatar_image, kp)
         self.threshold = float(threshold)
         self.recover = float(recover)
