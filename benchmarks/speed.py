@@ -9,7 +9,8 @@ Stages timed separately, best of ``--repeat`` runs:
   keyframe coding) over frames that are already cropped;
 - encoder = analysis + coding, the figure to compare with the 50 frames/s target;
 - decoder: bitstream parsing, keyframe decoding, motion decoding and rendering with
-  ``--generator`` (the warp by default, or a learned generator; 25 frames/s target).
+  ``--generator`` (the default renderer, the keyframe enhancer, unless named; the encoder
+  renders with the same one; 25 frames/s target).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from keyface.bitstream import RefreshMode
 from keyface.cli.demo import default_clip
 from keyface.codec.ratecontrol import config_for_preset
 from keyface.pipeline import analyze, decode_bytes, encode_analysis
-from keyface.render import get_renderer
+from keyface.render import DEFAULT_RENDERER, get_renderer
 
 MODES = {"psnr": RefreshMode.PSNR, "motion": RefreshMode.MOTION, "fixed": RefreshMode.FIXED}
 
@@ -49,7 +50,9 @@ def main() -> None:
     parser.add_argument("--refresh", choices=tuple(MODES), default="motion")
     parser.add_argument("--intra")
     parser.add_argument(
-        "--generator", default="warp", help="decoder renderer (warp, a name, a file)"
+        "--generator",
+        default=DEFAULT_RENDERER,
+        help=f"encoder and decoder renderer (default {DEFAULT_RENDERER}; warp, a name, a file)",
     )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -59,6 +62,7 @@ def main() -> None:
     config = config_for_preset(args.quality, replace(config, refresh_mode=MODES[args.refresh]))
     if args.intra:
         config = replace(config, intra_codec=args.intra)
+    config = replace(config, generator=args.generator)
 
     t_ana, analysis = best_of(args.repeat, lambda: analyze(source, max_frames=args.frames))
     t_enc, result = best_of(args.repeat, lambda: encode_analysis(analysis, config))
