@@ -36,6 +36,7 @@ from keyface.face import CropTracker, FaceDetector, FaceNotFoundError, LandmarkT
 from keyface.io import probe, read_frames
 from keyface.io.video import VideoError
 from keyface.pipeline import ALREADY_CROPPED, flatten_inside
+from keyface.render import get_renderer
 from keyface.server.client import ConnectionLost, SenderClient
 from keyface.server.session import Datagram, SenderSession
 from keyface.types import CropBox
@@ -268,6 +269,9 @@ class LiveSender:
             freeze=self.full_frame,
         )
         self._analyzer.detector.detect(np.zeros((64, 64, 3), dtype=np.uint8))
+        # The encoder's renderer: a learned one loads its weights and exports its network to
+        # ONNX once per process (about 1.3 s), which must not happen at the first face.
+        get_renderer(self.config.generator)
         if self.blas_threads is not None:
             limit_blas_threads(self.blas_threads)
 
