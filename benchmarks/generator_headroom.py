@@ -12,6 +12,10 @@ from it with motion quantised at level 2. LPIPS-Alex against the original frame 
 * ``warp``: the training-free warp (the baseline);
 * ``warp_bilinear``: the same warp sampled bilinearly (what the warp did before it sampled
   bicubically);
+* ``warp_unsharp``: the warp with a fixed unsharp mask (amount 0.3, Gaussian sigma 1 px): what
+  plain sharpening, training-free, wins;
+* ``enhanced``, ``enhanced_unsharp``: the warp of the keyframe as the default keyframe enhancer
+  (``--enhancer``) returns it, without and with the same unsharp mask (not oracles: results);
 * ``perfect_keyframe``: the same warp of the *original* frame (what a perfect keyframe
   enhancer could reach);
 * ``perfect_motion``: the decoded keyframe warped by the codec's flow composed with the optical
@@ -40,6 +44,7 @@ from keyface.eval.nets import load_lpips
 from keyface.generator.features import INNER_MOUTH, LEFT_EYE, RIGHT_EYE
 from keyface.intra import get_intra_codec
 from keyface.motion.field import compose_flow
+from keyface.render import DEFAULT_RENDERER, get_renderer
 from keyface.render.warp import FACE_OVAL, WarpRenderer, warp_image
 from keyface.train.data import load_prepared
 from keyface.train.pairs import PairConfig, PairSampler
@@ -48,6 +53,9 @@ NAMES = (
     "freeze",
     "warp",
     "warp_bilinear",
+    "warp_unsharp",
+    "enhanced",
+    "enhanced_unsharp",
     "perfect_keyframe",
     "perfect_motion",
     "true_mouth",
@@ -55,6 +63,11 @@ NAMES = (
     "true_face",
     "true_outside",
 )
+
+
+def _unsharp(image: np.ndarray, amount: float = 0.3, sigma: float = 1.0) -> np.ndarray:
+    x = image.astype(np.float32)
+    return np.clip(x + amount * (x - cv2.GaussianBlur(x, (0, 0), sigma)), 0, 255).astype(np.uint8)
 
 
 def _mask(
@@ -83,6 +96,9 @@ def main() -> None:
     parser.add_argument("--quality", type=int, default=22)
     parser.add_argument("--frames", type=int, default=125)
     parser.add_argument("--step", type=int, default=8)
+    parser.add_argument(
+        "--enhancer", default=DEFAULT_RENDERER, help="renderer of the rows enhanced*"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     limit_blas_threads(1)
@@ -95,6 +111,7 @@ def main() -> None:
     lpips = load_lpips("alex")
     sampler = PairSampler(clips, PairConfig(levels=(2,)), 0)
     renderer = WarpRenderer()
+    enhancer = get_renderer(args.enhancer)
     codec = get_intra_codec(args.codec)
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
     rows = []
@@ -104,6 +121,7 @@ def main() -> None:
         decoded = codec.decode(codec.encode(original, args.quality))
         size = original.shape[0]
         reference = renderer.prepare(decoded, sampler.keypoints(clip.params[first], 2, size))
+        enhanced = enhancer.prepare(decoded, reference.keypoints).image
         images: dict[str, list[np.ndarray]] = {n: [] for n in NAMES}
         targets = []
         for t in [t for t in clip.valid if first < t <= first + args.frames][:: args.step]:
@@ -125,6 +143,9 @@ def main() -> None:
                 cv2.remap(decoded, flow[..., 0], flow[..., 1], cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_REPLICATE)
             )  # fmt: skip
+            images["warp_unsharp"].append(_unsharp(warp))
+            images["enhanced"].append(warp_image(enhanced, flow))
+            images["enhanced_unsharp"].append(_unsharp(images["enhanced"][-1]))
             images["perfect_keyframe"].append(clean)
             images["perfect_motion"].append(warp_image(decoded, composed))
             images["true_mouth"].append(_paste(warp, target, _mask(kp, (INNER_MOUTH,), 11, size)))
