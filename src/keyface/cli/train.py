@@ -79,6 +79,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     fit.add_argument("--adv-lr", type=float, default=1e-4, help="discriminator learning rate")
     fit.add_argument("--init", default="", help="weights (.safetensors) a new run starts from")
+    fit.add_argument(
+        "--resample-share",
+        type=float,
+        default=0.0,
+        help="enhancer: share of steps with output and target resampled alike (0: none)",
+    )
     fit.add_argument("--device", default="cpu", help="cpu or cuda")
     fit.add_argument(
         "--amp",
@@ -209,6 +215,7 @@ def _fit(args: argparse.Namespace) -> int:
         adv_weight=args.adv_weight,
         adv_lr=args.adv_lr,
         init=args.init,
+        resample_share=args.resample_share,
         seed=args.seed,
         device=args.device,
         amp=args.amp,

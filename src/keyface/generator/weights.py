@@ -78,6 +78,17 @@ SHIPPED: dict[str, ShippedWeights] = {
         ),
         split="splits/dev_v1.json (train_people; validated on validation_people)",
     ),
+    "kf-enh-v3": ShippedWeights(
+        name="kf-enh-v3",
+        filename="kf-enh-v3.safetensors",
+        sha256="fe07bd2042b64145d6c58d7a402700ae470244770ae4e06d85fa9190ed01f9c0",
+        command=(
+            "keyface train fit --task enhancer --data cache/train --split splits/dev_v1.json "
+            "--run runs/enh_v3 --steps 2500 --lr 2e-4 --resample-share 0.8 "
+            "--init runs/enh_v2/enhancer.safetensors --amp --threads 2 --val-every 500"
+        ),
+        split="splits/dev_v1.json (train_people; validated on validation_people)",
+    ),
 }
 """Trained networks that ship with keyface (see docs/generator.md for how each was trained)."""
 
@@ -104,6 +115,12 @@ RENDERERS: dict[str, ShippedRenderer] = {
     ),
     "kf-enh-v2": ShippedRenderer(
         "kf-enh-v2", "kf-enh-v2", None, "keyframe enhancer v2 (longer run), then the warp"
+    ),
+    "kf-enh-v3": ShippedRenderer(
+        "kf-enh-v3",
+        "kf-enh-v3",
+        None,
+        "keyframe enhancer v3 (v2 fine-tuned also through sub-pixel shifts), then the warp",
     ),
 }
 """Learned renderers that ship with keyface (``--generator NAME``)."""

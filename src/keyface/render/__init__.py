@@ -28,12 +28,11 @@ class Renderer(Protocol):
         ...
 
 
-DEFAULT_RENDERER = "kf-enh-v2"
+DEFAULT_RENDERER = "kf-enh-v3"
 """Renderer used when none is named (the encoder's prediction of the decoder, the decoder,
-``keyface decode``, ``demo``, ``bench``, the server): the keyframe enhancer v2, then the warp.
+``keyface decode``, ``demo``, ``bench``, the server): the keyframe enhancer, then the warp.
 It beats the training-free warp at every rung of the rate ladder on the validation people
-(LPIPS -0.1% to -4.4%, DISTS -0.9% to -6.0%, docs/generator.md) for 35 ms per keyframe;
-``"warp"`` stays available by name."""
+(docs/generator.md) for 35 ms per keyframe; ``"warp"`` stays available by name."""
 
 
 class UnknownRendererError(Exception):

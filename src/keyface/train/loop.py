@@ -59,6 +59,10 @@ class TrainConfig:
     """Weight of the adversarial term (:mod:`keyface.train.adversarial`); 0 leaves it out."""
     adv_lr: float = 1e-4
     """Learning rate of the discriminator."""
+    resample_share: float = 0.0
+    """Enhancer: share of steps whose output is shifted by a random sub-pixel amount the way the
+    warp samples (bicubic) and compared with the target shifted exactly (:func:`resample`), so
+    the enhancer also learns to pre-compensate the warp's resampling blur."""
     init: str = ""
     """Weights file (``.safetensors`` of the same network kind and shape) a new run starts
     from; empty: random initialisation."""
@@ -99,6 +103,34 @@ class TrainConfig:
 
 def _tuple(v: Any) -> Any:
     return tuple(v) if isinstance(v, list) else v
+
+
+def resample(
+    output: torch.Tensor, target: torch.Tensor, generator: torch.Generator, margin: int = 4
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shift each ``(N, 3, H, W)`` sample by a random fraction of a pixel (within +-0.5 in x
+    and y): ``output`` bicubically, as :func:`keyface.render.warp.warp_image` samples the
+    keyframe, ``target`` exactly (a phase shift of its spectrum). What the two then differ by
+    includes the blur of bicubic resampling, which an enhancer can pre-compensate once per
+    keyframe. ``margin`` border pixels are cropped (the spectral shift wraps around)."""
+    n, _, h, w = output.shape
+    shift = torch.rand(n, 2, generator=generator) - 0.5  # (dx, dy) in pixels
+    dx, dy = shift[:, 0].to(output.device), shift[:, 1].to(output.device)
+    eye = torch.zeros(n, 2, 3, device=output.device)
+    eye[:, 0, 0] = eye[:, 1, 1] = 1.0
+    # The output at x is the input at x - d: a translation of the picture by +d.
+    eye[:, 0, 2] = -2 * dx / w
+    eye[:, 1, 2] = -2 * dy / h
+    grid = F.affine_grid(eye, [n, 3, h, w], align_corners=False)
+    moved = F.grid_sample(
+        output.float(), grid, mode="bicubic", padding_mode="border", align_corners=False
+    )
+    fy = torch.fft.fftfreq(h, device=output.device).view(1, h, 1)
+    fx = torch.fft.rfftfreq(w, device=output.device).view(1, 1, w // 2 + 1)
+    phase = torch.exp(-2j * math.pi * (fx * dx.view(n, 1, 1) + fy * dy.view(n, 1, 1)))
+    exact = torch.fft.irfft2(torch.fft.rfft2(target.float()) * phase[:, None], s=(h, w))
+    crop = (slice(None), slice(None), slice(margin, h - margin), slice(margin, w - margin))
+    return moved[crop], exact[crop]
 
 
 def _seed_all(seed: int) -> None:
@@ -252,6 +284,7 @@ def train(
         x, y = sampler.batch(config.batch)
         loss_vgg.calibrate(_to_tensor(x[:, :3], device), _to_tensor(y, device))
     amp_device = "cuda" if device.startswith("cuda") else "cpu"
+    resample_rng = torch.Generator().manual_seed(config.seed + step)
     model.train()
     t0 = time.perf_counter()
     while step < config.steps:
@@ -261,8 +294,11 @@ def train(
             g["lr"] = lr_at(step)
         with torch.autocast(amp_device, dtype=torch.bfloat16, enabled=config.amp):
             out = model(x)
-            l1 = F.l1_loss(out, y)
-            vgg = loss_vgg(out, y)
+            seen, truth = out, y
+            if config.resample_share > 0 and float(torch.rand(1)) < config.resample_share:
+                seen, truth = resample(out, y, resample_rng)
+            l1 = F.l1_loss(seen, truth)
+            vgg = loss_vgg(seen, truth)
             loss = config.l1_weight * l1 + config.vgg_weight * vgg
         if disc is not None:
             # The discriminator runs in float32 (spectral normalisation's power iteration).
