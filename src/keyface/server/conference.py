@@ -510,8 +510,9 @@ class SenderPeer(Peer):
                 photo = np.asarray(img.convert("RGB"))
             header = self.decoder.header
             fps = float(header.fps) if header is not None else 25.0
-            renderer = get_renderer(self.room.config.generator)
-            avatar = AvatarAnimator.from_photo(photo, size=256, renderer=renderer, fps=fps)
+            # The animator's own renderer (the warp): the room's keyframe enhancer undoes a
+            # keyframe codec, and an avatar photo was never coded by one.
+            avatar = AvatarAnimator.from_photo(photo, size=256, fps=fps)
         except (OSError, ValueError, ImportError, FaceNotFoundError) as exc:
             self.decoder.stats.malformed += 1
             logger.info("%s: unusable avatar photo: %s", self.name, exc)
