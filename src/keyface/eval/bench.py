@@ -469,15 +469,23 @@ def _worker_init() -> None:
 def _source_stamp(path: Path) -> dict[str, Any]:
     """What identifies a clip's source: its path, size and content digest. Not its mtime: a
     copied or re-synced data folder must not throw the cached crops and points away."""
+    st = path.stat()
+    return {
+        "source": str(path.resolve()),
+        "source_bytes": st.st_size,
+        "source_sha256": _sha256(str(path.resolve()), st.st_size, st.st_mtime_ns),
+    }
+
+
+@functools.cache
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    """SHA-256 of a file's content, read once per process while its size and mtime hold (the
+    run checks each clip's stamp more than once)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
-    return {
-        "source": str(path.resolve()),
-        "source_bytes": path.stat().st_size,
-        "source_sha256": digest.hexdigest(),
-    }
+    return digest.hexdigest()
 
 
 def prepare_clip(task: dict[str, Any]) -> dict[str, Any]:

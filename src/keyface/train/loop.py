@@ -116,12 +116,12 @@ def resample(
     n, _, h, w = output.shape
     shift = torch.rand(n, 2, generator=generator) - 0.5  # (dx, dy) in pixels
     dx, dy = shift[:, 0].to(output.device), shift[:, 1].to(output.device)
-    eye = torch.zeros(n, 2, 3, device=output.device)
-    eye[:, 0, 0] = eye[:, 1, 1] = 1.0
+    theta = torch.zeros(n, 2, 3, device=output.device)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1.0
     # The output at x is the input at x - d: a translation of the picture by +d.
-    eye[:, 0, 2] = -2 * dx / w
-    eye[:, 1, 2] = -2 * dy / h
-    grid = F.affine_grid(eye, [n, 3, h, w], align_corners=False)
+    theta[:, 0, 2] = -2 * dx / w
+    theta[:, 1, 2] = -2 * dy / h
+    grid = F.affine_grid(theta, [n, 3, h, w], align_corners=False)
     moved = F.grid_sample(
         output.float(), grid, mode="bicubic", padding_mode="border", align_corners=False
     )
