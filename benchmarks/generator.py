@@ -22,12 +22,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from keyface._threads import limit_blas_threads
 from keyface.codec.ratecontrol import config_for_preset
 from keyface.eval.bench import select_clips
 from keyface.eval.metrics import compute_metrics
 from keyface.pipeline import analyze, cropped_frames, decode_bytes, encode_analysis
 from keyface.render import DEFAULT_RENDERER, get_renderer
+from keyface.threads import apply_thread_policy
 
 FAST = ("psnr", "lpips_alex")
 SLOW = ("dists", "aed")
@@ -54,7 +54,7 @@ def main() -> None:
     parser.add_argument("--grid-clips", type=int, default=6)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    limit_blas_threads(1)  # as every keyface command (keyface._threads)
+    apply_thread_policy()  # keyface.threads: KEYFACE_THREADS or the default
 
     clips = select_clips(
         args.clips, split=args.split, subset="validation", limit=args.limit, frames=args.frames

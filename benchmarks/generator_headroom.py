@@ -39,13 +39,13 @@ import cv2
 import numpy as np
 import torch
 
-from keyface._threads import limit_blas_threads
 from keyface.eval.nets import load_lpips
 from keyface.generator.features import INNER_MOUTH, LEFT_EYE, RIGHT_EYE
 from keyface.intra import get_intra_codec
 from keyface.motion.field import compose_flow
 from keyface.render import DEFAULT_RENDERER, get_renderer
 from keyface.render.warp import FACE_OVAL, WarpRenderer, warp_image
+from keyface.threads import apply_thread_policy
 from keyface.train.data import load_prepared
 from keyface.train.pairs import PairConfig, PairSampler
 
@@ -101,8 +101,7 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    limit_blas_threads(1)
-    torch.set_num_threads(1)
+    apply_thread_policy()  # keyface.threads: KEYFACE_THREADS or the default
 
     people = set(json.loads(args.split.read_text())["validation_people"])
     clips = load_prepared(args.data, people)

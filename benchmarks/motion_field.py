@@ -40,9 +40,9 @@ import cv2
 import numpy as np
 import torch
 
-from keyface._threads import limit_blas_threads
 from keyface.eval.nets import load_lpips
 from keyface.motion.field import compose_flow
+from keyface.threads import apply_thread_policy
 
 GRIDS = (2, 3, 4, 6)
 
@@ -258,8 +258,7 @@ def main() -> None:
     c.add_argument("--variant", action="append", default=[], help="grid:step:hold:bands:growth")
     c.add_argument("--json", type=Path)
     args = parser.parse_args()
-    limit_blas_threads(1)
-    torch.set_num_threads(1)
+    apply_thread_policy()  # keyface.threads: KEYFACE_THREADS or the default
     out = {"oracle": oracle, "predict": predict, "codec": codec}[args.mode](args)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

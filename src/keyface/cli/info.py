@@ -1,4 +1,5 @@
-"""``keyface info IN.kf``: what a stream holds, where its bytes go."""
+"""``keyface info IN.kf``: what a stream holds, where its bytes go; ``keyface info --system``:
+the thread policy and what each compute library uses (docs/threads.md)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from keyface.bitstream import (
     read_stream,
 )
 from keyface.cli._common import existing_file
+from keyface.cli.main import UserError
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -24,7 +26,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="describe a keyface stream",
         description="Print a keyface stream's header and how its bytes split between parts.",
     )
-    p.add_argument("input", help="keyface stream (.kf)")
+    p.add_argument("input", nargs="?", help="keyface stream (.kf)")
+    p.add_argument(
+        "--system",
+        action="store_true",
+        help="describe this machine instead: CPUs, the thread policy and the thread pools of "
+        "torch, onnxruntime, OpenCV and BLAS",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument("--packets", action="store_true", help="list every packet")
     return p
@@ -87,7 +95,78 @@ def describe(data: bytes) -> dict[str, Any]:
     return info
 
 
+def describe_system() -> dict[str, Any]:
+    """The thread policy and the pools it set, after loading every compute library keyface
+    uses (so that the figures are the ones a decode or a training run gets)."""
+    import platform
+
+    import cv2
+    import numpy
+    import onnxruntime
+    import scipy.linalg  # noqa: F401 - loads scipy's BLAS, so that its pool is listed
+    import torch
+
+    from keyface import __version__
+    from keyface.threads import describe_threads, onnx_session_options
+
+    out: dict[str, Any] = {
+        "keyface": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "opencv": cv2.__version__,
+        "numpy": numpy.__version__,
+    }
+    out["threads"] = describe_threads()
+    options = onnx_session_options()
+    out["threads"]["onnxruntime"] = {
+        "intra_op": options.intra_op_num_threads,
+        "inter_op": options.inter_op_num_threads,
+        "allow_spinning": options.get_session_config_entry("session.intra_op.allow_spinning"),
+    }
+    return out
+
+
+def _print_system(info: dict[str, Any]) -> None:
+    threads = info.pop("threads")
+    for key, value in info.items():
+        print(f"{key:<22} {value}")
+    policy = threads["policy"]
+    spin = "spin" if policy["spin"] else "no spinning"
+    print(
+        f"{'thread policy':<22} {policy['compute']} compute, {policy['blas']} BLAS, {spin} "
+        f"(from {policy['source']}; {threads['cpus']} CPUs)"
+    )
+    if "torch" in threads:
+        t = threads["torch"]
+        print(f"{'  torch':<22} intra-op {t['intra_op']}, inter-op {t['inter_op']}")
+    o = threads["onnxruntime"]
+    print(
+        f"{'  onnxruntime':<22} intra-op {o['intra_op']}, inter-op {o['inter_op']}, "
+        f"spinning {o['allow_spinning']}"
+    )
+    if "opencv" in threads:
+        print(f"{'  opencv':<22} {threads['opencv']}")
+    for pool in threads.get("pools", []):
+        print(
+            f"{'  ' + str(pool['api']):<22} {pool['threads']} ({pool['library']}, {pool['path']})"
+        )
+    env = " ".join(f"{k}={v}" for k, v in threads["environment"].items())
+    print(f"{'  environment':<22} {env}")
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.system:
+        if args.input:
+            raise UserError("give either a stream or --system, not both")
+        system = describe_system()
+        if args.json:
+            print(json.dumps(system, indent=1))
+        else:
+            _print_system(system)
+        return 0
+    if not args.input:
+        raise UserError("name a keyface stream (.kf), or give --system")
     data = existing_file(args.input).read_bytes()
     info = describe(data)
     if not args.packets:

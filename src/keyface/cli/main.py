@@ -64,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generative talking-head video codec for ultra-low bitrate conferencing.",
     )
     parser.add_argument("--version", action="version", version=f"keyface {__version__}")
+    parser.add_argument(
+        "--threads",
+        metavar="N",
+        help="compute threads for torch, onnxruntime, OpenCV and OpenMP: N, 'all', or 'N,spin' "
+        "(default: $KEYFACE_THREADS, else half the CPUs, at most 4; docs/threads.md)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:
@@ -84,9 +90,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     parser = build_parser()
     args = parser.parse_args(argv)
-    from keyface._threads import limit_blas_threads
+    from keyface.threads import ENV_VAR, apply_thread_policy, parse_override, set_thread_policy
 
-    limit_blas_threads(1)  # see keyface._threads: BLAS threads only slow the codec down
+    try:
+        if args.threads is not None:
+            set_thread_policy(parse_override(args.threads, what="--threads"))
+        elif os.environ.get(ENV_VAR):
+            set_thread_policy(parse_override(os.environ[ENV_VAR]))
+        else:
+            apply_thread_policy()
+    except ValueError as exc:
+        print(f"keyface: error: {exc}", file=sys.stderr)
+        return 2
     try:
         return int(args._run(args))
     except _user_error_types() as exc:

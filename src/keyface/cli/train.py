@@ -91,7 +91,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         action="store_true",
         help="bfloat16 mixed precision (CUDA, or CPUs with AVX512-BF16/AMX)",
     )
-    fit.add_argument("--threads", type=int, default=0)
+    fit.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="compute threads for the run (0: the thread policy, `keyface --threads`)",
+    )
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--val-every", type=int, default=200)
     fit.add_argument("-q", "--quiet", action="store_true")

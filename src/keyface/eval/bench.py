@@ -43,6 +43,8 @@ from typing import Any
 
 import numpy as np
 
+from keyface.threads import child_environment
+
 SCHEMA = "keyface-bench/1"
 KEYFACE = "keyface"
 DEFAULT_FRAMES = 125
@@ -456,14 +458,12 @@ def _point_key(cfg: BenchConfig, codec: str, param: float | int) -> dict[str, An
 
 
 def _worker_init() -> None:
-    """One torch thread per worker; Ctrl-C is handled by the parent, which stops the workers."""
+    """One compute thread per worker (the parent's environment says so, keyface.threads);
+    Ctrl-C is handled by the parent, which stops the workers."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    import torch
+    from keyface.threads import apply_thread_policy
 
-    torch.set_num_threads(1)
-    import keyface.eval.metrics as metrics
-
-    metrics.TORCH_THREADS = 1
+    apply_thread_policy()
 
 
 def _source_stamp(path: Path) -> dict[str, Any]:
@@ -700,10 +700,11 @@ class _Runner:
         if self.pool is None:
             import multiprocessing
 
-            # Children inherit these: one BLAS/OpenMP thread each (set before they import torch).
-            for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            # Children inherit these: one compute thread each, the parallelism is the pool
+            # (read by keyface.threads in the worker, before it imports torch).
+            for k, v in child_environment(compute=1).items():
                 self._env[k] = os.environ.get(k)
-                os.environ[k] = "1"
+                os.environ[k] = v
             if "SVT_LOG" not in os.environ:  # SVT-AV1: errors only, not its banner per encode
                 self._env["SVT_LOG"] = None
                 os.environ["SVT_LOG"] = "1"

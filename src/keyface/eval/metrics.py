@@ -30,7 +30,6 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -39,6 +38,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from keyface.threads import apply_thread_policy, current_policy
 from keyface.types import check_image
 
 PSNR_CAP_DB = 100.0
@@ -46,8 +46,6 @@ PSNR_CAP_DB = 100.0
 
 BATCH_PIXELS = 16 * 256 * 256
 """Frames per torch batch: 16 at 256x256, fewer for larger frames."""
-
-TORCH_THREADS = 2
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 VMAF_MODEL = "vmaf_v0.6.1"
@@ -155,16 +153,6 @@ class VideoMetrics:
 
 # --------------------------------------------------------------------------------------------
 # helpers
-
-
-@contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    old = torch.get_num_threads()
-    torch.set_num_threads(max(1, min(n, os.cpu_count() or n)))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def _batches(count: int, height: int, width: int) -> Iterator[slice]:
@@ -426,7 +414,7 @@ def run_vmaf(
     ref: Sequence[np.ndarray], dist: Sequence[np.ndarray], threads: int | None = None
 ) -> list[float]:
     """Per-frame VMAF from libvmaf in imageio-ffmpeg's static ffmpeg (``threads`` defaults to
-    :data:`TORCH_THREADS`)."""
+    the thread policy's compute count, keyface.threads)."""
     import imageio_ffmpeg
 
     ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
@@ -434,9 +422,10 @@ def run_vmaf(
         folder = Path(tmp)
         _write_y4m(folder / "ref.y4m", ref)
         _write_y4m(folder / "dist.y4m", dist)
+        n_threads = max(1, threads or current_policy().compute)
         graph = (
             f"[0:v][1:v]libvmaf=model='version={VMAF_MODEL}'"
-            f":log_fmt=json:log_path=vmaf.json:n_threads={max(1, threads or TORCH_THREADS)}"
+            f":log_fmt=json:log_path=vmaf.json:n_threads={n_threads}"
         )
         cmd = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error"]
         cmd += ["-i", "dist.y4m", "-i", "ref.y4m", "-lavfi", graph, "-f", "null", "-"]
@@ -624,7 +613,8 @@ def compute_metrics(
         (("akd",), _akd_metric),
         (("aed",), _aed_metric),
     ]
-    with _torch_threads(TORCH_THREADS), torch.no_grad():
+    apply_thread_policy()  # the process's torch threads, set once (keyface.threads)
+    with torch.no_grad():
         for members, fn in groups:
             wanted = [n for n in members if n in names]
             if wanted:

@@ -25,6 +25,7 @@ from keyface.generator.features import generator_input, to_uint8
 from keyface.generator.model import IN_CHANNELS, Generator
 from keyface.generator.weights import load_network
 from keyface.render.warp import Reference, WarpRenderer, warp_image
+from keyface.threads import apply_thread_policy, onnx_session_options
 from keyface.types import check_image
 
 Network = Generator | Enhancer
@@ -51,10 +52,9 @@ def export_onnx(model: Network, size: int = 256) -> bytes:
 
 
 class _TorchRunner:
-    def __init__(self, model: Network, threads: int | None) -> None:
+    def __init__(self, model: Network) -> None:
         self.model = model.eval()
-        if threads:
-            torch.set_num_threads(threads)
+        apply_thread_policy()  # torch's pool is the process's: set once, never per renderer
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
@@ -62,15 +62,12 @@ class _TorchRunner:
 
 
 class _OnnxRunner:
-    def __init__(self, model: Network, threads: int | None) -> None:
+    def __init__(self, model: Network) -> None:
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        # Worker threads must not spin between frames: the warp runs on the same cores.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if threads:
-            options.intra_op_num_threads = threads
+        # The policy's thread count, and workers that sleep between frames (the warp runs on
+        # the same cores): keyface.threads.
+        options = onnx_session_options()
         onnx = _EXPORTED.get(model)
         if onnx is None:  # export once per network, not once per renderer
             onnx = _EXPORTED[model] = export_onnx(model)
@@ -105,7 +102,6 @@ class GeneratorRenderer:
         *,
         enhancer: Enhancer | None = None,
         backend: str = "auto",
-        threads: int | None = None,
     ) -> None:
         if backend not in ("auto", "onnx", "torch"):
             raise ValueError(f"backend must be auto, onnx or torch, got {backend!r}")
@@ -117,8 +113,8 @@ class GeneratorRenderer:
         self.backend = backend
         self.warp = WarpRenderer()
         runner = _OnnxRunner if backend == "onnx" else _TorchRunner
-        self._run = runner(model, threads) if model is not None else None
-        self._enhance = runner(enhancer, threads) if enhancer is not None else None
+        self._run = runner(model) if model is not None else None
+        self._enhance = runner(enhancer) if enhancer is not None else None
 
     @classmethod
     def from_file(cls, path: Path, name: str = "generator", **kwargs: object) -> GeneratorRenderer:

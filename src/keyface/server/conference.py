@@ -45,7 +45,6 @@ from aiortc import (
 )
 from PIL import Image
 
-from keyface._threads import limit_blas_threads
 from keyface.bitstream import BackgroundPacket, BitstreamError, parse_packet
 from keyface.compose import Composer
 from keyface.intra import IntraCodecError, get_intra_codec
@@ -61,6 +60,7 @@ from keyface.server.session import (
     RoomSession,
 )
 from keyface.server.tokens import ROLES, Role, verify_token
+from keyface.threads import apply_thread_policy
 from keyface.types import CropBox
 
 logger = logging.getLogger(__name__)
@@ -122,9 +122,6 @@ class ServerConfig:
     """Decoding / rendering threads shared by all senders (default: the CPU count)."""
     rate_window_s: float = 2.0
     """Window of the uplink kbit/s and frames/s figures."""
-    blas_threads: int | None = 1
-    """Limit the process's BLAS libraries to this many threads (``None``: leave them); the
-    worker pool is the parallelism (see ``keyface._threads``)."""
     ice_servers: tuple[str, ...] = ()
     """STUN/TURN URLs; none by default (host candidates: loopback and LAN)."""
 
@@ -659,8 +656,7 @@ class Conference:
 
     def __init__(self, config: ServerConfig) -> None:
         get_renderer(config.generator)  # fail now, not at the first sender, on a bad name
-        if config.blas_threads is not None:
-            limit_blas_threads(config.blas_threads)
+        apply_thread_policy()  # the worker pool is the parallelism (keyface.threads)
         self.config = config
         self.rooms: dict[str, LiveRoom] = {}
         self.pool = ThreadPoolExecutor(

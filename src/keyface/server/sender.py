@@ -29,7 +29,6 @@ import av
 import numpy as np
 from PIL import Image
 
-from keyface._threads import limit_blas_threads
 from keyface.bitstream import BackgroundPacket
 from keyface.codec.config import CodecConfig
 from keyface.face import CropTracker, FaceDetector, FaceNotFoundError, LandmarkTracker, apply_crop
@@ -39,6 +38,7 @@ from keyface.pipeline import ALREADY_CROPPED, flatten_inside
 from keyface.render import get_renderer
 from keyface.server.client import ConnectionLost, SenderClient
 from keyface.server.session import Datagram, SenderSession
+from keyface.threads import apply_thread_policy
 from keyface.types import CropBox
 
 AVATAR_MAX_SIDE = 1024
@@ -232,11 +232,9 @@ class LiveSender:
         report_every_s: float = 2.0,
         record: bool = False,
         avatar: bytes | None = None,
-        blas_threads: int | None = 1,
     ) -> None:
         self.source = source
         self.avatar = avatar
-        self.blas_threads = blas_threads
         self.client = client
         self.config = config
         self.reset_interval = reset_interval
@@ -272,8 +270,7 @@ class LiveSender:
         # The encoder's renderer: a learned one loads its weights and exports its network to
         # ONNX once per process (about 1.3 s), which must not happen at the first face.
         get_renderer(self.config.generator)
-        if self.blas_threads is not None:
-            limit_blas_threads(self.blas_threads)
+        apply_thread_policy()
 
     def _analyze(
         self, image: np.ndarray

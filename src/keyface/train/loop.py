@@ -28,6 +28,7 @@ from torch.nn import functional as F
 from keyface.generator.enhancer import Enhancer, EnhancerConfig
 from keyface.generator.model import Generator, GeneratorConfig
 from keyface.generator.weights import GeneratorWeightsError, load_network, save_weights
+from keyface.threads import apply_thread_policy, current_policy, set_thread_policy
 from keyface.train.adversarial import PatchDiscriminator, d_hinge_loss, g_hinge_loss
 from keyface.train.data import ClipData
 from keyface.train.losses import VGGLoss
@@ -71,7 +72,8 @@ class TrainConfig:
     amp: bool = False
     """Mixed precision: bfloat16 autocast (CUDA, or a CPU with bfloat16 instructions)."""
     threads: int = 0
-    """CPU threads for torch (0: torch's default)."""
+    """Compute threads for this run (0: the process's thread policy, keyface.threads). Set
+    before the first step and not changed during the run."""
     log_every: int = 10
     val_every: int = 200
     val_pairs: int = 48
@@ -213,8 +215,11 @@ def train(
         # Only the length and where it runs may change on resume.
         config = replace(saved, steps=config.steps, device=config.device, threads=config.threads)
     cfg_path.write_text(json.dumps(config.to_json(), indent=1))
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    if config.threads and config.threads != current_policy().compute:
+        set_thread_policy(
+            replace(current_policy(), compute=config.threads, source="TrainConfig.threads")
+        )
+    apply_thread_policy()
     _seed_all(config.seed)
     device = config.device
     model: Generator | Enhancer
