@@ -44,8 +44,8 @@ from keyface.face import apply_crop, paste_back
 from keyface.imageops import psnr
 from keyface.io import VideoWriter, probe, read_frames
 from keyface.pipeline import analyze, decode_bytes, encode_analysis, full_frame
-from keyface.render import get_renderer
 from keyface.render.warp import FACE_OVAL
+from keyface.renderers import get_renderer
 from keyface.server.avatar import AvatarAnimator
 from keyface.types import CropBox
 

@@ -26,7 +26,7 @@ from keyface.codec.ratecontrol import config_for_preset
 from keyface.eval.bench import select_clips
 from keyface.eval.metrics import compute_metrics
 from keyface.pipeline import analyze, cropped_frames, decode_bytes, encode_analysis
-from keyface.render import DEFAULT_RENDERER, get_renderer
+from keyface.renderers import DEFAULT_RENDERER, get_renderer
 from keyface.threads import apply_thread_policy
 
 FAST = ("psnr", "lpips_alex")

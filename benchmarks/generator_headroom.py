@@ -43,8 +43,8 @@ from keyface.eval.nets import load_lpips
 from keyface.generator.features import INNER_MOUTH, LEFT_EYE, RIGHT_EYE
 from keyface.intra import get_intra_codec
 from keyface.motion.field import compose_flow
-from keyface.render import DEFAULT_RENDERER, get_renderer
 from keyface.render.warp import FACE_OVAL, WarpRenderer, warp_image
+from keyface.renderers import DEFAULT_RENDERER, get_renderer
 from keyface.threads import apply_thread_policy
 from keyface.train.data import load_prepared
 from keyface.train.pairs import PairConfig, PairSampler

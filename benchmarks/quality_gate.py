@@ -39,7 +39,7 @@ from keyface.codec.config import DEFAULT_THRESHOLDS
 from keyface.eval.metrics import compute_metrics
 from keyface.motion import face_regions, get_representation, motion_distance
 from keyface.pipeline import analyze, cropped_frames
-from keyface.render import get_renderer
+from keyface.renderers import get_renderer
 
 BINS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.7, 10.0)
 THRESHOLDS = (0.1, 0.15, 0.2, 0.22, 0.25, 0.3, 0.32, 0.35, 0.4, 0.5)

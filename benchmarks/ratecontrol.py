@@ -3,7 +3,7 @@
     python benchmarks/ratecontrol.py --targets 4,6,10 --seconds 10 --json results/ratecontrol.json
 
 Validation clips (one per person) at least ``--seconds`` long are analysed once; each target is
-then met by :func:`keyface.codec.ratecontrol.fit_bitrate` and the real stream size is compared
+then met by :func:`keyface.pipeline.encode_at_kbps` and the real stream size is compared
 with the target.
 """
 
@@ -17,8 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from keyface.codec.config import CodecConfig
-from keyface.codec.ratecontrol import fit_bitrate
-from keyface.pipeline import analyze
+from keyface.pipeline import analyze, encode_at_kbps
 
 
 def main() -> None:
@@ -44,7 +43,7 @@ def main() -> None:
     for path, fps in clips[: args.limit]:
         analysis = analyze(path, max_frames=round(args.seconds * fps))
         for target in targets:
-            result = fit_bitrate(analysis, CodecConfig(), target)
+            result = encode_at_kbps(analysis, CodecConfig(), target)
             err = 100 * (result.kbps - target) / target
             out.append({"clip": path.name, "target": target, "kbps": result.kbps, "error": err})
             print(f"{path.name[:46]:<46} {target:>6g} {result.kbps:>6.2f} {err:>7.1f}", flush=True)

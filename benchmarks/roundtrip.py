@@ -21,9 +21,15 @@ from pathlib import Path
 import numpy as np
 
 from keyface.bitstream import RefreshMode
-from keyface.codec.ratecontrol import config_for_preset, fit_bitrate
+from keyface.codec.ratecontrol import config_for_preset
 from keyface.imageops import psnr
-from keyface.pipeline import analyze, cropped_frames, decode_bytes, encode_analysis
+from keyface.pipeline import (
+    analyze,
+    cropped_frames,
+    decode_bytes,
+    encode_analysis,
+    encode_at_kbps,
+)
 
 MODES = {"psnr": RefreshMode.PSNR, "motion": RefreshMode.MOTION, "fixed": RefreshMode.FIXED}
 
@@ -74,7 +80,7 @@ def main() -> None:
     for clip in pick_clips(args.clips, args.split, args.subset, args.limit):
         analysis = analyze(clip, size=config.size, max_frames=args.frames)
         if args.kbps:
-            result = fit_bitrate(analysis, config, args.kbps)
+            result = encode_at_kbps(analysis, config, args.kbps)
         else:
             result = encode_analysis(analysis, config)
         t0 = time.perf_counter()

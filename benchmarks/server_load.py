@@ -33,7 +33,7 @@ from _server_common import ServerProcess, default_clip, machine, print_table
 from keyface.codec.config import CodecConfig
 from keyface.io import probe
 from keyface.pipeline import analyze, cropped_frames
-from keyface.render import DEFAULT_RENDERER
+from keyface.renderers import DEFAULT_RENDERER
 from keyface.server.client import ReceiverClient, SenderClient, fetch_state
 from keyface.server.session import Datagram, SenderSession
 

@@ -26,7 +26,7 @@ from keyface.bitstream import RefreshMode
 from keyface.cli.demo import default_clip
 from keyface.codec.ratecontrol import config_for_preset
 from keyface.pipeline import analyze, decode_bytes, encode_analysis
-from keyface.render import DEFAULT_RENDERER, get_renderer
+from keyface.renderers import DEFAULT_RENDERER, get_renderer
 from keyface.threads import apply_thread_policy
 
 MODES = {"psnr": RefreshMode.PSNR, "motion": RefreshMode.MOTION, "fixed": RefreshMode.FIXED}

@@ -20,9 +20,9 @@ from keyface.bitstream import (
 from keyface.codec.config import CodecConfig
 from keyface.codec.decoder import DecoderCore
 from keyface.codec.encoder import EncoderCore
-from keyface.codec.ratecontrol import config_at, fit_bitrate
+from keyface.codec.ratecontrol import config_at
 from keyface.imageops import psnr
-from keyface.pipeline import cropped_frames, decode_bytes, encode_analysis
+from keyface.pipeline import cropped_frames, decode_bytes, encode_analysis, encode_at_kbps
 
 BASE = CodecConfig(intra_codec="hevc", keyframe_quality=50)
 
@@ -175,5 +175,5 @@ def test_rate_control_hits_the_target(carphone_analysis) -> None:
     low = encode_analysis(carphone_analysis, config_at(0.0, BASE)).kbps
     high = encode_analysis(carphone_analysis, config_at(1.5, BASE)).kbps
     target = (low + high) / 2
-    result = fit_bitrate(carphone_analysis, BASE, target)
+    result = encode_at_kbps(carphone_analysis, BASE, target)
     assert abs(result.kbps - target) / target < 0.15

@@ -28,7 +28,7 @@ from keyface.generator.weights import (
     sha256_of,
 )
 from keyface.motion import get_representation
-from keyface.render import DEFAULT_RENDERER, UnknownRendererError, get_renderer
+from keyface.renderers import DEFAULT_RENDERER, UnknownRendererError, get_renderer
 
 SMALL = GeneratorConfig(widths=(8, 8, 16, 16), blocks=1)
 SMALL_ENHANCER = EnhancerConfig(widths=(8, 8, 16), blocks=1)

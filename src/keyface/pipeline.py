@@ -189,6 +189,25 @@ def encode_analysis(
     return EncodeResult(data, encoder.header, encoder.stats, analysis, seconds, config)
 
 
+def encode_at_kbps(
+    analysis: Analysis,
+    base: CodecConfig,
+    kbps: float,
+    *,
+    with_background: bool = False,
+    verbose: bool = False,
+    on_trial: Callable[[CodecConfig, EncodeResult], None] | None = None,
+) -> EncodeResult:
+    """``analysis`` coded at the rate closest to ``kbps`` (``keyface.codec.ratecontrol``): each
+    trial of the search re-runs only the encoder, the landmarks are measured once."""
+    from keyface.codec.ratecontrol import fit_bitrate
+
+    def encode(config: CodecConfig) -> EncodeResult:
+        return encode_analysis(analysis, config, with_background=with_background)
+
+    return fit_bitrate(encode, base, kbps, verbose=verbose, on_trial=on_trial)
+
+
 def flatten_inside(image: np.ndarray, box: CropBox, feather: float = PASTE_FEATHER) -> np.ndarray:
     """``image`` with the part of ``box`` that the pasted face fully covers made flat (a
     smooth colour ramp), so the full-frame background costs few bits there."""

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from keyface.cli.main import UserError
-from keyface.render import DEFAULT_RENDERER
+from keyface.renderers import DEFAULT_RENDERER
 
 DEFAULT_CLIPS = "../shared/data/clips"
 

@@ -11,7 +11,7 @@ from keyface.bitstream import BitstreamError
 from keyface.cli._common import existing_file, progress_bar
 from keyface.cli.main import UserError
 from keyface.pipeline import UserInputError, decode_bytes, write_decoded
-from keyface.render import DEFAULT_RENDERER, get_renderer
+from keyface.renderers import DEFAULT_RENDERER, get_renderer
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:

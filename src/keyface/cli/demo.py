@@ -17,7 +17,7 @@ from keyface.cli.main import UserError
 from keyface.imageops import psnr
 from keyface.io import VideoWriter
 from keyface.pipeline import cropped_frames, decode_bytes
-from keyface.render import DEFAULT_RENDERER, get_renderer
+from keyface.renderers import DEFAULT_RENDERER, get_renderer
 
 
 def default_clip() -> Path:

@@ -11,9 +11,15 @@ from keyface.bitstream import RefreshMode
 from keyface.cli._common import existing_file, human_bytes, progress_bar
 from keyface.cli.main import UserError
 from keyface.codec.config import CodecConfig
-from keyface.codec.ratecontrol import QUALITY_PRESETS, config_for_preset, fit_bitrate
+from keyface.codec.ratecontrol import QUALITY_PRESETS, config_for_preset
 from keyface.intra import available_intra_codecs
-from keyface.pipeline import EncodeResult, UserInputError, analyze, encode_analysis
+from keyface.pipeline import (
+    EncodeResult,
+    UserInputError,
+    analyze,
+    encode_analysis,
+    encode_at_kbps,
+)
 
 REFRESH_NAMES = {"psnr": RefreshMode.PSNR, "motion": RefreshMode.MOTION, "fixed": RefreshMode.FIXED}
 
@@ -110,7 +116,10 @@ def encode_from_args(args: argparse.Namespace) -> EncodeResult:
     if args.kbps is not None:
         if args.kbps <= 0:
             raise UserError("--kbps must be positive")
-        return fit_bitrate(analysis, config, args.kbps, with_background=args.full_frame)
+        # One line per trial of the search (its slowest step): the rate search has no total.
+        return encode_at_kbps(
+            analysis, config, args.kbps, with_background=args.full_frame, verbose=not quiet
+        )
     with progress_bar(analysis.frame_count, "encode", not quiet) as tick:
         return encode_analysis(analysis, config, with_background=args.full_frame, progress=tick)
 

@@ -44,7 +44,7 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
         ("keyface.bitstream", "BitstreamError"),
         ("keyface.intra", "IntraCodecError"),
         ("keyface.face", "FaceNotFoundError"),
-        ("keyface.render", "UnknownRendererError"),
+        ("keyface.renderers", "UnknownRendererError"),
         ("keyface.generator.weights", "GeneratorWeightsError"),
         ("keyface.server.client", "JoinRefused"),
         ("keyface.server.client", "ConnectionLost"),
@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"keyface {__version__}")
     parser.add_argument(
         "--threads",
+        dest="policy_threads",  # not `threads`: `train fit --threads` has its own
         metavar="N",
         help="compute threads for torch, onnxruntime, OpenCV and OpenMP: N, 'all', or 'N,spin' "
         "(default: $KEYFACE_THREADS, else half the CPUs, at most 4; docs/threads.md)",
@@ -93,8 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from keyface.threads import ENV_VAR, apply_thread_policy, parse_override, set_thread_policy
 
     try:
-        if args.threads is not None:
-            set_thread_policy(parse_override(args.threads, what="--threads"))
+        if args.policy_threads is not None:
+            set_thread_policy(parse_override(args.policy_threads, what="--threads"))
         elif os.environ.get(ENV_VAR):
             set_thread_policy(parse_override(os.environ[ENV_VAR]))
         else:

@@ -16,6 +16,7 @@ from keyface.cli.main import UserError
 from keyface.codec.config import CodecConfig
 from keyface.codec.ratecontrol import QUALITY_PRESETS, config_for_preset
 from keyface.intra import available_intra_codecs
+from keyface.server.session import DEFAULT_RESET_INTERVAL
 
 TOKEN_ENV = "KEYFACE_TOKEN"
 
@@ -52,9 +53,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--reset-interval",
         type=int,
-        default=LIVE_RESET_INTERVAL,
+        default=DEFAULT_RESET_INTERVAL,
         help="frames between motion-coder resets: how long a lost motion datagram is "
-        f"concealed at most (default {LIVE_RESET_INTERVAL}; 0: only at keyframes)",
+        f"concealed at most (default {DEFAULT_RESET_INTERVAL}; 0: only at keyframes)",
     )
     p.add_argument(
         "--full-frame",
@@ -82,9 +83,6 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     return p
 
 
-LIVE_RESET_INTERVAL = 10
-"""Motion resets every 10 frames: +3 % bits over 30 and about a third of the concealed frames
-under 5 % motion loss (benchmarks/server_loss.py, docs/server.md)."""
 LIVE_INTRA = "hevc"
 """Keyframe codec of live senders unless --intra says otherwise: HEVC intra codes a 256x256
 keyframe in ~30 ms where VVC takes ~200-300 ms (a latency spike of that size at every

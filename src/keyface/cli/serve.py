@@ -9,7 +9,7 @@ import os
 from typing import Any
 
 from keyface.cli.main import UserError
-from keyface.render import DEFAULT_RENDERER
+from keyface.renderers import DEFAULT_RENDERER
 
 SECRET_ENV = "KEYFACE_SECRET"
 

@@ -10,7 +10,9 @@ import numpy as np
 
 from keyface.bitstream import RefreshMode
 from keyface.intra import DEFAULT_INTRA_CODEC
-from keyface.render import DEFAULT_RENDERER, Reference
+from keyface.motion import DEFAULT_REPRESENTATION, FIELD_REPRESENTATION
+from keyface.render import Reference
+from keyface.renderers import DEFAULT_RENDERER
 
 MAX_BUFFER = 5
 
@@ -49,6 +51,16 @@ class CodecConfig:
     motion_field: bool = True
     """Send the body-motion grid (:mod:`keyface.motion.field`) with every predicted frame:
     the hair, shoulders and background follow the real frame instead of being held still."""
+    motion: str | None = None
+    """Motion representation by registry name (``keyface.motion.REPRESENTATIONS``); ``None``:
+    the face mesh, with the body-motion grid unless ``motion_field`` is off."""
+    reset_interval: int | None = None
+    """Reset the motion coder in the MOTION packet that starts at least this many frames after
+    the last reset (a lost packet then costs at most this many frames); ``None``: only the
+    first packet resets (files)."""
+    reset_at_keyframes: bool = False
+    """Every keyframe starts a MOTION packet that resets the motion coder, so a receiver can
+    start at any keyframe (live links)."""
 
     def __post_init__(self) -> None:
         if not 16 <= self.size <= 1024:
@@ -59,6 +71,15 @@ class CodecConfig:
             raise ValueError(f"keyframe_quality must be in 1..100, got {self.keyframe_quality}")
         if self.motion_chunk < 1:
             raise ValueError("motion_chunk must be >= 1")
+        if self.reset_interval is not None and self.reset_interval < 1:
+            raise ValueError("reset_interval must be >= 1 or None")
+
+    @property
+    def motion_representation(self) -> str:
+        """The registry name of the motion representation this configuration codes with."""
+        if self.motion is not None:
+            return self.motion
+        return FIELD_REPRESENTATION if self.motion_field else DEFAULT_REPRESENTATION
 
     @property
     def threshold(self) -> float:

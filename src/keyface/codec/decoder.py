@@ -23,8 +23,9 @@ from keyface.bitstream import (
 from keyface.codec.config import BufferEntry, ReferenceBuffer
 from keyface.entropy import MotionCoderState, MotionCodingError, decode_frames
 from keyface.intra import IntraCodecError, get_intra_codec
-from keyface.motion import FaceMeshField, UnknownRepresentationError, get_representation
-from keyface.render import Reference, Renderer, get_renderer
+from keyface.motion import UnknownRepresentationError, get_representation
+from keyface.render import Reference, Renderer
+from keyface.renderers import get_renderer
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class DecoderCore:
         if not 0 <= header.quant_level < rep.num_levels:
             raise BitstreamError(f"header: unknown quantiser level {header.quant_level}")
         self.representation = rep.for_level(header.quant_level)
+        self._field_part = self.representation.field_component
         self.state = MotionCoderState(
             self.representation.quant_level(header.quant_level), self.representation.statistics
         )
@@ -143,11 +145,7 @@ class DecoderCore:
                     f"buffer holds {len(self.buffer)}"
                 )
             entry = self.buffer[frame.reference]
-            field = (
-                self.representation.field(params)
-                if isinstance(self.representation, FaceMeshField)
-                else None
-            )
+            field = self._field_part.field(params) if self._field_part is not None else None
             image = self.renderer.render(entry.reference, keypoints, field)
             out.append(
                 DecodedFrame(index, image, False, entry.frame_index, keypoints, entry.reference)

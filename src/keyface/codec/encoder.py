@@ -12,11 +12,23 @@ For every frame the encoder quantises the motion, then decides how the decoder g
 * ``RefreshMode.FIXED``: a keyframe every ``threshold`` frames (0: the first frame only).
 
 Keyframes enter a FIFO buffer of up to five references that the decoder mirrors exactly.
+
+Motion is sent in MOTION packets of ``motion_chunk`` frames; a packet may start with a coder
+reset (decodable without the motion before it). The reset policy is part of
+:class:`CodecConfig`: the first packet always resets, then every ``reset_interval`` frames and,
+with ``reset_at_keyframes``, at every keyframe (which then starts its own packet). Live links
+use both (``keyface.server``); files need neither. Each frame's :class:`FrameDecision` says
+whether its packet reset and whether its keyframe is an IDR (the buffer was empty, so the
+decoder needs nothing older).
+
+The encoder knows motion only through the :class:`keyface.motion.MotionRepresentation`
+protocol (parameters, keypoints, the gate distance, the optional field component), so a new
+representation needs no change here.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
 import numpy as np
@@ -36,16 +48,13 @@ from keyface.entropy import CodedFrame, MotionCoderState, encode_frames
 from keyface.imageops import psnr
 from keyface.intra import get_intra_codec
 from keyface.motion import (
-    DEFAULT_REPRESENTATION,
-    FIELD_REPRESENTATION,
-    FaceMeshField,
+    FieldComponent,
     body_weight,
     estimate_field,
-    face_regions,
     get_representation,
-    motion_distance,
 )
-from keyface.render import WarpRenderer, get_renderer
+from keyface.render import WarpRenderer
+from keyface.renderers import get_renderer
 from keyface.types import CropBox, check_image
 
 
@@ -62,6 +71,12 @@ class FrameDecision:
     score: float
     """PSNR of the chosen prediction (PSNR mode) or motion distance (MOTION mode)."""
     keyframe_quality: int | None = None
+    idr: bool = False
+    """A keyframe coded with an empty reference buffer (the first frame, or after
+    ``force_keyframe(idr=True)``): a decoder can start here."""
+    motion_reset: bool = False
+    """This frame starts a MOTION packet whose coder state is reset (see the reset policy in
+    :class:`CodecConfig`)."""
 
 
 @dataclass
@@ -110,8 +125,13 @@ class EncoderCore:
     ) -> None:
         self.config = config
         self.fps = Fraction(fps)
-        name = FIELD_REPRESENTATION if config.motion_field else DEFAULT_REPRESENTATION
-        self.representation = get_representation(name).for_level(config.quant_level)
+        rep = get_representation(config.motion_representation)
+        if not 0 <= config.quant_level < rep.num_levels:
+            raise ValueError(
+                f"quant_level must be in 0..{rep.num_levels - 1} for {rep.name}, "
+                f"got {config.quant_level}"
+            )
+        self.representation = rep.for_level(config.quant_level)
         self._warp = WarpRenderer()
         self.intra = get_intra_codec(config.intra_codec)
         self.renderer = get_renderer(config.generator)
@@ -119,12 +139,16 @@ class EncoderCore:
             self.representation.quant_level(config.quant_level), self.representation.statistics
         )
         self.buffer = ReferenceBuffer(config.buffer_size)
-        self.regions = face_regions(self.representation.mean)
         self.stats = EncoderStats()
+        self.last_idr = -1
+        """Frame index of the newest IDR keyframe (-1 before the first frame)."""
+        self._field_part: FieldComponent | None = self.representation.field_component
         self._pending: list[CodedFrame] = []
         self._pending_first = 0
+        self._pending_reset = False
         self._next_index = 0
-        self._sent_reset = False
+        self._reset_requested = True  # the first packet always resets
+        self._last_reset = -1
         self._last_params: np.ndarray | None = None
         self._last_q: np.ndarray | None = None
         self._with_background = with_background
@@ -182,12 +206,19 @@ class EncoderCore:
 
         decision, field_q = self._decide(index, image, keypoints, params)
         if decision is None:
+            if self.config.reset_at_keyframes and self._pending:
+                packets.append(self._flush_motion())  # the keyframe starts its own packet
             packet, decision = self._keyframe(index, image, keypoints, q)
             packets.append(packet)
         elif field_q is not None:
             q = field_q
-        elif isinstance(self.representation, FaceMeshField) and decision.reference is not None:
+        elif self._field_part is not None and decision.reference is not None:
             q = self._field(self.buffer[decision.reference], image, keypoints, params)[0]
+        if not self._pending:
+            self._pending_first = index
+            self._pending_reset = self._reset_due(index, decision.keyframe)
+            if self._pending_reset:
+                decision = replace(decision, motion_reset=True)
         self.stats.decisions.append(decision)
         self.stats.frames += 1
         self._pending.append(CodedFrame(q=q, reference=decision.reference))
@@ -206,8 +237,9 @@ class EncoderCore:
             self.buffer = ReferenceBuffer(self.config.buffer_size)
 
     def reset_motion(self) -> None:
-        """Start the next MOTION packet with a coder reset (decodable without earlier motion)."""
-        self._sent_reset = False
+        """Start the next MOTION packet with a coder reset (decodable without earlier motion),
+        whatever the reset policy says."""
+        self._reset_requested = True
 
     def flush(self) -> list[Packet]:
         """Emit the motion still pending and the END packet."""
@@ -227,17 +259,25 @@ class EncoderCore:
         elif self._last_params is not None:
             params = self._last_params
         else:
-            params = self.representation.statistics.mean.copy()
-            params[3:5] = (128.0, 128.0)  # a centred face until one is seen
+            params = self.representation.neutral()  # until a face is seen
         return params
+
+    def _reset_due(self, index: int, keyframe: bool) -> bool:
+        """Whether the MOTION packet that starts at frame ``index`` resets the coder."""
+        interval = self.config.reset_interval
+        return (
+            self._reset_requested
+            or (keyframe and self.config.reset_at_keyframes)
+            or (interval is not None and index - self._last_reset >= interval)
+        )
 
     def _field(
         self, entry: BufferEntry, image: np.ndarray, keypoints: np.ndarray, params: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(q, field)``: the quantised parameters with the body-motion grid measured against
         the warp of ``entry``, and that grid as the decoder will dequantise it."""
-        rep = self.representation
-        assert isinstance(rep, FaceMeshField)
+        rep = self._field_part
+        assert rep is not None
         reference = entry.reference
         flow = self._warp.flow(reference, keypoints)
         size = self.config.size
@@ -264,7 +304,7 @@ class EncoderCore:
             return FrameDecision(index, False, 0, self.buffer[0].frame_index, 0.0), None
         if mode == RefreshMode.MOTION:
             dists = [
-                motion_distance(e.reference.keypoints, keypoints, self.regions).value
+                self.representation.gate_distance(e.reference.keypoints, keypoints)
                 for e in self.buffer
             ]
             best = int(np.argmin(dists))
@@ -277,7 +317,7 @@ class EncoderCore:
         for e in self.buffer:
             q, field = (
                 self._field(e, image, keypoints, params)
-                if isinstance(self.representation, FaceMeshField)
+                if self._field_part is not None
                 else (None, None)
             )
             scores.append(psnr(self.renderer.render(e.reference, keypoints, field), image))
@@ -302,21 +342,24 @@ class EncoderCore:
                 data = self.intra.encode(image, quality)
                 decoded = self.intra.decode(data)
                 score = psnr(decoded, image)
+        idr = len(self.buffer) == 0
+        if idr:
+            self.last_idr = index
         reference = self.renderer.prepare(decoded, keypoints)
         self.buffer.push(BufferEntry(frame_index=index, reference=reference, q=q))
         self.stats.keyframes += 1
         packet = KeyframePacket(frame_index=index, quality=quality, data=data)
-        return packet, FrameDecision(index, True, None, index, score, quality)
+        return packet, FrameDecision(index, True, None, index, score, quality, idr=idr)
 
     def _flush_motion(self) -> MotionPacket:
-        reset = not self._sent_reset
+        reset = self._pending_reset
         if reset:
             self.state.reset()
-            self._sent_reset = True
+            self._reset_requested = False
+            self._last_reset = self._pending_first
         data = encode_frames(self.state, self._pending)
         packet = MotionPacket(
             first_frame=self._pending_first, n_frames=len(self._pending), reset=reset, data=data
         )
-        self._pending_first += len(self._pending)
         self._pending = []
         return packet

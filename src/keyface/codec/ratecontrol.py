@@ -2,19 +2,30 @@
 
 Every operating point of the encoder is placed on one monotone ladder ``u`` in
 ``[0, U_MAX]``: as ``u`` grows the keyframes get better, keyframe refreshes come sooner, and the
-motion is quantised more finely. :func:`fit_bitrate` bisects ``u`` with real encodes of the
-analysed clip (the landmarks are measured once; each trial only re-runs the encoder) until the
-stream lands within ``TOLERANCE`` of the target.
+motion is quantised more finely. :func:`fit_bitrate` bisects ``u`` with real encodes until
+the stream lands within ``TOLERANCE`` of the target. It takes the encode step as a callable
+(``CodecConfig -> result with a kbps``), so it knows nothing of files or analysis:
+``keyface.pipeline.encode_at_kbps`` passes one that re-runs only the encoder over an analysed
+clip (landmarks measured once).
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Protocol, TypeVar
 
 from keyface.bitstream import RefreshMode
 from keyface.codec.config import CodecConfig
-from keyface.pipeline import Analysis, EncodeResult, encode_analysis
+
+
+class HasRate(Protocol):
+    @property
+    def kbps(self) -> float: ...
+
+
+R = TypeVar("R", bound=HasRate)
 
 U_MAX = 2.5
 TOLERANCE = 0.08
@@ -57,24 +68,26 @@ def config_for_preset(name: str, base: CodecConfig | None = None) -> CodecConfig
 
 
 def fit_bitrate(
-    analysis: Analysis,
+    encode: Callable[[CodecConfig], R],
     base: CodecConfig,
     kbps: float,
     *,
-    with_background: bool = False,
     verbose: bool = False,
-) -> EncodeResult:
-    """Encode ``analysis`` at the ladder position whose bitrate is closest to ``kbps``.
+    on_trial: Callable[[CodecConfig, R], None] | None = None,
+) -> R:
+    """The result of ``encode`` at the ladder position whose bitrate is closest to ``kbps``.
 
     Prefers results at or under the target; if even ``u = 0`` is over it, returns that (the
-    floor of this clip) and says so on stderr.
+    floor of this clip) and says so on stderr. ``on_trial`` is told of every trial (progress).
     """
     lo, hi = 0.0, U_MAX
-    best: EncodeResult | None = None
+    best: R | None = None
 
-    def trial(config: CodecConfig) -> EncodeResult:
+    def trial(config: CodecConfig) -> R:
         nonlocal best
-        result = encode_analysis(analysis, config, with_background=with_background)
+        result = encode(config)
+        if on_trial is not None:
+            on_trial(config, result)
         if verbose:
             print(
                 f"rate control: keyframe quality {config.keyframe_quality}, threshold "

@@ -564,7 +564,7 @@ def _code_keyface(task: dict[str, Any], clip_dir: Path, meta: dict[str, Any]) ->
 
     from keyface.codec.ratecontrol import config_at
     from keyface.pipeline import decode_bytes, encode_analysis
-    from keyface.render import get_renderer
+    from keyface.renderers import get_renderer
 
     analysis = load_analysis(clip_dir, meta)
     config = replace(config_at(float(task["param"])), generator=task["generator"])
@@ -1034,7 +1034,7 @@ def run_bench(cfg: BenchConfig, *, log: Callable[[str], None] | None = None) -> 
     if cfg.jobs < 1:
         raise BenchError("--jobs must be at least 1")
     if cfg.keyface:
-        from keyface.render import UnknownRendererError, get_renderer
+        from keyface.renderers import UnknownRendererError, get_renderer
 
         try:
             get_renderer(cfg.generator)

@@ -6,6 +6,7 @@ from typing import Literal, overload
 
 from keyface.motion.base import (
     REFERENCE_SIZE,
+    FieldComponent,
     MotionRepresentation,
     MotionStatistics,
     QuantLevel,
@@ -20,31 +21,47 @@ from keyface.motion.field import (
     estimate_field,
     upsample_field,
 )
+from keyface.registry import Registry
 
 DEFAULT_REPRESENTATION = "facemesh-pca"
 """The face-mesh model (what landmarks are analysed with)."""
 FIELD_REPRESENTATION = "facemesh-pca-field"
 """The face-mesh model plus the body-motion grid (what the encoder writes by default)."""
-REPRESENTATIONS = (DEFAULT_REPRESENTATION, FIELD_REPRESENTATION)
 
 
 class UnknownRepresentationError(Exception):
     """A stream names a motion representation this build does not have."""
 
 
+REPRESENTATIONS: Registry[MotionRepresentation] = Registry(
+    "motion representation", error=UnknownRepresentationError
+)
+"""Every motion representation by the name streams store (models load on first use). A new
+representation is its own module implementing :class:`MotionRepresentation` plus one
+``REPRESENTATIONS.register`` here."""
+
+
+@REPRESENTATIONS.register(
+    DEFAULT_REPRESENTATION, summary="face-mesh pose + PCA expression (docs/motion.md)"
+)
+def _facemesh_pca() -> MotionRepresentation:
+    return default_facemesh_pca()
+
+
+@REPRESENTATIONS.register(
+    FIELD_REPRESENTATION, summary="face mesh + body-motion grid (hair, shoulders, background)"
+)
+def _facemesh_field() -> MotionRepresentation:
+    return default_facemesh_field()
+
+
 @overload
 def get_representation(name: Literal["facemesh-pca"] = ...) -> FaceMeshPCA: ...
 @overload
-def get_representation(name: str) -> FaceMeshPCA | FaceMeshField: ...
-def get_representation(name: str = DEFAULT_REPRESENTATION) -> FaceMeshPCA | FaceMeshField:
+def get_representation(name: str) -> MotionRepresentation: ...
+def get_representation(name: str = DEFAULT_REPRESENTATION) -> MotionRepresentation:
     """The registered representation ``name`` (models are loaded once)."""
-    if name == "facemesh-pca":
-        return default_facemesh_pca()
-    if name == "facemesh-pca-field":
-        return default_facemesh_field()
-    raise UnknownRepresentationError(
-        f"unknown motion representation {name!r} (available: {', '.join(REPRESENTATIONS)})"
-    )
+    return REPRESENTATIONS.get(name)
 
 
 __all__ = [
@@ -55,6 +72,7 @@ __all__ = [
     "REPRESENTATIONS",
     "FaceMeshField",
     "FaceMeshPCA",
+    "FieldComponent",
     "MotionDistance",
     "MotionRepresentation",
     "MotionStatistics",

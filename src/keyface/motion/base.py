@@ -5,8 +5,13 @@ keypoints + Jacobians later) into a short vector of real parameters, and turns p
 into the 2-D keypoints the renderer warps with. Parameters are expressed in units that do not
 depend on the crop size: positions are in pixels of a 256x256 crop (``REFERENCE_SIZE``).
 
-The entropy coder only sees the parameter vector and its quantisation steps, so a new
-representation needs nothing else from the rest of the codec.
+The entropy coder only sees the parameter vector and its quantisation steps, and the codec
+only the methods of :class:`MotionRepresentation` (never the concrete class), so a new
+representation is its own module plus one line in the registry (``keyface.motion``).
+
+A representation may carry a *field component* (:class:`FieldComponent`): a coarse motion grid
+for what its keypoints do not describe (hair, shoulders, background). The encoder measures it
+against the warp of the chosen reference and the decoder hands it to the renderer.
 """
 
 from __future__ import annotations
@@ -43,6 +48,29 @@ class MotionStatistics:
 
 
 @runtime_checkable
+class FieldComponent(Protocol):
+    """The optional grid part of a representation's parameters (see ``keyface.motion.field``)."""
+
+    field_grid: int
+    """Side ``G`` of the ``(G, G, 2)`` grid, in 256-crop pixels per node."""
+
+    def with_field(self, params: np.ndarray, field: np.ndarray) -> np.ndarray:
+        """``params`` with the grid part replaced by the coefficients of ``field``."""
+        ...
+
+    def quantize_field(
+        self, params: np.ndarray, steps: np.ndarray, previous: np.ndarray | None
+    ) -> np.ndarray:
+        """Quantised ``params`` (grid part with hysteresis against ``previous``, the last
+        frame's quantised parameters)."""
+        ...
+
+    def field(self, params: np.ndarray) -> np.ndarray:
+        """The ``(G, G, 2)`` grid that ``params`` carry."""
+        ...
+
+
+@runtime_checkable
 class MotionRepresentation(Protocol):
     """Per-frame motion: measured on the encoder, rebuilt into keypoints on the decoder."""
 
@@ -71,4 +99,24 @@ class MotionRepresentation(Protocol):
 
     def keypoints(self, params: np.ndarray, size: int) -> np.ndarray:
         """``(num_keypoints, 2)`` float32 keypoints in pixels of a ``size x size`` crop."""
+        ...
+
+    def for_level(self, level: int) -> MotionRepresentation:
+        """The representation as quantiser level ``level`` codes it (what the codec uses)."""
+        ...
+
+    def neutral(self) -> np.ndarray:
+        """Parameters ``(num_params,)`` of the frames before any face is seen: the average
+        face, centred in the crop."""
+        ...
+
+    def gate_distance(self, reference: np.ndarray, current: np.ndarray) -> float:
+        """How far the keypoints ``current`` moved from ``reference`` (both from
+        :meth:`keypoints`), in the units of ``RefreshMode.MOTION``'s threshold: the ZTE quality
+        gate codes a keyframe when every reference is farther than the threshold."""
+        ...
+
+    @property
+    def field_component(self) -> FieldComponent | None:
+        """The grid part of the parameters, or ``None`` when the representation has none."""
         ...

@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from keyface.motion.base import REFERENCE_SIZE, MotionStatistics, QuantLevel
+from keyface.motion.distance import face_regions, motion_distance
 
 NUM_POSE = 6
 # Face-oval landmark indices of the 468/478-point face mesh, in order around the face.
@@ -174,6 +175,21 @@ class FaceMeshPCA:
     def keypoints(self, params: np.ndarray, size: int) -> np.ndarray:
         pts = self.shape3d(params)[:, :2] * (size / REFERENCE_SIZE)
         return pts.astype(np.float32)
+
+    # -- what the codec asks of every representation ----------------------------------------
+    def neutral(self) -> np.ndarray:
+        """The mean parameters with the face centred in the crop (translation 128, 128)."""
+        params = self.statistics.mean.copy()
+        params[3:5] = REFERENCE_SIZE / 2
+        return params
+
+    def gate_distance(self, reference: np.ndarray, current: np.ndarray) -> float:
+        """:func:`keyface.motion.distance.motion_distance` over the mesh's face regions."""
+        return motion_distance(reference, current, face_regions(self.mean)).value
+
+    @property
+    def field_component(self) -> None:
+        return None
 
 
 @cache

@@ -257,6 +257,18 @@ class FaceMeshField:
     def keypoints(self, params: np.ndarray, size: int) -> np.ndarray:
         return self.base.keypoints(np.asarray(params)[: self.base.num_params], size)
 
+    def neutral(self) -> np.ndarray:
+        """The face mesh's neutral parameters and a still grid."""
+        return np.concatenate([self.base.neutral(), np.zeros(self.field_params)])
+
+    def gate_distance(self, reference: np.ndarray, current: np.ndarray) -> float:
+        return self.base.gate_distance(reference, current)
+
+    @property
+    def field_component(self) -> FaceMeshField:
+        """Itself: the grid is the parameters after the face mesh's."""
+        return self
+
 
 def _dct_matrix(n: int) -> np.ndarray:
     """Orthonormal DCT-II matrix ``(n, n)``: row ``u`` is basis function ``u``."""

@@ -11,10 +11,10 @@ See ``docs/server.md``.
 """
 
 from keyface.server.session import (
+    DEFAULT_RESET_INTERVAL,
     AlreadyJoined,
     Datagram,
     DatagramError,
-    LiveEncoder,
     Participant,
     ParticipantDecoder,
     ReceiverStats,
@@ -26,6 +26,7 @@ from keyface.server.session import (
     SenderSession,
     SenderStats,
     TokenBucket,
+    live_codec_config,
     parse_datagram,
 )
 from keyface.server.tokens import (
@@ -41,10 +42,10 @@ from keyface.server.tokens import (
 )
 
 __all__ = [
+    "DEFAULT_RESET_INTERVAL",
     "AlreadyJoined",
     "Datagram",
     "DatagramError",
-    "LiveEncoder",
     "Participant",
     "ParticipantDecoder",
     "ReceiverStats",
@@ -63,6 +64,7 @@ __all__ = [
     "TokenInvalid",
     "TokenWrongRole",
     "TokenWrongRoom",
+    "live_codec_config",
     "make_token",
     "parse_datagram",
     "verify_token",

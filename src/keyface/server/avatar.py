@@ -41,8 +41,9 @@ import numpy as np
 from keyface.compose import Composer
 from keyface.face import FaceDetector, FaceNotFoundError, LandmarkTracker, apply_crop, box_for_face
 from keyface.motion import face_regions, get_representation, motion_distance
-from keyface.render import Renderer, get_renderer
+from keyface.render import Renderer
 from keyface.render.warp import FACE_OVAL, similarity_fit
+from keyface.renderers import get_renderer
 from keyface.types import check_image
 
 AVATAR_THRESHOLD = 0.22

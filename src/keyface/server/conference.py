@@ -48,7 +48,7 @@ from PIL import Image
 from keyface.bitstream import BackgroundPacket, BitstreamError, parse_packet
 from keyface.compose import Composer
 from keyface.intra import IntraCodecError, get_intra_codec
-from keyface.render import DEFAULT_RENDERER, get_renderer
+from keyface.renderers import DEFAULT_RENDERER, get_renderer
 from keyface.server.media import ParticipantVideo, SubscriberTrack, even_size, stamp_index
 from keyface.server.session import (
     Channel,
@@ -110,7 +110,7 @@ class ServerConfig:
     secret: bytes
     """HMAC key of the room tokens (>= 16 bytes)."""
     generator: str = DEFAULT_RENDERER
-    """Renderer name for ``keyface.render.get_renderer`` (one instance per sender)."""
+    """Renderer name for ``keyface.renderers.get_renderer`` (one instance per sender)."""
     limits: RoomLimits = field(default_factory=RoomLimits)
     max_rooms: int = 64
     stamp_frames: bool = False

@@ -35,9 +35,9 @@ from keyface.face import CropTracker, FaceDetector, FaceNotFoundError, LandmarkT
 from keyface.io import probe, read_frames
 from keyface.io.video import VideoError
 from keyface.pipeline import ALREADY_CROPPED, flatten_inside
-from keyface.render import get_renderer
+from keyface.renderers import get_renderer
 from keyface.server.client import ConnectionLost, SenderClient
-from keyface.server.session import Datagram, SenderSession
+from keyface.server.session import DEFAULT_RESET_INTERVAL, Datagram, SenderSession
 from keyface.threads import apply_thread_policy
 from keyface.types import CropBox
 
@@ -223,7 +223,7 @@ class LiveSender:
         client: SenderClient,
         config: CodecConfig,
         *,
-        reset_interval: int | None = 10,
+        reset_interval: int | None = DEFAULT_RESET_INTERVAL,
         full_frame: bool = False,
         detect_every: int = 15,
         max_lag_frames: float = 2.0,

@@ -40,7 +40,7 @@ from keyface.bitstream import (
 )
 from keyface.codec.config import CodecConfig
 from keyface.codec.decoder import DecoderCore
-from keyface.codec.encoder import EncoderCore, FrameDecision
+from keyface.codec.encoder import EncoderCore
 from keyface.render import Reference, Renderer
 from keyface.server.tokens import Role, TokenClaims, verify_token
 from keyface.types import CropBox
@@ -175,48 +175,20 @@ def parse_datagram(data: bytes) -> ParsedDatagram:
 
 
 # ---------------------------------------------------------------------------- sender side
-class LiveEncoder(EncoderCore):
-    """:class:`EncoderCore` in live mode: one MOTION packet per frame, motion resets every
-    ``reset_interval`` frames and after every keyframe, and :meth:`force_keyframe`, which codes
-    the next frame as an IDR keyframe (reference buffer emptied first)."""
+DEFAULT_RESET_INTERVAL = 10
+"""Frames between motion-coder resets on a live link (``keyface send --reset-interval``): a
+lost unreliable MOTION datagram costs at most this many frames. 10 rather than 30: +3 % bits
+and about a third of the concealed frames under 5 % motion loss (benchmarks/server_loss.py,
+docs/server.md)."""
 
-    def __init__(
-        self,
-        config: CodecConfig,
-        fps: Fraction,
-        crop: CropBox | None = None,
-        reset_interval: int | None = 30,
-    ) -> None:
-        if reset_interval is not None and reset_interval < 1:
-            raise ValueError("reset_interval must be >= 1 or None")
-        super().__init__(replace(config, motion_chunk=1), fps, crop=crop, frame_count=0)
-        self.reset_interval = reset_interval
-        self._idr_pending = False
-        self._last_reset = -1
-        self.last_idr = -1
-        """Index of the newest IDR keyframe (the first frame is one)."""
 
-    def force_keyframe(self, idr: bool = True) -> None:
-        super().force_keyframe(idr=idr)
-        self._idr_pending = idr
-
-    def _decide(
-        self, index: int, image: np.ndarray, keypoints: np.ndarray, params: np.ndarray
-    ) -> tuple[FrameDecision | None, np.ndarray | None]:
-        decision, coded = super()._decide(index, image, keypoints, params)
-        if decision is None and (self._idr_pending or index == 0):
-            self._idr_pending = False
-            self.last_idr = index
-        return decision, coded
-
-    def _flush_motion(self) -> MotionPacket:
-        frame = self._pending_first
-        keyframe = any(f.reference is None for f in self._pending)
-        due = self.reset_interval is not None and frame - self._last_reset >= self.reset_interval
-        if keyframe or due or self._last_reset < 0:
-            self.reset_motion()
-            self._last_reset = frame
-        return super()._flush_motion()
+def live_codec_config(config: CodecConfig, reset_interval: int | None) -> CodecConfig:
+    """``config`` as a live sender codes it: one MOTION packet per frame (one datagram),
+    motion-coder resets every ``reset_interval`` frames and at every keyframe (a receiver can
+    start at any keyframe, a lost datagram costs at most ``reset_interval`` frames)."""
+    if reset_interval is not None and reset_interval < 1:
+        raise ValueError("reset_interval must be >= 1 or None")
+    return replace(config, motion_chunk=1, reset_interval=reset_interval, reset_at_keyframes=True)
 
 
 @dataclass
@@ -241,10 +213,10 @@ class SenderSession:
         fps: Fraction,
         *,
         crop: CropBox | None = None,
-        reset_interval: int | None = 30,
+        reset_interval: int | None = DEFAULT_RESET_INTERVAL,
         rate_window_s: float = 2.0,
     ) -> None:
-        self.encoder = LiveEncoder(config, fps, crop=crop, reset_interval=reset_interval)
+        self.encoder = EncoderCore(live_codec_config(config, reset_interval), fps, crop=crop)
         self.stats = SenderStats()
         self.rate_window_s = rate_window_s
         self._sent: deque[tuple[float, int]] = deque()
@@ -256,7 +228,7 @@ class SenderSession:
 
     def force_keyframe(self) -> None:
         """Code the next frame as an IDR keyframe."""
-        self.encoder.force_keyframe()
+        self.encoder.force_keyframe(idr=True)
 
     def push_frame(
         self, image_crop: np.ndarray, landmarks: np.ndarray | None, now: float
@@ -266,7 +238,7 @@ class SenderSession:
         packets = self.encoder.encode(image_crop, landmarks)
         self.stats.frames += 1
         keyframe = any(isinstance(p, KeyframePacket) for p in packets)
-        idr = keyframe and self.encoder.last_idr == index
+        idr = self.encoder.stats.decisions[-1].idr
         out: list[Datagram] = []
         if idr:  # every IDR carries the header, so a receiver can (re)start there
             out.append(Datagram("reliable", encode_header_datagram(self.header)))
