@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import CLIPS
 
 from keyface.server.client import ReceivedFrame, ReceiverClient, fetch_state
 from keyface.server.tokens import make_token
 
 ROOT = Path(__file__).resolve().parents[1]
-CLIPS = ROOT.parent / "shared" / "data" / "clips"
 PREFERRED_CLIP = "KwaiVGI+LivePortrait__d6.mp4"
 
 

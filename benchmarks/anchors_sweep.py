@@ -5,7 +5,7 @@
     python benchmarks/anchors_sweep.py --json results/anchors.json   # also write JSON ('-': stdout)
 
 For each clip (first ``--frames`` frames of a 256x256 30 fps face crop from
-``/work/shared/data/clips``, listed in its MANIFEST.tsv) and each codec and QP, the clip is coded
+``../shared/data/clips``, listed in its MANIFEST.tsv) and each codec and QP, the clip is coded
 by :func:`keyface.eval.anchors.encode_anchor` and the table shows kbit/s (elementary stream
 bytes), PSNR-RGB (mean over frames of the per-frame PSNR of the decoded RGB frames against the
 input RGB frames, all three channels), encode and decode seconds, and whether the decoder saw
@@ -35,11 +35,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import CLIPS
 
 from keyface.eval.anchors import ANCHORS, DEFAULT_QPS, anchor_available, encode_anchor
 from keyface.io.video import read_video
 
-CLIP_DIR = Path("/work/shared/data/clips")
+CLIP_DIR = CLIPS
 DEFAULT_CLIPS = (
     "FuxiVirtualHuman+styletalk__Obama_clip1.mp4",
     "FuxiVirtualHuman+styletalk__andrew_clip_1.mp4",

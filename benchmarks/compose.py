@@ -37,14 +37,15 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from _common import CLIPS as CLIP_DIR
 
 from keyface.codec.ratecontrol import config_for_preset
 from keyface.compose import DEFAULT_FEATHER, BodyHold, Composer, motion_weight
 from keyface.face import apply_crop, paste_back
+from keyface.facemesh import FACE_OVAL
 from keyface.imageops import psnr
 from keyface.io import VideoWriter, probe, read_frames
 from keyface.pipeline import analyze, decode_bytes, encode_analysis, full_frame
-from keyface.render.warp import FACE_OVAL
 from keyface.renderers import get_renderer
 from keyface.server.avatar import AvatarAnimator
 from keyface.types import CropBox
@@ -349,7 +350,7 @@ def avatar_demo(photo_clip: Path, driver: ClipRun, person: str, out: Path | None
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clips", type=Path, default=Path("../shared/data/clips"))
+    parser.add_argument("--clips", type=Path, default=CLIP_DIR)
     parser.add_argument("--frames", type=int, default=125)
     parser.add_argument("--quality", default="medium")
     parser.add_argument("--out", type=Path, default=Path("results/compose"))

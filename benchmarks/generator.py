@@ -21,9 +21,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from _common import MANIFEST, SPLIT
 
+from keyface.clips import select_clips
 from keyface.codec.ratecontrol import config_for_preset
-from keyface.eval.bench import select_clips
 from keyface.eval.metrics import compute_metrics
 from keyface.pipeline import analyze, cropped_frames, decode_bytes, encode_analysis
 from keyface.renderers import DEFAULT_RENDERER, get_renderer
@@ -42,8 +43,8 @@ def _label(image: np.ndarray, text: str) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clips", default="../shared/data/clips/MANIFEST.tsv")
-    parser.add_argument("--split", default="splits/dev_v1.json")
+    parser.add_argument("--clips", type=Path, default=MANIFEST)
+    parser.add_argument("--split", type=Path, default=SPLIT)
     parser.add_argument("--limit", type=int, default=12)
     parser.add_argument("--frames", type=int, default=125)
     parser.add_argument("--presets", default="low,medium")

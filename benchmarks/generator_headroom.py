@@ -38,12 +38,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from _common import SPLIT
 
 from keyface.eval.nets import load_lpips
-from keyface.generator.features import INNER_MOUTH, LEFT_EYE, RIGHT_EYE
+from keyface.facemesh import FACE_OVAL, INNER_MOUTH, LEFT_EYE, RIGHT_EYE
 from keyface.intra import get_intra_codec
 from keyface.motion.field import compose_flow
-from keyface.render.warp import FACE_OVAL, WarpRenderer, warp_image
+from keyface.render.warp import WarpRenderer, warp_image
 from keyface.renderers import DEFAULT_RENDERER, get_renderer
 from keyface.threads import apply_thread_policy
 from keyface.train.data import load_prepared
@@ -91,7 +92,7 @@ def _tensor(images: list[np.ndarray]) -> torch.Tensor:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("cache/train"))
-    parser.add_argument("--split", type=Path, default=Path("splits/dev_v1.json"))
+    parser.add_argument("--split", type=Path, default=SPLIT)
     parser.add_argument("--codec", default="vvc")
     parser.add_argument("--quality", type=int, default=22)
     parser.add_argument("--frames", type=int, default=125)

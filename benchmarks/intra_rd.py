@@ -29,6 +29,8 @@ try:
 except ImportError:  # running from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from _common import CLIPS
+
 from keyface.intra import available_intra_codecs, get_intra_codec
 from keyface.io import probe, read_frames
 
@@ -151,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--codecs", nargs="+", default=available_intra_codecs())
     parser.add_argument("--qualities", nargs="+", type=int, default=list(DEFAULT_QUALITIES))
-    parser.add_argument("--clips", default="/work/shared/data/clips/*.mp4", help="glob of clips")
+    parser.add_argument("--clips", default=str(CLIPS / "*.mp4"), help="glob of clips")
     parser.add_argument("--num-clips", type=int, default=6, help="256x256 clips to sample")
     parser.add_argument("--frames", type=int, default=2, help="frames per clip (0, 25, 50 ...)")
     parser.add_argument("--side", type=int, default=256, help="face crop side to select clips")

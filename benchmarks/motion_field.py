@@ -39,6 +39,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from _common import MANIFEST, SPLIT
 
 from keyface.eval.nets import load_lpips
 from keyface.motion.field import compose_flow
@@ -113,7 +114,8 @@ def oracle(args: argparse.Namespace) -> dict:
 def _pairs(clips: list, sampler, step: int) -> list[tuple]:
     """``(clip, t, features, 4x4 correction, flow)`` of every ``step``-th frame after the first
     face frame, against the warp of the original first frame."""
-    from keyface.render.warp import FACE_OVAL, WarpRenderer, similarity_fit, warp_image
+    from keyface.facemesh import FACE_OVAL
+    from keyface.render.warp import WarpRenderer, similarity_fit, warp_image
 
     renderer = WarpRenderer()
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
@@ -200,8 +202,8 @@ def _set_variant(variant: str) -> None:
 
 
 def codec(args: argparse.Namespace) -> dict:
+    from keyface.clips import select_clips
     from keyface.codec.ratecontrol import config_for_preset
-    from keyface.eval.bench import select_clips
     from keyface.pipeline import analyze, cropped_frames, decode_bytes, encode_analysis
 
     lpips = load_lpips("alex")
@@ -244,15 +246,15 @@ def main() -> None:
     sub = parser.add_subparsers(dest="mode", required=True)
     o = sub.add_parser("oracle")
     o.add_argument("--data", type=Path, default=Path("cache/train"))
-    o.add_argument("--split", type=Path, default=Path("splits/dev_v1.json"))
+    o.add_argument("--split", type=Path, default=SPLIT)
     o.add_argument("--json", type=Path)
     r = sub.add_parser("predict")
     r.add_argument("--data", type=Path, default=Path("cache/train"))
-    r.add_argument("--split", type=Path, default=Path("splits/dev_v1.json"))
+    r.add_argument("--split", type=Path, default=SPLIT)
     r.add_argument("--json", type=Path)
     c = sub.add_parser("codec")
-    c.add_argument("--clips", default="../shared/data/clips/MANIFEST.tsv")
-    c.add_argument("--split", default="splits/dev_v1.json")
+    c.add_argument("--clips", type=Path, default=MANIFEST)
+    c.add_argument("--split", type=Path, default=SPLIT)
     c.add_argument("--limit", type=int, default=6)
     c.add_argument("--preset", default="low")
     c.add_argument("--variant", action="append", default=[], help="grid:step:hold:bands:growth")

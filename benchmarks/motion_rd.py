@@ -21,6 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
+from _common import SPLIT
 from fit_motion_model import load_clip
 
 from keyface.bitstream import MotionPacket
@@ -62,7 +63,7 @@ def evaluate(rep, level: QuantLevel, clips: list[np.ndarray]) -> dict[str, float
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--split", default="splits/dev_v1.json")
+    parser.add_argument("--split", default=SPLIT)
     parser.add_argument("--subset", default="validation", choices=["validation", "train"])
     parser.add_argument("--landmarks", default="cache/landmarks")
     parser.add_argument("--max-frames", type=int, default=150)

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from roundtrip import pick_clips
+from _common import CLIPS, SPLIT, pick_clips
 from scipy.stats import spearmanr
 
 from keyface.bitstream import RefreshMode
@@ -179,8 +179,8 @@ def summarise(pairs: list[dict], bad: float) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clips", type=Path, default=Path("../shared/data/clips"))
-    parser.add_argument("--split", type=Path, default=Path("splits/dev_v1.json"))
+    parser.add_argument("--clips", type=Path, default=CLIPS)
+    parser.add_argument("--split", type=Path, default=SPLIT)
     parser.add_argument("--limit", type=int, default=16, help="at most this many people")
     parser.add_argument("--frames", type=int, default=200)
     parser.add_argument("--step", type=int, default=5, help="driving frame every N frames")

@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from _common import CLIPS, SPLIT
 
 from keyface.codec.config import CodecConfig
 from keyface.pipeline import analyze, encode_at_kbps
@@ -22,8 +23,8 @@ from keyface.pipeline import analyze, encode_at_kbps
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clips", type=Path, default=Path("../shared/data/clips"))
-    parser.add_argument("--split", type=Path, default=Path("splits/dev_v1.json"))
+    parser.add_argument("--clips", type=Path, default=CLIPS)
+    parser.add_argument("--split", type=Path, default=SPLIT)
     parser.add_argument("--targets", default="4,6,10")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--limit", type=int, default=5)

@@ -27,9 +27,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from _common import MANIFEST, SPLIT
 
+from keyface.clips import select_clips
 from keyface.codec.ratecontrol import config_for_preset
-from keyface.eval.bench import select_clips
 from keyface.eval.metrics import compute_metrics
 from keyface.pipeline import analyze, cropped_frames, decode_bytes, encode_analysis
 from keyface.render import Reference, WarpRenderer
@@ -59,8 +60,8 @@ def _lpips(target: np.ndarray, image: np.ndarray) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clips", default="../shared/data/clips/MANIFEST.tsv")
-    parser.add_argument("--split", default="splits/dev_v1.json")
+    parser.add_argument("--clips", type=Path, default=MANIFEST)
+    parser.add_argument("--split", type=Path, default=SPLIT)
     parser.add_argument("--limit", type=int, default=12)
     parser.add_argument("--frames", type=int, default=125)
     parser.add_argument("--preset", default="medium")

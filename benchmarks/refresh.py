@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from roundtrip import pick_clips
+from _common import CLIPS, SPLIT, pick_clips
 
 from keyface.bitstream import RefreshMode
 from keyface.codec.ratecontrol import config_for_preset
@@ -32,8 +32,8 @@ GRID = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clips", type=Path, default=Path("../shared/data/clips"))
-    parser.add_argument("--split", type=Path, default=Path("splits/dev_v1.json"))
+    parser.add_argument("--clips", type=Path, default=CLIPS)
+    parser.add_argument("--split", type=Path, default=SPLIT)
     parser.add_argument("--limit", type=int, default=8)
     parser.add_argument("--frames", type=int, default=125)
     parser.add_argument("--quality", default="medium")

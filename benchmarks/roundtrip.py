@@ -12,13 +12,13 @@ the analysis (crop + landmarks), the coding and the decoder on this machine.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from _common import add_clip_options, pick_clips
 
 from keyface.bitstream import RefreshMode
 from keyface.codec.ratecontrol import config_for_preset
@@ -34,27 +34,9 @@ from keyface.pipeline import (
 MODES = {"psnr": RefreshMode.PSNR, "motion": RefreshMode.MOTION, "fixed": RefreshMode.FIXED}
 
 
-def pick_clips(clips_dir: Path, split_path: Path, subset: str, limit: int) -> list[Path]:
-    split = json.loads(split_path.read_text())
-    wanted = set(split[f"{subset}_clips"])
-    with open(clips_dir / "MANIFEST.tsv", newline="") as f:
-        rows = [r for r in csv.DictReader(f, delimiter="\t") if r["file"] in wanted]
-    seen: set[str] = set()
-    out = []
-    for r in sorted(rows, key=lambda r: r["file"]):
-        if r["person"] in seen:
-            continue
-        seen.add(r["person"])
-        out.append(clips_dir / r["file"])
-    return out[:limit]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clips", type=Path, default=Path("../shared/data/clips"))
-    parser.add_argument("--split", type=Path, default=Path("splits/dev_v1.json"))
-    parser.add_argument("--subset", default="validation", choices=["validation", "train"])
-    parser.add_argument("--limit", type=int, default=16, help="at most this many people")
+    add_clip_options(parser, limit=16)
     parser.add_argument("--frames", type=int, default=125)
     parser.add_argument("--quality", default="medium")
     parser.add_argument("--kbps", type=float)

@@ -7,8 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
+from keyface.facemesh import FACE_OVAL
 from keyface.motion import get_representation
-from keyface.render.warp import FACE_OVAL
 from keyface.server.avatar import (
     LEFT_EYE_LIDS,
     MOUTH_CORNERS,

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from keyface.cli.main import main
+from keyface.clips import ClipSelectionError, select_clips
 from keyface.eval.bdrate import (
     bd_quality,
     bd_rate,
@@ -23,7 +24,6 @@ from keyface.eval.bench import (
     BenchError,
     parse_qps,
     parse_u,
-    select_clips,
 )
 
 RATES = [10.0, 20.0, 40.0, 80.0]
@@ -148,11 +148,11 @@ def test_select_clips(tmp_path: Path) -> None:
     split = tmp_path / "split.json"
     split.write_text(json.dumps({"validation_clips": ["b1.mp4", "c1.mp4"], "train_clips": []}))
     assert [c.name for c in select_clips(manifest, split=split)] == ["b1", "c1"]
-    with pytest.raises(BenchError, match="no subset 'test'"):
+    with pytest.raises(ClipSelectionError, match="no subset 'test'"):
         select_clips(manifest, split=split, subset="test")
-    with pytest.raises(BenchError, match="dave"):
+    with pytest.raises(ClipSelectionError, match="dave"):
         select_clips(manifest, persons=["dave"])
-    with pytest.raises(BenchError, match="no such file"):
+    with pytest.raises(ClipSelectionError, match="no such file"):
         select_clips(tmp_path / "missing")
 
 
@@ -210,6 +210,7 @@ def test_source_stamp_follows_content_not_mtime(tmp_path: Path) -> None:
     assert _source_stamp(clip) != before
 
 
+@pytest.mark.slow
 def test_tiny_bench_and_cache(
     carphone_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -305,3 +306,46 @@ def test_tiny_bench_and_cache(
     assert main([*more, "-q"]) == 0
     recoded = json.loads((out / "points.json").read_text())
     assert recoded["run"]["computed"] == 2 and recoded["run"]["cached"] == 2
+
+
+def test_cache_digest_follows_every_module_a_point_imports(tmp_path: Path) -> None:
+    """The digest that keys cached keyface points is derived from the import closure of the
+    pipeline and the renderers (not a hand-kept list): editing any module in it, or a model
+    file beside one, invalidates the cache; a module outside it does not."""
+    import shutil
+
+    import keyface
+    from keyface.eval.bench import codec_dependencies, codec_digest
+
+    src = Path(keyface.__file__).resolve().parent
+    deps = {p.relative_to(src).as_posix() for p in codec_dependencies()}
+    for needed in (
+        "pipeline.py",
+        "imageops.py",
+        "compose.py",
+        "codec/encoder.py",
+        "render/warp.py",
+        "renderers.py",
+        "generator/renderer.py",
+        "motion/models/facemesh_pca_v1.npz",
+        "generator/weights/kf-enh-v3.safetensors",
+    ):
+        assert needed in deps, needed
+    assert "server/conference.py" not in deps and "cli/main.py" not in deps
+
+    root = tmp_path / "copy"
+    shutil.copytree(src, root / "keyface", ignore=shutil.ignore_patterns("__pycache__"))
+    before = codec_digest(root)
+    for edited in ("imageops.py", "pipeline.py", "motion/distance.py"):
+        path = root / "keyface" / edited
+        path.write_text(path.read_text() + "\n# edited\n")
+        codec_digest.cache_clear()
+        codec_dependencies.cache_clear()
+        after = codec_digest(root)
+        assert after != before, edited
+        before = after
+    server = root / "keyface" / "server" / "conference.py"
+    server.write_text(server.read_text() + "\n# edited\n")
+    codec_digest.cache_clear()
+    codec_dependencies.cache_clear()
+    assert codec_digest(root) == before

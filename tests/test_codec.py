@@ -37,6 +37,7 @@ def crops(analysis) -> list[np.ndarray]:
     ("mode", "threshold"),
     [(RefreshMode.PSNR, 30.0), (RefreshMode.MOTION, 0.05), (RefreshMode.FIXED, 7)],
 )
+@pytest.mark.slow
 def test_decoder_mirrors_encoder_decisions(carphone_analysis, mode, threshold) -> None:
     """The decoder renders every frame from the same reference the encoder chose."""
     config = replace(BASE, refresh_mode=mode, refresh_threshold=threshold, motion_chunk=5)
@@ -54,6 +55,7 @@ def test_decoder_mirrors_encoder_decisions(carphone_analysis, mode, threshold) -
         assert keyframes == list(range(0, carphone_analysis.frame_count, 7))
 
 
+@pytest.mark.slow
 def test_frames_carry_the_reference_they_were_rendered_from(carphone_analysis) -> None:
     """Each decoded frame hands out its prepared reference (full-frame composition needs it),
     and a keyframe is shown as the renderer prepared it: enhanced, with a keyframe enhancer."""
@@ -82,6 +84,7 @@ def test_frames_carry_the_reference_they_were_rendered_from(carphone_analysis) -
             assert after.reference is by_index[after.reference_frame].reference
 
 
+@pytest.mark.slow
 def test_psnr_refresh_guarantees_the_threshold(carphone_analysis) -> None:
     """DAC Algorithm 1: every frame the encoder accepts clears tau, as the decoder renders it."""
     tau = 27.0
@@ -97,6 +100,7 @@ def test_psnr_refresh_guarantees_the_threshold(carphone_analysis) -> None:
             assert decision.score >= tau
 
 
+@pytest.mark.slow
 def test_buffer_holds_at_most_five_and_uses_older_entries(carphone_analysis) -> None:
     config = replace(BASE, refresh_mode=RefreshMode.PSNR, refresh_threshold=31.0, buffer_size=5)
     result = encode_analysis(carphone_analysis, config)
@@ -117,6 +121,7 @@ def test_stream_parts_add_up(carphone_analysis) -> None:
     assert 8 * s.motion_bytes / s.frames < 120, "motion stream must stay under 120 bits/frame"
 
 
+@pytest.mark.slow
 def test_truncated_stream_keeps_what_came_before(carphone_analysis) -> None:
     data = encode_analysis(carphone_analysis, replace(BASE, motion_chunk=8)).data
     full = decode_bytes(data)
@@ -149,6 +154,7 @@ def test_decoder_rejects_what_this_build_lacks(carphone_analysis, field) -> None
         DecoderCore(replace(header, **{field: "future-thing"}))
 
 
+@pytest.mark.slow
 def test_missing_face_holds_the_last_motion(carphone_analysis) -> None:
     """Frames where no face is found reuse the previous motion instead of failing."""
     analysis = replace(carphone_analysis, landmarks=list(carphone_analysis.landmarks))
@@ -166,14 +172,43 @@ def test_encoder_rejects_wrong_frame_size() -> None:
         encoder.encode(np.zeros((128, 128, 3), np.uint8), None)
 
 
+@pytest.mark.slow
 def test_rate_control_ladder_is_monotone(carphone_analysis) -> None:
     rates = [encode_analysis(carphone_analysis, config_at(u, BASE)).kbps for u in (0.0, 0.7, 1.4)]
     assert rates == sorted(rates)
 
 
+@pytest.mark.slow
 def test_rate_control_hits_the_target(carphone_analysis) -> None:
     low = encode_analysis(carphone_analysis, config_at(0.0, BASE)).kbps
     high = encode_analysis(carphone_analysis, config_at(1.5, BASE)).kbps
     target = (low + high) / 2
     result = encode_at_kbps(carphone_analysis, BASE, target)
     assert abs(result.kbps - target) / target < 0.15
+
+
+@pytest.mark.slow
+def test_an_encode_reads_the_video_twice_and_a_rate_search_no_more(
+    carphone_path, monkeypatch
+) -> None:
+    """One pass plans the crop, one measures the landmarks and keeps the crops; coding and
+    every trial of a rate search reuse them (the bytes are those of a re-read)."""
+    import keyface.pipeline as pipeline
+    from keyface.pipeline import analyze
+
+    reads: list[str] = []
+    real = pipeline.read_frames
+
+    def counting(path, max_frames=None):
+        reads.append(str(path))
+        return real(path, max_frames)
+
+    monkeypatch.setattr(pipeline, "read_frames", counting)
+    analysis = analyze(carphone_path, size=256, max_frames=20)
+    assert len(reads) == 2 and analysis.crops is not None and len(analysis.crops) == 20
+    config = replace(BASE, refresh_mode=RefreshMode.FIXED, refresh_threshold=8)
+    kept = encode_analysis(analysis, config)
+    encode_at_kbps(analysis, BASE, 30.0)
+    assert len(reads) == 2
+    reread = encode_analysis(replace(analysis, crops=None), config)
+    assert len(reads) == 3 and reread.data == kept.data

@@ -8,9 +8,9 @@ import pytest
 
 from keyface.compose import BodyHold, Composer, hold_motion, motion_weight
 from keyface.face import paste_back
+from keyface.facemesh import FACE_OVAL
 from keyface.motion import get_representation
 from keyface.render import WarpRenderer
-from keyface.render.warp import FACE_OVAL
 from keyface.types import CropBox
 
 

@@ -40,7 +40,8 @@ import cv2
 import numpy as np
 
 from keyface.face.paste import blend_mask
-from keyface.render.warp import FACE_OVAL, Reference, control_points, dense_flow, warp_image
+from keyface.facemesh import FACE_OVAL
+from keyface.render.warp import Reference, control_points, dense_flow, warp_image
 from keyface.types import CropBox, check_image
 
 DEFAULT_FEATHER = 0.08

@@ -34,6 +34,11 @@ PASTE_FEATHER = 0.08
 """Width of the soft seam when a face crop is pasted into the full frame (share of the side)."""
 ALREADY_CROPPED = 0.9
 """A square input whose planned crop is at least this share of its side is used whole."""
+CROP_CACHE_BYTES = 512 << 20
+"""The analysis keeps the face crops it measured, so that the encoder (and every trial of a
+rate search) codes them without reading the video again, while they fit in this many bytes
+(about 2,700 frames at 256x256: 90 s at 30 frames/s). A longer input is read once more for
+coding instead, so that memory stays bounded."""
 
 
 class UserInputError(Exception):
@@ -51,6 +56,21 @@ class Analysis:
     landmarks: list[np.ndarray | None]
     source_size: tuple[int, int]
     seconds: float = 0.0
+    crops: list[np.ndarray] | None = field(default=None, repr=False)
+    """The ``size x size`` crops the landmarks were measured on, when they fit in
+    :data:`CROP_CACHE_BYTES` (``None``: the encoder reads the video again)."""
+    first_source: np.ndarray | None = field(default=None, repr=False)
+    """The first source frame (full-frame streams code it as the background)."""
+
+    def frames(self) -> Iterator[tuple[np.ndarray | None, np.ndarray]]:
+        """``(source frame or None, crop)`` for every analysed frame: from memory when the
+        crops were kept (the source only for the first frame), else read and cropped again."""
+        if self.crops is not None:
+            for i, crop in enumerate(self.crops):
+                yield (self.first_source if i == 0 else None), crop
+            return
+        for frame, crop in cropped_frames(self.path, self.crop, self.size, self.frame_count):
+            yield frame.image, crop
 
     @property
     def frame_count(self) -> int:
@@ -137,9 +157,17 @@ def _analyze(
             )
         size = info.width
     landmarks: list[np.ndarray | None] = []
+    crops: list[np.ndarray] | None = []
+    first_source: np.ndarray | None = None
     with LandmarkTracker(video=True) as tracker:
-        for _, image in cropped_frames(path, box, size, max_frames):
+        for frame, image in cropped_frames(path, box, size, max_frames):
+            if first_source is None:
+                first_source = frame.image
             landmarks.append(tracker.process(image))
+            if crops is not None:
+                crops.append(image)
+                if len(crops) * image.nbytes > CROP_CACHE_BYTES:
+                    crops = None  # too long to hold: the encoder reads the video again
             if progress:
                 progress(1)
     if not landmarks:
@@ -154,6 +182,8 @@ def _analyze(
         landmarks=landmarks,
         source_size=(info.width, info.height),
         seconds=time.perf_counter() - t0,
+        crops=crops,
+        first_source=first_source,
     )
 
 
@@ -164,7 +194,8 @@ def encode_analysis(
     with_background: bool = False,
     progress: ProgressFn | None = None,
 ) -> EncodeResult:
-    """Second pass: run the encoder over the (re-read, re-cropped) frames."""
+    """Run the encoder over the analysed frames (the crops the analysis kept, or the video
+    read and cropped again when it was too long to keep them)."""
     config = replace(config, size=analysis.size)
     encoder = EncoderCore(
         config,
@@ -175,11 +206,11 @@ def encode_analysis(
     )
     packets = []
     t0 = time.perf_counter()
-    frames = cropped_frames(analysis.path, analysis.crop, analysis.size, analysis.frame_count)
     background: np.ndarray | None = None
-    for (frame, image), landmarks in zip(frames, analysis.landmarks, strict=False):
+    for (source, image), landmarks in zip(analysis.frames(), analysis.landmarks, strict=False):
         if with_background and background is None and analysis.crop is not None:
-            background = flatten_inside(frame.image, analysis.crop)
+            assert source is not None  # the first frame always has its source
+            background = flatten_inside(source, analysis.crop)
         packets.extend(encoder.encode(image, landmarks, background=background))
         if progress:
             progress(1)
@@ -268,8 +299,7 @@ def full_frame(header: StreamHeader, background: np.ndarray, face: np.ndarray) -
 def _stream_box(header: StreamHeader) -> CropBox:
     if header.crop is None:
         raise UserInputError("the stream was coded without a crop: there is no full frame")
-    c = header.crop
-    return CropBox(c.cx, c.cy, c.side, c.source_width, c.source_height)
+    return CropBox.from_geometry(header.crop)
 
 
 def write_decoded(

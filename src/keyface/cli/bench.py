@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from keyface.cli.main import UserError
+from keyface.clips import ClipSelectionError, select_clips
 from keyface.renderers import DEFAULT_RENDERER
 
 DEFAULT_CLIPS = "../shared/data/clips"
@@ -187,7 +188,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
     if args.slow_every < 1:
         raise UserError("--slow-every must be at least 1")
     try:
-        clips = bench.select_clips(
+        clips = select_clips(
             args.clips,
             split=args.split,
             subset=args.subset,
@@ -219,7 +220,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
             min_overlap=args.min_overlap,
             slow_every=args.slow_every,
         )
-    except bench.BenchError as exc:
+    except (bench.BenchError, ClipSelectionError) as exc:
         raise UserError(str(exc)) from None
     cfg.command = canonical_command(args, cfg)
     return cfg
@@ -247,7 +248,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         result = bench.run_bench(cfg, log=log)
-    except bench.BenchError as exc:
+    except (bench.BenchError, ClipSelectionError) as exc:
         raise UserError(str(exc)) from None
     run_info = result.data["run"]
     if not args.quiet:

@@ -11,7 +11,7 @@ from keyface.cli.main import UserError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from keyface.eval.metrics import METRICS
+    from keyface.eval.registry import METRICS
 
     parser = subparsers.add_parser(
         "eval",
@@ -51,7 +51,7 @@ def _fmt(value: float) -> str:
 
 
 def _table(result: object, per_frame: bool) -> str:
-    from keyface.eval.metrics import METRICS
+    from keyface.eval.registry import METRICS
 
     lines = [f"{result.frames} frames"]  # type: ignore[attr-defined]
     lines.append(f"{'metric':<11} {'value':>10}  {'better':<7} unit")

@@ -116,7 +116,7 @@ def _people(split: str | None) -> tuple[set[str] | None, set[str] | None]:
 def _prepare(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from keyface.eval.bench import BenchError, select_clips
+    from keyface.clips import ClipSelectionError, select_clips
     from keyface.train.data import (
         KeyframeConfig,
         PrepareConfig,
@@ -138,7 +138,7 @@ def _prepare(args: argparse.Namespace) -> int:
                 if subset
                 else select_clips(args.clips, one_per_person=False)
             )
-    except BenchError as exc:
+    except ClipSelectionError as exc:
         raise UserError(str(exc)) from None
     config = PrepareConfig(max_frames=args.max_frames, references=args.references, codec=args.codec)
     bar = tqdm(total=len(clips), desc="prepare", unit="clip", disable=args.quiet)

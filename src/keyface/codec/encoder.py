@@ -35,7 +35,6 @@ import numpy as np
 
 from keyface.bitstream import (
     BackgroundPacket,
-    CropGeometry,
     EndPacket,
     KeyframePacket,
     MotionPacket,
@@ -160,9 +159,7 @@ class EncoderCore:
             fps_num=self.fps.numerator,
             fps_den=self.fps.denominator,
             frame_count=frame_count,
-            crop=None
-            if crop is None
-            else CropGeometry(crop.source_width, crop.source_height, crop.cx, crop.cy, crop.side),
+            crop=None if crop is None else crop.to_geometry(),
             has_background=with_background,
             motion_name=self.representation.name,
             motion_version=self.representation.version,

@@ -41,7 +41,6 @@ from __future__ import annotations
 import functools
 import itertools
 import re
-import shutil
 import subprocess
 import tempfile
 import time
@@ -53,6 +52,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from keyface.ffmpeg import FfmpegError, ffmpeg_exe, run_ffmpeg
+from keyface.intra import annexb_spans
 from keyface.types import check_image
 
 ANCHORS: tuple[str, ...] = ("x264", "x265", "av1", "vvc")
@@ -129,16 +130,6 @@ class AnchorResult:
 # availability
 
 
-def _ffmpeg_exe() -> str | None:
-    try:
-        import imageio_ffmpeg
-
-        exe = imageio_ffmpeg.get_ffmpeg_exe()
-    except Exception:  # missing package, or no binary for this platform
-        exe = shutil.which("ffmpeg")
-    return exe if exe and Path(exe).exists() else None
-
-
 @functools.cache
 def _ffmpeg_lists(exe: str) -> tuple[str, str]:
     out = []
@@ -161,7 +152,7 @@ def anchor_available(codec: str) -> bool:
         names = av.codecs_available
         return enc in names and dec in names
     if codec == "vvc":
-        exe = _ffmpeg_exe()
+        exe = ffmpeg_exe()
         if exe is None:
             return False
         encoders, decoders = _ffmpeg_lists(exe)
@@ -219,19 +210,6 @@ def _type_letter(frame: av.VideoFrame) -> str:
     return "I" if frame.key_frame and name in ("?", "I") else name[:1]
 
 
-def _nal_units(data: bytes) -> list[tuple[int, int]]:
-    """``(start, end)`` of each Annex B NAL unit, start code (3 or 4 bytes) included."""
-    starts = [m.start() for m in re.finditer(b"\x00\x00\x01", data)]
-    spans = []
-    for k, s in enumerate(starts):
-        begin = s - 1 if s > 0 and data[s - 1] == 0 else s
-        end = starts[k + 1] if k + 1 < len(starts) else len(data)
-        if k + 1 < len(starts) and data[end - 1] == 0:
-            end -= 1  # that zero belongs to the next (4-byte) start code
-        spans.append((begin, end))
-    return spans
-
-
 def _drop_h264_sei(data: bytes) -> bytes:
     """Remove SEI NAL units (type 6) from an H.264 Annex B access unit.
 
@@ -239,7 +217,7 @@ def _drop_h264_sei(data: bytes) -> bytes:
     first access unit; it is not needed for decoding. Nothing else in this configuration is SEI.
     """
     kept = []
-    for begin, end in _nal_units(data):
+    for begin, end in annexb_spans(data):
         sc = 4 if data[begin : begin + 4] == b"\x00\x00\x00\x01" else 3
         if begin + sc < end and data[begin + sc] & 0x1F == 6:
             continue
@@ -336,24 +314,18 @@ def _encode_pyav(
 # VVC through the ffmpeg binary (VVenC encoder, native decoder)
 
 
-def _run(cmd: list[str], timeout: float, what: str) -> subprocess.CompletedProcess[bytes]:
+def _run(args: list[str], timeout: float, what: str) -> subprocess.CompletedProcess[bytes]:
+    """``ffmpeg -hide_banner -nostdin ARGS`` (the log level as ``args`` say)."""
     try:
-        proc = subprocess.run(cmd, capture_output=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise AnchorError(f"{what}: ffmpeg did not finish within {timeout:.0f} s") from None
-    except OSError as exc:
-        raise AnchorError(f"{what}: cannot run ffmpeg ({exc})") from None
-    if proc.returncode != 0:
-        tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-6:]
-        raise AnchorError(f"{what}: ffmpeg failed (exit {proc.returncode}): " + " | ".join(tail))
-    return proc
+        return run_ffmpeg(args, what=what, timeout=timeout, quiet=False)
+    except FfmpegError as exc:
+        raise AnchorError(str(exc)) from None
 
 
-def _vvc_in_order(exe: str, bitstream: Path, timeout: float) -> bool:
+def _vvc_in_order(bitstream: Path, timeout: float) -> bool:
     """SPS says no reordering and picture order counts rise in bitstream order."""
     proc = _run(
-        [exe, "-hide_banner", "-nostdin", "-bsf:v", "trace_headers", "-i", str(bitstream),
-         "-c", "copy", "-f", "null", "-"],
+        ["-bsf:v", "trace_headers", "-i", str(bitstream), "-c", "copy", "-f", "null", "-"],
         timeout,
         "vvc header trace",
     )  # fmt: skip
@@ -379,8 +351,6 @@ def _encode_vvc(
     h: int,
     timeout: float | None,
 ) -> AnchorResult:
-    exe = _ffmpeg_exe()
-    assert exe is not None  # anchor_available checked it
     n = len(frames)
     if timeout is None:
         timeout = 60.0 + 3.0 * n * (w * h) / 65536.0
@@ -396,7 +366,7 @@ def _encode_vvc(
                 planes = frame.to_ndarray()  # (h * 3 / 2, w): Y, then U, then V
                 fh.write((planes.astype("<u2") << 2).tobytes())
         enc_cmd = [
-            exe, "-hide_banner", "-nostdin", "-loglevel", "warning", "-y",
+            "-loglevel", "warning", "-y",
             "-f", "rawvideo", "-pix_fmt", "yuv420p10le", "-s", f"{w}x{h}", "-r", fps_arg,
             "-i", str(raw),
             "-c:v", "libvvenc", "-threads", "1", "-preset", preset, "-qp", str(qp), "-qpa", "0",
@@ -418,14 +388,14 @@ def _encode_vvc(
             raise AnchorError(f"vvc qp={qp}: encoder wrote no bitstream: " + " | ".join(tail))
 
         dec_cmd = [
-            exe, "-hide_banner", "-nostdin", "-loglevel", "info", "-c:v", "vvc",
+            "-loglevel", "info", "-c:v", "vvc",
             "-i", str(stream), "-vf", "showinfo", "-fps_mode", "passthrough",
             "-f", "rawvideo", "-pix_fmt", "yuv420p", "pipe:1",
         ]  # fmt: skip
         t0 = time.perf_counter()
         proc = _run(dec_cmd, timeout, f"vvc qp={qp} decode")
         decode_seconds = time.perf_counter() - t0
-        in_order = _vvc_in_order(exe, stream, timeout)
+        in_order = _vvc_in_order(stream, timeout)
 
     log = proc.stderr.decode("utf-8", "replace")
     infos = re.findall(r"iskey:(\d)\s+type:(\S+)", log)

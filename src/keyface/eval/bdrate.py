@@ -49,7 +49,7 @@ def direction(metric: str | None) -> str:
     if metric in INVERSIONS:
         return "lower"
     try:
-        from keyface.eval.metrics import METRICS
+        from keyface.eval.registry import METRICS
     except ImportError:  # pragma: no cover - metrics module always ships with keyface
         return "higher"
     spec = METRICS.get(metric)

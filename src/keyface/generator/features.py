@@ -5,19 +5,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from keyface.facemesh import INNER_MOUTH, LEFT_EYE, RIGHT_EYE
 from keyface.generator.model import IN_CHANNELS
 
-# Face-mesh indices (478-point model) of the inner lip contour and the two eye openings, in
-# order around each polygon.
-INNER_MOUTH = (
-    78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95,
-)  # fmt: skip
-LEFT_EYE = (
-    263, 466, 388, 387, 386, 385, 384, 398, 362, 382, 381, 380, 374, 373, 390, 249,
-)  # fmt: skip
-RIGHT_EYE = (
-    33, 246, 161, 160, 159, 158, 157, 173, 133, 155, 154, 153, 145, 144, 163, 7,
-)  # fmt: skip
 LOG_AREA_CLIP = 2.0
 
 

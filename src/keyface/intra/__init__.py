@@ -45,50 +45,52 @@ sent every few seconds. ``hevc`` is the fast-encoding fallback (~50 ms).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from keyface.intra._base import IntraCodec, IntraCodecError
+from keyface.intra._nal import annexb_spans, split_annexb
+from keyface.registry import Registry
 
 __all__ = [
+    "CODECS",
     "DEFAULT_INTRA_CODEC",
     "IntraCodec",
     "IntraCodecError",
+    "annexb_spans",
     "available_intra_codecs",
     "get_intra_codec",
+    "split_annexb",
 ]
 
-
-def _hevc() -> IntraCodec:
-    from keyface.intra.hevc import HevcIntraCodec
-
-    return HevcIntraCodec()
+CODECS: Registry[IntraCodec] = Registry("intra codec", error=IntraCodecError)
+"""Intra codecs by the name streams store; a codec's module is imported on first use."""
 
 
+@CODECS.register("vvc", summary="VVC Main 10 intra (VVenC), the default", speed="slow")
 def _vvc() -> IntraCodec:
     from keyface.intra.vvc import VvcIntraCodec
 
     return VvcIntraCodec()
 
 
-def _heif() -> IntraCodec:
-    from keyface.intra.heif import HeifIntraCodec
+@CODECS.register("hevc", summary="HEVC Main intra (x265)")
+def _hevc() -> IntraCodec:
+    from keyface.intra.hevc import HevcIntraCodec
 
-    return HeifIntraCodec()
+    return HevcIntraCodec()
 
 
+@CODECS.register("avif", summary="AV1 intra in AVIF (Pillow)", speed="slow")
 def _avif() -> IntraCodec:
     from keyface.intra.avif import AvifIntraCodec
 
     return AvifIntraCodec()
 
 
-_FACTORIES: dict[str, Callable[[], IntraCodec]] = {
-    "vvc": _vvc,
-    "hevc": _hevc,
-    "avif": _avif,
-    "heif": _heif,
-}
-_INSTANCES: dict[str, IntraCodec] = {}
+@CODECS.register("heif", summary="HEVC intra in HEIF (pillow-heif)")
+def _heif() -> IntraCodec:
+    from keyface.intra.heif import HeifIntraCodec
+
+    return HeifIntraCodec()
+
 
 #: The codec the keyface encoder uses for keyframes unless told otherwise.
 DEFAULT_INTRA_CODEC: str = "vvc"
@@ -96,17 +98,12 @@ DEFAULT_INTRA_CODEC: str = "vvc"
 
 def available_intra_codecs() -> list[str]:
     """Names accepted by :func:`get_intra_codec`, sorted."""
-    return sorted(_FACTORIES)
+    return sorted(CODECS.names())
 
 
 def get_intra_codec(name: str) -> IntraCodec:
     """The (shared, stateless) codec registered as ``name``; IntraCodecError if unknown."""
-    try:
-        factory = _FACTORIES[name]
-    except (KeyError, TypeError):
+    if not isinstance(name, str) or name not in CODECS:
         names = ", ".join(available_intra_codecs())
-        raise IntraCodecError(f"unknown intra codec {name!r} (available: {names})") from None
-    codec = _INSTANCES.get(name)
-    if codec is None:
-        codec = _INSTANCES[name] = factory()
-    return codec
+        raise IntraCodecError(f"unknown intra codec {name!r} (available: {names})")
+    return CODECS.get(name)

@@ -35,17 +35,33 @@ START_CODE = b"\x00\x00\x01"
 _MAX_HEAD = 1 << 16  # inflated parameter sets larger than this are not ours
 
 
-def split_annexb(data: bytes) -> list[bytes]:
-    """NAL units of an Annex B byte stream, without start codes and trailing zero bytes."""
-    nals: list[bytes] = []
+def annexb_spans(data: bytes) -> list[tuple[int, int]]:
+    """``(start, end)`` of each NAL unit of an Annex B byte stream, its start code (3 or 4
+    bytes) included: ``data[start:end]`` pieces concatenate back to ``data`` from the first
+    start code on."""
+    starts = []
     pos = data.find(START_CODE)
     while pos >= 0:
-        begin = pos + len(START_CODE)
-        nxt = data.find(START_CODE, begin)
-        nal = data[begin : len(data) if nxt < 0 else nxt].rstrip(b"\x00")
+        starts.append(pos)
+        pos = data.find(START_CODE, pos + len(START_CODE))
+    spans = []
+    for k, s in enumerate(starts):
+        begin = s - 1 if s > 0 and data[s - 1] == 0 else s
+        end = starts[k + 1] if k + 1 < len(starts) else len(data)
+        if k + 1 < len(starts) and data[end - 1] == 0:
+            end -= 1  # that zero belongs to the next (4-byte) start code
+        spans.append((begin, end))
+    return spans
+
+
+def split_annexb(data: bytes) -> list[bytes]:
+    """NAL units of an Annex B byte stream, without start codes and trailing zero bytes."""
+    nals = []
+    for begin, end in annexb_spans(data):
+        code = 4 if data[begin : begin + 4] == b"\x00" + START_CODE else 3
+        nal = data[begin + code : end].rstrip(b"\x00")
         if nal:
             nals.append(nal)
-        pos = nxt
     return nals
 
 

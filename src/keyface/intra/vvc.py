@@ -19,14 +19,13 @@ Quality: ``QP = round(51 * (100 - quality) / 99)``, the same QP scale as ``hevc`
 
 from __future__ import annotations
 
-import functools
-import subprocess
 from dataclasses import replace
 from typing import Literal
 
 import av
 import numpy as np
 
+from keyface.ffmpeg import FfmpegError, FfmpegFailed, run_ffmpeg
 from keyface.intra._base import (
     IntraCodecError,
     check_input_image,
@@ -57,17 +56,6 @@ _PACKER = NalPacker(
 )
 
 
-@functools.lru_cache(maxsize=1)
-def ffmpeg_exe() -> str:
-    """Path of the ``imageio-ffmpeg`` executable (IntraCodecError if there is none)."""
-    try:
-        import imageio_ffmpeg
-
-        return str(imageio_ffmpeg.get_ffmpeg_exe())
-    except (ImportError, RuntimeError, OSError) as exc:
-        raise IntraCodecError(f"vvc needs the ffmpeg of imageio-ffmpeg: {exc}") from None
-
-
 def pyav_has_vvc_decoder() -> bool:
     """Whether PyAV's FFmpeg has the native ``vvc`` decoder."""
     try:
@@ -81,18 +69,12 @@ class _FfmpegFailed(IntraCodecError):
 
 
 def _run(args: list[str], stdin: bytes, timeout: float, what: str) -> bytes:
-    cmd = [ffmpeg_exe(), "-hide_banner", "-nostats", "-loglevel", "error", *args]
     try:
-        proc = subprocess.run(cmd, input=stdin, capture_output=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        raise IntraCodecError(f"{what}: ffmpeg timed out after {timeout:g} s") from None
-    except OSError as exc:
-        raise IntraCodecError(f"{what}: cannot run ffmpeg ({one_line(exc)})") from None
-    if proc.returncode != 0:
-        lines = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        tail = lines[-1] if lines else f"exit code {proc.returncode}"
-        raise _FfmpegFailed(f"{what}: ffmpeg failed ({tail})")
-    return proc.stdout
+        return run_ffmpeg(args, stdin=stdin, timeout=timeout, what=what).stdout
+    except FfmpegFailed as exc:
+        raise _FfmpegFailed(str(exc)) from None
+    except FfmpegError as exc:
+        raise IntraCodecError(str(exc)) from None
 
 
 def _parse_y4m(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -29,11 +29,6 @@ from keyface.motion.base import REFERENCE_SIZE, MotionStatistics, QuantLevel
 from keyface.motion.distance import face_regions, motion_distance
 
 NUM_POSE = 6
-# Face-oval landmark indices of the 468/478-point face mesh, in order around the face.
-FACE_OVAL = (
-    10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
-    152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109,
-)  # fmt: skip
 MODEL_FILE = "facemesh_pca_v1.npz"
 
 

@@ -37,8 +37,9 @@ from functools import cache
 import cv2
 import numpy as np
 
+from keyface.facemesh import FACE_OVAL
 from keyface.motion.base import REFERENCE_SIZE, MotionStatistics, QuantLevel
-from keyface.motion.facemesh_pca import FACE_OVAL, FaceMeshPCA, default_facemesh_pca
+from keyface.motion.facemesh_pca import FaceMeshPCA, default_facemesh_pca
 
 FIELD_GRID = 4
 """Cells per side of the body-motion grid."""

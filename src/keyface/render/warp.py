@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 from scipy.spatial import Delaunay
 
-from keyface.motion.facemesh_pca import FACE_OVAL
+from keyface.facemesh import FACE_OVAL
 from keyface.motion.field import body_weight, upsample_field
 from keyface.types import check_image
 

@@ -40,9 +40,21 @@ import numpy as np
 
 from keyface.compose import Composer
 from keyface.face import FaceDetector, FaceNotFoundError, LandmarkTracker, apply_crop, box_for_face
+from keyface.facemesh import (
+    FACE_OVAL,
+    LEFT_EYE_ABOVE,
+    LEFT_EYE_CORNERS,
+    LEFT_EYE_LIDS,
+    LEFT_IRIS,
+    MOUTH_CORNERS,
+    RIGHT_EYE_ABOVE,
+    RIGHT_EYE_CORNERS,
+    RIGHT_EYE_LIDS,
+    RIGHT_IRIS,
+)
 from keyface.motion import face_regions, get_representation, motion_distance
 from keyface.render import Renderer
-from keyface.render.warp import FACE_OVAL, similarity_fit
+from keyface.render.warp import similarity_fit
 from keyface.renderers import get_renderer
 from keyface.types import check_image
 
@@ -51,23 +63,8 @@ AVATAR_THRESHOLD = 0.22
 avatar falls back to its natural motion. Chosen with ``benchmarks/quality_gate.py``: see
 ``docs/compose.md``."""
 
-# Face-mesh eyelids, each upper-lid point paired with the lower-lid point under it (outer
-# corner to inner corner), and the iris points of the same eye.
-RIGHT_EYE_LIDS = ((246, 7), (161, 163), (160, 144), (159, 145), (158, 153), (157, 154), (173, 155))
-LEFT_EYE_LIDS = ((466, 249), (388, 390), (387, 373), (386, 374), (385, 380), (384, 381), (398, 382))
-RIGHT_EYE_ABOVE = ((247, 30, 29, 27, 28, 56, 190), (113, 225, 224, 223, 222, 221, 189))
-LEFT_EYE_ABOVE = ((467, 260, 259, 257, 258, 286, 414), (342, 445, 444, 443, 442, 441, 413))
-"""The two rows of points above each upper lid (lid crease, then towards the brow), in the
-order of the lid points."""
 LID_SKIN_FOLLOW = (0.9, 0.45)
 """Share of the lid's travel that those rows follow in a blink."""
-RIGHT_EYE_CORNERS = (33, 133)
-LEFT_EYE_CORNERS = (263, 362)
-RIGHT_IRIS = (468, 469, 470, 471, 472)
-LEFT_IRIS = (473, 474, 475, 476, 477)
-MOUTH_CORNERS = (61, 291)
-RIGID = tuple(sorted({*FACE_OVAL, 1, 4, 6, 168, 33, 133, 263, 362}))
-"""Points that move with the head, not with the expression (oval, nose, eye corners)."""
 
 
 @dataclass(frozen=True)

@@ -491,7 +491,7 @@ class SenderPeer(Peer):
             logger.info("%s: unusable background: %s", self.name, exc)
             return
         self.background = image
-        box = CropBox(crop.cx, crop.cy, crop.side, crop.source_width, crop.source_height)
+        box = CropBox.from_geometry(crop)
         self.composer = Composer(image, box)
 
     def _take_avatar(self, payload: bytes) -> None:

@@ -1,0 +1,134 @@
+"""The metrics by name: what each measures, which way is better, how fast it is and which
+weights it needs. Plain data and the name resolution, no torch, so that the bench's parent
+process and the CLI read it without loading the networks (:mod:`keyface.eval.metrics`
+computes them)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from keyface.registry import Entry, Registry, Speed
+
+PSNR_CAP_DB = 100.0
+"""PSNR of identical frames (and the ceiling of any PSNR), so that means stay finite."""
+VMAF_MODEL = "vmaf_v0.6.1"
+
+
+class MetricsInputError(ValueError):
+    """The two videos cannot be compared (size or length mismatch, unknown metric, ...)."""
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """What a metric's numbers mean."""
+
+    direction: str  # "higher" or "lower" is better
+    range: tuple[float, float]  # possible values (math.inf where unbounded)
+    description: str
+    unit: str = ""
+
+
+METRIC_REGISTRY: Registry[MetricSpec] = Registry("metric", error=MetricsInputError)
+"""Every metric by name, with its speed class (``slow``: sampled every N-th frame by the bench,
+on request only in interactive use) and the weight packages it needs
+(``keyface.eval.weights.WEIGHT_PACKAGES``)."""
+
+
+def _metric(
+    name: str,
+    spec: MetricSpec,
+    *,
+    speed: Speed = "fast",
+    weights: tuple[str, ...] = (),
+) -> None:
+    METRIC_REGISTRY.add(Entry(name, lambda: spec, spec.description, speed, weights))
+
+
+_metric("psnr", MetricSpec("higher", (0.0, PSNR_CAP_DB), "PSNR over RGB, identical = 100", "dB"))
+_metric(
+    "psnr_y", MetricSpec("higher", (0.0, PSNR_CAP_DB), "PSNR of BT.601 Y, identical = 100", "dB")
+)
+_metric("ssim", MetricSpec("higher", (-1.0, 1.0), "SSIM of luma, Gaussian 11x11 sigma 1.5"))
+_metric("ms_ssim", MetricSpec("higher", (0.0, 1.0), "MS-SSIM of luma, 5 scales"))
+_metric("vif", MetricSpec("higher", (0.0, math.inf), "pixel-domain VIF of luma (1 = identical)"))
+_metric("vmaf", MetricSpec("higher", (0.0, 100.0), f"VMAF ({VMAF_MODEL}, libvmaf)"))
+_metric("l1", MetricSpec("lower", (0.0, 1.0), "mean absolute RGB error on a 0..1 scale"))
+_metric(
+    "lpips_alex",
+    MetricSpec("lower", (0.0, math.inf), "LPIPS v0.1, AlexNet"),
+    weights=("lpips-alexnet",),
+)
+_metric(
+    "lpips_vgg",
+    MetricSpec("lower", (0.0, math.inf), "LPIPS v0.1, VGG16"),
+    speed="slow",
+    weights=("lpips-vgg16",),
+)
+_metric(
+    "dists",
+    MetricSpec("lower", (0.0, 1.0), "DISTS (VGG16 structure + texture)"),
+    speed="slow",
+    weights=("lpips-vgg16", "dists"),
+)
+_metric(
+    "akd", MetricSpec("lower", (0.0, math.inf), "mean distance of 478 face-mesh landmarks", "px")
+)
+_metric(
+    "aed",
+    MetricSpec("lower", (0.0, math.inf), "L2 distance of dlib face identity embeddings"),
+    speed="slow",
+    weights=("dlib-identity",),
+)
+
+METRICS: dict[str, MetricSpec] = {name: METRIC_REGISTRY.get(name) for name in METRIC_REGISTRY}
+"""``name -> MetricSpec`` in registry order (the order reports use)."""
+
+ALIASES = {
+    "lpips": "lpips_alex",
+    "lpips_vgg16": "lpips_vgg",
+    "msssim": "ms_ssim",
+    "vifp": "vif",
+    "mae": "l1",
+    "psnr_rgb": "psnr",
+}
+
+
+def resolve_metrics(names: Sequence[str] | str | None) -> list[str]:
+    """Canonical metric names, in :data:`METRICS` order; ``None`` means all of them.
+
+    Accepts a comma-separated string, any case, ``-`` for ``_`` and a few aliases
+    (``lpips`` = ``lpips_alex``).
+    """
+    if names is None:
+        return list(METRICS)
+    if isinstance(names, str):
+        names = [n for n in names.split(",") if n.strip()]
+    wanted = set()
+    for raw in names:
+        name = raw.strip().lower().replace("-", "_")
+        name = ALIASES.get(name, name)
+        if name == "all":
+            wanted.update(METRICS)
+            continue
+        if name not in METRICS:
+            raise MetricsInputError(
+                f"unknown metric {raw.strip()!r}; choose from {', '.join(METRICS)}"
+            )
+        wanted.add(name)
+    if not wanted:
+        raise MetricsInputError("no metric named")
+    return [n for n in METRICS if n in wanted]
+
+
+__all__ = [
+    "ALIASES",
+    "METRICS",
+    "METRIC_REGISTRY",
+    "PSNR_CAP_DB",
+    "VMAF_MODEL",
+    "MetricSpec",
+    "MetricsInputError",
+    "resolve_metrics",
+]

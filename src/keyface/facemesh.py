@@ -1,0 +1,44 @@
+"""Index tables of the 478-point MediaPipe face mesh (468 points + 10 iris points): the one
+place that knows which landmark is which. Pure data, no imports: the motion model, the warp,
+composition, the learned renderer's input planes, avatar mode and the metrics share it."""
+
+from __future__ import annotations
+
+NUM_POINTS = 478
+
+FACE_OVAL = (
+    10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
+    152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109,
+)  # fmt: skip
+"""The face outline, in order around the face."""
+
+INNER_MOUTH = (
+    78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95,
+)  # fmt: skip
+"""The inner lip contour, in order around the mouth opening."""
+LEFT_EYE = (
+    263, 466, 388, 387, 386, 385, 384, 398, 362, 382, 381, 380, 374, 373, 390, 249,
+)  # fmt: skip
+"""The left eye opening (the subject's left), in order around it."""
+RIGHT_EYE = (
+    33, 246, 161, 160, 159, 158, 157, 173, 133, 155, 154, 153, 145, 144, 163, 7,
+)  # fmt: skip
+"""The right eye opening, in order around it."""
+
+RIGHT_EYE_LIDS = ((246, 7), (161, 163), (160, 144), (159, 145), (158, 153), (157, 154), (173, 155))
+LEFT_EYE_LIDS = ((466, 249), (388, 390), (387, 373), (386, 374), (385, 380), (384, 381), (398, 382))
+"""Eyelids: each upper-lid point paired with the lower-lid point under it (outer corner to
+inner corner)."""
+RIGHT_EYE_ABOVE = ((247, 30, 29, 27, 28, 56, 190), (113, 225, 224, 223, 222, 221, 189))
+LEFT_EYE_ABOVE = ((467, 260, 259, 257, 258, 286, 414), (342, 445, 444, 443, 442, 441, 413))
+"""The two rows of points above each upper lid (lid crease, then towards the brow), in the
+order of the lid points."""
+RIGHT_EYE_CORNERS = (33, 133)
+LEFT_EYE_CORNERS = (263, 362)
+RIGHT_IRIS = (468, 469, 470, 471, 472)
+LEFT_IRIS = (473, 474, 475, 476, 477)
+MOUTH_CORNERS = (61, 291)
+NOSE = (1, 4, 6, 168)
+"""Nose tip, nose bridge and the point between the eyes: they move with the head."""
+RIGID = tuple(sorted({*FACE_OVAL, *NOSE, *RIGHT_EYE_CORNERS, *LEFT_EYE_CORNERS}))
+"""Points that move with the head, not with the expression (oval, nose, eye corners)."""
