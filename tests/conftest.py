@@ -7,8 +7,10 @@
 * The thread policy (keyface.threads) is the library's default or ``KEYFACE_THREADS``; every
   test has a time limit (``timeout`` in pyproject.toml), so that a stall fails with the stacks
   of every thread instead of holding the run.
-* ``dev_clips``: the development clips in ``../shared/data/clips`` when present (tests that use
-  it are marked ``data`` and skipped otherwise).
+* Tests that take seconds (training, real WebRTC sessions, the browser, whole-clip encodes) are
+  marked ``slow``: ``pytest -m "not slow"`` is the quick part. The suite never needs the
+  development clips in ``../shared/data``: benchmarks use them, tests use synthetic data and
+  carphone.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 CARPHONE_FRAMES = 40
-DEV_CLIPS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clips"
 
 
 @pytest.fixture(scope="session")
@@ -42,10 +43,3 @@ def carphone_analysis(carphone_path: Path):
     from keyface.pipeline import analyze
 
     return analyze(carphone_path, size=256, max_frames=CARPHONE_FRAMES)
-
-
-@pytest.fixture(scope="session")
-def dev_clips() -> Path:
-    if not (DEV_CLIPS / "MANIFEST.tsv").exists():
-        pytest.skip("development clips not present")
-    return DEV_CLIPS

@@ -128,6 +128,7 @@ def test_truncated_stream_still_writes_the_frames_before_the_cut(
     assert 0 < probe(out).frame_count < FRAMES
 
 
+@pytest.mark.slow
 def test_no_traceback_from_the_installed_command(tmp_path: Path) -> None:
     bad = tmp_path / "bad.kf"
     bad.write_bytes(b"KFAC\x07garbage")

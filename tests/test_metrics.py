@@ -186,6 +186,7 @@ PERFECT = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(METRICS))
 def test_identical_scores_perfect(sanity_table: dict[str, VideoMetrics], name: str) -> None:
     value = sanity_table["identical"].mean[name]
@@ -195,6 +196,7 @@ def test_identical_scores_perfect(sanity_table: dict[str, VideoMetrics], name: s
         assert value == pytest.approx(PERFECT[name], abs=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["blur", "noise"])
 @pytest.mark.parametrize("name", list(METRICS))
 def test_monotone_degradation(sanity_table: dict[str, VideoMetrics], name: str, kind: str) -> None:
@@ -206,6 +208,7 @@ def test_monotone_degradation(sanity_table: dict[str, VideoMetrics], name: str, 
     assert all(sign * (v0 - v1) > 0 for v0, v1 in itertools.pairwise(values)), values
 
 
+@pytest.mark.slow
 def test_faces_found(sanity_table: dict[str, VideoMetrics]) -> None:
     notes = sanity_table["blur1.6"].notes
     assert "face found in all 3 frame pairs" in notes["akd"]
@@ -224,6 +227,7 @@ GOLDEN_BLUR16 = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(GOLDEN_BLUR16))
 def test_learned_metrics_golden(sanity_table: dict[str, VideoMetrics], name: str) -> None:
     got = sanity_table["blur1.6"].per_frame[name]

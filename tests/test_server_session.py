@@ -183,6 +183,7 @@ def test_datagram_layout(live: LiveClip) -> None:
     assert live.sender.uplink_kbps(len(live.datagrams) / FPS) > 0
 
 
+@pytest.mark.slow
 def test_lossless_session_matches_file_decoder(carphone_analysis, live: LiveClip) -> None:
     coded = encode_analysis(carphone_analysis, _config(carphone_analysis))
     decoded = decode_bytes(coded.data)
@@ -371,6 +372,7 @@ def test_token_bucket_refills_with_time() -> None:
 
 
 # ------------------------------------------------------------------------------ refresh
+@pytest.mark.slow
 def test_lost_keyframe_leads_to_refresh_and_new_idr(carphone_analysis, crops) -> None:
     a = carphone_analysis
     n = 18

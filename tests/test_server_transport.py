@@ -51,6 +51,8 @@ from keyface.server.http import CONFERENCE, create_app, start_server
 from keyface.server.media import read_stamp, stamp_index
 from keyface.server.sender import LiveSender, VideoFileSource
 
+pytestmark = pytest.mark.slow  # real WebRTC sessions on loopback, several seconds each
+
 
 def _run(coro: Any) -> Any:
     return asyncio.run(asyncio.wait_for(coro, 240))

@@ -90,6 +90,7 @@ def _child(code: str, env: dict[str, str]) -> str:
     return out.stdout.strip()
 
 
+@pytest.mark.slow
 def test_a_fresh_process_gets_the_override_everywhere() -> None:
     code = (
         "import keyface, torch, cv2\n"
@@ -108,6 +109,7 @@ def test_the_users_own_variables_are_kept() -> None:
     assert _child(code, {"OMP_NUM_THREADS": "7"}).split() == ["7", "PASSIVE"]
 
 
+@pytest.mark.slow
 def test_torch_imported_first_is_still_set() -> None:
     """A program that imports torch before keyface gets the policy once keyface starts work."""
     code = (
@@ -137,6 +139,7 @@ def test_cli_refuses_a_bad_thread_count(capsys: pytest.CaptureFixture[str]) -> N
     assert main(["info"]) == 2  # neither a stream nor --system
 
 
+@pytest.mark.slow
 def test_cli_override_reaches_child_processes() -> None:
     code = (
         "import os, sys\n"

@@ -71,6 +71,7 @@ def test_pairs_are_seeded() -> None:
     assert whole[0].inputs.shape == (IN_CHANNELS, 64, 64)
 
 
+@pytest.mark.slow
 def test_tiny_training_run_lowers_the_loss_and_resumes(tmp_path: Path) -> None:
     clip = _synthetic_clip()
     config = TrainConfig(
@@ -107,6 +108,7 @@ def test_keyframe_pairs_are_coded_and_original_patches() -> None:
         KeyframeSampler([no_keyframes], patch=32, seed=0)
 
 
+@pytest.mark.slow
 def test_tiny_enhancer_run_learns_to_sharpen(tmp_path: Path) -> None:
     clip = _synthetic_clip()
     config = TrainConfig(
@@ -143,6 +145,7 @@ def test_patch_discriminator_scores_each_cell_and_hinge_losses_have_their_signs(
     assert float(g_hinge_loss(sure)) < float(g_hinge_loss(-sure))
 
 
+@pytest.mark.slow
 def test_adversarial_run_from_init_weights_logs_and_resumes(tmp_path: Path) -> None:
     from keyface.generator.weights import GeneratorWeightsError, load_network
 
