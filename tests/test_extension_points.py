@@ -226,3 +226,23 @@ def test_an_encoder_with_the_warp_imports_no_torch() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_no_package_imports_a_layer_above_it() -> None:
+    """Read from the sources (imports inside functions too): ``scripts/package_graph.py``
+    orders the packages by the data flow, and no import may run back up."""
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location(
+        "package_graph", root / "scripts/package_graph.py"
+    )
+    assert spec is not None and spec.loader is not None
+    graph = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(graph)
+    edges = graph.graph(root / "src")
+    upward = [f"{a} -> {b}" for (a, b) in edges if graph.layer(a) < graph.layer(b)]
+    assert upward == []
+    unknown = {p for edge in edges for p in edge} - set().union(*graph.LAYERS) - {"cli"}
+    assert unknown <= {"__main__"}, f"packages without a layer: {unknown}"

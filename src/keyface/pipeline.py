@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from keyface.bitstream import BitstreamError, StreamHeader, read_stream, write_stream
-from keyface.codec.config import CodecConfig
+from keyface.codec.config import CodecConfig, crop_box
 from keyface.codec.decoder import DecodedFrame, DecoderCore
 from keyface.codec.encoder import EncoderCore, EncoderStats
 from keyface.face import FaceNotFoundError, LandmarkTracker, apply_crop, paste_back, plan_crop
@@ -299,7 +299,7 @@ def full_frame(header: StreamHeader, background: np.ndarray, face: np.ndarray) -
 def _stream_box(header: StreamHeader) -> CropBox:
     if header.crop is None:
         raise UserInputError("the stream was coded without a crop: there is no full frame")
-    return CropBox.from_geometry(header.crop)
+    return crop_box(header.crop)
 
 
 def write_decoded(

@@ -9,12 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import TYPE_CHECKING
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from keyface.bitstream import CropGeometry
 
 
 def check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
@@ -105,15 +101,3 @@ class CropBox:
     def full(cls, width: int, height: int) -> CropBox:
         """The identity crop of a square frame (used for inputs that are already crops)."""
         return cls(width / 2, height / 2, float(max(width, height)), width, height)
-
-    @classmethod
-    def from_geometry(cls, geometry: CropGeometry) -> CropBox:
-        """The box a stream header's :class:`~keyface.bitstream.CropGeometry` describes."""
-        g = geometry
-        return cls(g.cx, g.cy, g.side, g.source_width, g.source_height)
-
-    def to_geometry(self) -> CropGeometry:
-        """This box as a stream header stores it (floats rounded to float32)."""
-        from keyface.bitstream import CropGeometry
-
-        return CropGeometry(self.source_width, self.source_height, self.cx, self.cy, self.side)

@@ -8,13 +8,26 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from keyface.bitstream import RefreshMode
+from keyface.bitstream import CropGeometry, RefreshMode
 from keyface.intra import DEFAULT_INTRA_CODEC
 from keyface.motion import DEFAULT_REPRESENTATION, FIELD_REPRESENTATION
 from keyface.render import Reference
 from keyface.renderers import DEFAULT_RENDERER
+from keyface.types import CropBox
 
 MAX_BUFFER = 5
+
+
+def crop_geometry(box: CropBox) -> CropGeometry:
+    """A crop box as a stream header stores it (floats rounded to float32)."""
+    return CropGeometry(box.source_width, box.source_height, box.cx, box.cy, box.side)
+
+
+def crop_box(geometry: CropGeometry) -> CropBox:
+    """The crop box a stream header's geometry describes."""
+    g = geometry
+    return CropBox(g.cx, g.cy, g.side, g.source_width, g.source_height)
+
 
 DEFAULT_THRESHOLDS: dict[RefreshMode, float] = {
     RefreshMode.PSNR: 22.0,

@@ -42,7 +42,7 @@ from keyface.bitstream import (
     RefreshMode,
     StreamHeader,
 )
-from keyface.codec.config import BufferEntry, CodecConfig, ReferenceBuffer
+from keyface.codec.config import BufferEntry, CodecConfig, ReferenceBuffer, crop_geometry
 from keyface.entropy import CodedFrame, MotionCoderState, encode_frames
 from keyface.imageops import psnr
 from keyface.intra import get_intra_codec
@@ -159,7 +159,7 @@ class EncoderCore:
             fps_num=self.fps.numerator,
             fps_den=self.fps.denominator,
             frame_count=frame_count,
-            crop=None if crop is None else crop.to_geometry(),
+            crop=None if crop is None else crop_geometry(crop),
             has_background=with_background,
             motion_name=self.representation.name,
             motion_version=self.representation.version,

@@ -46,6 +46,7 @@ from aiortc import (
 from PIL import Image
 
 from keyface.bitstream import BackgroundPacket, BitstreamError, parse_packet
+from keyface.codec.config import crop_box
 from keyface.compose import Composer
 from keyface.intra import IntraCodecError, get_intra_codec
 from keyface.renderers import DEFAULT_RENDERER, get_renderer
@@ -61,7 +62,6 @@ from keyface.server.session import (
 )
 from keyface.server.tokens import ROLES, Role, verify_token
 from keyface.threads import apply_thread_policy
-from keyface.types import CropBox
 
 logger = logging.getLogger(__name__)
 
@@ -491,7 +491,7 @@ class SenderPeer(Peer):
             logger.info("%s: unusable background: %s", self.name, exc)
             return
         self.background = image
-        box = CropBox.from_geometry(crop)
+        box = crop_box(crop)
         self.composer = Composer(image, box)
 
     def _take_avatar(self, payload: bytes) -> None:
