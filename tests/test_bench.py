@@ -199,7 +199,7 @@ def test_source_stamp_follows_content_not_mtime(tmp_path: Path) -> None:
     """A re-synced data folder (same bytes, new mtimes) keeps the bench cache; an edit does not."""
     import os
 
-    from keyface.eval.bench import _source_stamp
+    from keyface.eval.bench.worker import _source_stamp
 
     clip = tmp_path / "clip.mp4"
     clip.write_bytes(b"\x00" * 1000)
@@ -300,7 +300,7 @@ def test_tiny_bench_and_cache(
 
     # Another version of the codec's code: its keyface points are measured again, the anchors'
     # are not (they do not depend on keyface).
-    import keyface.eval.bench as bench_module
+    import keyface.eval.bench.cache as bench_module
 
     monkeypatch.setattr(bench_module, "codec_digest", lambda: "another-codec")
     assert main([*more, "-q"]) == 0
