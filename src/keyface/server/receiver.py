@@ -1,0 +1,301 @@
+"""The server's (or a receiver's) end of one sender (sans-I/O): :class:`ParticipantDecoder`
+reorders datagrams in a small jitter buffer, decodes them, conceals lost or late motion by
+holding the last picture, and asks for a refresh when its references can no longer be
+trusted."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from keyface.bitstream import (
+    BitstreamError,
+    RefreshRequestPacket,
+    StreamHeader,
+)
+from keyface.codec.decoder import DecoderCore
+from keyface.render import Reference, Renderer
+from keyface.server.datagram import (
+    KIND_FRAME,
+    KIND_HEADER,
+    Datagram,
+    DatagramError,
+    ParsedDatagram,
+    encode_feedback_datagram,
+    parse_datagram,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RenderedFrame:
+    participant: str
+    index: int
+    image: np.ndarray
+    concealed: bool
+    """True when the picture is a held copy of the last one (motion lost, late or unusable)."""
+    keypoints: np.ndarray | None = None
+    """The decoded keypoints the picture was rendered with (held ones when concealed)."""
+    reference: Reference | None = None
+    """The prepared reference it was rendered from (full-frame composition holds the body
+    with it; the held one when concealed)."""
+
+
+@dataclass
+class ReceiverStats:
+    datagrams: int = 0
+    bytes: int = 0
+    malformed: int = 0
+    late: int = 0
+    duplicate: int = 0
+    decoded: int = 0
+    concealed: int = 0
+    lost: int = 0
+    """Frames whose datagram never arrived in time."""
+    unrendered: int = 0
+    """Frames skipped with no picture to hold (before the first keyframe)."""
+    undecodable: int = 0
+    lost_keyframes: int = 0
+    refresh_requests: int = 0
+    recoveries: list[int] = field(default_factory=list)
+    """Per loss episode: frames from the first unusable frame to the next decoded one."""
+
+
+class ParticipantDecoder:
+    """Decode one sender's datagrams on the server. Never raises on bad input.
+
+    Datagrams are put back in frame order; a frame missing while ``reorder_window`` later
+    frames are waiting, or for ``max_delay_s``, is declared lost and concealed.
+    """
+
+    def __init__(
+        self,
+        participant: str,
+        *,
+        reorder_window: int = 3,
+        max_delay_s: float = 0.15,
+        refresh_retry_s: float = 0.5,
+        max_pending: int = 64,
+        renderer: Renderer | None = None,
+    ) -> None:
+        self.participant = participant
+        self.reorder_window = reorder_window
+        self.max_delay_s = max_delay_s
+        self.refresh_retry_s = refresh_retry_s
+        self.max_pending = max_pending
+        self.renderer = renderer
+        self.header: StreamHeader | None = None
+        self.decoder: DecoderCore | None = None
+        self.stats = ReceiverStats()
+        self.next_frame: int | None = None
+        """Next frame to render; ``None`` until the first IDR."""
+        self.synced = False
+        """The motion coder state is in lockstep with the sender's."""
+        self.need_idr = True
+        """The reference buffer cannot be trusted until the next IDR keyframe."""
+        self._pending: dict[int, tuple[ParsedDatagram, float]] = {}
+        self._newest_key = -1
+        self._highest_seen = -1
+        self._last_image: np.ndarray | None = None
+        self._last_keypoints: np.ndarray | None = None
+        self._last_reference: Reference | None = None
+        self._unusable_since: int | None = None
+        self._refresh_at: float | None = None
+        self._outbox: list[Datagram] = []
+
+    # -- public ------------------------------------------------------------------------------
+    def receive(self, payload: bytes, now: float) -> list[RenderedFrame]:
+        self.stats.datagrams += 1
+        self.stats.bytes += len(payload)
+        try:
+            d = parse_datagram(payload)
+        except DatagramError as exc:
+            return self._malformed(str(exc))
+        if d.kind == KIND_HEADER:
+            assert d.header is not None
+            self._header(d.header)
+            return []
+        if d.kind != KIND_FRAME:
+            return self._malformed("feedback datagram from a sender")
+        f = d.frame_index
+        self._highest_seen = max(self._highest_seen, f)
+        if self.next_frame is not None and f < self.next_frame:
+            self.stats.late += 1
+            logger.debug(
+                "%s: frame %d arrived late (next is %d)", self.participant, f, self.next_frame
+            )
+            return []
+        if f in self._pending:
+            self.stats.duplicate += 1
+            return []
+        self._pending[f] = (d, now)
+        while len(self._pending) > self.max_pending:
+            del self._pending[min(self._pending)]
+        return self._drain(now)
+
+    def tick(self, now: float) -> list[RenderedFrame]:
+        """Resolve frames that waited too long; repeat a refresh request that went unanswered."""
+        out = self._drain(now)
+        if self.need_idr and self._refresh_at is not None:
+            self._request_refresh(now)  # repeated every refresh_retry_s until an IDR comes
+        return out
+
+    def datagrams_to_send(self) -> list[Datagram]:
+        out, self._outbox = self._outbox, []
+        return out
+
+    # -- internals ---------------------------------------------------------------------------
+    def _malformed(self, why: str) -> list[RenderedFrame]:
+        self.stats.malformed += 1
+        logger.debug("%s: dropped malformed datagram: %s", self.participant, why)
+        return []
+
+    def _header(self, header: StreamHeader) -> None:
+        if header == self.header:
+            return
+        try:
+            decoder = DecoderCore(header, renderer=self.renderer)
+        except BitstreamError as exc:  # e.g. another motion model
+            self._malformed(f"unusable stream header: {exc}")
+            return
+        if header.frame_count != 0 or header.has_background:
+            self._malformed("stream header is not a live one")
+            return
+        self.header, self.decoder = header, decoder
+        self.need_idr = True
+
+    def _drain(self, now: float) -> list[RenderedFrame]:
+        out: list[RenderedFrame] = []
+        while self._pending:
+            if self.next_frame is None:  # start at the first IDR
+                idrs = [f for f, (d, _) in self._pending.items() if d.idr]
+                if not idrs:
+                    if self._overdue(min(self._pending), now):
+                        self._request_refresh(now)
+                    break
+                start = min(idrs)
+                for f in [f for f in self._pending if f < start]:
+                    del self._pending[f]
+                    self.stats.unrendered += 1
+                self.next_frame = start
+            f = self.next_frame
+            if f in self._pending:
+                d, _ = self._pending.pop(f)
+                out.extend(self._frame(d, now))
+                self.next_frame = f + 1
+                continue
+            first = min(self._pending)
+            if not self._overdue(first, now):
+                break
+            # Frames next_frame .. first - 1 are lost.
+            self.synced = False
+            self._mark_unusable(f)
+            gap = first - f
+            self.stats.lost += gap
+            if gap > self.max_pending:  # a jump: do not hold thousands of frames
+                self.stats.unrendered += gap
+            else:
+                for g in range(f, first):
+                    out.extend(self._conceal(g))
+            self.next_frame = first
+        return out
+
+    def _overdue(self, first: int, now: float) -> bool:
+        """Whether the frames missing before pending frame ``first`` should be given up."""
+        newest = max(self._pending)
+        base = first if self.next_frame is None else self.next_frame
+        waited = now - self._pending[first][1]
+        return newest - base >= self.reorder_window or waited >= self.max_delay_s
+
+    def _frame(self, d: ParsedDatagram, now: float) -> list[RenderedFrame]:
+        f = d.frame_index
+        assert d.motion is not None
+        if self.decoder is None:
+            self._need_idr(f, now, "no stream header yet")
+            return self._conceal(f)
+        if d.key_index > self._newest_key and d.keyframe is None:
+            self.stats.lost_keyframes += 1
+            self._need_idr(f, now, f"keyframe {d.key_index} never arrived")
+            self._newest_key = d.key_index
+        if d.idr:
+            self.decoder.resync(f, clear_buffer=True)
+            self.synced = True
+            self.need_idr = False
+            self._refresh_at = None
+        elif self.need_idr:
+            return self._conceal(f)
+        elif not self.synced:
+            if not d.motion.reset:
+                return self._conceal(f)
+            self.decoder.resync(f, clear_buffer=False)
+            self.synced = True
+        try:
+            if d.keyframe is not None:
+                self.decoder.receive(d.keyframe)
+            frames = self.decoder.receive(d.motion)
+        except BitstreamError as exc:
+            self.stats.undecodable += 1
+            self.synced = False
+            self._need_idr(f, now, f"undecodable frame {f}: {exc}")
+            return self._conceal(f)
+        if d.keyframe is not None:
+            self._newest_key = max(self._newest_key, f)
+        out = []
+        for frame in frames:
+            self._last_image, self._last_keypoints = frame.image, frame.keypoints
+            self._last_reference = frame.reference
+            self.stats.decoded += 1
+            if self._unusable_since is not None:
+                self.stats.recoveries.append(frame.index - self._unusable_since)
+                self._unusable_since = None
+            out.append(
+                RenderedFrame(
+                    self.participant,
+                    frame.index,
+                    frame.image,
+                    False,
+                    frame.keypoints,
+                    frame.reference,
+                )
+            )
+        return out
+
+    def _conceal(self, index: int) -> list[RenderedFrame]:
+        self._mark_unusable(index)
+        if self._last_image is None:
+            self.stats.unrendered += 1
+            return []
+        self.stats.concealed += 1
+        # Holding the last keypoints renders the last picture again: reuse it.
+        return [
+            RenderedFrame(
+                self.participant,
+                index,
+                self._last_image,
+                True,
+                self._last_keypoints,
+                self._last_reference,
+            )
+        ]
+
+    def _mark_unusable(self, index: int) -> None:
+        if self._unusable_since is None:
+            self._unusable_since = index
+
+    def _need_idr(self, index: int, now: float, why: str) -> None:
+        logger.info("%s: %s; asking for a refresh", self.participant, why)
+        self.need_idr = True
+        self.synced = False
+        self._mark_unusable(index)
+        self._request_refresh(now)
+
+    def _request_refresh(self, now: float) -> None:
+        if self._refresh_at is not None and now - self._refresh_at < self.refresh_retry_s:
+            return
+        self._refresh_at = now
+        self.stats.refresh_requests += 1
+        request = RefreshRequestPacket(frame_index=self._highest_seen + 1)
+        self._outbox.append(Datagram("reliable", encode_feedback_datagram(request)))

@@ -1,0 +1,205 @@
+"""Rooms and limits (sans-I/O): :class:`RoomSession` holds the participants of one room, the
+participant limit, per-client packet size and rate limits (token buckets), leave and idle
+timeout."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+from keyface.render import Renderer
+from keyface.server.datagram import Channel, Datagram
+from keyface.server.receiver import ParticipantDecoder, RenderedFrame
+from keyface.server.tokens import Role, TokenClaims, verify_token
+
+logger = logging.getLogger(__name__)
+
+
+class RoomError(Exception):
+    """A join that the room refuses; ``http_status`` says how to answer."""
+
+    http_status = 409
+
+
+class RoomFull(RoomError):
+    http_status = 403
+
+
+class AlreadyJoined(RoomError):
+    http_status = 409
+
+
+@dataclass(frozen=True)
+class RoomLimits:
+    max_participants: int = 8
+    packet_rate: float = 200.0
+    """Datagrams per second per participant (sustained)."""
+    packet_burst: float = 400.0
+    byte_rate: float = 250_000.0
+    """Bytes per second per participant (sustained; 2 Mbit/s)."""
+    byte_burst: float = 1_000_000.0
+    max_unreliable_size: int = 1200
+    max_reliable_size: int = 256 * 1024
+    idle_timeout_s: float = 15.0
+
+
+class TokenBucket:
+    """``rate`` tokens per second, at most ``burst`` saved; the clock is passed in."""
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens = burst
+        self._t = now
+
+    def take(self, amount: float, now: float) -> bool:
+        if now > self._t:
+            self.tokens = min(self.burst, self.tokens + (now - self._t) * self.rate)
+            self._t = now
+        if amount > self.tokens:
+            return False
+        self.tokens -= amount
+        return True
+
+
+@dataclass
+class Participant:
+    name: str
+    role: Role
+    joined_at: float
+    last_seen: float
+    packets: TokenBucket
+    bytes: TokenBucket
+    decoder: ParticipantDecoder | None
+    rate_limited: int = 0
+    oversize: int = 0
+    rejected: int = 0
+    """Datagrams from a participant that may not send them (a receiver sending media)."""
+
+
+class RoomSession:
+    """The participants of one room on the server. Never raises on datagrams."""
+
+    def __init__(
+        self,
+        room: str,
+        limits: RoomLimits | None = None,
+        *,
+        reorder_window: int = 3,
+        max_delay_s: float = 0.15,
+        refresh_retry_s: float = 0.5,
+        renderer: Renderer | None = None,
+    ) -> None:
+        self.room = room
+        self.limits = limits or RoomLimits()
+        self.participants: dict[str, Participant] = {}
+        self.unknown_datagrams = 0
+        self.timed_out: list[str] = []
+        self._decoder_options = {
+            "reorder_window": reorder_window,
+            "max_delay_s": max_delay_s,
+            "refresh_retry_s": refresh_retry_s,
+            "renderer": renderer,
+        }
+
+    def join(self, participant: str, role: Role, now: float) -> Participant:
+        if participant in self.participants:
+            raise AlreadyJoined(f"{participant!r} is already in room {self.room!r}")
+        if len(self.participants) >= self.limits.max_participants:
+            raise RoomFull(f"room {self.room!r} is full ({self.limits.max_participants})")
+        lim = self.limits
+        p = Participant(
+            name=participant,
+            role=role,
+            joined_at=now,
+            last_seen=now,
+            packets=TokenBucket(lim.packet_rate, lim.packet_burst, now),
+            bytes=TokenBucket(lim.byte_rate, lim.byte_burst, now),
+            decoder=ParticipantDecoder(participant, **self._decoder_options)  # type: ignore[arg-type]
+            if role == "send"
+            else None,
+        )
+        self.participants[participant] = p
+        logger.info("room %s: %s joined as %s", self.room, participant, role)
+        return p
+
+    def join_with_token(self, secret: bytes, token: str, now: float) -> TokenClaims:
+        """Verify ``token`` for this room (raises a ``TokenError``) and join its bearer."""
+        claims = verify_token(secret, token, self.room, now)
+        self.join(claims.participant, claims.role, now)
+        return claims
+
+    def leave(self, participant: str) -> bool:
+        p = self.participants.pop(participant, None)
+        if p is not None:
+            logger.info("room %s: %s left", self.room, participant)
+        return p is not None
+
+    def admit(
+        self, participant: str, channel: Channel, payload: bytes, now: float
+    ) -> ParticipantDecoder | None:
+        """The checks of :meth:`receive_datagram` without the decoding: size and rate limits,
+        unknown participants, receivers sending media. Returns the decoder that should get
+        ``payload``, or ``None`` when the datagram is dropped (and counted).
+
+        A transport that decodes each sender on its own worker uses this on its event loop
+        and calls ``decoder.receive(payload, now)`` on the worker."""
+        p = self.participants.get(participant)
+        if p is None:
+            self.unknown_datagrams += 1
+            return None
+        p.last_seen = now
+        size = len(payload) if isinstance(payload, (bytes, bytearray)) else math.inf
+        limit = (
+            self.limits.max_reliable_size
+            if channel == "reliable"
+            else self.limits.max_unreliable_size
+        )
+        if size > limit:
+            p.oversize += 1
+            logger.debug("room %s: %s sent %s bytes on %s", self.room, participant, size, channel)
+            return None
+        if not p.packets.take(1, now) or not p.bytes.take(size, now):
+            p.rate_limited += 1
+            return None
+        if p.decoder is None:
+            p.rejected += 1
+            return None
+        return p.decoder
+
+    def receive_datagram(
+        self, participant: str, channel: Channel, payload: bytes, now: float
+    ) -> list[RenderedFrame]:
+        decoder = self.admit(participant, channel, payload, now)
+        return [] if decoder is None else decoder.receive(bytes(payload), now)
+
+    def expire(self, now: float) -> list[str]:
+        """Remove the participants silent for ``idle_timeout_s``; returns their names (also
+        appended to ``timed_out``)."""
+        gone = [
+            name
+            for name, p in self.participants.items()
+            if now - p.last_seen > self.limits.idle_timeout_s
+        ]
+        for name in gone:
+            logger.info("room %s: %s timed out", self.room, name)
+            del self.participants[name]
+            self.timed_out.append(name)
+        return gone
+
+    def tick(self, now: float) -> list[RenderedFrame]:
+        """Time passes: late frames are resolved, idle participants removed."""
+        self.expire(now)
+        out: list[RenderedFrame] = []
+        for p in list(self.participants.values()):
+            if p.decoder is not None:
+                out.extend(p.decoder.tick(now))
+        return out
+
+    def datagrams_to_send(self) -> list[tuple[str, Datagram]]:
+        """Feedback for senders, as ``(participant, datagram)``."""
+        out: list[tuple[str, Datagram]] = []
+        for name, p in self.participants.items():
+            if p.decoder is not None:
+                out.extend((name, d) for d in p.decoder.datagrams_to_send())
+        return out
