@@ -41,13 +41,13 @@ from _common import CLIPS as CLIP_DIR
 
 from keyface.codec.ratecontrol import config_for_preset
 from keyface.compose import DEFAULT_FEATHER, BodyHold, Composer, motion_weight
+from keyface.compose.avatar import AvatarAnimator
 from keyface.face import apply_crop, paste_back
 from keyface.facemesh import FACE_OVAL
 from keyface.imageops import psnr
 from keyface.io import VideoWriter, probe, read_frames
 from keyface.pipeline import analyze, decode_bytes, encode_analysis, full_frame
 from keyface.renderers import get_renderer
-from keyface.server.avatar import AvatarAnimator
 from keyface.types import CropBox
 
 CLIPS = (

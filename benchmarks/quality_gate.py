@@ -18,7 +18,7 @@ clips; LPIPS by distance bin; for each threshold the share of pairs the gate kee
 of the *bad* pairs (LPIPS above ``--bad``) it keeps and rejects; and the chosen threshold: the
 distance where the expected LPIPS (an isotonic, i.e. non-decreasing, fit of LPIPS over the
 distance) reaches ``--bad``. That is the avatar gate's default
-(``keyface.server.avatar.AVATAR_THRESHOLD``); it is compared with the codec's
+(``keyface.compose.avatar.AVATAR_THRESHOLD``); it is compared with the codec's
 ``DEFAULT_THRESHOLDS``. ``--summarise`` re-prints the tables from the pairs of an earlier run.
 """
 

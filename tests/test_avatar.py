@@ -7,9 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from keyface.facemesh import FACE_OVAL
-from keyface.motion import get_representation
-from keyface.server.avatar import (
+from keyface.compose.avatar import (
     LEFT_EYE_LIDS,
     MOUTH_CORNERS,
     RIGHT_EYE_LIDS,
@@ -20,6 +18,8 @@ from keyface.server.avatar import (
     shape_distance,
     smile,
 )
+from keyface.facemesh import FACE_OVAL
+from keyface.motion import get_representation
 
 LOWER_LIP = (146, 91, 181, 84, 17, 314, 405, 321, 375, 78, 95, 88, 178, 87, 14, 317, 402, 318, 324)
 

@@ -322,7 +322,7 @@ def test_cache_digest_follows_every_module_a_point_imports(tmp_path: Path) -> No
     for needed in (
         "pipeline.py",
         "imageops.py",
-        "compose.py",
+        "compose/full_frame.py",
         "codec/encoder.py",
         "render/warp.py",
         "renderers.py",

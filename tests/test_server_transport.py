@@ -404,7 +404,7 @@ def _watch_one_sender(
 
 def test_avatar_mode_shows_the_avatar_not_the_sender(carphone_path, clip) -> None:
     """``keyface send --avatar``: the room sees the avatar photo moved by the sender's motion."""
-    pytest.importorskip("keyface.server.avatar")
+    pytest.importorskip("keyface.compose.avatar")
     frames = [f.image for f in read_frames(carphone_path, 61)]
     photo = np.ascontiguousarray(frames[60][:, ::-1])  # a mirrored picture: another "person"
     buf = io.BytesIO()

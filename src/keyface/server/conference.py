@@ -496,10 +496,10 @@ class SenderPeer(Peer):
 
     def _take_avatar(self, payload: bytes) -> None:
         """Avatar mode: from now on the sender's motion animates this photo instead of its
-        own face (``keyface.server.avatar``)."""
+        own face (``keyface.compose.avatar``)."""
         try:
+            from keyface.compose.avatar import AvatarAnimator
             from keyface.face import FaceNotFoundError
-            from keyface.server.avatar import AvatarAnimator
 
             with Image.open(io.BytesIO(payload)) as img:
                 if img.width * img.height > MAX_AVATAR_PIXELS:
