@@ -349,3 +349,35 @@ def test_cache_digest_follows_every_module_a_point_imports(tmp_path: Path) -> No
     codec_digest.cache_clear()
     codec_dependencies.cache_clear()
     assert codec_digest(root) == before
+
+
+def _sleepy(task: dict) -> dict:
+    import os
+    import time
+
+    time.sleep(task["seconds"])
+    return {"pid": os.getpid()}
+
+
+@pytest.mark.slow
+def test_an_interrupted_pool_stops_its_workers() -> None:
+    """Ctrl-C or an error in the parent cancels the queued jobs and ends the workers it
+    started (they report their pids; the pool's process table is private)."""
+    import os
+    import time
+
+    from keyface.eval.bench.runner import _alive, _Runner
+
+    tasks = [{"seconds": 0.0}, {"seconds": 0.0}, {"seconds": 60.0}, {"seconds": 60.0}]
+    seen: set[int] = set()
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match="stop"), _Runner(2) as runner:
+        for _, result in runner.map_unordered(_sleepy, tasks):
+            seen.add(result["pid"])
+            raise RuntimeError("stop")
+    assert seen and os.getpid() not in seen
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in seen) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in seen)
+    assert time.monotonic() - t0 < 30  # the 60 s jobs were not waited for

@@ -3,8 +3,11 @@ reuse of cached points."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -27,6 +30,7 @@ class _Runner:
         self.jobs = jobs
         self.pool: ProcessPoolExecutor | None = None
         self._env: dict[str, str | None] = {}
+        self._pids: Any = None  # a SimpleQueue the workers put their pid in when they start
 
     def __enter__(self) -> _Runner:
         return self
@@ -43,10 +47,13 @@ class _Runner:
             if "SVT_LOG" not in os.environ:  # SVT-AV1: errors only, not its banner per encode
                 self._env["SVT_LOG"] = None
                 os.environ["SVT_LOG"] = "1"
+            context = multiprocessing.get_context("spawn")
+            self._pids = context.SimpleQueue()
             self.pool = ProcessPoolExecutor(
                 max_workers=self.jobs,
-                mp_context=multiprocessing.get_context("spawn"),
+                mp_context=context,
                 initializer=_worker_init,
+                initargs=(self._pids,),
             )
         return self.pool
 
@@ -84,14 +91,19 @@ class _Runner:
         if self.pool is None:
             return
         if exc_type is not None:
-            # Interrupted or failed: drop queued jobs and stop the workers we started.
-            processes = list(getattr(self.pool, "_processes", {}).values())
+            # Interrupted or failed: drop queued jobs and stop the workers we started (each
+            # told us its pid; the pool's own process table is private).
             self.pool.shutdown(wait=False, cancel_futures=True)
-            for p in processes:
-                if p.is_alive():
-                    p.terminate()
-            for p in processes:
-                p.join(timeout=5)
+            pids = []
+            while not self._pids.empty():
+                pids.append(self._pids.get())
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 5
+            while pids and time.monotonic() < deadline:
+                pids = [p for p in pids if _alive(p)]
+                time.sleep(0.05)
         else:
             self.pool.shutdown(wait=True)
 
@@ -133,3 +145,13 @@ def _cached_point(
     }
     partial["notes"] = {k: v for k, v in record.get("notes", {}).items() if k in kept}
     return None, partial
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - someone else's process now
+        return False
+    return True

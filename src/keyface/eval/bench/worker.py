@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import os
 import shutil
 import signal
 import time
@@ -21,10 +22,13 @@ from keyface.eval.bench.config import SLOW_METRICS
 # worker side (module-level functions: they run in pool processes)
 
 
-def _worker_init() -> None:
+def _worker_init(pids: Any = None) -> None:
     """One compute thread per worker (the parent's environment says so, keyface.threads);
-    Ctrl-C is handled by the parent, which stops the workers."""
+    Ctrl-C is handled by the parent, which stops the workers (``pids``: a queue the worker
+    puts its pid in, so that the parent can)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if pids is not None:
+        pids.put(os.getpid())
     from keyface.threads import apply_thread_policy
 
     apply_thread_policy()
