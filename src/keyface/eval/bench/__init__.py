@@ -20,7 +20,8 @@ interrupted run resumes. Jobs run in a process pool, one compute thread each.
 Modules, in the order of a run: ``config`` (defaults, :class:`BenchConfig`, option parsing),
 ``cache`` (paths, cached-point keys, the code digest), ``worker`` (what runs in the pool:
 prepare a clip, compute a point), ``runner`` (the pool, progress, cache reuse), ``aggregate``
-(averages, BD-rate, targets, timing), ``run`` (:func:`run_bench`). Clip manifests and splits
+(averages, BD-rate, targets, timing), ``run`` (:func:`run_bench`); ``records`` holds the typed
+tasks and points they pass. Clip manifests and splits
 are :mod:`keyface.clips`.
 """
 
@@ -57,6 +58,7 @@ from keyface.eval.bench.config import (
     parse_u,
     resolve_anchors,
 )
+from keyface.eval.bench.records import PointRecord, PointTask, PrepareTask
 from keyface.eval.bench.run import BenchResult, run_bench
 from keyface.eval.bench.worker import load_analysis, prepare_clip, run_point
 
@@ -74,6 +76,9 @@ __all__ = [
     "BenchConfig",
     "BenchError",
     "BenchResult",
+    "PointRecord",
+    "PointTask",
+    "PrepareTask",
     "average_points",
     "bd_table",
     "check_metric_weights",

@@ -25,6 +25,7 @@ from keyface.eval.bench.config import (
     BenchError,
     check_metric_weights,
 )
+from keyface.eval.bench.records import PointTask, PrepareTask
 from keyface.eval.bench.runner import _bar, _cached_point, _Runner
 from keyface.eval.bench.worker import _prep_is_cached, _safe_prepare, prepare_clip, run_point
 
@@ -68,14 +69,14 @@ def run_bench(cfg: BenchConfig, *, log: Callable[[str], None] | None = None) -> 
     out.mkdir(parents=True, exist_ok=True)
 
     prep_tasks = [
-        {
-            "clip": c.name,
-            "path": str(c.path),
-            "dir": str(_clip_dir(out, c.name)),
-            "frames": cfg.frames,
-            "size": cfg.size,
-            "force": cfg.force,
-        }
+        PrepareTask(
+            clip=c.name,
+            path=str(c.path),
+            dir=str(_clip_dir(out, c.name)),
+            frames=cfg.frames,
+            size=cfg.size,
+            force=cfg.force,
+        )
         for c in cfg.clips
     ]
     metas: dict[str, dict[str, Any]] = {}
@@ -92,13 +93,13 @@ def run_bench(cfg: BenchConfig, *, log: Callable[[str], None] | None = None) -> 
         for task, meta in [*done, *runner.map_unordered(_safe_prepare, need_prep)]:
             bar.update(1)
             if "error" in meta:
-                failures.append({"clip": task["clip"], "stage": "prepare", "error": meta["error"]})
-                say(f"{task['clip']}: skipped ({meta['error']})")
+                failures.append({"clip": task.clip, "stage": "prepare", "error": meta["error"]})
+                say(f"{task.clip}: skipped ({meta['error']})")
                 continue
-            metas[task["clip"]] = meta
+            metas[task.clip] = meta
         bar.close()
 
-        point_tasks = []
+        point_tasks: list[PointTask] = []
         for c in cfg.clips:
             if c.name not in metas:
                 continue
@@ -117,33 +118,33 @@ def run_bench(cfg: BenchConfig, *, log: Callable[[str], None] | None = None) -> 
                         cached += 1
                         continue
                     point_tasks.append(
-                        {
-                            "clip": c.name,
-                            "person": c.person,
-                            "codec": codec,
-                            "param": param,
-                            "is_keyface": codec == cfg.keyface_codec,
-                            "generator": cfg.generator,
-                            "preset": cfg.presets.get(codec),
-                            "metrics": list(cfg.metrics),
-                            "device": cfg.device,
-                            "dir": str(_clip_dir(out, c.name)),
-                            "path": str(path),
-                            "meta": metas[c.name],
-                            "key": key,
-                            "previous": partial,
-                            "slow_every": cfg.slow_every,
-                        }
+                        PointTask(
+                            clip=c.name,
+                            person=c.person,
+                            codec=codec,
+                            param=param,
+                            is_keyface=codec == cfg.keyface_codec,
+                            generator=cfg.generator,
+                            preset=cfg.presets.get(codec),
+                            metrics=tuple(cfg.metrics),
+                            device=cfg.device,
+                            dir=str(_clip_dir(out, c.name)),
+                            path=str(path),
+                            meta=metas[c.name],
+                            key=key,
+                            previous=partial,
+                            slow_every=cfg.slow_every,
+                        )
                     )
         # Slow jobs first (VVC, keyface decodes) so that the pool does not end on one long job.
         weight = {"vvc": 0, cfg.keyface_codec: 1}
-        point_tasks.sort(key=lambda t: (weight.get(t["codec"], 2), t["clip"]))
+        point_tasks.sort(key=lambda t: (weight.get(t.codec, 2), t.clip))
         bar = _bar(len(point_tasks), "points", cfg.progress)
         for task, rec in runner.map_unordered(run_point, point_tasks):
             bar.update(1)
             if "error" in rec:
                 failures.append({**rec, "stage": "point"})
-                say(f"{task['clip']} {task['codec']} {task['param']}: failed ({rec['error']})")
+                say(f"{task.clip} {task.codec} {task.param}: failed ({rec['error']})")
                 continue
             records.append(rec)
             computed += 1

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from keyface.eval.bench.cache import _read_json
 from keyface.eval.bench.config import SLOW_METRICS, BenchError
@@ -20,6 +20,9 @@ from keyface.eval.bench.worker import _worker_init
 from keyface.threads import child_environment
 
 # scheduling
+
+
+T = TypeVar("T")
 
 
 class _Runner:
@@ -58,17 +61,15 @@ class _Runner:
         return self.pool
 
     def map_unordered(
-        self, fn: Callable[[dict[str, Any]], dict[str, Any]], tasks: Sequence[dict[str, Any]]
-    ) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+        self, fn: Callable[[T], dict[str, Any]], tasks: Sequence[T]
+    ) -> Iterator[tuple[T, dict[str, Any]]]:
         """Yield ``(task, result)`` as jobs finish."""
         if self.jobs <= 1 or (len(tasks) <= 1 and self.pool is None):
             for task in tasks:
                 yield task, fn(task)
             return
         pool = self._start()
-        futures: dict[Future[dict[str, Any]], dict[str, Any]] = {
-            pool.submit(fn, t): t for t in tasks
-        }
+        futures: dict[Future[dict[str, Any]], T] = {pool.submit(fn, t): t for t in tasks}
         pending = set(futures)
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)

@@ -18,6 +18,7 @@ import numpy as np
 
 from keyface.eval.bench.cache import _fps_text, _num, _read_json, _write_json
 from keyface.eval.bench.config import SLOW_METRICS
+from keyface.eval.bench.records import PointRecord, PointTask, PrepareTask
 
 # worker side (module-level functions: they run in pool processes)
 
@@ -56,7 +57,7 @@ def _sha256(path: str, size: int, mtime_ns: int) -> str:
     return digest.hexdigest()
 
 
-def prepare_clip(task: dict[str, Any]) -> dict[str, Any]:
+def prepare_clip(task: PrepareTask) -> dict[str, Any]:
     """Crop ``frames`` frames of a clip to ``crop.y4m`` and analyse it (face mesh) once.
 
     Returns the clip's ``meta`` (frames, fps, crop box, timings), cached in ``meta.json``.
@@ -66,11 +67,11 @@ def prepare_clip(task: dict[str, Any]) -> dict[str, Any]:
     from keyface.io.video import probe
     from keyface.pipeline import analyze, crop_video
 
-    clip_dir = Path(task["dir"])
-    source = Path(task["path"])
-    want = {"frames_asked": task["frames"], "size": task["size"], **_source_stamp(source)}
+    clip_dir = Path(task.dir)
+    source = Path(task.path)
+    want = {"frames_asked": task.frames, "size": task.size, **_source_stamp(source)}
     meta_path = clip_dir / "meta.json"
-    meta = None if task["force"] else _read_json(meta_path)
+    meta = None if task.force else _read_json(meta_path)
     if meta and all(meta.get(k) == v for k, v in want.items()):
         if (clip_dir / "crop.y4m").is_file() and (clip_dir / "analysis.npz").is_file():
             meta["cached"] = True
@@ -80,9 +81,9 @@ def prepare_clip(task: dict[str, Any]) -> dict[str, Any]:
     clip_dir.mkdir(parents=True)
     crop_path = clip_dir / "crop.y4m"
     t0 = time.perf_counter()
-    box = crop_video(source, crop_path, size=task["size"], max_frames=task["frames"])
+    box = crop_video(source, crop_path, size=task.size, max_frames=task.frames)
     crop_seconds = time.perf_counter() - t0
-    analysis = analyze(crop_path, crop=False, max_frames=task["frames"])
+    analysis = analyze(crop_path, crop=False, max_frames=task.frames)
     source_info = probe(source)
     marks = analysis.landmarks
     shape = next(lm.shape for lm in marks if lm is not None)
@@ -97,7 +98,7 @@ def prepare_clip(task: dict[str, Any]) -> dict[str, Any]:
     )
     meta = {
         **want,
-        "clip": task["clip"],
+        "clip": task.clip,
         "frames": analysis.frame_count,
         "fps": _fps_text(analysis.fps),
         "size": analysis.size,
@@ -127,7 +128,7 @@ def load_analysis(clip_dir: Path, meta: dict[str, Any]) -> Any:
     )
 
 
-def _code_keyface(task: dict[str, Any], clip_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
+def _code_keyface(task: PointTask, clip_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
     from dataclasses import replace
 
     from keyface.codec.ratecontrol import config_at
@@ -135,12 +136,12 @@ def _code_keyface(task: dict[str, Any], clip_dir: Path, meta: dict[str, Any]) ->
     from keyface.renderers import get_renderer
 
     analysis = load_analysis(clip_dir, meta)
-    config = replace(config_at(float(task["param"])), generator=task["generator"])
+    config = replace(config_at(float(task.param)), generator=task.generator)
     t0 = time.perf_counter()
     result = encode_analysis(analysis, config)
     encode_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
-    decoded = decode_bytes(result.data, renderer=get_renderer(task["generator"]))
+    decoded = decode_bytes(result.data, renderer=get_renderer(task.generator))
     decode_seconds = time.perf_counter() - t0
     if decoded.error is not None or len(decoded.frames) != analysis.frame_count:
         raise RuntimeError(
@@ -158,10 +159,10 @@ def _code_keyface(task: dict[str, Any], clip_dir: Path, meta: dict[str, Any]) ->
     }
 
 
-def _code_anchor(task: dict[str, Any], ref: list[np.ndarray], fps: Fraction) -> dict[str, Any]:
+def _code_anchor(task: PointTask, ref: list[np.ndarray], fps: Fraction) -> dict[str, Any]:
     from keyface.eval.anchors import encode_anchor
 
-    r = encode_anchor(ref, fps, task["codec"], int(task["param"]), preset=task.get("preset"))
+    r = encode_anchor(ref, fps, task.codec, int(task.param), preset=task.preset)
     return {
         "bytes": r.bytes,
         "frames_out": r.frames,
@@ -170,7 +171,7 @@ def _code_anchor(task: dict[str, Any], ref: list[np.ndarray], fps: Fraction) -> 
     }
 
 
-def run_point(task: dict[str, Any]) -> dict[str, Any]:
+def run_point(task: PointTask) -> dict[str, Any]:
     """Code, decode and measure one (clip, codec, parameter) point; cache and return it.
 
     Never raises: a failure comes back as ``{"error": ...}`` (and is not cached, so the next
@@ -180,19 +181,19 @@ def run_point(task: dict[str, Any]) -> dict[str, Any]:
     from keyface.io.video import read_frames
 
     t_start = time.perf_counter()
-    clip_dir = Path(task["dir"])
-    meta = task["meta"]
+    clip_dir = Path(task.dir)
+    meta = task.meta
     try:
         fps = Fraction(meta["fps"])
         ref = [f.image for f in read_frames(clip_dir / "crop.y4m", meta["frames"])]
-        if task["is_keyface"]:
+        if task.is_keyface:
             coded = _code_keyface(task, clip_dir, meta)
         else:
             coded = _code_anchor(task, ref, fps)
         t0 = time.perf_counter()
-        previous = task.get("previous") or {}
-        todo = [m for m in task["metrics"] if m not in previous.get("metrics", {})]
-        every = int(task.get("slow_every", 1))
+        previous = task.previous or {}
+        todo = [m for m in task.metrics if m not in previous.get("metrics", {})]
+        every = int(task.slow_every)
         dense = [m for m in todo if m not in SLOW_METRICS or every == 1]
         sparse = [m for m in todo if m not in dense]
         out_frames = coded["frames_out"]
@@ -203,9 +204,7 @@ def run_point(task: dict[str, Any]) -> dict[str, Any]:
         for names, step in ((dense, 1), (sparse, every)):
             if not names:
                 continue
-            measured = compute_metrics(
-                ref[::step], out_frames[::step], names, device=task["device"]
-            )
+            measured = compute_metrics(ref[::step], out_frames[::step], names, device=task.device)
             mean.update({k: _num(v) for k, v in measured.mean.items()})
             notes.update(measured.notes)
             per_metric.update({k: round(v, 4) for k, v in measured.seconds.items()})
@@ -214,50 +213,49 @@ def run_point(task: dict[str, Any]) -> dict[str, Any]:
         metric_seconds = time.perf_counter() - t0
     except Exception as exc:
         return {
-            "clip": task["clip"],
-            "codec": task["codec"],
-            "param": task["param"],
+            "clip": task.clip,
+            "codec": task.codec,
+            "param": task.param,
             "error": f"{type(exc).__name__}: {exc}",
         }
     n = len(ref)
     duration = float(n / fps)
-    record = {
-        "key": task["key"],
-        "clip": task["clip"],
-        "person": task["person"],
-        "codec": task["codec"],
-        "param": task["param"],
-        "bytes": int(coded["bytes"]),
-        "kbps": round(8 * coded["bytes"] / duration / 1000, 6),
-        "frames": n,
-        "metrics": mean,
-        "notes": notes,
-        "info": coded["info"],
-        "seconds": {
+    record = PointRecord(
+        key=task.key,
+        clip=task.clip,
+        person=task.person,
+        codec=task.codec,
+        param=task.param,
+        bytes=int(coded["bytes"]),
+        kbps=round(8 * coded["bytes"] / duration / 1000, 6),
+        frames=n,
+        metrics=mean,
+        notes=notes,
+        info=coded["info"],
+        seconds={
             "encode": round(coded["seconds"]["encode"], 4),
             "decode": round(coded["seconds"]["decode"], 4),
             "metrics": round(metric_seconds, 4),
             "per_metric": per_metric,
             "total": round(time.perf_counter() - t_start, 4),
         },
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
-    if sampled:
-        record["sampled"] = sampled
-    _write_json(Path(task["path"]), record)
+        created=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        sampled=sampled,
+    ).to_json()
+    _write_json(Path(task.path), record)
     return record
 
 
-def _prep_is_cached(task: dict[str, Any]) -> bool:
-    clip_dir = Path(task["dir"])
+def _prep_is_cached(task: PrepareTask) -> bool:
+    clip_dir = Path(task.dir)
     meta = _read_json(clip_dir / "meta.json")
     if not meta:
         return False
     try:
         want = {
-            "frames_asked": task["frames"],
-            "size": task["size"],
-            **_source_stamp(Path(task["path"])),
+            "frames_asked": task.frames,
+            "size": task.size,
+            **_source_stamp(Path(task.path)),
         }
     except OSError:
         return False
@@ -268,7 +266,7 @@ def _prep_is_cached(task: dict[str, Any]) -> bool:
     )
 
 
-def _safe_prepare(task: dict[str, Any]) -> dict[str, Any]:
+def _safe_prepare(task: PrepareTask) -> dict[str, Any]:
     """:func:`prepare_clip` that reports a failure (e.g. no face) instead of raising."""
     try:
         return prepare_clip(task)
