@@ -54,9 +54,27 @@ import numpy as np
 
 from keyface.ffmpeg import FfmpegError, ffmpeg_exe, run_ffmpeg
 from keyface.intra import annexb_spans
+from keyface.registry import Registry
 from keyface.types import check_image
 
-ANCHORS: tuple[str, ...] = ("x264", "x265", "av1", "vvc")
+
+class AnchorError(Exception):
+    """An anchor codec is unavailable, rejects its settings, or fails to encode or decode."""
+
+
+@dataclass(frozen=True)
+class AnchorSpec:
+    """One conventional anchor codec: its QP sweep and range, speed preset and how it runs."""
+
+    name: str
+    qps: tuple[int, ...]
+    """The default QP sweep (six points from about 40 kbit/s down to the codec's floor)."""
+    qp_range: tuple[int, int]
+    preset: str
+    """The speed preset used unless told otherwise."""
+    pyav: tuple[str, str] | None
+    """``(PyAV encoder, PyAV decoder)``; ``None``: the ffmpeg executable (VVenC, ``vvc``)."""
+
 
 # QP sweeps chosen with benchmarks/anchors_sweep.py on the first 125 frames of three 256x256
 # 30 fps face crops (Obama_clip1, andrew_clip_1, feifeili_clip1): six points per codec from about
@@ -64,37 +82,34 @@ ANCHORS: tuple[str, ...] = ("x264", "x265", "av1", "vvc")
 # bytes even when little changes (picture/slice headers, skip flags), so no anchor reaches 2 kbit/s:
 # mean rate at the coarsest QP is x264 ~14 kbit/s (QP 51), AV1 ~11 (QP 63), x265 ~8 (QP 51) and
 # VVC ~5 (QP 52; QP 63 only gets to ~4 kbit/s at ~22 dB, so the sweep stops at 52).
-DEFAULT_QPS: dict[str, tuple[int, ...]] = {
-    "x264": (35, 38, 41, 44, 47, 51),
-    "x265": (32, 35, 38, 42, 46, 51),
-    "av1": (42, 46, 50, 55, 60, 63),
-    "vvc": (29, 33, 37, 42, 47, 52),
-}
+ANCHOR_CODECS: Registry[AnchorSpec] = Registry("anchor codec", error=AnchorError)
+"""Every anchor by name: the one table the bench, the sweep and the tests read."""
 
-QP_RANGES: dict[str, tuple[int, int]] = {
-    "x264": (0, 51),
-    "x265": (0, 51),
-    "av1": (1, 63),
-    "vvc": (0, 63),
-}
+for _spec in (
+    AnchorSpec("x264", (35, 38, 41, 44, 47, 51), (0, 51), "medium", ("libx264", "h264")),
+    AnchorSpec("x265", (32, 35, 38, 42, 46, 51), (0, 51), "medium", ("libx265", "hevc")),
+    AnchorSpec("av1", (42, 46, 50, 55, 60, 63), (1, 63), "6", ("libsvtav1", "libdav1d")),
+    AnchorSpec("vvc", (29, 33, 37, 42, 47, 52), (0, 63), "medium", None),
+):
+    ANCHOR_CODECS.register(
+        _spec.name,
+        summary=f"{_spec.pyav[0]} through PyAV" if _spec.pyav else "VVenC through ffmpeg",
+        speed="slow" if _spec.pyav is None else "fast",
+    )(lambda spec=_spec: spec)
 
-DEFAULT_PRESETS: dict[str, str] = {"x264": "medium", "x265": "medium", "av1": "6", "vvc": "medium"}
-
+ANCHORS: tuple[str, ...] = tuple(ANCHOR_CODECS.names())
+DEFAULT_QPS: dict[str, tuple[int, ...]] = {n: ANCHOR_CODECS.get(n).qps for n in ANCHORS}
+QP_RANGES: dict[str, tuple[int, int]] = {n: ANCHOR_CODECS.get(n).qp_range for n in ANCHORS}
+DEFAULT_PRESETS: dict[str, str] = {n: ANCHOR_CODECS.get(n).preset for n in ANCHORS}
+"""Views of :data:`ANCHOR_CODECS` by field (what older callers read)."""
 _PYAV_CODECS: dict[str, tuple[str, str]] = {
-    # anchor: (PyAV encoder, PyAV decoder)
-    "x264": ("libx264", "h264"),
-    "x265": ("libx265", "hevc"),
-    "av1": ("libsvtav1", "libdav1d"),
+    n: pyav for n in ANCHORS if (pyav := ANCHOR_CODECS.get(n).pyav) is not None
 }
 
 _VVC_PARAMS = (
     "GOPSize=8:PicReordering=0:NumRefPics=4:DecodingRefreshType=0:IntraPeriod=-1"
     ":AccessUnitDelimiter=0:InternalBitDepth=8"
 )
-
-
-class AnchorError(Exception):
-    """An anchor codec is unavailable, rejects its settings, or fails to encode or decode."""
 
 
 @dataclass(frozen=True)
