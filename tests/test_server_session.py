@@ -438,3 +438,37 @@ def test_first_idr_lost_is_requested_again(carphone_analysis, crops) -> None:
     assert sender.stats.idr_keyframes == 2
     assert out and not any(f.concealed for f in out)
     assert out[0].index == sender.encoder.last_idr
+
+
+def test_sender_pictures_compose_the_background_without_a_network(
+    carphone_analysis, live: LiveClip
+) -> None:
+    """The server's picture side is sans-I/O too: datagrams and a BACKGROUND packet in, full
+    frames out, the face pasted into the background (the size of the source frame)."""
+    from keyface.bitstream import BackgroundPacket
+    from keyface.intra import get_intra_codec
+    from keyface.io.video import read_frames
+    from keyface.server.pictures import SenderPictures
+    from keyface.server.receiver import ParticipantDecoder
+
+    a = carphone_analysis
+    source = next(iter(read_frames(a.path, 1))).image
+    header = live.sender.header
+    background = bytes(
+        BackgroundPacket(frame_index=0, data=get_intra_codec(header.intra_codec).encode(source, 60))
+    )
+    pictures = SenderPictures("alice", ParticipantDecoder("alice"), "warp", stamp_frames=True)
+    pictures.take_background(background)  # before the header: kept until it comes
+    assert pictures.background is None
+    shown = []
+    for i, frame in enumerate(live.datagrams[:6]):
+        for d in frame:
+            out, _ = pictures.decode(pictures.decoder.receive, d.payload, i / FPS)
+            shown += out
+    assert pictures.composer is not None
+    assert [index for index, _, _ in shown] == list(range(6))
+    h, w = source.shape[:2]
+    for _, image, concealed in shown:
+        assert image.shape[:2] == (h - h % 2, w - w % 2) and not concealed
+    pictures.take_background(b"\x00not a packet")
+    assert pictures.decoder.stats.malformed == 1

@@ -25,7 +25,6 @@ but the worker pool. See ``docs/server.md``.
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import os
 import time
@@ -43,20 +42,15 @@ from aiortc import (
     RTCPeerConnection,
     RTCSessionDescription,
 )
-from PIL import Image
 
-from keyface.bitstream import BackgroundPacket, BitstreamError, parse_packet
-from keyface.codec.config import crop_box
-from keyface.compose import Composer
-from keyface.intra import IntraCodecError, get_intra_codec
 from keyface.renderers import DEFAULT_RENDERER, get_renderer
-from keyface.server.media import ParticipantVideo, SubscriberTrack, even_size, stamp_index
+from keyface.server.media import ParticipantVideo, SubscriberTrack
+from keyface.server.pictures import SenderPictures
 from keyface.server.session import (
     Channel,
     Datagram,
     Participant,
     ParticipantDecoder,
-    RenderedFrame,
     RoomLimits,
     RoomSession,
 )
@@ -77,7 +71,6 @@ CHANNELS: dict[str, Channel] = {
 }
 """Data channel label -> the session channel whose limits apply to it."""
 MAX_SDP = 64 * 1024
-MAX_AVATAR_PIXELS = 4096 * 4096
 NEGOTIATION_TIMEOUT_S = 10.0
 
 
@@ -295,7 +288,6 @@ class SenderPeer(Peer):
         super().__init__(room, participant, pc)
         assert participant.decoder is not None
         self.decoder: ParticipantDecoder = participant.decoder
-        self._renderer_ready = False  # made on the worker (a generator takes a while to load)
         self.video = ParticipantVideo(self.name)
         self.channels: dict[str, RTCDataChannel] = {}
         cfg = room.config
@@ -305,12 +297,10 @@ class SenderPeer(Peer):
         self.shed = 0
         """Motion datagrams dropped because the worker was ``max_backlog`` jobs behind."""
         self.worker_errors = 0
-        self.background: np.ndarray | None = None
-        self.composer: Composer | None = None
-        """Stitches the sender's face into its background (``keyface.compose``), once one came."""
-        self._background_packet: BackgroundPacket | None = None
-        self.avatar: Any = None
-        """An ``AvatarAnimator`` once the sender sent an avatar photo (avatar mode)."""
+        self.pictures = SenderPictures(
+            self.name, self.decoder, cfg.generator, stamp_frames=cfg.stamp_frames
+        )
+        """Decoding, full-frame composition and avatar mode: sans-I/O, run on the workers."""
         self._jobs: asyncio.Queue[Job | None] = asyncio.Queue()
         self._tick_pending = False
         self._worker = asyncio.ensure_future(self._work())
@@ -347,21 +337,21 @@ class SenderPeer(Peer):
         if decoder is None:
             return  # counted by the room (size, rate, unknown)
         if label == LABEL_BACKGROUND:
-            self._submit(lambda: self._take_background(message), None)
+            self._submit(lambda: self.pictures.take_background(message), None)
             return
         if label == LABEL_AVATAR:
-            self._submit(lambda: self._take_avatar(message), None)
+            self._submit(lambda: self.pictures.take_avatar(message), None)
             return
         if label == LABEL_MOTION and self._jobs.qsize() >= self.room.config.max_backlog:
             self.shed += 1
             return
-        self._submit(lambda: self._decode(decoder.receive, message, now), self._deliver)
+        self._submit(lambda: self.pictures.decode(decoder.receive, message, now), self._deliver)
 
     def tick(self, now: float) -> None:
         if self._tick_pending or self.closed:
             return
         self._tick_pending = True
-        self._submit(lambda: self._decode(None, b"", now), self._deliver_tick)
+        self._submit(lambda: self.pictures.decode(None, b"", now), self._deliver_tick)
 
     def _submit(self, fn: Callable[[], Any], done: Callable[[Any], None] | None) -> None:
         self._jobs.put_nowait((fn, done))
@@ -438,104 +428,10 @@ class SenderPeer(Peer):
             subscribers=self.video.subscribers,
             width=None if image is None else int(image.shape[1]),
             height=None if image is None else int(image.shape[0]),
-            full_frame=self.background is not None,
-            avatar=self.avatar is not None,
+            full_frame=self.pictures.background is not None,
+            avatar=self.pictures.avatar is not None,
         )
         return out
-
-    # -- worker thread side (one job at a time per sender) -------------------------------------
-    def _decode(
-        self,
-        receive: Callable[[bytes, float], list[RenderedFrame]] | None,
-        payload: bytes,
-        now: float,
-    ) -> tuple[list[tuple[int, np.ndarray, bool]], list[Datagram]]:
-        if not self._renderer_ready:  # one renderer per sender: rendering runs on workers
-            self.decoder.renderer = get_renderer(self.room.config.generator)
-            self._renderer_ready = True
-        frames = receive(payload, now) if receive is not None else self.decoder.tick(now)
-        if self._background_packet is not None and self.decoder.header is not None:
-            self._decode_background(self._background_packet)
-        pictures = [(f.index, self._picture(f), f.concealed) for f in frames]
-        return pictures, self.decoder.datagrams_to_send()
-
-    def _take_background(self, payload: bytes) -> None:
-        try:
-            packet, end = parse_packet(payload)
-            if end != len(payload) or not isinstance(packet, BackgroundPacket):
-                raise BitstreamError("not one BACKGROUND packet")
-        except BitstreamError as exc:
-            self.decoder.stats.malformed += 1
-            logger.debug("%s: dropped background: %s", self.name, exc)
-            return
-        self._background_packet = packet
-        if self.decoder.header is not None:
-            self._decode_background(packet)
-
-    def _decode_background(self, packet: BackgroundPacket) -> None:
-        self._background_packet = None
-        header = self.decoder.header
-        assert header is not None
-        crop = header.crop
-        try:
-            if crop is None:
-                raise ValueError("the stream has no crop to paste into a background")
-            image = get_intra_codec(header.intra_codec).decode(packet.data)
-            if image.shape[:2] != (crop.source_height, crop.source_width):
-                raise ValueError(
-                    f"background is {image.shape[1]}x{image.shape[0]}, the crop's source "
-                    f"{crop.source_width}x{crop.source_height}"
-                )
-        except (IntraCodecError, ValueError) as exc:
-            self.decoder.stats.malformed += 1
-            logger.info("%s: unusable background: %s", self.name, exc)
-            return
-        self.background = image
-        box = crop_box(crop)
-        self.composer = Composer(image, box)
-
-    def _take_avatar(self, payload: bytes) -> None:
-        """Avatar mode: from now on the sender's motion animates this photo instead of its
-        own face (``keyface.compose.avatar``)."""
-        try:
-            from keyface.compose.avatar import AvatarAnimator
-            from keyface.face import FaceNotFoundError
-
-            with Image.open(io.BytesIO(payload)) as img:
-                if img.width * img.height > MAX_AVATAR_PIXELS:
-                    raise ValueError(f"avatar photo too large ({img.width}x{img.height})")
-                photo = np.asarray(img.convert("RGB"))
-            header = self.decoder.header
-            fps = float(header.fps) if header is not None else 25.0
-            # The animator's own renderer (the warp): the room's keyframe enhancer undoes a
-            # keyframe codec, and an avatar photo was never coded by one.
-            avatar = AvatarAnimator.from_photo(photo, size=256, fps=fps)
-        except (OSError, ValueError, ImportError, FaceNotFoundError) as exc:
-            self.decoder.stats.malformed += 1
-            logger.info("%s: unusable avatar photo: %s", self.name, exc)
-            return
-        self.avatar = avatar
-        logger.info("room %s: %s is shown as an avatar", self.room.name, self.name)
-
-    def _picture(self, frame: RenderedFrame) -> np.ndarray:
-        image = frame.image
-        if self.avatar is not None and frame.keypoints is not None:
-            animated = self.avatar.animate(frame.keypoints)
-            if self.avatar.composer is not None:
-                image = self.avatar.full_frame(animated)
-            else:
-                image = animated.image
-        elif self.composer is not None:
-            # The face stitched into the background with the body held still (as decode
-            # --full-frame does).
-            try:
-                image = self.composer.compose(image, frame.reference, frame.keypoints)
-            except ValueError as exc:
-                logger.debug("%s: no full frame: %s", self.name, exc)
-        image = even_size(image)
-        if self.room.config.stamp_frames:
-            image = stamp_index(image, frame.index)
-        return np.ascontiguousarray(image)
 
 
 class ReceiverPeer(Peer):
