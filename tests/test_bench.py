@@ -381,3 +381,21 @@ def test_an_interrupted_pool_stops_its_workers() -> None:
         time.sleep(0.1)
     assert not any(_alive(p) for p in seen)
     assert time.monotonic() - t0 < 30  # the 60 s jobs were not waited for
+
+
+def test_report_schema_reads_the_committed_results_and_refuses_others() -> None:
+    """``points.json`` is a typed document: the committed bench results read back as a
+    :class:`BenchReport` and write out the same; another schema is refused with its name."""
+    from keyface.eval.bench import BenchReport, PointRecord, ReportSchemaError
+
+    path = Path(__file__).resolve().parents[1] / "results" / "bench" / "points.json"
+    data = json.loads(path.read_text())
+    report = BenchReport.from_json(data)
+    assert report.to_json() == data
+    point = report.points[0]
+    record = PointRecord.from_json({**point, "key": {}, "notes": {}, "created": ""})
+    assert record.bytes == point["bytes"] and record.sampled == point.get("sampled", {})
+    with pytest.raises(ReportSchemaError, match="keyface-bench/2"):
+        BenchReport.from_json({**data, "schema": "keyface-bench/2"})
+    with pytest.raises(ReportSchemaError, match="without bd"):
+        BenchReport.from_json({k: v for k, v in data.items() if k != "bd"})

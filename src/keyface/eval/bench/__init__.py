@@ -58,7 +58,13 @@ from keyface.eval.bench.config import (
     parse_u,
     resolve_anchors,
 )
-from keyface.eval.bench.records import PointRecord, PointTask, PrepareTask
+from keyface.eval.bench.records import (
+    BenchReport,
+    PointRecord,
+    PointTask,
+    PrepareTask,
+    ReportSchemaError,
+)
 from keyface.eval.bench.run import BenchResult, run_bench
 from keyface.eval.bench.worker import load_analysis, prepare_clip, run_point
 
@@ -75,10 +81,12 @@ __all__ = [
     "SLOW_METRICS",
     "BenchConfig",
     "BenchError",
+    "BenchReport",
     "BenchResult",
     "PointRecord",
     "PointTask",
     "PrepareTask",
+    "ReportSchemaError",
     "average_points",
     "bd_table",
     "check_metric_weights",

@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from keyface.clips import Clip
+from keyface.eval.bench.records import REPORT_SCHEMA
 from keyface.eval.registry import METRIC_REGISTRY
 
-SCHEMA = "keyface-bench/1"
+SCHEMA = REPORT_SCHEMA
 KEYFACE = "keyface"
 DEFAULT_FRAMES = 125
 DEFAULT_SIZE = 256

@@ -93,3 +93,52 @@ class PointRecord:
     def from_json(cls, data: dict[str, Any]) -> PointRecord:
         fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         return cls(**fields)
+
+
+REPORT_SCHEMA = "keyface-bench/1"
+"""The ``schema`` tag of ``points.json``; bumped when a field changes meaning."""
+
+
+class ReportSchemaError(ValueError):
+    """A ``points.json`` of another schema, or missing one of its parts."""
+
+
+@dataclass
+class BenchReport:
+    """The ``points.json`` document of a run (docs/bench.md, "Output"): what was measured and
+    how (``protocol``), the run's counters (``run``), every point, the averaged curves, the
+    BD-rate table, the rates at quality targets, timing, and the failures."""
+
+    protocol: dict[str, Any]
+    run: dict[str, Any]
+    points: list[dict[str, Any]]
+    averages: list[dict[str, Any]]
+    bd: list[dict[str, Any]]
+    targets: list[dict[str, Any]]
+    timing: dict[str, Any]
+    failures: list[dict[str, Any]]
+    schema: str = REPORT_SCHEMA
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": self.schema,
+            "protocol": self.protocol,
+            "run": self.run,
+            "points": self.points,
+            "averages": self.averages,
+            "bd": self.bd,
+            "targets": self.targets,
+            "timing": self.timing,
+            "failures": self.failures,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> BenchReport:
+        """A report read back; :class:`ReportSchemaError` for another schema or a missing part."""
+        if not isinstance(data, dict) or data.get("schema") != REPORT_SCHEMA:
+            found = data.get("schema") if isinstance(data, dict) else type(data).__name__
+            raise ReportSchemaError(f"not a {REPORT_SCHEMA} document (schema: {found!r})")
+        missing = [k for k in cls.__dataclass_fields__ if k not in data]
+        if missing:
+            raise ReportSchemaError(f"{REPORT_SCHEMA} document without {', '.join(missing)}")
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__})

@@ -19,13 +19,12 @@ from keyface.eval.bench.aggregate import (
 )
 from keyface.eval.bench.cache import _clip_dir, _point_key, _point_path, _write_json
 from keyface.eval.bench.config import (
-    SCHEMA,
     SLOW_METRICS,
     BenchConfig,
     BenchError,
     check_metric_weights,
 )
-from keyface.eval.bench.records import PointTask, PrepareTask
+from keyface.eval.bench.records import BenchReport, PointTask, PrepareTask
 from keyface.eval.bench.runner import _bar, _cached_point, _Runner
 from keyface.eval.bench.worker import _prep_is_cached, _safe_prepare, prepare_clip, run_point
 
@@ -179,9 +178,8 @@ def run_bench(cfg: BenchConfig, *, log: Callable[[str], None] | None = None) -> 
     from keyface.eval.bdrate import inversion
     from keyface.eval.registry import METRICS
 
-    data = {
-        "schema": SCHEMA,
-        "protocol": {
+    report = BenchReport(
+        protocol={
             "frames": cfg.frames,
             "size": cfg.size,
             "clips": [
@@ -224,7 +222,7 @@ def run_bench(cfg: BenchConfig, *, log: Callable[[str], None] | None = None) -> 
             "argv": list(sys.argv),
             "versions": versions(),
         },
-        "run": {
+        run={
             "started": started,
             "wall_seconds": round(wall, 2),
             "jobs": cfg.jobs,
@@ -232,13 +230,14 @@ def run_bench(cfg: BenchConfig, *, log: Callable[[str], None] | None = None) -> 
             "cached": cached,
             "failed": len(failures),
         },
-        "points": points,
-        "averages": averages,
-        "bd": bd,
-        "targets": targets,
-        "timing": timing_summary(points, metas, cfg),
-        "failures": failures,
-    }
+        points=points,
+        averages=averages,
+        bd=bd,
+        targets=targets,
+        timing=timing_summary(points, metas, cfg),
+        failures=failures,
+    )
+    data = report.to_json()
     _write_json(out / "points.json", data)
     from keyface.eval.report import write_report
 
