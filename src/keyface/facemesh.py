@@ -42,3 +42,14 @@ NOSE = (1, 4, 6, 168)
 """Nose tip, nose bridge and the point between the eyes: they move with the head."""
 RIGID = tuple(sorted({*FACE_OVAL, *NOSE, *RIGHT_EYE_CORNERS, *LEFT_EYE_CORNERS}))
 """Points that move with the head, not with the expression (oval, nose, eye corners)."""
+
+OUTER_LIPS = (
+    61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185,
+)  # fmt: skip
+"""The outer lip contour, in order around the mouth."""
+INNER_LIP_GAP = (13, 14)
+"""Upper and lower inner lip, in the middle: how far the mouth is open."""
+INNER_MOUTH_CORNERS = (78, 308)
+RIGHT_EYE_EAR = ((33, 133), ((160, 144), (158, 153)))
+LEFT_EYE_EAR = ((362, 263), ((385, 380), (387, 373)))
+"""``(corners, vertical pairs)`` of each eye, for the eye aspect ratio (EAR)."""

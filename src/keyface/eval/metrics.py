@@ -40,6 +40,7 @@ from scipy import ndimage
 from keyface.eval.registry import (
     METRICS,
     PSNR_CAP_DB,
+    REGION_GROUP,
     VMAF_MODEL,
     MetricsInputError,
     resolve_metrics,
@@ -223,6 +224,9 @@ class _Context:
     per_frame: dict[str, list[float]]
     notes: dict[str, str]
     seconds: dict[str, float]
+    landmarks: dict[str, list[np.ndarray | None]] = field(default_factory=dict)
+    """Face-mesh landmarks of ``ref`` and ``dist`` (still-image mode), measured once for every
+    metric that needs them."""
 
     def bar(self, total: int, desc: str) -> object:
         from tqdm import tqdm
@@ -398,31 +402,98 @@ def _excluded_note(excluded_ref: int, excluded_dist: int, both: int, total: int)
     )
 
 
+def _landmarks(
+    ref: Sequence[np.ndarray], dist: Sequence[np.ndarray], ctx
+) -> tuple[list[np.ndarray | None], list[np.ndarray | None]]:
+    """Face-mesh landmarks of both videos (still-image mode), measured once per call of
+    :func:`compute_metrics` whichever metrics need them."""
+    if not ctx.landmarks:
+        from keyface.face.landmarks import LandmarkTracker
+
+        bar = ctx.bar(len(ref), "landmarks")
+        marks_a: list[np.ndarray | None] = []
+        marks_b: list[np.ndarray | None] = []
+        with LandmarkTracker(video=False) as tracker:
+            for a, b in zip(ref, dist, strict=True):
+                marks_a.append(tracker.process(a))
+                marks_b.append(tracker.process(b))
+                bar.update(1)  # type: ignore[attr-defined]
+        bar.close()  # type: ignore[attr-defined]
+        ctx.landmarks.update(ref=marks_a, dist=marks_b)
+    return ctx.landmarks["ref"], ctx.landmarks["dist"]
+
+
 def _akd_metric(ref: Sequence[np.ndarray], dist: Sequence[np.ndarray], names, ctx) -> None:
-    from keyface.face.landmarks import NUM_LANDMARKS, LandmarkTracker
+    from keyface.face.landmarks import NUM_LANDMARKS
 
     t0 = time.perf_counter()
     values: list[float] = []
     miss_ref = miss_dist = miss_both = 0
-    bar = ctx.bar(len(ref), "akd")
-    with LandmarkTracker(video=False) as tracker:
-        for a, b in zip(ref, dist, strict=True):
-            la, lb = tracker.process(a), tracker.process(b)
-            miss_ref += la is None
-            miss_dist += lb is None
-            miss_both += la is None and lb is None
-            if la is None or lb is None:
-                values.append(math.nan)
-            else:
-                values.append(float(np.linalg.norm(la[:, :2] - lb[:, :2], axis=1).mean()))
-            bar.update(1)  # type: ignore[attr-defined]
-    bar.close()  # type: ignore[attr-defined]
+    for la, lb in zip(*_landmarks(ref, dist, ctx), strict=True):
+        miss_ref += la is None
+        miss_dist += lb is None
+        miss_both += la is None and lb is None
+        if la is None or lb is None:
+            values.append(math.nan)
+        else:
+            values.append(float(np.linalg.norm(la[:, :2] - lb[:, :2], axis=1).mean()))
     ctx.per_frame["akd"] = values
     ctx.seconds["akd"] = time.perf_counter() - t0
     ctx.notes["akd"] = (
         f"mediapipe FaceMesh, {NUM_LANDMARKS} landmarks (x, y) per frame, still-image mode; "
         + _excluded_note(miss_ref, miss_dist, miss_both, len(ref))
     )
+
+
+def _region_metrics(ref: Sequence[np.ndarray], dist: Sequence[np.ndarray], names, ctx) -> None:
+    """Mouth, eyes and flicker (:mod:`keyface.eval.regions`)."""
+    from keyface.eval import nets, regions
+
+    t0 = time.perf_counter()
+    marks_a, marks_b = _landmarks(ref, dist, ctx)
+    seconds_landmarks = time.perf_counter() - t0
+    n = len(ref)
+    found = sum(m is not None for m in marks_a)
+    for name in names:
+        t1 = time.perf_counter()
+        if name in ("lpips_mouth", "lpips_eyes"):
+            owners, a_crops, b_crops = regions.region_pairs(
+                ref, dist, marks_a, "mouth" if name == "lpips_mouth" else "eyes"
+            )
+            scores: list[float] = []
+            if owners:
+                model = nets.load_lpips("alex", ctx.device)
+                with torch.inference_mode():
+                    for start in range(0, len(owners), 64):
+                        a = _to_tensor(a_crops[start : start + 64], torch.float32, ctx.device)
+                        b = _to_tensor(b_crops[start : start + 64], torch.float32, ctx.device)
+                        out = model(a.div_(255.0), b.div_(255.0)).float().cpu()
+                        scores.extend(float(v) for v in out)
+            per: dict[int, list[float]] = {}
+            for t, v in zip(owners, scores, strict=True):
+                per.setdefault(t, []).append(v)
+            ctx.per_frame[name] = [
+                float(np.mean(per[t])) if t in per else math.nan for t in range(n)
+            ]
+            ctx.notes[name] = (
+                f"LPIPS-Alex of {regions.REGION_SIZE}x{regions.REGION_SIZE} crops placed by the "
+                f"reference's landmarks; face in {found} of {n} reference frames"
+            )
+        elif name in ("eye_state", "mouth_open"):
+            eye, mouth = regions.state_measures(marks_a, marks_b)
+            ctx.per_frame[name] = eye if name == "eye_state" else mouth
+            ctx.notes[name] = (
+                f"eye closed below EAR {regions.EYE_CLOSED_EAR}; " if name == "eye_state" else ""
+            ) + _excluded_note(
+                n - found,
+                sum(m is None for m in marks_b),
+                sum(a is None and b is None for a, b in zip(marks_a, marks_b, strict=True)),
+                n,
+            )
+        elif name == "flicker":
+            ctx.per_frame[name] = regions.flicker(ref, dist, marks_a)
+            ctx.notes[name] = "grey levels outside the reference's face oval; frame 0 has none"
+        ctx.seconds[name] = time.perf_counter() - t1 + seconds_landmarks / len(names)
 
 
 @lru_cache(maxsize=1)
@@ -547,6 +618,7 @@ def compute_metrics(
         (LEARNED_METRICS, _learned_metrics),
         (("vmaf",), _vmaf_metric),
         (("akd",), _akd_metric),
+        (REGION_GROUP, _region_metrics),
         (("aed",), _aed_metric),
     ]
     apply_thread_policy()  # the process's torch threads, set once (keyface.threads)

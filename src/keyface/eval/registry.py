@@ -76,11 +76,38 @@ _metric(
     "akd", MetricSpec("lower", (0.0, math.inf), "mean distance of 478 face-mesh landmarks", "px")
 )
 _metric(
+    "lpips_mouth",
+    MetricSpec("lower", (0.0, math.inf), "LPIPS-Alex of the mouth region (reference landmarks)"),
+    weights=("lpips-alexnet",),
+)
+_metric(
+    "lpips_eyes",
+    MetricSpec("lower", (0.0, math.inf), "LPIPS-Alex of the eye regions (reference landmarks)"),
+    weights=("lpips-alexnet",),
+)
+_metric(
+    "eye_state",
+    MetricSpec("lower", (0.0, 1.0), "share of frames whose eye open/closed state differs"),
+)
+_metric(
+    "mouth_open",
+    MetricSpec("lower", (0.0, math.inf), "|mouth opening (inner-lip gap / width) difference|"),
+)
+_metric(
+    "flicker",
+    MetricSpec(
+        "lower", (0.0, 255.0), "error of the frame-to-frame change outside the face", "grey"
+    ),
+)
+_metric(
     "aed",
     MetricSpec("lower", (0.0, math.inf), "L2 distance of dlib face identity embeddings"),
     speed="slow",
     weights=("dlib-identity",),
 )
+
+REGION_GROUP = ("lpips_mouth", "lpips_eyes", "eye_state", "mouth_open", "flicker")
+"""What ``regions`` stands for in a metric list."""
 
 METRICS: dict[str, MetricSpec] = {name: METRIC_REGISTRY.get(name) for name in METRIC_REGISTRY}
 """``name -> MetricSpec`` in registry order (the order reports use)."""
@@ -111,6 +138,9 @@ def resolve_metrics(names: Sequence[str] | str | None) -> list[str]:
         name = ALIASES.get(name, name)
         if name == "all":
             wanted.update(METRICS)
+            continue
+        if name == "regions":  # where viewers look: mouth, eyes, flicker (eval/regions.py)
+            wanted.update(REGION_GROUP)
             continue
         if name not in METRICS:
             raise MetricsInputError(

@@ -1,0 +1,163 @@
+"""Where viewers look, measured per frame (issue 18): mouth and eye regions, the open/closed state
+of the eyes, how far the mouth is open, and flicker outside the face.
+
+Means hide these failures: one closed eye or a flat red mouth in a few frames barely moves a
+whole-frame LPIPS. Every measure is per frame, placed by the *reference's* face-mesh landmarks
+(the decoded frame's landmarks only where a state is compared), so that a wrong mouth is
+compared with the right place:
+
+* ``lpips_mouth`` / ``lpips_eyes``: LPIPS-Alex of the square around the outer lips / around each
+  eye (mean of the two), side 1.6x the region's extent (at least 24 px), resized to 64x64;
+* ``eye_state``: 1 when the decoded frame shows an eye open that the reference shows closed or
+  the reverse (eye aspect ratio below :data:`EYE_CLOSED_EAR` is closed), 0 when they agree;
+  its mean is the share of frames that disagree;
+* ``mouth_open``: |inner-lip gap / mouth width| of the decoded frame minus the reference's;
+* ``flicker``: mean absolute error of the frame-to-frame change outside the face oval (hair,
+  shoulders, background), in 0..255 grey levels: a still background that ripples or pumps in
+  the decoded video scores high even where each frame looks plausible.
+
+A frame without a face in the reference (or, for the state measures, in the decoded frame) is
+NaN and left out of the mean, as for ``akd``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from keyface.facemesh import (
+    FACE_OVAL,
+    INNER_LIP_GAP,
+    INNER_MOUTH_CORNERS,
+    LEFT_EYE,
+    LEFT_EYE_EAR,
+    OUTER_LIPS,
+    RIGHT_EYE,
+    RIGHT_EYE_EAR,
+)
+
+EYE_CLOSED_EAR = 0.18
+"""Eye aspect ratio below which an eye counts as closed (open eyes measure about 0.25-0.35 on
+MediaPipe's mesh; a blink goes below 0.1)."""
+REGION_SIZE = 64
+REGION_SCALE = 1.6
+REGION_MIN_SIDE = 24.0
+
+Landmarks = np.ndarray | None
+
+
+def eye_aspect_ratio(landmarks: np.ndarray, eye: tuple) -> float:
+    """Mean vertical opening over the width of one eye (``RIGHT_EYE_EAR`` / ``LEFT_EYE_EAR``)."""
+    (c0, c1), pairs = eye
+    p = landmarks[:, :2]
+    width = float(np.linalg.norm(p[c0] - p[c1]))
+    opening = np.mean([np.linalg.norm(p[a] - p[b]) for a, b in pairs])
+    return float(opening / width) if width > 1e-6 else 0.0
+
+
+def eyes_closed(landmarks: np.ndarray) -> tuple[bool, bool]:
+    """(right closed, left closed)."""
+    return (
+        eye_aspect_ratio(landmarks, RIGHT_EYE_EAR) < EYE_CLOSED_EAR,
+        eye_aspect_ratio(landmarks, LEFT_EYE_EAR) < EYE_CLOSED_EAR,
+    )
+
+
+def mouth_opening(landmarks: np.ndarray) -> float:
+    """Inner-lip gap over the inner mouth width (0 closed, about 0.5-0.8 wide open)."""
+    p = landmarks[:, :2]
+    gap = float(np.linalg.norm(p[INNER_LIP_GAP[0]] - p[INNER_LIP_GAP[1]]))
+    width = float(np.linalg.norm(p[INNER_MOUTH_CORNERS[0]] - p[INNER_MOUTH_CORNERS[1]]))
+    return gap / width if width > 1e-6 else 0.0
+
+
+def region_box(landmarks: np.ndarray, indices: Sequence[int], shape: tuple[int, ...]) -> tuple:
+    """``(x0, y0, side)`` of the square around ``indices`` (scaled by ``REGION_SCALE``)."""
+    pts = landmarks[list(indices), :2]
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    centre = (lo + hi) / 2
+    side = max(float((hi - lo).max()) * REGION_SCALE, REGION_MIN_SIDE)
+    side = min(side, float(min(shape[0], shape[1])))
+    x0 = float(np.clip(centre[0] - side / 2, 0, shape[1] - side))
+    y0 = float(np.clip(centre[1] - side / 2, 0, shape[0] - side))
+    return x0, y0, side
+
+
+def cut(image: np.ndarray, box: tuple) -> np.ndarray:
+    """The square ``box`` of ``image``, resized to ``REGION_SIZE``."""
+    x0, y0, side = box
+    m = np.array(
+        [
+            [REGION_SIZE / side, 0, -x0 * REGION_SIZE / side],
+            [0, REGION_SIZE / side, -y0 * REGION_SIZE / side],
+        ]
+    )
+    return cv2.warpAffine(image, m, (REGION_SIZE, REGION_SIZE), flags=cv2.INTER_AREA)
+
+
+def outside_face(landmarks: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``(H, W)`` bool: pixels outside the face oval (dilated by 4 % of the frame side)."""
+    mask = np.zeros(shape[:2], np.uint8)
+    cv2.fillPoly(mask, [np.round(landmarks[list(FACE_OVAL), :2]).astype(np.int32)], 1)
+    k = max(3, int(0.04 * max(shape[:2])) | 1)
+    mask = cv2.dilate(mask, np.ones((k, k), np.uint8))
+    return mask == 0
+
+
+def flicker(
+    ref: Sequence[np.ndarray], dist: Sequence[np.ndarray], marks: Sequence[Landmarks]
+) -> list[float]:
+    """Per frame: mean |(dist_t - dist_t-1) - (ref_t - ref_t-1)| of the grey levels outside the
+    reference's face oval (frame 0 and frames without a face: NaN)."""
+    values = [float("nan")]
+    grey = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY).astype(np.float32) for f in ref]
+    grey_d = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY).astype(np.float32) for f in dist]
+    for t in range(1, len(ref)):
+        lm = marks[t]
+        if lm is None:
+            values.append(float("nan"))
+            continue
+        outside = outside_face(lm, ref[t].shape)
+        if not outside.any():
+            values.append(float("nan"))
+            continue
+        err = (grey_d[t] - grey_d[t - 1]) - (grey[t] - grey[t - 1])
+        values.append(float(np.abs(err[outside]).mean()))
+    return values
+
+
+def state_measures(
+    ref_marks: Sequence[Landmarks], dist_marks: Sequence[Landmarks]
+) -> tuple[list[float], list[float]]:
+    """Per frame ``eye_state`` (0/1, NaN without both faces) and ``mouth_open`` (NaN likewise)."""
+    eye, mouth = [], []
+    for a, b in zip(ref_marks, dist_marks, strict=True):
+        if a is None or b is None:
+            eye.append(float("nan"))
+            mouth.append(float("nan"))
+            continue
+        eye.append(float(eyes_closed(a) != eyes_closed(b)))
+        mouth.append(abs(mouth_opening(b) - mouth_opening(a)))
+    return eye, mouth
+
+
+def region_pairs(
+    ref: Sequence[np.ndarray], dist: Sequence[np.ndarray], marks: Sequence[Landmarks], which: str
+) -> tuple[list[int], list[np.ndarray], list[np.ndarray]]:
+    """The region crops of ``which`` (``mouth`` or ``eyes``): ``(frame of each pair, reference
+    crops, decoded crops)``; frames without a reference face have none."""
+    regions = (OUTER_LIPS,) if which == "mouth" else (RIGHT_EYE, LEFT_EYE)
+    owners: list[int] = []
+    a_crops: list[np.ndarray] = []
+    b_crops: list[np.ndarray] = []
+    for t, (a, b, lm) in enumerate(zip(ref, dist, marks, strict=True)):
+        if lm is None:
+            continue
+        for region in regions:
+            box = region_box(lm, region, a.shape)
+            owners.append(t)
+            a_crops.append(cut(a, box))
+            b_crops.append(cut(b, box))
+    return owners, a_crops, b_crops

@@ -1,0 +1,94 @@
+"""Region metrics (keyface.eval.regions): what a viewer looks at, measured where it is. Each
+test makes the failure of issue 18 on real carphone frames and checks that the right measure
+sees it and the others do not."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from keyface.eval.metrics import compute_metrics
+from keyface.eval.regions import (
+    EYE_CLOSED_EAR,
+    eye_aspect_ratio,
+    eyes_closed,
+    flicker,
+    mouth_opening,
+    outside_face,
+    state_measures,
+)
+from keyface.facemesh import LEFT_EYE_EAR, OUTER_LIPS, RIGHT_EYE_EAR, RIGHT_EYE_LIDS
+from keyface.pipeline import cropped_frames
+
+REGIONS = ["lpips_mouth", "lpips_eyes", "eye_state", "mouth_open", "flicker"]
+
+
+@pytest.fixture(scope="module")
+def clip(carphone_analysis) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    a = carphone_analysis
+    frames = [img for _, img in cropped_frames(a.path, a.crop, a.size, 8)]
+    marks = [lm for lm in a.landmarks[:8]]
+    assert all(m is not None for m in marks)
+    return frames, marks
+
+
+def test_identical_frames_score_perfect(clip) -> None:
+    frames, _ = clip
+    m = compute_metrics(frames, [f.copy() for f in frames], REGIONS, progress=False)
+    assert m.mean["lpips_mouth"] == pytest.approx(0, abs=1e-6)
+    assert m.mean["lpips_eyes"] == pytest.approx(0, abs=1e-6)
+    assert m.mean["eye_state"] == 0 and m.mean["mouth_open"] == pytest.approx(0, abs=1e-9)
+    assert m.mean["flicker"] == 0
+    assert np.isnan(m.per_frame["flicker"][0])  # no change before the first frame
+
+
+def test_a_flat_red_mouth_is_seen_by_the_mouth_measure(clip) -> None:
+    """The failure of issue 18: the mouth painted as a flat red oval."""
+    frames, marks = clip
+    painted = []
+    for f, lm in zip(frames, marks, strict=True):
+        g = f.copy()
+        cv2.fillPoly(g, [np.round(lm[list(OUTER_LIPS), :2]).astype(np.int32)], (170, 30, 40))
+        painted.append(g)
+    m = compute_metrics(
+        frames, painted, ["lpips_alex", "lpips_mouth", "lpips_eyes"], progress=False
+    )
+    assert m.mean["lpips_mouth"] > 0.1
+    assert m.mean["lpips_mouth"] > 5 * m.mean["lpips_alex"]  # the whole frame hides it
+    assert m.mean["lpips_eyes"] < 0.2 * m.mean["lpips_mouth"]
+
+
+def test_eye_and_mouth_state_from_landmarks(clip) -> None:
+    _, marks = clip
+    lm = marks[0].copy()
+    assert eye_aspect_ratio(lm, RIGHT_EYE_EAR) > EYE_CLOSED_EAR
+    assert eyes_closed(lm) == (False, False)
+    shut = lm.copy()
+    for upper, lower in RIGHT_EYE_LIDS:  # the upper lid lowered onto the lower one
+        shut[upper] = shut[lower]
+    assert eye_aspect_ratio(shut, RIGHT_EYE_EAR) < 0.05
+    assert eyes_closed(shut) == (True, False)
+    assert eye_aspect_ratio(shut, LEFT_EYE_EAR) == eye_aspect_ratio(lm, LEFT_EYE_EAR)
+    eye, _ = state_measures([lm, lm, lm, None], [lm, shut, None, lm])
+    assert eye[:2] == [0.0, 1.0] and np.isnan(eye[2]) and np.isnan(eye[3])
+    opened = lm.copy()
+    opened[14, 1] += 20  # the lower inner lip dropped
+    assert mouth_opening(opened) > mouth_opening(lm) + 0.1
+    assert state_measures([lm], [opened])[1][0] == pytest.approx(
+        mouth_opening(opened) - mouth_opening(lm)
+    )
+
+
+def test_a_pumping_background_is_flicker(clip) -> None:
+    frames, marks = clip
+    pumped = []
+    for t, (f, lm) in enumerate(zip(frames, marks, strict=True)):
+        out = outside_face(lm, f.shape)
+        g = f.astype(np.int16)
+        g[out] += 12 if t % 2 else 0
+        pumped.append(np.clip(g, 0, 255).astype(np.uint8))
+    values = flicker(frames, pumped, marks)
+    assert np.isnan(values[0])
+    assert 8 < np.nanmean(values) < 13
+    assert np.nanmax(flicker(frames, [f.copy() for f in frames], marks)) == 0
