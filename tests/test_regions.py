@@ -10,9 +10,8 @@ import pytest
 
 from keyface.eval.metrics import compute_metrics
 from keyface.eval.regions import (
-    EYE_CLOSED_EAR,
     eye_aspect_ratio,
-    eyes_closed,
+    eye_states,
     flicker,
     mouth_opening,
     outside_face,
@@ -62,13 +61,19 @@ def test_a_flat_red_mouth_is_seen_by_the_mouth_measure(clip) -> None:
 def test_eye_and_mouth_state_from_landmarks(clip) -> None:
     _, marks = clip
     lm = marks[0].copy()
-    assert eye_aspect_ratio(lm, RIGHT_EYE_EAR) > EYE_CLOSED_EAR
-    assert eyes_closed(lm) == (False, False)
+    open_ears = (eye_aspect_ratio(lm, RIGHT_EYE_EAR), eye_aspect_ratio(lm, LEFT_EYE_EAR))
+    assert min(open_ears) > 0.15
+    assert eye_states(lm, open_ears) == ("open", "open")
     shut = lm.copy()
     for upper, lower in RIGHT_EYE_LIDS:  # the upper lid lowered onto the lower one
         shut[upper] = shut[lower]
     assert eye_aspect_ratio(shut, RIGHT_EYE_EAR) < 0.05
-    assert eyes_closed(shut) == (True, False)
+    assert eye_states(shut, open_ears) == ("closed", "open")
+    squint = lm.copy()  # lids a third of the way closed: unsure, never a disagreement
+    for upper, lower in RIGHT_EYE_LIDS:
+        squint[upper] = lm[upper] + (lm[lower] - lm[upper]) * 0.3
+    assert eye_states(squint, open_ears)[0] == "unsure"
+    assert state_measures([lm, lm], [squint, lm])[0] == [0.0, 0.0]
     assert eye_aspect_ratio(shut, LEFT_EYE_EAR) == eye_aspect_ratio(lm, LEFT_EYE_EAR)
     eye, _ = state_measures([lm, lm, lm, None], [lm, shut, None, lm])
     assert eye[:2] == [0.0, 1.0] and np.isnan(eye[2]) and np.isnan(eye[3])

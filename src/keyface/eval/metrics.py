@@ -483,7 +483,10 @@ def _region_metrics(ref: Sequence[np.ndarray], dist: Sequence[np.ndarray], names
             eye, mouth = regions.state_measures(marks_a, marks_b)
             ctx.per_frame[name] = eye if name == "eye_state" else mouth
             ctx.notes[name] = (
-                f"eye closed below EAR {regions.EYE_CLOSED_EAR}; " if name == "eye_state" else ""
+                f"eye closed below {regions.CLOSED_SHARE} and open above {regions.OPEN_SHARE} "
+                "of its median aspect ratio in the reference; "
+                if name == "eye_state"
+                else ""
             ) + _excluded_note(
                 n - found,
                 sum(m is None for m in marks_b),

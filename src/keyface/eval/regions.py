@@ -8,9 +8,11 @@ compared with the right place:
 
 * ``lpips_mouth`` / ``lpips_eyes``: LPIPS-Alex of the square around the outer lips / around each
   eye (mean of the two), side 1.6x the region's extent (at least 24 px), resized to 64x64;
-* ``eye_state``: 1 when the decoded frame shows an eye open that the reference shows closed or
-  the reverse (eye aspect ratio below :data:`EYE_CLOSED_EAR` is closed), 0 when they agree;
-  its mean is the share of frames that disagree;
+* ``eye_state``: 1 when the decoded frame shows an eye clearly open that the reference shows
+  clearly closed, or the reverse, 0 otherwise; its mean is the share of frames that disagree.
+  An eye is closed below :data:`CLOSED_SHARE` of its open aspect ratio (the median over the
+  reference clip: people and meshes differ, a fixed threshold flips on a narrow eye) and open
+  above :data:`OPEN_SHARE` of it; in between it is unsure and never counts as a disagreement;
 * ``mouth_open``: |inner-lip gap / mouth width| of the decoded frame minus the reference's;
 * ``flicker``: mean absolute error of the frame-to-frame change outside the face oval (hair,
   shoulders, background), in 0..255 grey levels: a still background that ripples or pumps in
@@ -38,9 +40,11 @@ from keyface.facemesh import (
     RIGHT_EYE_EAR,
 )
 
-EYE_CLOSED_EAR = 0.18
-"""Eye aspect ratio below which an eye counts as closed (open eyes measure about 0.25-0.35 on
-MediaPipe's mesh; a blink goes below 0.1)."""
+CLOSED_SHARE = 0.6
+OPEN_SHARE = 0.8
+"""An eye is closed below ``CLOSED_SHARE`` and open above ``OPEN_SHARE`` times its open eye
+aspect ratio (the reference clip's median for that eye; open eyes measure about 0.2-0.35 on
+MediaPipe's mesh, a blink goes below 0.1)."""
 REGION_SIZE = 64
 REGION_SCALE = 1.6
 REGION_MIN_SIDE = 24.0
@@ -57,12 +61,29 @@ def eye_aspect_ratio(landmarks: np.ndarray, eye: tuple) -> float:
     return float(opening / width) if width > 1e-6 else 0.0
 
 
-def eyes_closed(landmarks: np.ndarray) -> tuple[bool, bool]:
-    """(right closed, left closed)."""
-    return (
-        eye_aspect_ratio(landmarks, RIGHT_EYE_EAR) < EYE_CLOSED_EAR,
-        eye_aspect_ratio(landmarks, LEFT_EYE_EAR) < EYE_CLOSED_EAR,
-    )
+def eye_states(landmarks: np.ndarray, open_ears: tuple[float, float]) -> tuple[str, str]:
+    """``"open"``, ``"closed"`` or ``"unsure"`` for (right, left), relative to each eye's open
+    aspect ratio ``open_ears``."""
+    out = []
+    for eye, reference in zip((RIGHT_EYE_EAR, LEFT_EYE_EAR), open_ears, strict=True):
+        ear = eye_aspect_ratio(landmarks, eye)
+        if ear < CLOSED_SHARE * reference:
+            out.append("closed")
+        elif ear > OPEN_SHARE * reference:
+            out.append("open")
+        else:
+            out.append("unsure")
+    return out[0], out[1]
+
+
+def open_eye_ratios(marks: Sequence[Landmarks]) -> tuple[float, float]:
+    """Each eye's median aspect ratio over the frames with a face (its open state)."""
+    found = [m for m in marks if m is not None]
+    if not found:
+        return (0.0, 0.0)
+    right = float(np.median([eye_aspect_ratio(m, RIGHT_EYE_EAR) for m in found]))
+    left = float(np.median([eye_aspect_ratio(m, LEFT_EYE_EAR) for m in found]))
+    return right, left
 
 
 def mouth_opening(landmarks: np.ndarray) -> float:
@@ -131,14 +152,18 @@ def flicker(
 def state_measures(
     ref_marks: Sequence[Landmarks], dist_marks: Sequence[Landmarks]
 ) -> tuple[list[float], list[float]]:
-    """Per frame ``eye_state`` (0/1, NaN without both faces) and ``mouth_open`` (NaN likewise)."""
+    """Per frame ``eye_state`` (0/1, NaN without both faces) and ``mouth_open`` (NaN likewise);
+    the eyes' open aspect ratios come from the reference clip."""
+    open_ears = open_eye_ratios(ref_marks)
     eye, mouth = [], []
     for a, b in zip(ref_marks, dist_marks, strict=True):
         if a is None or b is None:
             eye.append(float("nan"))
             mouth.append(float("nan"))
             continue
-        eye.append(float(eyes_closed(a) != eyes_closed(b)))
+        sa, sb = eye_states(a, open_ears), eye_states(b, open_ears)
+        clash = any({x, y} == {"open", "closed"} for x, y in zip(sa, sb, strict=True))
+        eye.append(float(clash))
         mouth.append(abs(mouth_opening(b) - mouth_opening(a)))
     return eye, mouth
 
