@@ -25,6 +25,7 @@ from _common import SPLIT
 from fit_motion_model import load_clip
 
 from keyface.bitstream import MotionPacket
+from keyface.clips import load_split
 from keyface.entropy import CodedFrame, MotionCoderState, encode_frames
 from keyface.motion import QuantLevel, get_representation
 
@@ -70,9 +71,8 @@ def main() -> None:
     parser.add_argument("--sweep", action="store_true", help="also sweep coefficient counts")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    split = json.loads(Path(args.split).read_text())
     clips = []
-    for name in split[f"{args.subset}_clips"]:
+    for name in load_split(args.split).clips[args.subset]:
         lm = load_clip(Path(args.landmarks) / (Path(name).stem + ".npz"))
         if len(lm) > 10:
             clips.append(lm[: args.max_frames])

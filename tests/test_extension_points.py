@@ -126,8 +126,7 @@ def shift_registered():
     try:
         yield
     finally:  # keep the registry as it was for the other tests
-        REPRESENTATIONS._entries.pop(ShiftOnly.name)
-        REPRESENTATIONS._built.pop(ShiftOnly.name, None)
+        REPRESENTATIONS.unregister(ShiftOnly.name)
 
 
 def test_a_new_representation_needs_only_its_module_and_a_registry_line(

@@ -227,7 +227,6 @@ def encode_at_kbps(
     *,
     with_background: bool = False,
     verbose: bool = False,
-    on_trial: Callable[[CodecConfig, EncodeResult], None] | None = None,
 ) -> EncodeResult:
     """``analysis`` coded at the rate closest to ``kbps`` (``keyface.codec.ratecontrol``): each
     trial of the search re-runs only the encoder, the landmarks are measured once."""
@@ -236,7 +235,7 @@ def encode_at_kbps(
     def encode(config: CodecConfig) -> EncodeResult:
         return encode_analysis(analysis, config, with_background=with_background)
 
-    return fit_bitrate(encode, base, kbps, verbose=verbose, on_trial=on_trial)
+    return fit_bitrate(encode, base, kbps, verbose=verbose)
 
 
 def flatten_inside(image: np.ndarray, box: CropBox, feather: float = PASTE_FEATHER) -> np.ndarray:

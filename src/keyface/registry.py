@@ -92,6 +92,12 @@ class Registry(Generic[T]):
 
         return decorate
 
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` and its built object (a plug-in unloading, a test cleaning up)."""
+        with self._lock:
+            self._entries.pop(name, None)
+            self._built.pop(name, None)
+
     # -- look-up ------------------------------------------------------------------------------
     def entry(self, name: str) -> Entry[T]:
         try:

@@ -4,7 +4,6 @@ enhancer) on a folder of videos."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -106,11 +105,15 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 def _people(split: str | None) -> tuple[set[str] | None, set[str] | None]:
     if split is None:
         return None, None
+    from keyface.clips import ClipSelectionError, load_split
+
     try:
-        data = json.loads(Path(split).read_text())
-        return set(data["train_people"]), set(data["validation_people"])
-    except (OSError, json.JSONDecodeError, KeyError) as exc:
-        raise UserError(f"{split}: not a split file ({exc})") from None
+        people = load_split(split).people
+        return set(people["train"]), set(people["validation"])
+    except ClipSelectionError as exc:
+        raise UserError(str(exc)) from None
+    except KeyError as exc:
+        raise UserError(f"{split}: not a split file (no {exc.args[0]}_people)") from None
 
 
 def _prepare(args: argparse.Namespace) -> int:

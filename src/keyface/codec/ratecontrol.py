@@ -73,12 +73,11 @@ def fit_bitrate(
     kbps: float,
     *,
     verbose: bool = False,
-    on_trial: Callable[[CodecConfig, R], None] | None = None,
 ) -> R:
     """The result of ``encode`` at the ladder position whose bitrate is closest to ``kbps``.
 
     Prefers results at or under the target; if even ``u = 0`` is over it, returns that (the
-    floor of this clip) and says so on stderr. ``on_trial`` is told of every trial (progress).
+    floor of this clip) and says so on stderr; ``verbose`` prints every trial (progress).
     """
     lo, hi = 0.0, U_MAX
     best: R | None = None
@@ -86,8 +85,6 @@ def fit_bitrate(
     def trial(config: CodecConfig) -> R:
         nonlocal best
         result = encode(config)
-        if on_trial is not None:
-            on_trial(config, result)
         if verbose:
             print(
                 f"rate control: keyframe quality {config.keyframe_quality}, threshold "

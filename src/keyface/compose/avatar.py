@@ -52,7 +52,7 @@ from keyface.facemesh import (
     RIGHT_EYE_LIDS,
     RIGHT_IRIS,
 )
-from keyface.motion import face_regions, get_representation, motion_distance
+from keyface.motion import get_representation
 from keyface.render import Renderer
 from keyface.render.warp import similarity_fit
 from keyface.renderers import get_renderer
@@ -263,7 +263,7 @@ class AvatarAnimator:
         self.rebase_s = None if rebase_s is None else float(rebase_s)
         self.rebase_margin = float(rebase_margin)
         self.idle = idle
-        self.regions = face_regions(get_representation().mean)
+        self.gate = get_representation()
         self._rest = smile(kp, idle.smile)
         self.composer: Composer | None = None
         self.reset()
@@ -326,7 +326,7 @@ class AvatarAnimator:
 
     def distance(self, target: np.ndarray) -> float:
         """ZTE motion distance from the avatar reference to ``target``."""
-        return motion_distance(self.keypoints, target, self.regions).value
+        return self.gate.gate_distance(self.keypoints, target)
 
     def natural(self, frame: int | None = None) -> np.ndarray:
         """The natural default motion at ``frame`` (default: the current frame)."""

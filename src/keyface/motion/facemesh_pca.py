@@ -18,7 +18,7 @@ every stream so a decoder never rebuilds motion with a different model.
 from __future__ import annotations
 
 import zlib
-from functools import cache
+from functools import cache, cached_property
 from importlib import resources
 from pathlib import Path
 
@@ -180,7 +180,12 @@ class FaceMeshPCA:
 
     def gate_distance(self, reference: np.ndarray, current: np.ndarray) -> float:
         """:func:`keyface.motion.distance.motion_distance` over the mesh's face regions."""
-        return motion_distance(reference, current, face_regions(self.mean)).value
+        return motion_distance(reference, current, self.regions).value
+
+    @cached_property
+    def regions(self) -> tuple[np.ndarray, ...]:
+        """The face regions of the gate, derived from the mean shape once."""
+        return face_regions(self.mean)
 
     @property
     def field_component(self) -> None:
