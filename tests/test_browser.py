@@ -15,7 +15,6 @@ import io
 import os
 import shutil
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -76,23 +75,7 @@ def clip(carphone_analysis) -> list[list]:
     return encode_clip(crops, a.landmarks, 300, crop=a.crop)
 
 
-def one_cpu_chromium(folder: Path) -> str:
-    """CHROMIUM started on one CPU (``taskset -c 0``), when taskset exists.
-
-    On this machine's kernel, Chromium processes reaping their children on two CPUs at once
-    livelocked twice in ``shrink_dcache_parent`` (unkillable, both cores at 100 % system time,
-    the suite stalled), with and without zygote processes; pinning them to one CPU released
-    them both times, so the browser runs pinned from the start."""
-    taskset = shutil.which("taskset")
-    if taskset is None or CHROMIUM is None:
-        return str(CHROMIUM)
-    wrapper = folder / "chromium-one-cpu"
-    wrapper.write_text(f'#!/bin/sh\nexec {taskset} -c 0 {CHROMIUM} "$@"\n')
-    wrapper.chmod(0o755)
-    return str(wrapper)
-
-
-def test_receiver_page_shows_the_decoded_video(clip, tmp_path: Path) -> None:
+def test_receiver_page_shows_the_decoded_video(clip) -> None:
     pw = pytest.importorskip("playwright.async_api")
 
     async def main() -> tuple[list[dict[str, Any]], dict]:
@@ -106,7 +89,7 @@ def test_receiver_page_shows_the_decoded_video(clip, tmp_path: Path) -> None:
             sending = asyncio.ensure_future(replay(client, clip, stop=lambda: done))
             async with pw.async_playwright() as p:
                 browser = await p.chromium.launch(
-                    executable_path=one_cpu_chromium(tmp_path), headless=True, args=CHROMIUM_ARGS
+                    executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
                 )
                 page = await browser.new_page()
                 url = f"{server.url}/room/web#token={token('web', 'viewer', 'receive')}"
