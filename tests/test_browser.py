@@ -75,6 +75,12 @@ def clip(carphone_analysis) -> list[list]:
     return encode_clip(crops, a.landmarks, 300, crop=a.crop)
 
 
+@pytest.mark.skipif(
+    bool(os.environ.get("CI")) and not os.environ.get("KEYFACE_BROWSER_TEST"),
+    reason="CI: Chromium reaping its children livelocked this machine's kernel "
+    "(shrink_dcache_parent, unkillable, a core at 100 %) in 3 of about 10 launches; "
+    "set KEYFACE_BROWSER_TEST=1 to run it",
+)
 def test_receiver_page_shows_the_decoded_video(clip) -> None:
     pw = pytest.importorskip("playwright.async_api")
 
