@@ -10,7 +10,7 @@ import numpy as np
 
 from keyface.bitstream import CropGeometry, RefreshMode
 from keyface.intra import DEFAULT_INTRA_CODEC
-from keyface.motion import DEFAULT_REPRESENTATION, FIELD_REPRESENTATION
+from keyface.motion import DEFAULT_REPRESENTATION, FIELD_REPRESENTATION, FaceState
 from keyface.render import Reference
 from keyface.renderers import DEFAULT_RENDERER
 from keyface.types import CropBox
@@ -74,6 +74,10 @@ class CodecConfig:
     reset_at_keyframes: bool = False
     """Every keyframe starts a MOTION packet that resets the motion coder, so a receiver can
     start at any keyframe (live links)."""
+    content_refresh: bool = True
+    """Render each frame only from references that hold its mouth and eye state, and code a
+    keyframe when none does (:mod:`keyface.codec.content`; representations with a face state
+    only, not in ``RefreshMode.FIXED``). Encoder-side: streams decode the same either way."""
 
     def __post_init__(self) -> None:
         if not 16 <= self.size <= 1024:
@@ -108,6 +112,9 @@ class BufferEntry:
     frame_index: int
     reference: Reference
     q: np.ndarray
+    state: FaceState | None = None
+    """The mouth and eye state of the reference's keypoints (encoder side, when the
+    representation has one)."""
 
 
 @dataclass

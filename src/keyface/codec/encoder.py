@@ -11,6 +11,10 @@ For every frame the encoder quantises the motion, then decides how the decoder g
   threshold. No rendering, so it is much cheaper.
 * ``RefreshMode.FIXED``: a keyframe every ``threshold`` frames (0: the first frame only).
 
+In the PSNR and MOTION modes the content rule (:mod:`keyface.codec.content`) comes first: a
+frame is rendered only from a reference whose mouth and eyes are open at least about as wide
+as the frame's, and a keyframe is coded when no reference is (``content_refresh``).
+
 Keyframes enter a FIFO buffer of up to five references that the decoder mirrors exactly.
 
 Motion is sent in MOTION packets of ``motion_chunk`` frames; a packet may start with a coder
@@ -43,10 +47,13 @@ from keyface.bitstream import (
     StreamHeader,
 )
 from keyface.codec.config import BufferEntry, CodecConfig, ReferenceBuffer, crop_geometry
+from keyface.codec.content import ContentRule
 from keyface.entropy import CodedFrame, MotionCoderState, encode_frames
 from keyface.imageops import psnr
 from keyface.intra import get_intra_codec
 from keyface.motion import (
+    FaceState,
+    FaceStateSource,
     FieldComponent,
     body_weight,
     estimate_field,
@@ -76,6 +83,10 @@ class FrameDecision:
     motion_reset: bool = False
     """This frame starts a MOTION packet whose coder state is reset (see the reset policy in
     :class:`CodecConfig`)."""
+    refresh: str | None = None
+    """Why a keyframe was coded: ``"first"`` (empty buffer), ``"forced"``, ``"gate"`` (motion
+    distance), ``"psnr"``, ``"interval"`` (fixed mode), ``"mouth"`` or ``"eyes"`` (no reference
+    holds the frame's mouth or eye state); ``None`` for a predicted frame."""
 
 
 @dataclass
@@ -142,6 +153,12 @@ class EncoderCore:
         self.last_idr = -1
         """Frame index of the newest IDR keyframe (-1 before the first frame)."""
         self._field_part: FieldComponent | None = self.representation.field_component
+        self._states: FaceStateSource | None = (
+            self.representation
+            if config.content_refresh and isinstance(self.representation, FaceStateSource)
+            else None
+        )
+        self.content_rule = ContentRule()
         self._pending: list[CodedFrame] = []
         self._pending_first = 0
         self._pending_reset = False
@@ -201,11 +218,12 @@ class EncoderCore:
             packets.append(BackgroundPacket(frame_index=index, data=data))
             self._background_sent = True
 
-        decision, field_q = self._decide(index, image, keypoints, params)
+        state = None if self._states is None else self._states.face_state(keypoints)
+        decision, field_q, reason = self._decide(index, image, keypoints, params, state)
         if decision is None:
             if self.config.reset_at_keyframes and self._pending:
                 packets.append(self._flush_motion())  # the keyframe starts its own packet
-            packet, decision = self._keyframe(index, image, keypoints, q)
+            packet, decision = self._keyframe(index, image, keypoints, q, state, reason)
             packets.append(packet)
         elif field_q is not None:
             q = field_q
@@ -285,33 +303,56 @@ class EncoderCore:
         return q, rep.field(self.state.dequantize(q))
 
     def _decide(
-        self, index: int, image: np.ndarray, keypoints: np.ndarray, params: np.ndarray
-    ) -> tuple[FrameDecision | None, np.ndarray | None]:
-        """Pick a reference for ``index`` (``None`` when a keyframe must be coded), with the
-        quantised parameters including the body-motion grid when the choice measured it."""
+        self,
+        index: int,
+        image: np.ndarray,
+        keypoints: np.ndarray,
+        params: np.ndarray,
+        state: FaceState | None,
+    ) -> tuple[FrameDecision | None, np.ndarray | None, str | None]:
+        """Pick a reference for ``index``: ``(decision, q, None)``, with the quantised
+        parameters including the body-motion grid when the choice measured it, or
+        ``(None, None, reason)`` when a keyframe must be coded."""
         if len(self.buffer) == 0 or self._force_keyframe:
+            reason = "forced" if self._force_keyframe else "first"
             self._force_keyframe = False
-            return None, None
+            return None, None, reason
         mode = RefreshMode(self.config.refresh_mode)
         threshold = self.config.threshold
         if mode == RefreshMode.FIXED:
             interval = int(threshold)
             if interval > 0 and index - self.buffer[0].frame_index >= interval:
-                return None, None
-            return FrameDecision(index, False, 0, self.buffer[0].frame_index, 0.0), None
+                return None, None, "interval"
+            return FrameDecision(index, False, 0, self.buffer[0].frame_index, 0.0), None, None
+        candidates = list(range(len(self.buffer)))
+        if state is not None:
+            # The content rule: only references that hold this mouth and these eyes.
+            held = [
+                i
+                for i in candidates
+                if self.buffer[i].state is None
+                or self.content_rule.holds(self.buffer[i].state, state)
+            ]
+            if not held:
+                newest = self.buffer[0].state
+                assert newest is not None
+                return None, None, self.content_rule.missing(newest, state) or "mouth"
+            candidates = held
         if mode == RefreshMode.MOTION:
             dists = [
-                self.representation.gate_distance(e.reference.keypoints, keypoints)
-                for e in self.buffer
+                self.representation.gate_distance(self.buffer[i].reference.keypoints, keypoints)
+                for i in candidates
             ]
-            best = int(np.argmin(dists))
-            if dists[best] > threshold:
-                return None, None
+            k = int(np.argmin(dists))
+            if dists[k] > threshold:
+                return None, None, "gate"
+            best = candidates[k]
             entry = self.buffer[best]
-            return FrameDecision(index, False, best, entry.frame_index, dists[best]), None
+            return FrameDecision(index, False, best, entry.frame_index, dists[k]), None, None
         # PSNR: render every candidate as the decoder would, with its own body-motion grid.
         scores, coded = [], []
-        for e in self.buffer:
+        for i in candidates:
+            e = self.buffer[i]
             q, field = (
                 self._field(e, image, keypoints, params)
                 if self._field_part is not None
@@ -319,14 +360,21 @@ class EncoderCore:
             )
             scores.append(psnr(self.renderer.render(e.reference, keypoints, field), image))
             coded.append(q)
-        best = int(np.argmax(scores))
-        if scores[best] < threshold:
-            return None, None
+        k = int(np.argmax(scores))
+        if scores[k] < threshold:
+            return None, None, "psnr"
+        best = candidates[k]
         entry = self.buffer[best]
-        return FrameDecision(index, False, best, entry.frame_index, scores[best]), coded[best]
+        return FrameDecision(index, False, best, entry.frame_index, scores[k]), coded[k], None
 
     def _keyframe(
-        self, index: int, image: np.ndarray, keypoints: np.ndarray, q: np.ndarray
+        self,
+        index: int,
+        image: np.ndarray,
+        keypoints: np.ndarray,
+        q: np.ndarray,
+        state: FaceState | None,
+        reason: str | None,
     ) -> tuple[KeyframePacket, FrameDecision]:
         quality = self.config.keyframe_quality
         data = self.intra.encode(image, quality)
@@ -343,10 +391,11 @@ class EncoderCore:
         if idr:
             self.last_idr = index
         reference = self.renderer.prepare(decoded, keypoints)
-        self.buffer.push(BufferEntry(frame_index=index, reference=reference, q=q))
+        self.buffer.push(BufferEntry(frame_index=index, reference=reference, q=q, state=state))
         self.stats.keyframes += 1
         packet = KeyframePacket(frame_index=index, quality=quality, data=data)
-        return packet, FrameDecision(index, True, None, index, score, quality, idr=idr)
+        decision = FrameDecision(index, True, None, index, score, quality, idr=idr, refresh=reason)
+        return packet, decision
 
     def _flush_motion(self) -> MotionPacket:
         reset = self._pending_reset

@@ -456,10 +456,19 @@ def _region_metrics(ref: Sequence[np.ndarray], dist: Sequence[np.ndarray], names
     found = sum(m is not None for m in marks_a)
     for name in names:
         t1 = time.perf_counter()
-        if name in ("lpips_mouth", "lpips_eyes"):
+        if name in ("lpips_mouth", "lpips_mouth_open", "lpips_eyes"):
             owners, a_crops, b_crops = regions.region_pairs(
-                ref, dist, marks_a, "mouth" if name == "lpips_mouth" else "eyes"
+                ref, dist, marks_a, "eyes" if name == "lpips_eyes" else "mouth"
             )
+            if name == "lpips_mouth_open":  # only the frames that show the inside of a mouth
+                keep = [
+                    k
+                    for k, t in enumerate(owners)
+                    if regions.mouth_opening(marks_a[t]) > regions.OPEN_MOUTH
+                ]
+                owners = [owners[k] for k in keep]
+                a_crops = [a_crops[k] for k in keep]
+                b_crops = [b_crops[k] for k in keep]
             scores: list[float] = []
             if owners:
                 model = nets.load_lpips("alex", ctx.device)
@@ -478,6 +487,10 @@ def _region_metrics(ref: Sequence[np.ndarray], dist: Sequence[np.ndarray], names
             ctx.notes[name] = (
                 f"LPIPS-Alex of {regions.REGION_SIZE}x{regions.REGION_SIZE} crops placed by the "
                 f"reference's landmarks; face in {found} of {n} reference frames"
+            ) + (
+                f", mouth open (> {regions.OPEN_MOUTH}) in {len(set(owners))}"
+                if name == "lpips_mouth_open"
+                else ""
             )
         elif name in ("eye_state", "mouth_open"):
             eye, mouth = regions.state_measures(marks_a, marks_b)
