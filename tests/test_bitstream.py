@@ -227,6 +227,7 @@ def test_golden_stream_reads_back() -> None:
         KeyframePacket(frame_index=12345, quality=100, data=bytes(range(256)) * 40),
         MotionPacket(first_frame=0, n_frames=1, reset=False, data=b""),
         BackgroundPacket(frame_index=7, data=b""),
+        bs.DetailPacket(frame_index=3, x=0, y=65535, width=1, height=65535, quality=100, data=b""),
         EndPacket(frame_count=0),
         UnknownPacket(type=0x00, payload=b""),
         UnknownPacket(type=0xFF, payload=b"\x00" * 300),

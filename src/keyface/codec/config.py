@@ -74,6 +74,10 @@ class CodecConfig:
     reset_at_keyframes: bool = False
     """Every keyframe starts a MOTION packet that resets the motion coder, so a receiver can
     start at any keyframe (live links)."""
+    detail_boost: int = 0
+    """Code the rectangles around the eyes and the mouth of every keyframe again at this many
+    quality steps above the keyframe (DETAIL packets, :mod:`keyface.codec.detail`); 0: never.
+    Needs a representation with a face state; the rate ladder sets it."""
     content_refresh: bool = True
     """Render each frame only from references that hold its mouth and eye state, and code a
     keyframe when none does (:mod:`keyface.codec.content`; representations with a face state
@@ -88,6 +92,8 @@ class CodecConfig:
             raise ValueError(f"keyframe_quality must be in 1..100, got {self.keyframe_quality}")
         if self.motion_chunk < 1:
             raise ValueError("motion_chunk must be >= 1")
+        if not 0 <= self.detail_boost <= 99:
+            raise ValueError(f"detail_boost must be in 0..99, got {self.detail_boost}")
         if self.reset_interval is not None and self.reset_interval < 1:
             raise ValueError("reset_interval must be >= 1 or None")
 

@@ -14,6 +14,7 @@ import numpy as np
 from keyface.bitstream import (
     BackgroundPacket,
     BitstreamError,
+    DetailPacket,
     EndPacket,
     KeyframePacket,
     MotionPacket,
@@ -21,6 +22,7 @@ from keyface.bitstream import (
     StreamHeader,
 )
 from keyface.codec.config import BufferEntry, ReferenceBuffer
+from keyface.codec.detail import blend_detail
 from keyface.entropy import MotionCoderState, MotionCodingError, decode_frames
 from keyface.intra import IntraCodecError, get_intra_codec
 from keyface.motion import UnknownRepresentationError, get_representation
@@ -93,6 +95,9 @@ class DecoderCore:
                 raise BitstreamError(f"KEYFRAME for frame {packet.frame_index} arrives too late")
             self._keyframes[packet.frame_index] = self._decode_intra(packet.data, "keyframe")
             return []
+        if isinstance(packet, DetailPacket):
+            self._detail(packet)
+            return []
         if isinstance(packet, BackgroundPacket):
             self.background = self._decode_intra(packet.data, "background")
             return []
@@ -106,6 +111,27 @@ class DecoderCore:
             self.finished = True
             return []
         return []  # packets of later versions / other uses are skipped
+
+    def _detail(self, packet: DetailPacket) -> None:
+        """Blend a DETAIL rectangle into its pending keyframe picture."""
+        picture = self._keyframes.get(packet.frame_index)
+        if picture is None:
+            raise BitstreamError(
+                f"DETAIL for frame {packet.frame_index}, which has no pending keyframe"
+            )
+        h, w = picture.shape[:2]
+        if packet.x + packet.width > w or packet.y + packet.height > h:
+            raise BitstreamError(
+                f"DETAIL rectangle {packet.width}x{packet.height} at ({packet.x}, {packet.y}) "
+                f"leaves the {w}x{h} picture"
+            )
+        patch = self._decode_intra(packet.data, "detail")
+        if patch.shape[:2] != (packet.height, packet.width):
+            raise BitstreamError(
+                f"DETAIL picture is {patch.shape[1]}x{patch.shape[0]}, "
+                f"the packet says {packet.width}x{packet.height}"
+            )
+        self._keyframes[packet.frame_index] = blend_detail(picture, patch, packet.x, packet.y)
 
     def _decode_intra(self, data: bytes, what: str) -> np.ndarray:
         try:

@@ -39,6 +39,7 @@ import numpy as np
 
 from keyface.bitstream import (
     BackgroundPacket,
+    DetailPacket,
     EndPacket,
     KeyframePacket,
     MotionPacket,
@@ -48,6 +49,7 @@ from keyface.bitstream import (
 )
 from keyface.codec.config import BufferEntry, CodecConfig, ReferenceBuffer, crop_geometry
 from keyface.codec.content import ContentRule
+from keyface.codec.detail import blend_detail, detail_boxes
 from keyface.entropy import CodedFrame, MotionCoderState, encode_frames
 from keyface.imageops import psnr
 from keyface.intra import get_intra_codec
@@ -112,7 +114,7 @@ class EncoderStats:
 
     def add_packet(self, packet: Packet) -> None:
         n = len(bytes(packet))
-        if isinstance(packet, KeyframePacket):
+        if isinstance(packet, (KeyframePacket, DetailPacket)):
             self.keyframe_bytes += n
         elif isinstance(packet, MotionPacket):
             self.motion_bytes += n
@@ -159,6 +161,11 @@ class EncoderCore:
             else None
         )
         self.content_rule = ContentRule()
+        self._detail: FaceStateSource | None = (
+            self.representation
+            if config.detail_boost > 0 and isinstance(self.representation, FaceStateSource)
+            else None
+        )
         self._pending: list[CodedFrame] = []
         self._pending_first = 0
         self._pending_reset = False
@@ -223,8 +230,8 @@ class EncoderCore:
         if decision is None:
             if self.config.reset_at_keyframes and self._pending:
                 packets.append(self._flush_motion())  # the keyframe starts its own packet
-            packet, decision = self._keyframe(index, image, keypoints, q, state, reason)
-            packets.append(packet)
+            keyframe_packets, decision = self._keyframe(index, image, keypoints, q, state, reason)
+            packets.extend(keyframe_packets)
         elif field_q is not None:
             q = field_q
         elif self._field_part is not None and decision.reference is not None:
@@ -375,7 +382,7 @@ class EncoderCore:
         q: np.ndarray,
         state: FaceState | None,
         reason: str | None,
-    ) -> tuple[KeyframePacket, FrameDecision]:
+    ) -> tuple[list[Packet], FrameDecision]:
         quality = self.config.keyframe_quality
         data = self.intra.encode(image, quality)
         decoded = self.intra.decode(data)
@@ -387,15 +394,39 @@ class EncoderCore:
                 data = self.intra.encode(image, quality)
                 decoded = self.intra.decode(data)
                 score = psnr(decoded, image)
+        packets: list[Packet] = [KeyframePacket(frame_index=index, quality=quality, data=data)]
+        if self._detail is not None:
+            decoded = self._add_detail(index, image, keypoints, quality, decoded, packets)
         idr = len(self.buffer) == 0
         if idr:
             self.last_idr = index
         reference = self.renderer.prepare(decoded, keypoints)
         self.buffer.push(BufferEntry(frame_index=index, reference=reference, q=q, state=state))
         self.stats.keyframes += 1
-        packet = KeyframePacket(frame_index=index, quality=quality, data=data)
         decision = FrameDecision(index, True, None, index, score, quality, idr=idr, refresh=reason)
-        return packet, decision
+        return packets, decision
+
+    def _add_detail(
+        self,
+        index: int,
+        image: np.ndarray,
+        keypoints: np.ndarray,
+        quality: int,
+        decoded: np.ndarray,
+        packets: list[Packet],
+    ) -> np.ndarray:
+        """Code the eyes and the mouth of keyframe ``index`` again, better (DETAIL packets
+        appended to ``packets``); returns the keyframe picture as the decoder will hold it."""
+        assert self._detail is not None
+        detail_quality = min(100, quality + self.config.detail_boost)
+        size = self.config.size
+        for x, y, w, h in detail_boxes(self._detail.detail_regions(keypoints), size, size):
+            data = self.intra.encode(
+                np.ascontiguousarray(image[y : y + h, x : x + w]), detail_quality
+            )
+            decoded = blend_detail(decoded, self.intra.decode(data), x, y)
+            packets.append(DetailPacket(index, x, y, w, h, detail_quality, data))
+        return decoded
 
     def _flush_motion(self) -> MotionPacket:
         reset = self._pending_reset

@@ -91,6 +91,11 @@ class FaceStateSource(Protocol):
         """The mouth and eye openness shown by ``keypoints`` (from :meth:`keypoints`)."""
         ...
 
+    def detail_regions(self, keypoints: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Groups of ``keypoints`` around which a keyframe is worth coding better (each eye,
+        the mouth): :mod:`keyface.codec.detail` codes the rectangle around each again."""
+        ...
+
 
 @runtime_checkable
 class MotionRepresentation(Protocol):

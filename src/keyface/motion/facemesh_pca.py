@@ -25,7 +25,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from keyface.facemesh import LEFT_EYE_EAR, RIGHT_EYE_EAR, eye_aspect_ratio, mouth_opening
+from keyface.facemesh import (
+    LEFT_EYE,
+    LEFT_EYE_EAR,
+    OUTER_LIPS,
+    RIGHT_EYE,
+    RIGHT_EYE_EAR,
+    eye_aspect_ratio,
+    mouth_opening,
+)
 from keyface.motion.base import REFERENCE_SIZE, FaceState, MotionStatistics, QuantLevel
 from keyface.motion.distance import face_regions, motion_distance
 
@@ -192,6 +200,11 @@ class FaceMeshPCA:
                 eye_aspect_ratio(keypoints, LEFT_EYE_EAR),
             ),
         )
+
+    def detail_regions(self, keypoints: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Each eye opening and the outer lips."""
+        k = np.asarray(keypoints)
+        return tuple(k[list(group)] for group in (RIGHT_EYE, LEFT_EYE, OUTER_LIPS))
 
     @cached_property
     def regions(self) -> tuple[np.ndarray, ...]:

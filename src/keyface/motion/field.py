@@ -268,6 +268,9 @@ class FaceMeshField:
     def face_state(self, keypoints: np.ndarray) -> FaceState:
         return self.base.face_state(keypoints)
 
+    def detail_regions(self, keypoints: np.ndarray) -> tuple[np.ndarray, ...]:
+        return self.base.detail_regions(keypoints)
+
     @property
     def field_component(self) -> FaceMeshField:
         """Itself: the grid is the parameters after the face mesh's."""
