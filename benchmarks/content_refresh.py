@@ -1,11 +1,14 @@
-"""The content rule (``keyface.codec.content``) before and after, at equal rate.
+"""What viewers see, before and after, at equal rate: the content rule
+(``keyface.codec.content``) and DETAIL rectangles (``keyface.codec.detail``).
 
 For the clips a ``keyface bench`` run prepared (its ``cache/CLIP/crop.y4m`` and ``analysis.npz``),
-codes every clip at each ladder position ``--u`` twice, with ``content_refresh`` off (before)
-and on (after), decodes with the default renderer and measures the whole frame and the regions
-viewers look at (``keyface.eval.regions``). Writes ``points.json`` (every point), ``report.md``
-(mean curves, each region measure interpolated at equal rate, BD-rate on LPIPS) and a gallery of
-the worst open-mouth and eye-state frames (source | before | after) to ``--out``:
+codes every clip at each ladder position ``--u`` once per variant (``before``: the motion gate
+alone, no detail; ``content``: the content rule; ``detail``: DETAIL rectangles at
+``--detail-boost``; ``both``), decodes with the default renderer and measures the whole frame
+and the regions viewers look at (``keyface.eval.regions``). Points already in ``--out``'s
+``points.json`` are reused. Writes ``points.json`` (every point), ``report.md`` (mean curves,
+each measure interpolated at equal rate, BD-rates against ``before``) and a gallery of the worst
+open-mouth and eye-state frames (source | before | each variant) to ``--out``:
 
     python benchmarks/content_refresh.py --bench /tmp/bench12 --out results/content
 
@@ -27,12 +30,17 @@ import cv2
 import numpy as np
 
 METRICS = ["psnr", "lpips_alex", "lpips_mouth", "lpips_mouth_open", "lpips_eyes", "eye_state"]
-VARIANTS = {"before": False, "after": True}
+VARIANTS: dict[str, dict[str, Any]] = {
+    "before": {"content_refresh": False, "detail_boost": 0},
+    "content": {"content_refresh": True, "detail_boost": 0},
+    "detail": {"content_refresh": False, "detail_boost": 20},
+    "both": {"content_refresh": True, "detail_boost": 20},
+}
 DEFAULT_U = (0.0, 0.3, 0.6, 0.9, 1.2)
 
 
-def code_point(task: tuple[str, str, float, bool]) -> dict[str, Any]:
-    """Code, decode and measure one (clip, u, content_refresh) point."""
+def code_point(task: tuple[str, str, float, dict[str, Any]]) -> dict[str, Any]:
+    """Code, decode and measure one (clip, variant, u) point."""
     from keyface.codec.ratecontrol import config_at
     from keyface.eval.bench.worker import load_analysis
     from keyface.eval.metrics import compute_metrics
@@ -41,11 +49,11 @@ def code_point(task: tuple[str, str, float, bool]) -> dict[str, Any]:
     from keyface.threads import apply_thread_policy
 
     apply_thread_policy()
-    clip_dir, variant, u, content = Path(task[0]), task[1], task[2], task[3]
+    clip_dir, variant, u, overrides = Path(task[0]), task[1], task[2], task[3]
     meta = json.loads((clip_dir / "meta.json").read_text())
     analysis = load_analysis(clip_dir, meta)
     ref = [f.image for f in read_frames(clip_dir / "crop.y4m", meta["frames"])]
-    coded = encode_analysis(analysis, replace(config_at(u), content_refresh=content))
+    coded = encode_analysis(analysis, replace(config_at(u), **overrides))
     decoded = decode_bytes(coded.data)
     frames = [f.image for f in decoded.frames]
     m = compute_metrics(ref, frames, METRICS, progress=False)
@@ -89,19 +97,22 @@ def at_rate(rates: np.ndarray, values: np.ndarray, rate: float) -> float:
 def report(points: list[dict], out: Path, command: str) -> str:
     from keyface.eval.bdrate import bd_rate
 
+    variants = [v for v in VARIANTS if any(p["variant"] == v for p in points)]
     lines = [
-        "# Content rule: before / after at equal rate",
+        "# What viewers see: before / after at equal rate",
         "",
         f"Command: `{command}`",
         "",
-        "Before: `content_refresh=False` (the motion gate alone); after: the content rule "
-        "(`keyface.codec.content`). Default renderer, the clips' first frames as the bench "
-        "prepared them. Means over clips at each ladder position.",
+        "Variants: "
+        + "; ".join(f"`{v}`: {VARIANTS[v]}" for v in variants)
+        + ". Default renderer, the first frames of each clip as the bench prepared them; "
+        "means over clips at each ladder position (region measures over the frames that have "
+        "them).",
         "",
         "| variant | u | kbit/s | keyframes | " + " | ".join(METRICS) + " |",
         "|---|---|---|---|" + "---|" * len(METRICS),
     ]
-    for variant in VARIANTS:
+    for variant in variants:
         for u in sorted({p["u"] for p in points}):
             sel = [p for p in points if p["variant"] == variant and p["u"] == u]
             cells = []
@@ -113,26 +124,33 @@ def report(points: list[dict], out: Path, command: str) -> str:
             lines.append(
                 f"| {variant} | {u} | {kbps:.2f} | {keys:.1f} | " + " | ".join(cells) + " |"
             )
-    lines += ["", "## At equal rate (after's rates; before interpolated in log-rate)", ""]
-    lines.append("| kbit/s | " + " | ".join(f"{m} before / after" for m in METRICS) + " |")
-    lines.append("|---|" + "---|" * len(METRICS))
-    r_after, _ = _curve(points, "after", METRICS[0])
-    for rate in r_after:
-        cells = []
-        for metric in METRICS:
+    for variant in variants[1:]:
+        lines += [
+            "",
+            f"## `{variant}` against `before` at equal rate",
+            "",
+            f"At `{variant}`'s mean rates, `before` interpolated linearly in log-rate (n/a: "
+            "outside `before`'s range).",
+            "",
+            "| kbit/s | " + " | ".join(f"{m} before / {variant}" for m in METRICS) + " |",
+            "|---|" + "---|" * len(METRICS),
+        ]
+        rates, _ = _curve(points, variant, METRICS[0])
+        for rate in rates:
+            cells = []
+            for metric in METRICS:
+                b = at_rate(*_curve(points, "before", metric), rate)
+                a = at_rate(*_curve(points, variant, metric), rate)
+                change = f" ({100 * (a - b) / b:+.0f} %)" if b and not math.isnan(b + a) else ""
+                cells.append("n/a" if math.isnan(b) else f"{b:.4f} / {a:.4f}{change}")
+            lines.append(f"| {rate:.2f} | " + " | ".join(cells) + " |")
+        lines += ["", f"BD-rate of `{variant}` against `before` (negative: fewer bits):", ""]
+        for metric in ("psnr", "lpips_alex", "lpips_mouth", "lpips_mouth_open", "lpips_eyes"):
             rb, vb = _curve(points, "before", metric)
-            ra, va = _curve(points, "after", metric)
-            b, a = at_rate(rb, vb, rate), at_rate(ra, va, rate)
-            change = f" ({100 * (a - b) / b:+.0f} %)" if b and not math.isnan(b + a) else ""
-            cells.append(f"{b:.4f} / {a:.4f}{change}")
-        lines.append(f"| {rate:.2f} | " + " | ".join(cells) + " |")
-    lines += ["", "## BD-rate of after against before (negative: fewer bits)", ""]
-    for metric in ("psnr", "lpips_alex", "lpips_mouth", "lpips_mouth_open", "lpips_eyes"):
-        rb, vb = _curve(points, "before", metric)
-        ra, va = _curve(points, "after", metric)
-        bd = bd_rate(rb, vb, ra, va, metric)
-        value = "n/a" if bd.value is None else f"{bd.value:+.1f} %"
-        lines.append(f"- {metric}: {value}" + (f" ({bd.reason})" if bd.reason else ""))
+            ra, va = _curve(points, variant, metric)
+            bd = bd_rate(rb, vb, ra, va, metric)
+            value = "n/a" if bd.value is None else f"{bd.value:+.1f} %"
+            lines.append(f"- {metric}: {value}" + (f" ({bd.reason})" if bd.reason else ""))
     text = "\n".join(lines) + "\n"
     (out / "report.md").write_text(text)
     return text
@@ -140,13 +158,14 @@ def report(points: list[dict], out: Path, command: str) -> str:
 
 def gallery(points: list[dict], bench: Path, out: Path, u: float) -> None:
     """Per clip: the frame with the worst ``lpips_mouth_open`` and the worst eye-state frame
-    before, shown as source | before | after at ladder position ``u``."""
+    before, shown as source | before | each other variant at ladder position ``u``."""
     from keyface.codec.ratecontrol import config_at
     from keyface.eval.bench.worker import load_analysis
     from keyface.io import read_frames
     from keyface.pipeline import decode_bytes, encode_analysis
 
     u = min({p["u"] for p in points}, key=lambda v: abs(v - u))  # the nearest u measured
+    variants = [v for v in VARIANTS if any(p["variant"] == v for p in points)]
     folder = out / "gallery"
     folder.mkdir(parents=True, exist_ok=True)
     for clip in sorted({p["clip"] for p in points}):
@@ -165,15 +184,14 @@ def gallery(points: list[dict], bench: Path, out: Path, u: float) -> None:
         analysis = load_analysis(clip_dir, meta)
         ref = [f.image for f in read_frames(clip_dir / "crop.y4m", meta["frames"])]
         decoded = {}
-        for variant, content in VARIANTS.items():
-            coded = encode_analysis(analysis, replace(config_at(u), content_refresh=content))
+        for variant in variants:
+            coded = encode_analysis(analysis, replace(config_at(u), **VARIANTS[variant]))
             decoded[variant] = [f.image for f in decode_bytes(coded.data).frames]
         for metric, t in picks:
-            row = np.hstack([ref[t], decoded["before"][t], decoded["after"][t]])
+            row = np.hstack([ref[t]] + [decoded[v][t] for v in variants])
             name = folder / f"{clip}_{metric}_f{t}.jpg"
-            cv2.imwrite(
-                str(name), cv2.cvtColor(row, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 88]
-            )
+            image = cv2.cvtColor(row, cv2.COLOR_RGB2BGR)
+            cv2.imwrite(str(name), image, [cv2.IMWRITE_JPEG_QUALITY, 88])
 
 
 def main() -> None:
@@ -181,6 +199,7 @@ def main() -> None:
     parser.add_argument("--bench", type=Path, required=True, help="a keyface bench --out folder")
     parser.add_argument("--out", type=Path, default=Path("results/content"))
     parser.add_argument("--u", default=",".join(str(u) for u in DEFAULT_U))
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="of: " + ", ".join(VARIANTS))
     parser.add_argument("--gallery-u", type=float, default=0.3)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--limit", type=int, default=None, help="at most this many clips")
@@ -189,10 +208,21 @@ def main() -> None:
     clips = sorted(p for p in (args.bench / "cache").iterdir() if (p / "analysis.npz").is_file())
     clips = clips[: args.limit]
     us = [float(u) for u in args.u.split(",")]
-    tasks = [(str(c), v, u, on) for c in clips for u in us for v, on in VARIANTS.items()]
+    variants = [v.strip() for v in args.variants.split(",")]
+    if "before" not in variants or any(v not in VARIANTS for v in variants):
+        parser.error(f"--variants: names from {', '.join(VARIANTS)}, including before")
+    saved = args.out / "points.json"
+    points = json.loads(saved.read_text()) if saved.is_file() else []
+    have = {(p["clip"], p["variant"], p["u"]) for p in points}
+    tasks = [
+        (str(c), v, u, VARIANTS[v])
+        for c in clips
+        for u in us
+        for v in variants
+        if (c.name, v, u) not in have
+    ]
     t0 = time.perf_counter()
     with ProcessPoolExecutor(args.jobs) as pool:
-        points = []
         for k, point in enumerate(pool.map(code_point, tasks), 1):
             points.append(point)
             print(
@@ -200,7 +230,9 @@ def main() -> None:
                 f"{point['kbps']:.2f} kbit/s",
                 flush=True,
             )
-    (args.out / "points.json").write_text(json.dumps(points))
+            saved.write_text(json.dumps(points))
+    names = {c.name for c in clips}
+    points = [p for p in points if p["clip"] in names and p["u"] in us and p["variant"] in variants]
     command = "python benchmarks/content_refresh.py " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None
     )

@@ -69,11 +69,21 @@ class VideoMetrics:
     frames: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
 
+    def worst(self, metric: str, count: int = 3) -> list[tuple[int, float]]:
+        """The ``count`` worst frames of ``metric`` as ``(frame, value)``, worst first (frames
+        without a value, NaN, left out): where a mean hides a failure, these show it."""
+        values = self.per_frame[metric]
+        sign = -1.0 if METRICS[metric].direction == "lower" else 1.0
+        scored = [(i, v) for i, v in enumerate(values) if not math.isnan(v)]
+        scored.sort(key=lambda item: (sign * item[1], item[0]))
+        return scored[:count]
+
     def to_json(self) -> dict:
         """JSON-ready dict; NaN (a frame without a face for akd/aed) becomes ``null``."""
         return {
             "frames": self.frames,
             "mean": {k: _json_number(v) for k, v in self.mean.items()},
+            "worst": {k: [[i, _json_number(v)] for i, v in self.worst(k)] for k in self.per_frame},
             "per_frame": {k: [_json_number(v) for v in vs] for k, vs in self.per_frame.items()},
             "notes": dict(self.notes),
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
