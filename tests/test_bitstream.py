@@ -582,7 +582,7 @@ def _replace(body: bytes, at: int, new: bytes) -> bytes:
 @pytest.mark.parametrize(
     ("body_change", "message"),
     [
-        (lambda b: _replace(b, FLAGS_AT, b"\x07"), r"^header: flags 0x07 sets bits reserved in v1"),
+        (lambda b: _replace(b, FLAGS_AT, b"\x0f"), r"^header: flags 0x0f sets bits reserved in v1"),
         (
             lambda b: _replace(b, CROP_SIDE_AT, struct.pack("<f", -1.0)),
             r"^header: crop side must be > 0",

@@ -12,11 +12,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from keyface.bitstream import RefreshMode, write_stream
+from keyface.bitstream import DetailPacket, RefreshMode, read_stream, write_stream
 from keyface.codec.config import CodecConfig
 from keyface.codec.content import ContentRule
+from keyface.codec.decoder import DecoderCore
 from keyface.codec.encoder import EncoderCore
 from keyface.facemesh import INNER_MOUTH, LEFT_EYE_LIDS, RIGHT_EYE_LIDS
+from keyface.imageops import psnr
 from keyface.motion import FaceState, get_representation
 from keyface.pipeline import decode_bytes
 
@@ -115,3 +117,37 @@ def test_a_keyframe_taken_in_a_blink_is_replaced_when_the_eyes_open(face) -> Non
     assert [(d.index, d.refresh) for d in decisions if d.keyframe] == [(0, "first"), (3, "eyes")]
     # The next blink is rendered from the nearest reference: the blink keyframe.
     assert [d.reference_frame for d in decisions[6:]] == [0, 0, 0]
+
+
+def test_a_detail_update_promotes_the_rendered_frame_instead_of_a_keyframe(face) -> None:
+    """``content_update="detail"``: the opening mouth costs one rectangle, not a keyframe."""
+    image, closed = face
+    opened = open_mouth(closed, 14.0)
+    sequence = [(image, closed)] * 4 + [(image, opened)] * 4 + [(image, closed)] * 2
+    config = replace(CONFIG, content_update="detail")
+    packets, encoder = states(config, sequence)
+    decisions = encoder.stats.decisions
+    assert encoder.header.promotes
+    assert [d.index for d in decisions if d.keyframe] == [0]
+    assert decisions[4].promoted and decisions[4].refresh == "mouth"
+    assert decisions[4].reference_frame == 0, "rendered from the reference it promotes"
+    assert all(d.reference_frame == 4 for d in decisions[5:8]), "then the open mouth is held"
+    details = [p for p in packets if isinstance(p, DetailPacket)]
+    assert [p.frame_index for p in details] == [4], "one rectangle: the mouth"
+    assert encoder.stats.detail_bytes < encoder.stats.keyframe_bytes / 3
+
+    # The decoder promotes the same frame and holds the same reference picture.
+    stream = read_stream(write_stream(encoder.header, packets))
+    decoder = DecoderCore(stream.header)
+    frames = [f for p in stream.packets for f in decoder.receive(p)]
+    assert [f.reference_frame for f in frames] == [d.reference_frame for d in decisions]
+    assert decoder.buffer.frame_indices() == encoder.buffer.frame_indices() == [4, 0]
+    assert np.array_equal(decoder.buffer[0].reference.image, encoder.buffer[0].reference.image)
+
+    # Frame 4's mouth is what was sent, not the closed lips stretched: compare with the render
+    # of the same frame without the rule, against the picture the landmarks were drawn on.
+    plain_packets, plain = states(replace(CONFIG, content_refresh=False), sequence)
+    plain_frames = decode_bytes(write_stream(plain.header, plain_packets)).frames
+    [(x, y, w, h)] = [(p.x, p.y, p.width, p.height) for p in details]
+    cut = np.s_[y : y + h, x : x + w]
+    assert psnr(frames[4].image[cut], image[cut]) > psnr(plain_frames[4].image[cut], image[cut]) + 3

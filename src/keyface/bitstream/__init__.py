@@ -34,6 +34,7 @@ from ._wire import (
 from .header import (
     FLAG_BACKGROUND,
     FLAG_CROPPED,
+    FLAG_PROMOTES,
     MAGIC,
     VERSION,
     CropGeometry,
@@ -58,6 +59,7 @@ from .stream import Event, ParsedStream, StreamReader, read_stream, write_stream
 __all__ = [
     "FLAG_BACKGROUND",
     "FLAG_CROPPED",
+    "FLAG_PROMOTES",
     "MAGIC",
     "MAX_HEADER_LEN",
     "MAX_PAYLOAD_LEN",

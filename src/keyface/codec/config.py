@@ -78,6 +78,12 @@ class CodecConfig:
     """Code the rectangles around the eyes and the mouth of every keyframe again at this many
     quality steps above the keyframe (DETAIL packets, :mod:`keyface.codec.detail`); 0: never.
     Needs a representation with a face state; the rate ladder sets it."""
+    content_update: str = "keyframe"
+    """What the content rule sends when no reference holds a frame: ``"keyframe"`` (a new
+    keyframe) or ``"detail"`` (the frame rendered from the nearest reference with the missing
+    eyes or mouth coded as DETAIL rectangles, promoted to a reference: a few hundred bytes
+    instead of a keyframe; ``RefreshMode.MOTION`` only, files only: live datagrams carry no
+    DETAIL packets)."""
     content_refresh: bool = True
     """Render each frame only from references that hold its mouth and eye state, and code a
     keyframe when none does (:mod:`keyface.codec.content`; representations with a face state
@@ -92,6 +98,10 @@ class CodecConfig:
             raise ValueError(f"keyframe_quality must be in 1..100, got {self.keyframe_quality}")
         if self.motion_chunk < 1:
             raise ValueError("motion_chunk must be >= 1")
+        if self.content_update not in ("keyframe", "detail"):
+            raise ValueError(
+                f"content_update must be 'keyframe' or 'detail', got {self.content_update!r}"
+            )
         if not 0 <= self.detail_boost <= 99:
             raise ValueError(f"detail_boost must be in 0..99, got {self.detail_boost}")
         if self.reset_interval is not None and self.reset_interval < 1:
@@ -121,6 +131,8 @@ class BufferEntry:
     state: FaceState | None = None
     """The mouth and eye state of the reference's keypoints (encoder side, when the
     representation has one)."""
+    promoted: bool = False
+    """A rendered frame with DETAIL rectangles, not an intra-coded keyframe."""
 
 
 @dataclass

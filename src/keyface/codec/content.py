@@ -48,6 +48,15 @@ class ContentRule:
                 return "eyes"
         return None
 
+    def missing_parts(self, reference: FaceState, frame: FaceState) -> list[str]:
+        """Every part ``frame`` shows that ``reference`` lacks (``"eyes"``, ``"mouth"``)."""
+        parts = []
+        if any(r < self.eye_share * e for r, e in zip(reference.eyes, frame.eyes, strict=True)):
+            parts.append("eyes")
+        if frame.mouth > reference.mouth + self.mouth_margin:
+            parts.append("mouth")
+        return parts
+
     def holds(self, reference: FaceState, frame: FaceState) -> bool:
         """Whether ``reference`` can be warped into ``frame`` without inventing content."""
         return self.missing(reference, frame) is None

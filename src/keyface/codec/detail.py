@@ -23,6 +23,9 @@ PAD_SHARE = 0.2
 PAD_PIXELS = 4
 ALIGN = 4
 """Rectangles start on even pixels and have sides that are multiples of this (4:2:0 chroma)."""
+UPDATE_BOOST = 10
+"""Quality steps above the keyframe quality of the rectangles that promote a rendered frame to
+a reference (``content_update="detail"``), unless ``detail_boost`` is higher."""
 
 
 def detail_boxes(

@@ -49,7 +49,7 @@ from keyface.bitstream import (
 )
 from keyface.codec.config import BufferEntry, CodecConfig, ReferenceBuffer, crop_geometry
 from keyface.codec.content import ContentRule
-from keyface.codec.detail import blend_detail, detail_boxes
+from keyface.codec.detail import UPDATE_BOOST, blend_detail, detail_boxes
 from keyface.entropy import CodedFrame, MotionCoderState, encode_frames
 from keyface.imageops import psnr
 from keyface.intra import get_intra_codec
@@ -85,10 +85,13 @@ class FrameDecision:
     motion_reset: bool = False
     """This frame starts a MOTION packet whose coder state is reset (see the reset policy in
     :class:`CodecConfig`)."""
+    promoted: bool = False
+    """A predicted frame whose missing eyes or mouth were sent as DETAIL rectangles; it became
+    a reference (``content_update="detail"``)."""
     refresh: str | None = None
-    """Why a keyframe was coded: ``"first"`` (empty buffer), ``"forced"``, ``"gate"`` (motion
-    distance), ``"psnr"``, ``"interval"`` (fixed mode), ``"mouth"`` or ``"eyes"`` (no reference
-    holds the frame's mouth or eye state); ``None`` for a predicted frame."""
+    """Why a keyframe was coded, or a frame promoted: ``"first"`` (empty buffer), ``"forced"``,
+    ``"gate"`` (motion distance), ``"psnr"``, ``"interval"`` (fixed mode), ``"mouth"`` or
+    ``"eyes"`` (no reference holds the frame's mouth or eye state); ``None`` otherwise."""
 
 
 @dataclass
@@ -99,6 +102,10 @@ class EncoderStats:
     keyframe_bytes: int = 0
     motion_bytes: int = 0
     background_bytes: int = 0
+    detail_bytes: int = 0
+    """DETAIL rectangles of promoted frames (those of keyframes count as keyframe bytes)."""
+    updates: int = 0
+    """Predicted frames promoted to references with DETAIL rectangles."""
     other_bytes: int = 0
     decisions: list[FrameDecision] = field(default_factory=list)
 
@@ -109,13 +116,21 @@ class EncoderStats:
             + self.keyframe_bytes
             + self.motion_bytes
             + self.background_bytes
+            + self.detail_bytes
             + self.other_bytes
         )
 
     def add_packet(self, packet: Packet) -> None:
         n = len(bytes(packet))
-        if isinstance(packet, (KeyframePacket, DetailPacket)):
+        if isinstance(packet, KeyframePacket):
             self.keyframe_bytes += n
+        elif isinstance(packet, DetailPacket):
+            # Frames append their decision before their packets are counted.
+            k = packet.frame_index
+            if k < len(self.decisions) and self.decisions[k].keyframe:
+                self.keyframe_bytes += n
+            else:
+                self.detail_bytes += n
         elif isinstance(packet, MotionPacket):
             self.motion_bytes += n
         elif isinstance(packet, BackgroundPacket):
@@ -161,11 +176,16 @@ class EncoderCore:
             else None
         )
         self.content_rule = ContentRule()
+        rep = self.representation
         self._detail: FaceStateSource | None = (
-            self.representation
-            if config.detail_boost > 0 and isinstance(self.representation, FaceStateSource)
-            else None
+            rep if config.detail_boost > 0 and isinstance(rep, FaceStateSource) else None
         )
+        self._promote = (
+            self._states is not None
+            and config.content_update == "detail"
+            and RefreshMode(config.refresh_mode) == RefreshMode.MOTION
+        )
+        """Send missing eyes or mouth as DETAIL rectangles on a rendered frame, not a keyframe."""
         self._pending: list[CodedFrame] = []
         self._pending_first = 0
         self._pending_reset = False
@@ -185,6 +205,7 @@ class EncoderCore:
             frame_count=frame_count,
             crop=None if crop is None else crop_geometry(crop),
             has_background=with_background,
+            promotes=self._promote,
             motion_name=self.representation.name,
             motion_version=self.representation.version,
             motion_digest=self.representation.digest,
@@ -227,6 +248,12 @@ class EncoderCore:
 
         state = None if self._states is None else self._states.face_state(keypoints)
         decision, field_q, reason = self._decide(index, image, keypoints, params, state)
+        if decision is None and reason in ("mouth", "eyes") and self._promote:
+            assert state is not None
+            promoted = self._update(index, image, keypoints, params, q, state, reason)
+            if promoted is not None:
+                decision, field_q, detail_packets = promoted
+                packets.extend(detail_packets)
         if decision is None:
             if self.config.reset_at_keyframes and self._pending:
                 packets.append(self._flush_motion())  # the keyframe starts its own packet
@@ -406,6 +433,55 @@ class EncoderCore:
         decision = FrameDecision(index, True, None, index, score, quality, idr=idr, refresh=reason)
         return packets, decision
 
+    def _update(
+        self,
+        index: int,
+        image: np.ndarray,
+        keypoints: np.ndarray,
+        params: np.ndarray,
+        q: np.ndarray,
+        state: FaceState,
+        reason: str,
+    ) -> tuple[FrameDecision, np.ndarray, list[Packet]] | None:
+        """Promote frame ``index`` to a reference: rendered from the nearest reference, with the
+        eyes or mouth that reference lacks coded as DETAIL rectangles. ``None`` when even the
+        nearest reference is beyond the motion gate (a keyframe is due anyway)."""
+        assert self._states is not None
+        dists = [
+            self.representation.gate_distance(e.reference.keypoints, keypoints) for e in self.buffer
+        ]
+        best = int(np.argmin(dists))
+        if dists[best] > self.config.threshold:
+            return None
+        entry = self.buffer[best]
+        if self._field_part is not None:
+            q, field = self._field(entry, image, keypoints, params)
+        else:
+            field = None
+        picture = self.renderer.render(entry.reference, keypoints, field)
+        assert entry.state is not None
+        parts = self.content_rule.missing_parts(entry.state, state) or [reason]
+        regions = self._states.detail_regions(keypoints)
+        groups = [g for part in parts for g in regions[part]]
+        quality = min(
+            100, self.config.keyframe_quality + max(UPDATE_BOOST, self.config.detail_boost)
+        )
+        size = self.config.size
+        packets: list[Packet] = []
+        for x, y, w, h in detail_boxes(groups, size, size):
+            data = self.intra.encode(np.ascontiguousarray(image[y : y + h, x : x + w]), quality)
+            picture = blend_detail(picture, self.intra.decode(data), x, y)
+            packets.append(DetailPacket(index, x, y, w, h, quality, data))
+        if not packets:
+            return None
+        reference = self.renderer.prepare(picture, keypoints)
+        self.buffer.push(BufferEntry(index, reference=reference, q=q, state=state, promoted=True))
+        self.stats.updates += 1
+        decision = FrameDecision(
+            index, False, best, entry.frame_index, dists[best], promoted=True, refresh=reason
+        )
+        return decision, q, packets
+
     def _add_detail(
         self,
         index: int,
@@ -420,7 +496,9 @@ class EncoderCore:
         assert self._detail is not None
         detail_quality = min(100, quality + self.config.detail_boost)
         size = self.config.size
-        for x, y, w, h in detail_boxes(self._detail.detail_regions(keypoints), size, size):
+        regions = self._detail.detail_regions(keypoints)
+        groups = [group for part in ("eyes", "mouth") for group in regions[part]]
+        for x, y, w, h in detail_boxes(groups, size, size):
             data = self.intra.encode(
                 np.ascontiguousarray(image[y : y + h, x : x + w]), detail_quality
             )

@@ -91,9 +91,10 @@ class FaceStateSource(Protocol):
         """The mouth and eye openness shown by ``keypoints`` (from :meth:`keypoints`)."""
         ...
 
-    def detail_regions(self, keypoints: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Groups of ``keypoints`` around which a keyframe is worth coding better (each eye,
-        the mouth): :mod:`keyface.codec.detail` codes the rectangle around each again."""
+    def detail_regions(self, keypoints: np.ndarray) -> dict[str, tuple[np.ndarray, ...]]:
+        """Groups of ``keypoints`` around which a picture is worth coding better, by the part of
+        :class:`FaceState` they show: ``"eyes"`` (one group per eye) and ``"mouth"``.
+        :mod:`keyface.codec.detail` codes the rectangle around each group."""
         ...
 
 

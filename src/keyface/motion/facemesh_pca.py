@@ -201,10 +201,10 @@ class FaceMeshPCA:
             ),
         )
 
-    def detail_regions(self, keypoints: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Each eye opening and the outer lips."""
+    def detail_regions(self, keypoints: np.ndarray) -> dict[str, tuple[np.ndarray, ...]]:
+        """Each eye opening, and the outer lips."""
         k = np.asarray(keypoints)
-        return tuple(k[list(group)] for group in (RIGHT_EYE, LEFT_EYE, OUTER_LIPS))
+        return {"eyes": (k[list(RIGHT_EYE)], k[list(LEFT_EYE)]), "mouth": (k[list(OUTER_LIPS)],)}
 
     @cached_property
     def regions(self) -> tuple[np.ndarray, ...]:

@@ -268,7 +268,7 @@ class FaceMeshField:
     def face_state(self, keypoints: np.ndarray) -> FaceState:
         return self.base.face_state(keypoints)
 
-    def detail_regions(self, keypoints: np.ndarray) -> tuple[np.ndarray, ...]:
+    def detail_regions(self, keypoints: np.ndarray) -> dict[str, tuple[np.ndarray, ...]]:
         return self.base.detail_regions(keypoints)
 
     @property
