@@ -3,8 +3,9 @@
 
 For the clips a ``keyface bench`` run prepared (its ``cache/CLIP/crop.y4m`` and ``analysis.npz``),
 codes every clip at each ladder position ``--u`` once per variant (``before``: the motion gate
-alone, no detail; ``content``: the content rule; ``detail``: DETAIL rectangles at
-``--detail-boost``; ``both``), decodes with the default renderer and measures the whole frame
+alone; ``content``: the content rule sending keyframes; ``update``: the content rule sending
+DETAIL rectangles on a rendered frame; ``update+detail``: also every keyframe's eyes and mouth
+20 quality steps better), decodes with the default renderer and measures the whole frame
 and the regions viewers look at (``keyface.eval.regions``). Points already in ``--out``'s
 ``points.json`` are reused. Writes ``points.json`` (every point), ``report.md`` (mean curves,
 each measure interpolated at equal rate, BD-rates against ``before``) and a gallery of the worst
@@ -32,9 +33,9 @@ import numpy as np
 METRICS = ["psnr", "lpips_alex", "lpips_mouth", "lpips_mouth_open", "lpips_eyes", "eye_state"]
 VARIANTS: dict[str, dict[str, Any]] = {
     "before": {"content_refresh": False, "detail_boost": 0},
-    "content": {"content_refresh": True, "detail_boost": 0},
-    "detail": {"content_refresh": False, "detail_boost": 20},
-    "both": {"content_refresh": True, "detail_boost": 20},
+    "content": {"content_refresh": True, "content_update": "keyframe", "detail_boost": 0},
+    "update": {"content_refresh": True, "content_update": "detail", "detail_boost": 0},
+    "update+detail": {"content_refresh": True, "content_update": "detail", "detail_boost": 20},
 }
 DEFAULT_U = (0.0, 0.3, 0.6, 0.9, 1.2)
 

@@ -40,10 +40,19 @@ docs/server.md)."""
 def live_codec_config(config: CodecConfig, reset_interval: int | None) -> CodecConfig:
     """``config`` as a live sender codes it: one MOTION packet per frame (one datagram),
     motion-coder resets every ``reset_interval`` frames and at every keyframe (a receiver can
-    start at any keyframe, a lost datagram costs at most ``reset_interval`` frames)."""
+    start at any keyframe, a lost datagram costs at most ``reset_interval`` frames). Frame
+    datagrams carry a keyframe and motion only, so the content rule sends keyframes and no
+    DETAIL rectangles are coded."""
     if reset_interval is not None and reset_interval < 1:
         raise ValueError("reset_interval must be >= 1 or None")
-    return replace(config, motion_chunk=1, reset_interval=reset_interval, reset_at_keyframes=True)
+    return replace(
+        config,
+        motion_chunk=1,
+        reset_interval=reset_interval,
+        reset_at_keyframes=True,
+        content_update="keyframe",
+        detail_boost=0,
+    )
 
 
 @dataclass
