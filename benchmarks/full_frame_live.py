@@ -1,0 +1,169 @@
+"""Live full frame at 1280x720: the time per frame of every stage of `keyface send --full-frame`
+-> `keyface serve` -> one receiver, and the frame rate each stage (and the whole path) holds.
+
+    python benchmarks/full_frame_live.py                       # lp_s18 (1280x720), 150 frames
+    python benchmarks/full_frame_live.py --input clip.mp4 --frames 300 --json out.json
+
+Stages, each timed per frame over the same frames, in one process and one after the other
+(no network, no event loop: the sans-I/O cores the real processes run):
+
+* sender: ``LiveFaceAnalyzer.process`` (crop of the fixed full-frame box + face mesh) and
+  ``SenderSession.push_frame`` (the live encoder); the background is coded once, not timed;
+* server: ``ParticipantDecoder.receive`` (decode + render) and ``SenderPictures.picture``
+  (the face composed into the 1280x720 background);
+* publish: the picture turned into the video frame a subscriber track sends
+  (``keyface.server.media.picture_frame``) and coded by aiortc's VP8 encoder, as the
+  server's RTP sender does for each receiver;
+* receiver: VP8 decoding of that frame (what a Python receiver does; a browser does it on its
+  own machine).
+
+In a call the sender and the server are separate processes (and machines); on this 2-core
+machine they share the CPU, so the figure to compare with 25 frames/s is each process's
+stages alone: sender frames/s = 1 / sender time, server frames/s = 1 / (server + publish time).
+Runs under the project's thread policy (``keyface.threads``); say whether the CPU was shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+from _common import CLIPS
+
+from keyface.codec.ratecontrol import config_for_preset
+from keyface.io import probe, read_frames
+from keyface.pipeline import flatten_inside
+from keyface.bitstream import BackgroundPacket
+from keyface.server.live import SenderSession
+from keyface.server.pictures import SenderPictures
+from keyface.server.receiver import ParticipantDecoder
+from keyface.cli.send import LIVE_INTRA
+from keyface.server.sender import LiveFaceAnalyzer
+from keyface.threads import apply_thread_policy
+
+CLIP = CLIPS / "KwaiVGI+LivePortrait__s18.mp4"
+"""1280x720, 30 frames/s, upper body in a room (the development clips, never committed)."""
+SIZE = (1280, 720)
+
+
+def load(path: Path, frames: int) -> tuple[list[np.ndarray], Fraction]:
+    info = probe(path)
+    images = []
+    for frame in read_frames(path, frames):
+        image = frame.image
+        if image.shape[1::-1] != SIZE:
+            image = cv2.resize(image, SIZE, interpolation=cv2.INTER_AREA)
+        images.append(image)
+    return images, info.fps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--input", type=Path, help=f"clip (default: {CLIP.name})")
+    parser.add_argument("--frames", type=int, default=150)
+    parser.add_argument("--generator", default=None, help="server renderer (default: the live)")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    policy = apply_thread_policy()
+    images, fps = load(args.input or CLIP, args.frames)
+    config = config_for_preset("medium")
+    from dataclasses import replace
+
+    config = replace(config, intra_codec=LIVE_INTRA)
+    analyzer = LiveFaceAnalyzer(SIZE[0], SIZE[1], size=config.size, freeze=True)
+    box = analyzer.find_face(images[0])
+    assert box is not None, "no face in the first frame"
+    session = SenderSession(config, fps, crop=box)
+    background = session.encoder.intra.encode(flatten_inside(images[0], box), 90)
+    decoder = ParticipantDecoder("sender")
+    pictures = SenderPictures("sender", decoder, args.generator or config.generator)
+
+    from aiortc.codecs.vpx import Vp8Decoder, Vp8Encoder
+
+    encoder, vp8_decoder = Vp8Encoder(), Vp8Decoder()
+    times: dict[str, list[float]] = {
+        k: [] for k in ("analyse", "encode", "decode", "compose", "publish", "receive")
+    }
+    shown = 0
+    for i, image in enumerate(images):
+        t0 = time.perf_counter()
+        crop, landmarks = analyzer.process(image)
+        t1 = time.perf_counter()
+        datagrams = session.push_frame(crop, landmarks, t1)
+        t2 = time.perf_counter()
+        times["analyse"].append(t1 - t0)
+        times["encode"].append(t2 - t1)
+        frames = []
+        t_decode = 0.0
+        for d in datagrams:
+            t = time.perf_counter()
+            rendered = decoder.receive(d.payload, t)
+            frames.extend(rendered)
+            t_decode += time.perf_counter() - t
+        if i == 0:
+            pictures.take_background(bytes(BackgroundPacket(frame_index=0, data=background)))
+        times["decode"].append(t_decode)
+        for f in frames:
+            t3 = time.perf_counter()
+            picture = pictures.picture(f)
+            t4 = time.perf_counter()
+            video_frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
+            video_frame.pts, video_frame.time_base = i * 3000, Fraction(1, 90_000)
+            payloads, _ = encoder.encode(video_frame)
+            t5 = time.perf_counter()
+            for _ in vp8_decoder.decode(_jitter_frame(payloads)):
+                shown += 1
+            t6 = time.perf_counter()
+            times["compose"].append(t4 - t3)
+            times["publish"].append(t5 - t4)
+            times["receive"].append(t6 - t5)
+    analyzer.close()
+    skip = 5  # the first frames load models and start the encoders
+    ms = {k: 1000 * float(np.mean(v[skip:])) for k, v in times.items() if len(v) > skip}
+    sender = ms["analyse"] + ms["encode"]
+    server = ms["decode"] + ms["compose"] + ms["publish"]
+    result = {
+        "clip": (args.input or CLIP).name,
+        "size": list(SIZE),
+        "frames": len(images),
+        "pictures_shown": shown,
+        "ms_per_frame": {k: round(v, 2) for k, v in ms.items()},
+        "sender_fps": round(1000 / sender, 1),
+        "server_fps": round(1000 / server, 1),
+        "one_cpu_fps": round(1000 / (sender + server), 1),
+        "threads": policy.compute,
+        "cpus": os.cpu_count(),
+        "load": [round(x, 2) for x in os.getloadavg()],
+    }
+    for k, v in ms.items():
+        print(f"{k:<8} {v:7.2f} ms/frame")
+    print(
+        f"sender {result['sender_fps']} frames/s, server (decode + compose + publish) "
+        f"{result['server_fps']} frames/s, both on one CPU {result['one_cpu_fps']} frames/s; "
+        f"receiver decoding {1000 / ms['receive']:.0f} frames/s"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def _jitter_frame(payloads: list[bytes]) -> object:
+    """The VP8 frame inside aiortc's RTP payloads, as its jitter buffer hands it over."""
+    from aiortc.codecs.vpx import VpxPayloadDescriptor
+    from aiortc.jitterbuffer import JitterFrame
+
+    data = b""
+    for payload in payloads:
+        _, rest = VpxPayloadDescriptor.parse(payload)
+        data += rest
+    return JitterFrame(data=data, timestamp=0)
+
+
+if __name__ == "__main__":
+    main()
