@@ -11,9 +11,9 @@ Stages, each timed per frame over the same frames, in one process and one after 
   ``SenderSession.push_frame`` (the live encoder); the background is coded once, not timed;
 * server: ``ParticipantDecoder.receive`` (decode + render) and ``SenderPictures.picture``
   (the face composed into the 1280x720 background);
-* publish: the picture turned into the video frame a subscriber track sends
-  (``keyface.server.media.picture_frame``) and coded by aiortc's VP8 encoder, as the
-  server's RTP sender does for each receiver;
+* publish: the picture turned into the yuv420p video frame a subscriber track sends
+  (``keyface.server.media.picture_yuv``) and coded by aiortc's VP8 encoder, as the server's
+  RTP sender does for each receiver;
 * receiver: VP8 decoding of that frame (what a Python receiver does; a browser does it on its
   own machine).
 
@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import time
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -37,14 +38,15 @@ import cv2
 import numpy as np
 from _common import CLIPS
 
+from keyface.bitstream import BackgroundPacket
+from keyface.cli.send import LIVE_INTRA
 from keyface.codec.ratecontrol import config_for_preset
 from keyface.io import probe, read_frames
 from keyface.pipeline import flatten_inside
-from keyface.bitstream import BackgroundPacket
 from keyface.server.live import SenderSession
+from keyface.server.media import picture_yuv
 from keyface.server.pictures import SenderPictures
 from keyface.server.receiver import ParticipantDecoder
-from keyface.cli.send import LIVE_INTRA
 from keyface.server.sender import LiveFaceAnalyzer
 from keyface.threads import apply_thread_policy
 
@@ -68,89 +70,92 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--input", type=Path, help=f"clip (default: {CLIP.name})")
     parser.add_argument("--frames", type=int, default=150)
-    parser.add_argument("--generator", default=None, help="server renderer (default: the live)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     policy = apply_thread_policy()
     images, fps = load(args.input or CLIP, args.frames)
-    config = config_for_preset("medium")
-    from dataclasses import replace
-
-    config = replace(config, intra_codec=LIVE_INTRA)
+    config = replace(config_for_preset("medium"), intra_codec=LIVE_INTRA)  # as keyface send
     analyzer = LiveFaceAnalyzer(SIZE[0], SIZE[1], size=config.size, freeze=True)
     box = analyzer.find_face(images[0])
     assert box is not None, "no face in the first frame"
     session = SenderSession(config, fps, crop=box)
     background = session.encoder.intra.encode(flatten_inside(images[0], box), 90)
     decoder = ParticipantDecoder("sender")
-    pictures = SenderPictures("sender", decoder, args.generator or config.generator)
+    pictures = SenderPictures("sender", decoder, config.generator)
 
     from aiortc.codecs.vpx import Vp8Decoder, Vp8Encoder
 
     encoder, vp8_decoder = Vp8Encoder(), Vp8Decoder()
-    times: dict[str, list[float]] = {
-        k: [] for k in ("analyse", "encode", "decode", "compose", "publish", "receive")
-    }
+    stages = ("analyse", "encode", "decode", "compose", "publish", "receive")
+    times: dict[str, list[float]] = {k: [] for k in stages}
+    cpu: dict[str, list[float]] = {k: [] for k in stages}
     shown = 0
     for i, image in enumerate(images):
-        t0 = time.perf_counter()
+        clock = Clock(times, cpu)
         crop, landmarks = analyzer.process(image)
-        t1 = time.perf_counter()
-        datagrams = session.push_frame(crop, landmarks, t1)
-        t2 = time.perf_counter()
-        times["analyse"].append(t1 - t0)
-        times["encode"].append(t2 - t1)
-        frames = []
-        t_decode = 0.0
-        for d in datagrams:
-            t = time.perf_counter()
-            rendered = decoder.receive(d.payload, t)
-            frames.extend(rendered)
-            t_decode += time.perf_counter() - t
+        clock.lap("analyse")
+        datagrams = session.push_frame(crop, landmarks, time.monotonic())
+        clock.lap("encode")
+        frames = [f for d in datagrams for f in decoder.receive(d.payload, time.monotonic())]
         if i == 0:
             pictures.take_background(bytes(BackgroundPacket(frame_index=0, data=background)))
-        times["decode"].append(t_decode)
+        clock.lap("decode")
         for f in frames:
-            t3 = time.perf_counter()
             picture = pictures.picture(f)
-            t4 = time.perf_counter()
-            video_frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
+            clock.lap("compose")
+            video_frame = av.VideoFrame.from_ndarray(picture_yuv(picture), format="yuv420p")
             video_frame.pts, video_frame.time_base = i * 3000, Fraction(1, 90_000)
             payloads, _ = encoder.encode(video_frame)
-            t5 = time.perf_counter()
+            clock.lap("publish")
             for _ in vp8_decoder.decode(_jitter_frame(payloads)):
                 shown += 1
-            t6 = time.perf_counter()
-            times["compose"].append(t4 - t3)
-            times["publish"].append(t5 - t4)
-            times["receive"].append(t6 - t5)
+            clock.lap("receive")
     analyzer.close()
     skip = 5  # the first frames load models and start the encoders
     ms = {k: 1000 * float(np.mean(v[skip:])) for k, v in times.items() if len(v) > skip}
+    cpu_ms = {k: 1000 * float(np.mean(v[skip:])) for k, v in cpu.items() if len(v) > skip}
     sender = ms["analyse"] + ms["encode"]
     server = ms["decode"] + ms["compose"] + ms["publish"]
+    server_cpu = cpu_ms["decode"] + cpu_ms["compose"] + cpu_ms["publish"]
     result = {
         "clip": (args.input or CLIP).name,
         "size": list(SIZE),
         "frames": len(images),
         "pictures_shown": shown,
         "ms_per_frame": {k: round(v, 2) for k, v in ms.items()},
+        "cpu_ms_per_frame": {k: round(v, 2) for k, v in cpu_ms.items()},
         "sender_fps": round(1000 / sender, 1),
         "server_fps": round(1000 / server, 1),
+        "server_fps_cpu": round(1000 / server_cpu, 1),
         "one_cpu_fps": round(1000 / (sender + server), 1),
         "threads": policy.compute,
         "cpus": os.cpu_count(),
         "load": [round(x, 2) for x in os.getloadavg()],
     }
     for k, v in ms.items():
-        print(f"{k:<8} {v:7.2f} ms/frame")
+        print(f"{k:<8} {v:7.2f} ms/frame wall, {cpu_ms[k]:7.2f} ms CPU")
     print(
         f"sender {result['sender_fps']} frames/s, server (decode + compose + publish) "
-        f"{result['server_fps']} frames/s, both on one CPU {result['one_cpu_fps']} frames/s; "
-        f"receiver decoding {1000 / ms['receive']:.0f} frames/s"
+        f"{result['server_fps']} frames/s ({result['server_fps_cpu']} by CPU time), both on "
+        f"one CPU {result['one_cpu_fps']} frames/s; receiver decoding "
+        f"{1000 / ms['receive']:.0f} frames/s"
     )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+class Clock:
+    """Wall and CPU time (this thread's) of consecutive stages."""
+
+    def __init__(self, wall: dict[str, list[float]], cpu: dict[str, list[float]]) -> None:
+        self.wall, self.cpu = wall, cpu
+        self.t, self.c = time.perf_counter(), time.thread_time()
+
+    def lap(self, stage: str) -> None:
+        t, c = time.perf_counter(), time.thread_time()
+        self.wall[stage].append(t - self.t)
+        self.cpu[stage].append(c - self.c)
+        self.t, self.c = t, c
 
 
 def _jitter_frame(payloads: list[bytes]) -> object:
