@@ -103,8 +103,8 @@ def dense_flow(
     # Rasterise the triangle index of every grid cell (OpenCV fills with 1/16 px precision).
     owner = np.full((ny, nx), -1, dtype=np.int32)
     corners = np.round((drv_pts - off) / grid * 16).astype(np.int32)
-    for k, simplex in enumerate(tri.simplices):
-        cv2.fillConvexPoly(owner, corners[simplex], k, cv2.LINE_8, 4)
+    for k, polygon in enumerate(corners[tri.simplices]):  # (K, 3, 2), gathered once
+        cv2.fillConvexPoly(owner, polygon, k, cv2.LINE_8, 4)
     gx, gy = np.meshgrid(np.arange(nx) * grid + off, np.arange(ny) * grid + off)
     query = np.stack([gx.ravel(), gy.ravel()], axis=1)
     simplex = owner.ravel()
