@@ -20,7 +20,11 @@ Stages, each timed per frame over the same frames, in one process and one after 
 In a call the sender and the server are separate processes (and machines); on this 2-core
 machine they share the CPU, so the figure to compare with 25 frames/s is each process's
 stages alone: sender frames/s = 1 / sender time, server frames/s = 1 / (server + publish time).
-Runs under the project's thread policy (``keyface.threads``); say whether the CPU was shared.
+Wall time and this thread's CPU time are both reported: on a shared CPU the wall time grows
+with the neighbours' load, the CPU time much less (MediaPipe runs the face mesh in threads of
+its own, so the ``analyse`` CPU time leaves most of it out). ``PYTHONPATH=<other checkout>/src``
+measures another version of keyface with the same script. Runs under the project's thread
+policy (``keyface.threads``); say whether the CPU was shared.
 """
 
 from __future__ import annotations
@@ -44,7 +48,6 @@ from keyface.codec.ratecontrol import config_for_preset
 from keyface.io import probe, read_frames
 from keyface.pipeline import flatten_inside
 from keyface.server.live import SenderSession
-from keyface.server.media import picture_yuv
 from keyface.server.pictures import SenderPictures
 from keyface.server.receiver import ParticipantDecoder
 from keyface.server.sender import LiveFaceAnalyzer
@@ -103,7 +106,7 @@ def main() -> None:
         for f in frames:
             picture = pictures.picture(f)
             clock.lap("compose")
-            video_frame = av.VideoFrame.from_ndarray(picture_yuv(picture), format="yuv420p")
+            video_frame = published_frame(picture)
             video_frame.pts, video_frame.time_base = i * 3000, Fraction(1, 90_000)
             payloads, _ = encoder.encode(video_frame)
             clock.lap("publish")
@@ -142,6 +145,16 @@ def main() -> None:
     )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def published_frame(picture: np.ndarray) -> av.VideoFrame:
+    """The frame a subscriber track sends for ``picture``: yuv420p since issue 17; RGB (that
+    the VP8 encoder converted) in a checkout from before, so the script measures both."""
+    try:
+        from keyface.server.media import picture_yuv
+    except ImportError:
+        return av.VideoFrame.from_ndarray(picture, format="rgb24")
+    return av.VideoFrame.from_ndarray(picture_yuv(picture), format="yuv420p")
 
 
 class Clock:
