@@ -21,8 +21,9 @@ def _metric_table() -> str:
     )
 
     lines = [
-        "metrics (ms per 256x256 frame on a 2-core CPU, one thread; * = default, "
-        f"s = slow: 1 frame in --slow-every, default {EVAL_SLOW_EVERY}):"
+        "metrics, with the time each takes per 256x256 frame (one thread, a shared 2-core",
+        "CPU; benchmarks/eval_speed.py). * = in the default set; s = slow: measured on 1",
+        f"frame in --slow-every (default {EVAL_SLOW_EVERY}):",
     ]
     for name in METRIC_REGISTRY.names():
         entry = METRIC_REGISTRY.entry(name)
