@@ -244,6 +244,10 @@ def test_progress_bars_only_on_a_terminal(
     assert "analyse:" in shown and "encode:" in shown and "/6 [" in shown  # with totals
     assert main([*args, "-o", str(tmp_path / "c.kf"), "--kbps", "30"]) == 0
     assert "rate trial 2 (of at most" in terminal.getvalue()
+    crop = ["crop", str(videos["carphone"]), "-o", str(tmp_path / "c.y4m"), "--max-frames", "6"]
+    assert main(crop) == 0
+    shown = terminal.getvalue()
+    assert "find face:" in shown and "crop:" in shown and "/6 [" in shown  # both passes
 
 
 @pytest.mark.slow

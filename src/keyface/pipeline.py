@@ -130,10 +130,26 @@ def analyze(
     crop: bool = True,
     max_frames: int | None = None,
     progress: ProgressFn | None = None,
+    plan_progress: ProgressFn | None = None,
 ) -> Analysis:
-    """First pass: plan the crop and measure face-mesh landmarks on every cropped frame."""
+    """First pass: plan the crop (a read of the video: ``plan_progress`` counts its frames)
+    and measure face-mesh landmarks on every cropped frame (``progress``)."""
     with native_stderr_silenced():
-        return _analyze(path, size=size, crop=crop, max_frames=max_frames, progress=progress)
+        return _analyze(
+            path,
+            size=size,
+            crop=crop,
+            max_frames=max_frames,
+            progress=progress,
+            plan_progress=plan_progress,
+        )
+
+
+def _counted(frames: Iterator[Frame], progress: ProgressFn | None) -> Iterator[Frame]:
+    for frame in frames:
+        yield frame
+        if progress:
+            progress(1)
 
 
 def _analyze(
@@ -143,13 +159,15 @@ def _analyze(
     crop: bool,
     max_frames: int | None,
     progress: ProgressFn | None,
+    plan_progress: ProgressFn | None,
 ) -> Analysis:
     t0 = time.perf_counter()
     path = Path(path)
     info = probe(path)
     box: CropBox | None = None
     if crop:
-        box = plan_crop(read_frames(path, max_frames))  # settled: one decision (face.crop)
+        # Settled: the one crop decision (keyface.face.crop.settle_crop).
+        box = plan_crop(_counted(read_frames(path, max_frames), plan_progress))
     else:
         if info.width != info.height:
             raise UserInputError(
@@ -457,11 +475,14 @@ def crop_video(
     size: int = 256,
     max_frames: int | None = None,
     progress: ProgressFn | None = None,
+    plan_progress: ProgressFn | None = None,
 ) -> CropBox:
-    """Write the stable square face crop of a video (the evaluation protocol's input)."""
+    """Write the stable square face crop of a video (the evaluation protocol's input): the
+    crop :func:`analyze` plans for ``encode``. ``plan_progress`` counts the frames of the
+    planning read, ``progress`` those written."""
     info = probe(path)
     with native_stderr_silenced():
-        box = plan_crop(read_frames(path, max_frames))
+        box = plan_crop(_counted(read_frames(path, max_frames), plan_progress))
     with VideoWriter(output, info.fps) as writer:
         for _, image in cropped_frames(path, box, size, max_frames):
             writer.write(image)

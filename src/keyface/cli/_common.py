@@ -68,6 +68,28 @@ def progress_bar(total: int | None, desc: str, enabled: bool = True) -> Iterator
         bar.close()
 
 
+@contextmanager
+def stage_bars(
+    total: int | None, first: str, second: str, enabled: bool = True
+) -> Iterator[tuple[ProgressFn, ProgressFn]]:
+    """One bar for two passes over the same frames (``find face``, then ``analyse``): yields
+    the two passes' ``update``; the first count of the second pass restarts the bar."""
+    bar = Progress(total, first, enabled)
+    second_started = False
+
+    def tick_second(n: int) -> None:
+        nonlocal second_started
+        if not second_started:
+            second_started = True
+            bar.restart(second)
+        bar.update(n)
+
+    try:
+        yield bar.update, tick_second
+    finally:
+        bar.close()
+
+
 def expected_frames(path: Path, max_frames: int | None = None) -> int | None:
     """How many frames reading ``path`` will give (the container's count or its duration
     times its rate), capped by ``max_frames``; ``None`` if the container does not say."""

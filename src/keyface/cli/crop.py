@@ -12,7 +12,7 @@ from keyface.cli._common import (
     expected_frames,
     output_file,
     positive_int,
-    progress_bar,
+    stage_bars,
 )
 from keyface.io import VIDEO_OUTPUT_FORMATS, VIDEO_OUTPUT_SUFFIXES, atomic_output
 from keyface.pipeline import crop_video
@@ -42,8 +42,18 @@ def run(args: argparse.Namespace) -> int:
         args.output, inputs=[source], force=args.force, suffixes=VIDEO_OUTPUT_SUFFIXES
     )
     total = expected_frames(source, args.max_frames)
-    with atomic_output(out) as tmp, progress_bar(total, "crop", not args.quiet) as tick:
-        box = crop_video(source, tmp, size=args.size, max_frames=args.max_frames, progress=tick)
+    with (
+        atomic_output(out) as tmp,
+        stage_bars(total, "find face", "crop", not args.quiet) as (plan_tick, tick),
+    ):
+        box = crop_video(
+            source,
+            tmp,
+            size=args.size,
+            max_frames=args.max_frames,
+            progress=tick,
+            plan_progress=plan_tick,
+        )
     if not args.quiet:
         print(
             f"crop: centre ({box.cx:.1f}, {box.cy:.1f}) side {box.side:.1f} of "

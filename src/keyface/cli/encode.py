@@ -19,6 +19,7 @@ from keyface.cli._common import (
     positive_float,
     positive_int,
     progress_bar,
+    stage_bars,
 )
 from keyface.cli.main import UserError
 from keyface.codec.config import CodecConfig
@@ -129,13 +130,15 @@ def encode_from_args(args: argparse.Namespace) -> EncodeResult:
     quiet = getattr(args, "quiet", False)
     total = expected_frames(source, args.max_frames)
     try:
-        with progress_bar(total, "analyse", not quiet) as tick:
+        first = "analyse" if args.no_crop else "find face"
+        with stage_bars(total, first, "analyse", not quiet) as (plan_tick, tick):
             analysis = analyze(
                 source,
                 size=config.size,
                 crop=not args.no_crop,
                 max_frames=args.max_frames,
                 progress=tick,
+                plan_progress=plan_tick,
             )
     except UserInputError as exc:
         raise UserError(str(exc)) from None
