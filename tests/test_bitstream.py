@@ -227,6 +227,7 @@ def test_golden_stream_reads_back() -> None:
         KeyframePacket(frame_index=12345, quality=100, data=bytes(range(256)) * 40),
         MotionPacket(first_frame=0, n_frames=1, reset=False, data=b""),
         BackgroundPacket(frame_index=7, data=b""),
+        bs.DetailPacket(frame_index=3, x=0, y=65535, width=1, height=65535, quality=100, data=b""),
         EndPacket(frame_count=0),
         UnknownPacket(type=0x00, payload=b""),
         UnknownPacket(type=0xFF, payload=b"\x00" * 300),
@@ -581,7 +582,7 @@ def _replace(body: bytes, at: int, new: bytes) -> bytes:
 @pytest.mark.parametrize(
     ("body_change", "message"),
     [
-        (lambda b: _replace(b, FLAGS_AT, b"\x07"), r"^header: flags 0x07 sets bits reserved in v1"),
+        (lambda b: _replace(b, FLAGS_AT, b"\x0f"), r"^header: flags 0x0f sets bits reserved in v1"),
         (
             lambda b: _replace(b, CROP_SIDE_AT, struct.pack("<f", -1.0)),
             r"^header: crop side must be > 0",

@@ -418,3 +418,15 @@ def test_checkpoints_have_the_expected_layers() -> None:
         assert len(heads) == 5 and all((h >= 0).all() for h in heads)  # LPIPS heads are >= 0
     alpha, beta = W.load_dists_weights()
     assert alpha.shape == beta.shape == (1475,)
+
+
+def test_worst_frames_follow_each_metrics_direction() -> None:
+    """The frames a mean hides: worst first, NaN frames left out, lower- and higher-is-better."""
+    m = VideoMetrics(
+        per_frame={"psnr": [30.0, 22.0, 35.0, 25.0], "lpips_alex": [0.1, math.nan, 0.4, 0.2]},
+        mean={"psnr": 28.0, "lpips_alex": 0.23},
+        frames=4,
+    )
+    assert m.worst("psnr", 2) == [(1, 22.0), (3, 25.0)]
+    assert m.worst("lpips_alex") == [(2, 0.4), (3, 0.2), (0, 0.1)]
+    assert m.to_json()["worst"]["lpips_alex"][0] == [2, 0.4]

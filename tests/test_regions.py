@@ -10,6 +10,7 @@ import pytest
 
 from keyface.eval.metrics import compute_metrics
 from keyface.eval.regions import (
+    OPEN_MOUTH,
     eye_aspect_ratio,
     eye_states,
     flicker,
@@ -51,9 +52,19 @@ def test_a_flat_red_mouth_is_seen_by_the_mouth_measure(clip) -> None:
         cv2.fillPoly(g, [np.round(lm[list(OUTER_LIPS), :2]).astype(np.int32)], (170, 30, 40))
         painted.append(g)
     m = compute_metrics(
-        frames, painted, ["lpips_alex", "lpips_mouth", "lpips_eyes"], progress=False
+        frames,
+        painted,
+        ["lpips_alex", "lpips_mouth", "lpips_mouth_open", "lpips_eyes"],
+        progress=False,
     )
     assert m.mean["lpips_mouth"] > 0.1
+    # The open-mouth measure scores exactly the frames whose mouth is open, the same way.
+    opened = [mouth_opening(lm) > OPEN_MOUTH for lm in marks]
+    assert 0 < sum(opened) < len(opened), "carphone's first frames open and close the mouth"
+    for is_open, a, b in zip(
+        opened, m.per_frame["lpips_mouth_open"], m.per_frame["lpips_mouth"], strict=True
+    ):
+        assert (a == pytest.approx(b)) if is_open else np.isnan(a)
     assert m.mean["lpips_mouth"] > 5 * m.mean["lpips_alex"]  # the whole frame hides it
     assert m.mean["lpips_eyes"] < 0.2 * m.mean["lpips_mouth"]
 

@@ -1,8 +1,13 @@
 """Index tables of the 478-point MediaPipe face mesh (468 points + 10 iris points): the one
-place that knows which landmark is which. Pure data, no imports: the motion model, the warp,
-composition, the learned renderer's input planes, avatar mode and the metrics share it."""
+place that knows which landmark is which, and the two openness measures built on them. Pure
+data and arithmetic, no third-party imports: the motion model, the encoder's content rule, the
+warp, composition, the learned renderer's input planes, avatar mode and the metrics share it."""
 
 from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
 
 NUM_POINTS = 478
 
@@ -53,3 +58,26 @@ INNER_MOUTH_CORNERS = (78, 308)
 RIGHT_EYE_EAR = ((33, 133), ((160, 144), (158, 153)))
 LEFT_EYE_EAR = ((362, 263), ((385, 380), (387, 373)))
 """``(corners, vertical pairs)`` of each eye, for the eye aspect ratio (EAR)."""
+
+
+def _dist(points: Any, a: int, b: int) -> float:
+    return math.hypot(
+        float(points[a][0]) - float(points[b][0]), float(points[a][1]) - float(points[b][1])
+    )
+
+
+def eye_aspect_ratio(points: Any, eye: tuple[tuple[int, int], Sequence[tuple[int, int]]]) -> float:
+    """Mean vertical opening over the width of one eye (``RIGHT_EYE_EAR`` / ``LEFT_EYE_EAR``) of
+    ``(478, 2|3)`` mesh points: open eyes measure about 0.2-0.35, a blink goes below 0.1."""
+    (c0, c1), pairs = eye
+    width = _dist(points, c0, c1)
+    opening = sum(_dist(points, a, b) for a, b in pairs) / len(pairs)
+    return opening / width if width > 1e-6 else 0.0
+
+
+def mouth_opening(points: Any) -> float:
+    """Inner-lip gap over the inner mouth width of ``(478, 2|3)`` mesh points (0 closed, about
+    0.5-0.8 wide open)."""
+    gap = _dist(points, *INNER_LIP_GAP)
+    width = _dist(points, *INNER_MOUTH_CORNERS)
+    return gap / width if width > 1e-6 else 0.0

@@ -34,6 +34,7 @@ from ._wire import (
 from .header import (
     FLAG_BACKGROUND,
     FLAG_CROPPED,
+    FLAG_PROMOTES,
     MAGIC,
     VERSION,
     CropGeometry,
@@ -44,6 +45,7 @@ from .packets import (
     MOTION_FLAG_RESET,
     PACKET_TYPES,
     BackgroundPacket,
+    DetailPacket,
     EndPacket,
     KeyframePacket,
     MotionPacket,
@@ -57,6 +59,7 @@ from .stream import Event, ParsedStream, StreamReader, read_stream, write_stream
 __all__ = [
     "FLAG_BACKGROUND",
     "FLAG_CROPPED",
+    "FLAG_PROMOTES",
     "MAGIC",
     "MAX_HEADER_LEN",
     "MAX_PAYLOAD_LEN",
@@ -66,6 +69,7 @@ __all__ = [
     "BackgroundPacket",
     "BitstreamError",
     "CropGeometry",
+    "DetailPacket",
     "EndPacket",
     "Event",
     "KeyframePacket",

@@ -51,7 +51,12 @@ FLAG_CROPPED: Final = 0x01
 FLAG_BACKGROUND: Final = 0x02
 """Header ``flags`` bit 1: the stream carries BACKGROUND packets."""
 
-_KNOWN_FLAGS = FLAG_CROPPED | FLAG_BACKGROUND
+FLAG_PROMOTES: Final = 0x04
+"""Header ``flags`` bit 2: DETAIL packets may name a predicted frame, which then becomes a
+reference (docs/bitstream.md §9.2). Readers that predate it reject the stream (a set reserved
+bit) instead of decoding it with the wrong references."""
+
+_KNOWN_FLAGS = FLAG_CROPPED | FLAG_BACKGROUND | FLAG_PROMOTES
 _HEADER = "header"
 _MAX_VARINT = VARINT_LIMIT - 1
 
@@ -142,6 +147,8 @@ class StreamHeader:
     """Threshold for ``refresh_mode`` (float32)."""
     generator: str
     """The renderer the encoder assumed (e.g. ``"warp"``)."""
+    promotes: bool = False
+    """Whether DETAIL packets may turn predicted frames into references (flags bit 2)."""
     extension: bytes = b""
     """Header bytes after the v1 fields: reserved for later versions, kept verbatim."""
 
@@ -156,6 +163,7 @@ class StreamHeader:
             kind = type(self.crop).__name__
             raise FieldError(w, f"crop must be a CropGeometry or None, got {kind}")
         _set(self, "has_background", check_bool(w, "has_background", self.has_background))
+        _set(self, "promotes", check_bool(w, "promotes", self.promotes))
         _set(self, "motion_name", check_ascii(w, "motion_name", self.motion_name))
         _set(self, "motion_version", check_int(w, "motion_version", self.motion_version, 0, 0xFF))
         digest = check_int(w, "motion_digest", self.motion_digest, 0, 0xFFFFFFFF)
@@ -185,8 +193,10 @@ class StreamHeader:
     @property
     def flags(self) -> int:
         """The header ``flags`` byte these fields encode to."""
-        return (FLAG_CROPPED if self.crop is not None else 0) | (
-            FLAG_BACKGROUND if self.has_background else 0
+        return (
+            (FLAG_CROPPED if self.crop is not None else 0)
+            | (FLAG_BACKGROUND if self.has_background else 0)
+            | (FLAG_PROMOTES if self.promotes else 0)
         )
 
     def encode_fields(self) -> bytes:
@@ -233,7 +243,9 @@ class StreamHeader:
         flags = c.u8("flags")
         if flags & ~_KNOWN_FLAGS:
             raise FieldError(
-                _HEADER, f"flags 0x{flags:02x} sets bits reserved in v1 (only 0x03 is defined)"
+                _HEADER,
+                f"flags 0x{flags:02x} sets bits reserved in v1 (only 0x{_KNOWN_FLAGS:02x} is "
+                "defined)",
             )
         crop = None
         if flags & FLAG_CROPPED:
@@ -261,6 +273,7 @@ class StreamHeader:
             buffer_size=c.u8("buffer_size"),
             refresh_threshold=c.f32("refresh_threshold"),
             generator=c.str8("generator"),
+            promotes=bool(flags & FLAG_PROMOTES),
             extension=c.rest(),
         )
 

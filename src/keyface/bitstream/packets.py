@@ -32,6 +32,7 @@ from ._wire import (
     encode_varint,
     scan_varint,
     u8,
+    u16,
     u32,
 )
 
@@ -224,6 +225,66 @@ class RefreshRequestPacket(_PacketBase):
 
 
 @dataclass(frozen=True, repr=False)
+class DetailPacket(_PacketBase):
+    """A rectangle of keyframe ``frame_index`` coded again at a higher quality (type 0x05).
+
+    The encoder spends more bits where viewers look (the eyes, the mouth) than on the rest of
+    a keyframe: the decoder decodes ``data`` (an intra picture of ``width x height`` in the
+    header's ``intra_codec``) and blends it into the keyframe picture at ``(x, y)`` with a soft
+    edge before the picture enters the reference buffer. It follows its KEYFRAME packet and
+    precedes the MOTION packet that covers the frame. A reader that skips it (v1 readers treat
+    type 0x05 as unknown) still decodes the stream, with the keyframe as first coded.
+    """
+
+    TYPE: ClassVar[int] = 0x05
+    NAME: ClassVar[str] = "DETAIL"
+
+    frame_index: int
+    x: int
+    y: int
+    width: int
+    height: int
+    quality: int
+    data: bytes
+
+    def __post_init__(self) -> None:
+        w = "DETAIL packet"
+        _set(self, "frame_index", check_int(w, "frame_index", self.frame_index, 0, _MAX_VARINT))
+        for name in ("x", "y"):
+            _set(self, name, check_int(w, name, getattr(self, name), 0, 0xFFFF))
+        for name in ("width", "height"):
+            _set(self, name, check_int(w, name, getattr(self, name), 1, 0xFFFF))
+        _set(self, "quality", check_int(w, "quality", self.quality, 0, 100))
+        _set(self, "data", check_bytes(w, "data", self.data))
+        _check_payload_size(w, len(encode_varint(self.frame_index)) + 9 + len(self.data))
+
+    def encode_payload(self) -> bytes:
+        return (
+            encode_varint(self.frame_index)
+            + u16(self.x)
+            + u16(self.y)
+            + u16(self.width)
+            + u16(self.height)
+            + u8(self.quality)
+            + self.data
+        )
+
+    @classmethod
+    def parse_payload(cls, payload: bytes) -> DetailPacket:
+        """Decode a DETAIL payload; raises :class:`BitstreamError` if it is invalid."""
+        c = Cursor(bytes(payload), "DETAIL packet")
+        return cls(
+            frame_index=c.varint("frame_index"),
+            x=c.u16("x"),
+            y=c.u16("y"),
+            width=c.u16("width"),
+            height=c.u16("height"),
+            quality=c.u8("quality"),
+            data=c.rest(),
+        )
+
+
+@dataclass(frozen=True, repr=False)
 class EndPacket(_PacketBase):
     """The last packet of a complete stream; ``frame_count`` frames were coded (type 0x7F)."""
 
@@ -286,19 +347,33 @@ class UnknownPacket(_PacketBase):
 
 
 Packet = Union[  # noqa: UP007  (a runtime alias that also works with isinstance)
-    KeyframePacket, MotionPacket, BackgroundPacket, RefreshRequestPacket, EndPacket, UnknownPacket
+    KeyframePacket,
+    MotionPacket,
+    BackgroundPacket,
+    RefreshRequestPacket,
+    DetailPacket,
+    EndPacket,
+    UnknownPacket,
 ]
 """Any packet :func:`parse_packet` can return."""
 
 KnownPacket = Union[  # noqa: UP007
-    KeyframePacket, MotionPacket, BackgroundPacket, RefreshRequestPacket, EndPacket
+    KeyframePacket, MotionPacket, BackgroundPacket, RefreshRequestPacket, DetailPacket, EndPacket
 ]
 
 PACKET_TYPES: dict[int, type[KnownPacket]] = {
     cls.TYPE: cls
-    for cls in (KeyframePacket, MotionPacket, BackgroundPacket, RefreshRequestPacket, EndPacket)
+    for cls in (
+        KeyframePacket,
+        MotionPacket,
+        BackgroundPacket,
+        RefreshRequestPacket,
+        DetailPacket,
+        EndPacket,
+    )
 }
-"""The packet classes of format v1, by type byte."""
+"""The packet classes of format v1, by type byte (DETAIL was added within v1: a reader
+without it skips it as an unknown type)."""
 
 PACKET_CLASSES: tuple[type, ...] = (*PACKET_TYPES.values(), UnknownPacket)
 

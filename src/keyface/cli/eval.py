@@ -98,6 +98,12 @@ def _table(result: object, per_frame: bool) -> str:
     for name, value in result.mean.items():  # type: ignore[attr-defined]
         spec = METRICS[name]
         lines.append(f"{name:<11} {_fmt(value):>10}  {spec.direction:<7} {spec.unit}".rstrip())
+    lines.append("")
+    lines.append("worst frames (frame: value), worst first")
+    for name in result.mean:  # type: ignore[attr-defined]
+        worst = result.worst(name)  # type: ignore[attr-defined]
+        shown = ", ".join(f"{i}: {_fmt(v)}" for i, v in worst) or "n/a"
+        lines.append(f"{name:<11} {shown}")
     notes = result.notes  # type: ignore[attr-defined]
     if notes:
         lines.append("")

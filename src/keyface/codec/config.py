@@ -10,7 +10,7 @@ import numpy as np
 
 from keyface.bitstream import CropGeometry, RefreshMode
 from keyface.intra import DEFAULT_INTRA_CODEC
-from keyface.motion import DEFAULT_REPRESENTATION, FIELD_REPRESENTATION
+from keyface.motion import DEFAULT_REPRESENTATION, FIELD_REPRESENTATION, FaceState
 from keyface.render import Reference
 from keyface.renderers import DEFAULT_RENDERER
 from keyface.types import CropBox
@@ -74,6 +74,20 @@ class CodecConfig:
     reset_at_keyframes: bool = False
     """Every keyframe starts a MOTION packet that resets the motion coder, so a receiver can
     start at any keyframe (live links)."""
+    detail_boost: int = 0
+    """Code the rectangles around the eyes and the mouth of every keyframe again at this many
+    quality steps above the keyframe (DETAIL packets, :mod:`keyface.codec.detail`); 0: never.
+    Needs a representation with a face state; the rate ladder sets it."""
+    content_update: str = "keyframe"
+    """What the content rule sends when no reference holds a frame: ``"keyframe"`` (a new
+    keyframe) or ``"detail"`` (the frame rendered from the nearest reference with the missing
+    eyes or mouth coded as DETAIL rectangles, promoted to a reference: a few hundred bytes
+    instead of a keyframe; ``RefreshMode.MOTION`` only, files only: live datagrams carry no
+    DETAIL packets)."""
+    content_refresh: bool = True
+    """Render each frame only from references that hold its mouth and eye state, and code a
+    keyframe when none does (:mod:`keyface.codec.content`; representations with a face state
+    only, not in ``RefreshMode.FIXED``). Encoder-side: streams decode the same either way."""
 
     def __post_init__(self) -> None:
         if not 16 <= self.size <= 1024:
@@ -84,6 +98,12 @@ class CodecConfig:
             raise ValueError(f"keyframe_quality must be in 1..100, got {self.keyframe_quality}")
         if self.motion_chunk < 1:
             raise ValueError("motion_chunk must be >= 1")
+        if self.content_update not in ("keyframe", "detail"):
+            raise ValueError(
+                f"content_update must be 'keyframe' or 'detail', got {self.content_update!r}"
+            )
+        if not 0 <= self.detail_boost <= 99:
+            raise ValueError(f"detail_boost must be in 0..99, got {self.detail_boost}")
         if self.reset_interval is not None and self.reset_interval < 1:
             raise ValueError("reset_interval must be >= 1 or None")
 
@@ -108,6 +128,11 @@ class BufferEntry:
     frame_index: int
     reference: Reference
     q: np.ndarray
+    state: FaceState | None = None
+    """The mouth and eye state of the reference's keypoints (encoder side, when the
+    representation has one)."""
+    promoted: bool = False
+    """A rendered frame with DETAIL rectangles, not an intra-coded keyframe."""
 
 
 @dataclass

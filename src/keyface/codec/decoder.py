@@ -14,6 +14,7 @@ import numpy as np
 from keyface.bitstream import (
     BackgroundPacket,
     BitstreamError,
+    DetailPacket,
     EndPacket,
     KeyframePacket,
     MotionPacket,
@@ -21,11 +22,17 @@ from keyface.bitstream import (
     StreamHeader,
 )
 from keyface.codec.config import BufferEntry, ReferenceBuffer
+from keyface.codec.detail import blend_detail
 from keyface.entropy import MotionCoderState, MotionCodingError, decode_frames
 from keyface.intra import IntraCodecError, get_intra_codec
 from keyface.motion import UnknownRepresentationError, get_representation
 from keyface.render import Reference, Renderer
 from keyface.renderers import get_renderer
+
+MAX_DETAILS = 8
+"""DETAIL rectangles one frame may carry (the reference encoder sends at most three)."""
+MAX_PENDING_PROMOTIONS = 64
+"""Frames ahead of the decoder that may hold DETAIL rectangles (hostile streams)."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,7 @@ class DecoderCore:
         self.buffer = ReferenceBuffer(header.buffer_size)
         self.background: np.ndarray | None = None
         self._keyframes: dict[int, np.ndarray] = {}
+        self._promotions: dict[int, list[tuple[np.ndarray, int, int]]] = {}
         self._next_frame = 0
         self.finished = False
 
@@ -81,6 +89,7 @@ class DecoderCore:
         ``clear_buffer`` drops the references too (the sender coded an IDR keyframe)."""
         self._next_frame = frame_index
         self._keyframes = {k: v for k, v in self._keyframes.items() if k >= frame_index}
+        self._promotions = {k: v for k, v in self._promotions.items() if k >= frame_index}
         if clear_buffer:
             self.buffer = ReferenceBuffer(self.header.buffer_size)
 
@@ -91,7 +100,12 @@ class DecoderCore:
         if isinstance(packet, KeyframePacket):
             if packet.frame_index < self._next_frame:
                 raise BitstreamError(f"KEYFRAME for frame {packet.frame_index} arrives too late")
+            if packet.frame_index in self._promotions:
+                raise BitstreamError(f"KEYFRAME for frame {packet.frame_index} after its DETAIL")
             self._keyframes[packet.frame_index] = self._decode_intra(packet.data, "keyframe")
+            return []
+        if isinstance(packet, DetailPacket):
+            self._detail(packet)
             return []
         if isinstance(packet, BackgroundPacket):
             self.background = self._decode_intra(packet.data, "background")
@@ -106,6 +120,34 @@ class DecoderCore:
             self.finished = True
             return []
         return []  # packets of later versions / other uses are skipped
+
+    def _detail(self, packet: DetailPacket) -> None:
+        """Blend a DETAIL rectangle into its pending keyframe picture, or hold it for the
+        predicted frame it promotes to a reference (streams with ``promotes``)."""
+        index = packet.frame_index
+        picture = self._keyframes.get(index)
+        promote = picture is None and self.header.promotes and index >= self._next_frame
+        if picture is None and not promote:
+            raise BitstreamError(f"DETAIL for frame {index}, which has no pending keyframe")
+        h, w = self.header.height, self.header.width
+        if packet.x + packet.width > w or packet.y + packet.height > h:
+            raise BitstreamError(
+                f"DETAIL rectangle {packet.width}x{packet.height} at ({packet.x}, {packet.y}) "
+                f"leaves the {w}x{h} picture"
+            )
+        patch = self._decode_intra(packet.data, "detail")
+        if patch.shape[:2] != (packet.height, packet.width):
+            raise BitstreamError(
+                f"DETAIL picture is {patch.shape[1]}x{patch.shape[0]}, "
+                f"the packet says {packet.width}x{packet.height}"
+            )
+        if picture is not None:
+            self._keyframes[index] = blend_detail(picture, patch, packet.x, packet.y)
+            return
+        pending = self._promotions.setdefault(index, [])
+        if len(pending) >= MAX_DETAILS or len(self._promotions) > MAX_PENDING_PROMOTIONS:
+            raise BitstreamError(f"too many DETAIL packets pending at frame {index}")
+        pending.append((patch, packet.x, packet.y))
 
     def _decode_intra(self, data: bytes, what: str) -> np.ndarray:
         try:
@@ -147,6 +189,13 @@ class DecoderCore:
             entry = self.buffer[frame.reference]
             field = self._field_part.field(params) if self._field_part is not None else None
             image = self.renderer.render(entry.reference, keypoints, field)
+            details = self._promotions.pop(index, None)
+            if details:  # the rendered frame with its DETAIL rectangles becomes a reference
+                for patch, x, y in details:
+                    image = blend_detail(image, patch, x, y)
+                promoted = self.renderer.prepare(image, keypoints)
+                self.buffer.push(BufferEntry(frame_index=index, reference=promoted, q=frame.q))
+                image = promoted.image
             out.append(
                 DecodedFrame(index, image, False, entry.frame_index, keypoints, entry.reference)
             )

@@ -11,6 +11,10 @@ For every frame the encoder quantises the motion, then decides how the decoder g
   threshold. No rendering, so it is much cheaper.
 * ``RefreshMode.FIXED``: a keyframe every ``threshold`` frames (0: the first frame only).
 
+In the PSNR and MOTION modes the content rule (:mod:`keyface.codec.content`) comes first: a
+frame is rendered only from a reference whose mouth and eyes are open at least about as wide
+as the frame's, and a keyframe is coded when no reference is (``content_refresh``).
+
 Keyframes enter a FIFO buffer of up to five references that the decoder mirrors exactly.
 
 Motion is sent in MOTION packets of ``motion_chunk`` frames; a packet may start with a coder
@@ -35,6 +39,7 @@ import numpy as np
 
 from keyface.bitstream import (
     BackgroundPacket,
+    DetailPacket,
     EndPacket,
     KeyframePacket,
     MotionPacket,
@@ -43,10 +48,14 @@ from keyface.bitstream import (
     StreamHeader,
 )
 from keyface.codec.config import BufferEntry, CodecConfig, ReferenceBuffer, crop_geometry
+from keyface.codec.content import ContentRule
+from keyface.codec.detail import UPDATE_BOOST, blend_detail, detail_boxes
 from keyface.entropy import CodedFrame, MotionCoderState, encode_frames
 from keyface.imageops import psnr
 from keyface.intra import get_intra_codec
 from keyface.motion import (
+    FaceState,
+    FaceStateSource,
     FieldComponent,
     body_weight,
     estimate_field,
@@ -76,6 +85,13 @@ class FrameDecision:
     motion_reset: bool = False
     """This frame starts a MOTION packet whose coder state is reset (see the reset policy in
     :class:`CodecConfig`)."""
+    promoted: bool = False
+    """A predicted frame whose missing eyes or mouth were sent as DETAIL rectangles; it became
+    a reference (``content_update="detail"``)."""
+    refresh: str | None = None
+    """Why a keyframe was coded, or a frame promoted: ``"first"`` (empty buffer), ``"forced"``,
+    ``"gate"`` (motion distance), ``"psnr"``, ``"interval"`` (fixed mode), ``"mouth"`` or
+    ``"eyes"`` (no reference holds the frame's mouth or eye state); ``None`` otherwise."""
 
 
 @dataclass
@@ -86,6 +102,10 @@ class EncoderStats:
     keyframe_bytes: int = 0
     motion_bytes: int = 0
     background_bytes: int = 0
+    detail_bytes: int = 0
+    """DETAIL rectangles of promoted frames (those of keyframes count as keyframe bytes)."""
+    updates: int = 0
+    """Predicted frames promoted to references with DETAIL rectangles."""
     other_bytes: int = 0
     decisions: list[FrameDecision] = field(default_factory=list)
 
@@ -96,6 +116,7 @@ class EncoderStats:
             + self.keyframe_bytes
             + self.motion_bytes
             + self.background_bytes
+            + self.detail_bytes
             + self.other_bytes
         )
 
@@ -103,6 +124,13 @@ class EncoderStats:
         n = len(bytes(packet))
         if isinstance(packet, KeyframePacket):
             self.keyframe_bytes += n
+        elif isinstance(packet, DetailPacket):
+            # Frames append their decision before their packets are counted.
+            k = packet.frame_index
+            if k < len(self.decisions) and self.decisions[k].keyframe:
+                self.keyframe_bytes += n
+            else:
+                self.detail_bytes += n
         elif isinstance(packet, MotionPacket):
             self.motion_bytes += n
         elif isinstance(packet, BackgroundPacket):
@@ -142,6 +170,22 @@ class EncoderCore:
         self.last_idr = -1
         """Frame index of the newest IDR keyframe (-1 before the first frame)."""
         self._field_part: FieldComponent | None = self.representation.field_component
+        self._states: FaceStateSource | None = (
+            self.representation
+            if config.content_refresh and isinstance(self.representation, FaceStateSource)
+            else None
+        )
+        self.content_rule = ContentRule()
+        rep = self.representation
+        self._detail: FaceStateSource | None = (
+            rep if config.detail_boost > 0 and isinstance(rep, FaceStateSource) else None
+        )
+        self._promote = (
+            self._states is not None
+            and config.content_update == "detail"
+            and RefreshMode(config.refresh_mode) == RefreshMode.MOTION
+        )
+        """Send missing eyes or mouth as DETAIL rectangles on a rendered frame, not a keyframe."""
         self._pending: list[CodedFrame] = []
         self._pending_first = 0
         self._pending_reset = False
@@ -161,6 +205,7 @@ class EncoderCore:
             frame_count=frame_count,
             crop=None if crop is None else crop_geometry(crop),
             has_background=with_background,
+            promotes=self._promote,
             motion_name=self.representation.name,
             motion_version=self.representation.version,
             motion_digest=self.representation.digest,
@@ -201,12 +246,19 @@ class EncoderCore:
             packets.append(BackgroundPacket(frame_index=index, data=data))
             self._background_sent = True
 
-        decision, field_q = self._decide(index, image, keypoints, params)
+        state = None if self._states is None else self._states.face_state(keypoints)
+        decision, field_q, reason = self._decide(index, image, keypoints, params, state)
+        if decision is None and reason in ("mouth", "eyes") and self._promote:
+            assert state is not None
+            promoted = self._update(index, image, keypoints, params, q, state, reason)
+            if promoted is not None:
+                decision, field_q, detail_packets = promoted
+                packets.extend(detail_packets)
         if decision is None:
             if self.config.reset_at_keyframes and self._pending:
                 packets.append(self._flush_motion())  # the keyframe starts its own packet
-            packet, decision = self._keyframe(index, image, keypoints, q)
-            packets.append(packet)
+            keyframe_packets, decision = self._keyframe(index, image, keypoints, q, state, reason)
+            packets.extend(keyframe_packets)
         elif field_q is not None:
             q = field_q
         elif self._field_part is not None and decision.reference is not None:
@@ -285,33 +337,56 @@ class EncoderCore:
         return q, rep.field(self.state.dequantize(q))
 
     def _decide(
-        self, index: int, image: np.ndarray, keypoints: np.ndarray, params: np.ndarray
-    ) -> tuple[FrameDecision | None, np.ndarray | None]:
-        """Pick a reference for ``index`` (``None`` when a keyframe must be coded), with the
-        quantised parameters including the body-motion grid when the choice measured it."""
+        self,
+        index: int,
+        image: np.ndarray,
+        keypoints: np.ndarray,
+        params: np.ndarray,
+        state: FaceState | None,
+    ) -> tuple[FrameDecision | None, np.ndarray | None, str | None]:
+        """Pick a reference for ``index``: ``(decision, q, None)``, with the quantised
+        parameters including the body-motion grid when the choice measured it, or
+        ``(None, None, reason)`` when a keyframe must be coded."""
         if len(self.buffer) == 0 or self._force_keyframe:
+            reason = "forced" if self._force_keyframe else "first"
             self._force_keyframe = False
-            return None, None
+            return None, None, reason
         mode = RefreshMode(self.config.refresh_mode)
         threshold = self.config.threshold
         if mode == RefreshMode.FIXED:
             interval = int(threshold)
             if interval > 0 and index - self.buffer[0].frame_index >= interval:
-                return None, None
-            return FrameDecision(index, False, 0, self.buffer[0].frame_index, 0.0), None
+                return None, None, "interval"
+            return FrameDecision(index, False, 0, self.buffer[0].frame_index, 0.0), None, None
+        candidates = list(range(len(self.buffer)))
+        if state is not None:
+            # The content rule: only references that hold this mouth and these eyes.
+            held = [
+                i
+                for i in candidates
+                if self.buffer[i].state is None
+                or self.content_rule.holds(self.buffer[i].state, state)
+            ]
+            if not held:
+                newest = self.buffer[0].state
+                assert newest is not None
+                return None, None, self.content_rule.missing(newest, state) or "mouth"
+            candidates = held
         if mode == RefreshMode.MOTION:
             dists = [
-                self.representation.gate_distance(e.reference.keypoints, keypoints)
-                for e in self.buffer
+                self.representation.gate_distance(self.buffer[i].reference.keypoints, keypoints)
+                for i in candidates
             ]
-            best = int(np.argmin(dists))
-            if dists[best] > threshold:
-                return None, None
+            k = int(np.argmin(dists))
+            if dists[k] > threshold:
+                return None, None, "gate"
+            best = candidates[k]
             entry = self.buffer[best]
-            return FrameDecision(index, False, best, entry.frame_index, dists[best]), None
+            return FrameDecision(index, False, best, entry.frame_index, dists[k]), None, None
         # PSNR: render every candidate as the decoder would, with its own body-motion grid.
         scores, coded = [], []
-        for e in self.buffer:
+        for i in candidates:
+            e = self.buffer[i]
             q, field = (
                 self._field(e, image, keypoints, params)
                 if self._field_part is not None
@@ -319,15 +394,22 @@ class EncoderCore:
             )
             scores.append(psnr(self.renderer.render(e.reference, keypoints, field), image))
             coded.append(q)
-        best = int(np.argmax(scores))
-        if scores[best] < threshold:
-            return None, None
+        k = int(np.argmax(scores))
+        if scores[k] < threshold:
+            return None, None, "psnr"
+        best = candidates[k]
         entry = self.buffer[best]
-        return FrameDecision(index, False, best, entry.frame_index, scores[best]), coded[best]
+        return FrameDecision(index, False, best, entry.frame_index, scores[k]), coded[k], None
 
     def _keyframe(
-        self, index: int, image: np.ndarray, keypoints: np.ndarray, q: np.ndarray
-    ) -> tuple[KeyframePacket, FrameDecision]:
+        self,
+        index: int,
+        image: np.ndarray,
+        keypoints: np.ndarray,
+        q: np.ndarray,
+        state: FaceState | None,
+        reason: str | None,
+    ) -> tuple[list[Packet], FrameDecision]:
         quality = self.config.keyframe_quality
         data = self.intra.encode(image, quality)
         decoded = self.intra.decode(data)
@@ -339,14 +421,90 @@ class EncoderCore:
                 data = self.intra.encode(image, quality)
                 decoded = self.intra.decode(data)
                 score = psnr(decoded, image)
+        packets: list[Packet] = [KeyframePacket(frame_index=index, quality=quality, data=data)]
+        if self._detail is not None:
+            decoded = self._add_detail(index, image, keypoints, quality, decoded, packets)
         idr = len(self.buffer) == 0
         if idr:
             self.last_idr = index
         reference = self.renderer.prepare(decoded, keypoints)
-        self.buffer.push(BufferEntry(frame_index=index, reference=reference, q=q))
+        self.buffer.push(BufferEntry(frame_index=index, reference=reference, q=q, state=state))
         self.stats.keyframes += 1
-        packet = KeyframePacket(frame_index=index, quality=quality, data=data)
-        return packet, FrameDecision(index, True, None, index, score, quality, idr=idr)
+        decision = FrameDecision(index, True, None, index, score, quality, idr=idr, refresh=reason)
+        return packets, decision
+
+    def _update(
+        self,
+        index: int,
+        image: np.ndarray,
+        keypoints: np.ndarray,
+        params: np.ndarray,
+        q: np.ndarray,
+        state: FaceState,
+        reason: str,
+    ) -> tuple[FrameDecision, np.ndarray, list[Packet]] | None:
+        """Promote frame ``index`` to a reference: rendered from the nearest reference, with the
+        eyes or mouth that reference lacks coded as DETAIL rectangles. ``None`` when even the
+        nearest reference is beyond the motion gate (a keyframe is due anyway)."""
+        assert self._states is not None
+        dists = [
+            self.representation.gate_distance(e.reference.keypoints, keypoints) for e in self.buffer
+        ]
+        best = int(np.argmin(dists))
+        if dists[best] > self.config.threshold:
+            return None
+        entry = self.buffer[best]
+        if self._field_part is not None:
+            q, field = self._field(entry, image, keypoints, params)
+        else:
+            field = None
+        picture = self.renderer.render(entry.reference, keypoints, field)
+        assert entry.state is not None
+        parts = self.content_rule.missing_parts(entry.state, state) or [reason]
+        regions = self._states.detail_regions(keypoints)
+        groups = [g for part in parts for g in regions[part]]
+        quality = min(
+            100, self.config.keyframe_quality + max(UPDATE_BOOST, self.config.detail_boost)
+        )
+        size = self.config.size
+        packets: list[Packet] = []
+        for x, y, w, h in detail_boxes(groups, size, size):
+            data = self.intra.encode(np.ascontiguousarray(image[y : y + h, x : x + w]), quality)
+            picture = blend_detail(picture, self.intra.decode(data), x, y)
+            packets.append(DetailPacket(index, x, y, w, h, quality, data))
+        if not packets:
+            return None
+        reference = self.renderer.prepare(picture, keypoints)
+        self.buffer.push(BufferEntry(index, reference=reference, q=q, state=state, promoted=True))
+        self.stats.updates += 1
+        decision = FrameDecision(
+            index, False, best, entry.frame_index, dists[best], promoted=True, refresh=reason
+        )
+        return decision, q, packets
+
+    def _add_detail(
+        self,
+        index: int,
+        image: np.ndarray,
+        keypoints: np.ndarray,
+        quality: int,
+        decoded: np.ndarray,
+        packets: list[Packet],
+    ) -> np.ndarray:
+        """Code the eyes and the mouth of keyframe ``index`` again, better (DETAIL packets
+        appended to ``packets``); returns the keyframe picture as the decoder will hold it."""
+        assert self._detail is not None
+        detail_quality = min(100, quality + self.config.detail_boost)
+        size = self.config.size
+        regions = self._detail.detail_regions(keypoints)
+        groups = [group for part in ("eyes", "mouth") for group in regions[part]]
+        for x, y, w, h in detail_boxes(groups, size, size):
+            data = self.intra.encode(
+                np.ascontiguousarray(image[y : y + h, x : x + w]), detail_quality
+            )
+            decoded = blend_detail(decoded, self.intra.decode(data), x, y)
+            packets.append(DetailPacket(index, x, y, w, h, detail_quality, data))
+        return decoded
 
     def _flush_motion(self) -> MotionPacket:
         reset = self._pending_reset

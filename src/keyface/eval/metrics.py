@@ -71,11 +71,21 @@ class VideoMetrics:
     frames: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
 
+    def worst(self, metric: str, count: int = 3) -> list[tuple[int, float]]:
+        """The ``count`` worst frames of ``metric`` as ``(frame, value)``, worst first (frames
+        without a value, NaN, left out): where a mean hides a failure, these show it."""
+        values = self.per_frame[metric]
+        sign = -1.0 if METRICS[metric].direction == "lower" else 1.0
+        scored = [(i, v) for i, v in enumerate(values) if not math.isnan(v)]
+        scored.sort(key=lambda item: (sign * item[1], item[0]))
+        return scored[:count]
+
     def to_json(self) -> dict:
         """JSON-ready dict; NaN (a frame without a face for akd/aed) becomes ``null``."""
         return {
             "frames": self.frames,
             "mean": {k: _json_number(v) for k, v in self.mean.items()},
+            "worst": {k: [[i, _json_number(v)] for i, v in self.worst(k)] for k in self.per_frame},
             "per_frame": {k: [_json_number(v) for v in vs] for k, vs in self.per_frame.items()},
             "notes": dict(self.notes),
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
@@ -460,10 +470,19 @@ def _region_metrics(ref: Sequence[np.ndarray], dist: Sequence[np.ndarray], names
     found = sum(m is not None for m in marks_a)
     for name in names:
         t1 = time.perf_counter()
-        if name in ("lpips_mouth", "lpips_eyes"):
+        if name in ("lpips_mouth", "lpips_mouth_open", "lpips_eyes"):
             owners, a_crops, b_crops = regions.region_pairs(
-                ref, dist, marks_a, "mouth" if name == "lpips_mouth" else "eyes"
+                ref, dist, marks_a, "eyes" if name == "lpips_eyes" else "mouth"
             )
+            if name == "lpips_mouth_open":  # only the frames that show the inside of a mouth
+                keep = [
+                    k
+                    for k, t in enumerate(owners)
+                    if regions.mouth_opening(marks_a[t]) > regions.OPEN_MOUTH
+                ]
+                owners = [owners[k] for k in keep]
+                a_crops = [a_crops[k] for k in keep]
+                b_crops = [b_crops[k] for k in keep]
             scores: list[float] = []
             if owners:
                 model = nets.load_lpips("alex", ctx.device)
@@ -482,6 +501,10 @@ def _region_metrics(ref: Sequence[np.ndarray], dist: Sequence[np.ndarray], names
             ctx.notes[name] = (
                 f"LPIPS-Alex of {regions.REGION_SIZE}x{regions.REGION_SIZE} crops placed by the "
                 f"reference's landmarks; face in {found} of {n} reference frames"
+            ) + (
+                f", mouth open (> {regions.OPEN_MOUTH}) in {len(set(owners))}"
+                if name == "lpips_mouth_open"
+                else ""
             )
         elif name in ("eye_state", "mouth_open"):
             eye, mouth = regions.state_measures(marks_a, marks_b)

@@ -8,6 +8,8 @@ compared with the right place:
 
 * ``lpips_mouth`` / ``lpips_eyes``: LPIPS-Alex of the square around the outer lips / around each
   eye (mean of the two), side 1.6x the region's extent (at least 24 px), resized to 64x64;
+  ``lpips_mouth_open`` is ``lpips_mouth`` on the frames whose reference mouth is open (above
+  :data:`OPEN_MOUTH`; the others NaN): where a flat red oval shows;
 * ``eye_state``: 1 when the decoded frame shows an eye clearly open that the reference shows
   clearly closed, or the reverse, 0 otherwise; its mean is the share of frames that disagree.
   An eye is closed below :data:`CLOSED_SHARE` of its open aspect ratio (the median over the
@@ -31,34 +33,39 @@ import numpy as np
 
 from keyface.facemesh import (
     FACE_OVAL,
-    INNER_LIP_GAP,
-    INNER_MOUTH_CORNERS,
     LEFT_EYE,
     LEFT_EYE_EAR,
     OUTER_LIPS,
     RIGHT_EYE,
     RIGHT_EYE_EAR,
+    eye_aspect_ratio,
+    mouth_opening,
 )
+
+__all__ = [
+    "eye_aspect_ratio",
+    "eye_states",
+    "flicker",
+    "mouth_opening",
+    "open_eye_ratios",
+    "region_box",
+    "region_pairs",
+    "state_measures",
+]
 
 CLOSED_SHARE = 0.6
 OPEN_SHARE = 0.8
 """An eye is closed below ``CLOSED_SHARE`` and open above ``OPEN_SHARE`` times its open eye
 aspect ratio (the reference clip's median for that eye; open eyes measure about 0.2-0.35 on
 MediaPipe's mesh, a blink goes below 0.1)."""
+OPEN_MOUTH = 0.15
+"""A mouth is open (the teeth or the inside show) above this inner-lip gap over inner mouth
+width: ``lpips_mouth_open`` scores those frames only."""
 REGION_SIZE = 64
 REGION_SCALE = 1.6
 REGION_MIN_SIDE = 24.0
 
 Landmarks = np.ndarray | None
-
-
-def eye_aspect_ratio(landmarks: np.ndarray, eye: tuple) -> float:
-    """Mean vertical opening over the width of one eye (``RIGHT_EYE_EAR`` / ``LEFT_EYE_EAR``)."""
-    (c0, c1), pairs = eye
-    p = landmarks[:, :2]
-    width = float(np.linalg.norm(p[c0] - p[c1]))
-    opening = np.mean([np.linalg.norm(p[a] - p[b]) for a, b in pairs])
-    return float(opening / width) if width > 1e-6 else 0.0
 
 
 def eye_states(landmarks: np.ndarray, open_ears: tuple[float, float]) -> tuple[str, str]:
@@ -84,14 +91,6 @@ def open_eye_ratios(marks: Sequence[Landmarks]) -> tuple[float, float]:
     right = float(np.median([eye_aspect_ratio(m, RIGHT_EYE_EAR) for m in found]))
     left = float(np.median([eye_aspect_ratio(m, LEFT_EYE_EAR) for m in found]))
     return right, left
-
-
-def mouth_opening(landmarks: np.ndarray) -> float:
-    """Inner-lip gap over the inner mouth width (0 closed, about 0.5-0.8 wide open)."""
-    p = landmarks[:, :2]
-    gap = float(np.linalg.norm(p[INNER_LIP_GAP[0]] - p[INNER_LIP_GAP[1]]))
-    width = float(np.linalg.norm(p[INNER_MOUTH_CORNERS[0]] - p[INNER_MOUTH_CORNERS[1]]))
-    return gap / width if width > 1e-6 else 0.0
 
 
 def region_box(landmarks: np.ndarray, indices: Sequence[int], shape: tuple[int, ...]) -> tuple:

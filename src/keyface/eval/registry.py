@@ -81,6 +81,15 @@ _metric(
     weights=("lpips-alexnet",),
 )
 _metric(
+    "lpips_mouth_open",
+    MetricSpec(
+        "lower",
+        (0.0, math.inf),
+        "LPIPS-Alex of the mouth region on frames whose reference mouth is open",
+    ),
+    weights=("lpips-alexnet",),
+)
+_metric(
     "lpips_eyes",
     MetricSpec("lower", (0.0, math.inf), "LPIPS-Alex of the eye regions (reference landmarks)"),
     weights=("lpips-alexnet",),
@@ -106,7 +115,14 @@ _metric(
     weights=("dlib-identity",),
 )
 
-REGION_GROUP = ("lpips_mouth", "lpips_eyes", "eye_state", "mouth_open", "flicker")
+REGION_GROUP = (
+    "lpips_mouth",
+    "lpips_mouth_open",
+    "lpips_eyes",
+    "eye_state",
+    "mouth_open",
+    "flicker",
+)
 """What ``regions`` stands for in a metric list."""
 
 DEFAULT_EVAL_METRICS: tuple[str, ...] = (

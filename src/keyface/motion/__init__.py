@@ -6,6 +6,8 @@ from typing import Literal, overload
 
 from keyface.motion.base import (
     REFERENCE_SIZE,
+    FaceState,
+    FaceStateSource,
     FieldComponent,
     MotionRepresentation,
     MotionStatistics,
@@ -72,6 +74,8 @@ __all__ = [
     "REPRESENTATIONS",
     "FaceMeshField",
     "FaceMeshPCA",
+    "FaceState",
+    "FaceStateSource",
     "FieldComponent",
     "MotionDistance",
     "MotionRepresentation",

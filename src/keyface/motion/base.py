@@ -70,6 +70,34 @@ class FieldComponent(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class FaceState:
+    """How open the mouth and the eyes are in one set of keypoints: what the encoder's content
+    rule (:mod:`keyface.codec.content`) compares between a frame and its references."""
+
+    mouth: float
+    """Inner-lip gap over the inner mouth width (0 closed, about 0.5-0.8 wide open)."""
+    eyes: tuple[float, float]
+    """Eye aspect ratio of the right and the left eye (open about 0.2-0.35, a blink < 0.1)."""
+
+
+@runtime_checkable
+class FaceStateSource(Protocol):
+    """Optional part of a representation whose keypoints name the mouth and the eyes (the face
+    mesh does; learned keypoints need not). The encoder then refreshes and picks references by
+    mouth and eye state, not by motion alone."""
+
+    def face_state(self, keypoints: np.ndarray) -> FaceState:
+        """The mouth and eye openness shown by ``keypoints`` (from :meth:`keypoints`)."""
+        ...
+
+    def detail_regions(self, keypoints: np.ndarray) -> dict[str, tuple[np.ndarray, ...]]:
+        """Groups of ``keypoints`` around which a picture is worth coding better, by the part of
+        :class:`FaceState` they show: ``"eyes"`` (one group per eye) and ``"mouth"``.
+        :mod:`keyface.codec.detail` codes the rectangle around each group."""
+        ...
+
+
 @runtime_checkable
 class MotionRepresentation(Protocol):
     """Per-frame motion: measured on the encoder, rebuilt into keypoints on the decoder."""

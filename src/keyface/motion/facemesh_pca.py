@@ -25,7 +25,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from keyface.motion.base import REFERENCE_SIZE, MotionStatistics, QuantLevel
+from keyface.facemesh import (
+    LEFT_EYE,
+    LEFT_EYE_EAR,
+    OUTER_LIPS,
+    RIGHT_EYE,
+    RIGHT_EYE_EAR,
+    eye_aspect_ratio,
+    mouth_opening,
+)
+from keyface.motion.base import REFERENCE_SIZE, FaceState, MotionStatistics, QuantLevel
 from keyface.motion.distance import face_regions, motion_distance
 
 NUM_POSE = 6
@@ -181,6 +190,21 @@ class FaceMeshPCA:
     def gate_distance(self, reference: np.ndarray, current: np.ndarray) -> float:
         """:func:`keyface.motion.distance.motion_distance` over the mesh's face regions."""
         return motion_distance(reference, current, self.regions).value
+
+    def face_state(self, keypoints: np.ndarray) -> FaceState:
+        """Mouth and eye openness of mesh keypoints (:mod:`keyface.facemesh` measures)."""
+        return FaceState(
+            mouth=mouth_opening(keypoints),
+            eyes=(
+                eye_aspect_ratio(keypoints, RIGHT_EYE_EAR),
+                eye_aspect_ratio(keypoints, LEFT_EYE_EAR),
+            ),
+        )
+
+    def detail_regions(self, keypoints: np.ndarray) -> dict[str, tuple[np.ndarray, ...]]:
+        """Each eye opening, and the outer lips."""
+        k = np.asarray(keypoints)
+        return {"eyes": (k[list(RIGHT_EYE)], k[list(LEFT_EYE)]), "mouth": (k[list(OUTER_LIPS)],)}
 
     @cached_property
     def regions(self) -> tuple[np.ndarray, ...]:

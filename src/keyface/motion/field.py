@@ -38,7 +38,7 @@ import cv2
 import numpy as np
 
 from keyface.facemesh import FACE_OVAL
-from keyface.motion.base import REFERENCE_SIZE, MotionStatistics, QuantLevel
+from keyface.motion.base import REFERENCE_SIZE, FaceState, MotionStatistics, QuantLevel
 from keyface.motion.facemesh_pca import FaceMeshPCA, default_facemesh_pca
 
 FIELD_GRID = 4
@@ -264,6 +264,12 @@ class FaceMeshField:
 
     def gate_distance(self, reference: np.ndarray, current: np.ndarray) -> float:
         return self.base.gate_distance(reference, current)
+
+    def face_state(self, keypoints: np.ndarray) -> FaceState:
+        return self.base.face_state(keypoints)
+
+    def detail_regions(self, keypoints: np.ndarray) -> dict[str, tuple[np.ndarray, ...]]:
+        return self.base.detail_regions(keypoints)
 
     @property
     def field_component(self) -> FaceMeshField:

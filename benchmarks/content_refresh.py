@@ -1,0 +1,245 @@
+"""What viewers see, before and after, at equal rate: the content rule
+(``keyface.codec.content``) and DETAIL rectangles (``keyface.codec.detail``).
+
+For the clips a ``keyface bench`` run prepared (its ``cache/CLIP/crop.y4m`` and ``analysis.npz``),
+codes every clip at each ladder position ``--u`` once per variant (``before``: the motion gate
+alone, no detail; ``content``: the content rule; ``detail``: DETAIL rectangles at
+``--detail-boost``; ``both``), decodes with the default renderer and measures the whole frame
+and the regions viewers look at (``keyface.eval.regions``). Points already in ``--out``'s
+``points.json`` are reused. Writes ``points.json`` (every point), ``report.md`` (mean curves,
+each measure interpolated at equal rate, BD-rates against ``before``) and a gallery of the worst
+open-mouth and eye-state frames (source | before | each variant) to ``--out``:
+
+    python benchmarks/content_refresh.py --bench /tmp/bench12 --out results/content
+
+Set ``KEYFACE_THREADS`` as for any benchmark (``keyface.threads``); ``--jobs`` worker processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+METRICS = ["psnr", "lpips_alex", "lpips_mouth", "lpips_mouth_open", "lpips_eyes", "eye_state"]
+VARIANTS: dict[str, dict[str, Any]] = {
+    "before": {"content_refresh": False, "detail_boost": 0},
+    "content": {"content_refresh": True, "detail_boost": 0},
+    "detail": {"content_refresh": False, "detail_boost": 20},
+    "both": {"content_refresh": True, "detail_boost": 20},
+}
+DEFAULT_U = (0.0, 0.3, 0.6, 0.9, 1.2)
+
+
+def code_point(task: tuple[str, str, float, dict[str, Any]]) -> dict[str, Any]:
+    """Code, decode and measure one (clip, variant, u) point."""
+    from keyface.codec.ratecontrol import config_at
+    from keyface.eval.bench.worker import load_analysis
+    from keyface.eval.metrics import compute_metrics
+    from keyface.io import read_frames
+    from keyface.pipeline import decode_bytes, encode_analysis
+    from keyface.threads import apply_thread_policy
+
+    apply_thread_policy()
+    clip_dir, variant, u, overrides = Path(task[0]), task[1], task[2], task[3]
+    meta = json.loads((clip_dir / "meta.json").read_text())
+    analysis = load_analysis(clip_dir, meta)
+    ref = [f.image for f in read_frames(clip_dir / "crop.y4m", meta["frames"])]
+    coded = encode_analysis(analysis, replace(config_at(u), **overrides))
+    decoded = decode_bytes(coded.data)
+    frames = [f.image for f in decoded.frames]
+    m = compute_metrics(ref, frames, METRICS, progress=False)
+    reasons: dict[str, int] = {}
+    for d in coded.stats.decisions:
+        if d.keyframe and d.refresh:
+            reasons[d.refresh] = reasons.get(d.refresh, 0) + 1
+    return {
+        "clip": clip_dir.name,
+        "variant": variant,
+        "u": u,
+        "kbps": coded.kbps,
+        "keyframes": coded.stats.keyframes,
+        "refresh": reasons,
+        "mean": m.mean,
+        "per_frame": m.per_frame,
+    }
+
+
+def _curve(points: list[dict], variant: str, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Mean rate and mean metric over clips at each u (clips without a value left out)."""
+    us = sorted({p["u"] for p in points})
+    rates, values = [], []
+    for u in us:
+        sel = [p for p in points if p["variant"] == variant and p["u"] == u]
+        rates.append(np.mean([p["kbps"] for p in sel]))
+        vals = [p["mean"][metric] for p in sel if not math.isnan(p["mean"][metric])]
+        values.append(np.mean(vals) if vals else math.nan)
+    return np.array(rates), np.array(values)
+
+
+def at_rate(rates: np.ndarray, values: np.ndarray, rate: float) -> float:
+    """``values`` interpolated linearly in log-rate at ``rate`` (NaN outside the curve)."""
+    order = np.argsort(rates)
+    r, v = np.log(rates[order]), values[order]
+    if not r[0] <= math.log(rate) <= r[-1]:
+        return math.nan
+    return float(np.interp(math.log(rate), r, v))
+
+
+def report(points: list[dict], out: Path, command: str) -> str:
+    from keyface.eval.bdrate import bd_rate
+
+    variants = [v for v in VARIANTS if any(p["variant"] == v for p in points)]
+    lines = [
+        "# What viewers see: before / after at equal rate",
+        "",
+        f"Command: `{command}`",
+        "",
+        "Variants: "
+        + "; ".join(f"`{v}`: {VARIANTS[v]}" for v in variants)
+        + ". Default renderer, the first frames of each clip as the bench prepared them; "
+        "means over clips at each ladder position (region measures over the frames that have "
+        "them).",
+        "",
+        "| variant | u | kbit/s | keyframes | " + " | ".join(METRICS) + " |",
+        "|---|---|---|---|" + "---|" * len(METRICS),
+    ]
+    for variant in variants:
+        for u in sorted({p["u"] for p in points}):
+            sel = [p for p in points if p["variant"] == variant and p["u"] == u]
+            cells = []
+            for metric in METRICS:
+                vals = [p["mean"][metric] for p in sel if not math.isnan(p["mean"][metric])]
+                cells.append(f"{np.mean(vals):.4f}" if vals else "n/a")
+            kbps = np.mean([p["kbps"] for p in sel])
+            keys = np.mean([p["keyframes"] for p in sel])
+            lines.append(
+                f"| {variant} | {u} | {kbps:.2f} | {keys:.1f} | " + " | ".join(cells) + " |"
+            )
+    for variant in variants[1:]:
+        lines += [
+            "",
+            f"## `{variant}` against `before` at equal rate",
+            "",
+            f"At `{variant}`'s mean rates, `before` interpolated linearly in log-rate (n/a: "
+            "outside `before`'s range).",
+            "",
+            "| kbit/s | " + " | ".join(f"{m} before / {variant}" for m in METRICS) + " |",
+            "|---|" + "---|" * len(METRICS),
+        ]
+        rates, _ = _curve(points, variant, METRICS[0])
+        for rate in rates:
+            cells = []
+            for metric in METRICS:
+                b = at_rate(*_curve(points, "before", metric), rate)
+                a = at_rate(*_curve(points, variant, metric), rate)
+                change = f" ({100 * (a - b) / b:+.0f} %)" if b and not math.isnan(b + a) else ""
+                cells.append("n/a" if math.isnan(b) else f"{b:.4f} / {a:.4f}{change}")
+            lines.append(f"| {rate:.2f} | " + " | ".join(cells) + " |")
+        lines += ["", f"BD-rate of `{variant}` against `before` (negative: fewer bits):", ""]
+        for metric in ("psnr", "lpips_alex", "lpips_mouth", "lpips_mouth_open", "lpips_eyes"):
+            rb, vb = _curve(points, "before", metric)
+            ra, va = _curve(points, variant, metric)
+            bd = bd_rate(rb, vb, ra, va, metric)
+            value = "n/a" if bd.value is None else f"{bd.value:+.1f} %"
+            lines.append(f"- {metric}: {value}" + (f" ({bd.reason})" if bd.reason else ""))
+    text = "\n".join(lines) + "\n"
+    (out / "report.md").write_text(text)
+    return text
+
+
+def gallery(points: list[dict], bench: Path, out: Path, u: float) -> None:
+    """Per clip: the frame with the worst ``lpips_mouth_open`` and the worst eye-state frame
+    before, shown as source | before | each other variant at ladder position ``u``."""
+    from keyface.codec.ratecontrol import config_at
+    from keyface.eval.bench.worker import load_analysis
+    from keyface.io import read_frames
+    from keyface.pipeline import decode_bytes, encode_analysis
+
+    u = min({p["u"] for p in points}, key=lambda v: abs(v - u))  # the nearest u measured
+    variants = [v for v in VARIANTS if any(p["variant"] == v for p in points)]
+    folder = out / "gallery"
+    folder.mkdir(parents=True, exist_ok=True)
+    for clip in sorted({p["clip"] for p in points}):
+        before = next(
+            p for p in points if p["clip"] == clip and p["variant"] == "before" and p["u"] == u
+        )
+        picks = []
+        for metric in ("lpips_mouth_open", "eye_state"):
+            values = np.array(before["per_frame"][metric], dtype=float)
+            if np.isfinite(values).any() and np.nanmax(values) > 0:
+                picks.append((metric, int(np.nanargmax(values))))
+        if not picks:
+            continue
+        clip_dir = bench / "cache" / clip
+        meta = json.loads((clip_dir / "meta.json").read_text())
+        analysis = load_analysis(clip_dir, meta)
+        ref = [f.image for f in read_frames(clip_dir / "crop.y4m", meta["frames"])]
+        decoded = {}
+        for variant in variants:
+            coded = encode_analysis(analysis, replace(config_at(u), **VARIANTS[variant]))
+            decoded[variant] = [f.image for f in decode_bytes(coded.data).frames]
+        for metric, t in picks:
+            row = np.hstack([ref[t]] + [decoded[v][t] for v in variants])
+            name = folder / f"{clip}_{metric}_f{t}.jpg"
+            image = cv2.cvtColor(row, cv2.COLOR_RGB2BGR)
+            cv2.imwrite(str(name), image, [cv2.IMWRITE_JPEG_QUALITY, 88])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bench", type=Path, required=True, help="a keyface bench --out folder")
+    parser.add_argument("--out", type=Path, default=Path("results/content"))
+    parser.add_argument("--u", default=",".join(str(u) for u in DEFAULT_U))
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="of: " + ", ".join(VARIANTS))
+    parser.add_argument("--gallery-u", type=float, default=0.3)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--limit", type=int, default=None, help="at most this many clips")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    clips = sorted(p for p in (args.bench / "cache").iterdir() if (p / "analysis.npz").is_file())
+    clips = clips[: args.limit]
+    us = [float(u) for u in args.u.split(",")]
+    variants = [v.strip() for v in args.variants.split(",")]
+    if "before" not in variants or any(v not in VARIANTS for v in variants):
+        parser.error(f"--variants: names from {', '.join(VARIANTS)}, including before")
+    saved = args.out / "points.json"
+    points = json.loads(saved.read_text()) if saved.is_file() else []
+    have = {(p["clip"], p["variant"], p["u"]) for p in points}
+    tasks = [
+        (str(c), v, u, VARIANTS[v])
+        for c in clips
+        for u in us
+        for v in variants
+        if (c.name, v, u) not in have
+    ]
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(args.jobs) as pool:
+        for k, point in enumerate(pool.map(code_point, tasks), 1):
+            points.append(point)
+            print(
+                f"[{k}/{len(tasks)}] {point['clip']} {point['variant']} u={point['u']} "
+                f"{point['kbps']:.2f} kbit/s",
+                flush=True,
+            )
+            saved.write_text(json.dumps(points))
+    names = {c.name for c in clips}
+    points = [p for p in points if p["clip"] in names and p["u"] in us and p["variant"] in variants]
+    command = "python benchmarks/content_refresh.py " + " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None
+    )
+    print(report(points, args.out, command))
+    gallery(points, args.bench, args.out, args.gallery_u)
+    print(f"{len(tasks)} points in {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

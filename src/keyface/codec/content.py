@@ -1,0 +1,62 @@
+"""The content rule: a reference can only show a mouth or an eye that it holds.
+
+The warp moves the pixels of a reference; it cannot invent what the reference does not show.
+Rendered from a keyframe with closed lips, an open mouth becomes a stretched red oval (the lips
+pulled apart over nothing); rendered from a keyframe taken during a blink, every later frame
+keeps the eye shut. The motion gate does not see this: an opening mouth or eye is a small
+displacement of a few points. So the encoder compares the *state* of the frame with the state
+of each reference (:class:`keyface.motion.FaceState`, measured on the quantised keypoints that
+the decoder also has):
+
+* a reference **holds** a frame when its mouth is open at least ``mouth_margin`` less than the
+  frame's, and each of its eyes at least ``eye_share`` of the frame's eye (closing a mouth or
+  an eye by warping looks right; opening one does not);
+* the encoder renders a frame only from references that hold it (the nearest of them by the
+  motion gate), and codes a keyframe when none does.
+
+The rule uses the references' quantised keypoints, so the decoder needs nothing new: the
+reference index the encoder signals already says which one was chosen. Thresholds were chosen
+with ``benchmarks/content_refresh.py`` on the validation people (docs/codec.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from keyface.motion import FaceState
+
+MOUTH_MARGIN = 0.12
+"""A reference holds a mouth open up to this much wider than its own (inner-lip gap over inner
+mouth width: closed 0-0.05, talking 0.1-0.4, laughing 0.5-0.8)."""
+EYE_SHARE = 0.65
+"""A reference holds an eye whose aspect ratio is at most ``1 / EYE_SHARE`` times its own."""
+
+
+@dataclass(frozen=True)
+class ContentRule:
+    """When a reference can show a frame (see the module docstring)."""
+
+    mouth_margin: float = MOUTH_MARGIN
+    eye_share: float = EYE_SHARE
+
+    def missing(self, reference: FaceState, frame: FaceState) -> str | None:
+        """What ``frame`` shows that ``reference`` lacks: ``"mouth"``, ``"eyes"`` or ``None``."""
+        if frame.mouth > reference.mouth + self.mouth_margin:
+            return "mouth"
+        for ref_eye, eye in zip(reference.eyes, frame.eyes, strict=True):
+            if ref_eye < self.eye_share * eye:
+                return "eyes"
+        return None
+
+    def missing_parts(self, reference: FaceState, frame: FaceState) -> list[str]:
+        """Every part ``frame`` shows that ``reference`` lacks (``"eyes"``, ``"mouth"``)."""
+        parts = []
+        if any(r < self.eye_share * e for r, e in zip(reference.eyes, frame.eyes, strict=True)):
+            parts.append("eyes")
+        if frame.mouth > reference.mouth + self.mouth_margin:
+            parts.append("mouth")
+        return parts
+
+    def holds(self, reference: FaceState, frame: FaceState) -> bool:
+        """Whether ``reference`` can be warped into ``frame`` without inventing content."""
+        return self.missing(reference, frame) is None

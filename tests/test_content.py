@@ -1,0 +1,153 @@
+"""The content rule: a frame is rendered only from a reference that shows its mouth and eyes.
+
+A warp can close a mouth or an eye that a reference shows open, but it cannot open one that the
+reference shows closed (the lips are stretched over nothing: a flat red oval). The encoder
+therefore checks the mouth and eye state of each reference before the motion gate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from keyface.bitstream import DetailPacket, RefreshMode, read_stream, write_stream
+from keyface.codec.config import CodecConfig
+from keyface.codec.content import ContentRule
+from keyface.codec.decoder import DecoderCore
+from keyface.codec.encoder import EncoderCore
+from keyface.facemesh import INNER_MOUTH, LEFT_EYE_LIDS, RIGHT_EYE_LIDS
+from keyface.imageops import psnr
+from keyface.motion import FaceState, get_representation
+from keyface.pipeline import decode_bytes
+
+# Everything that moves with the lower jaw when the mouth opens: the lower lips and the chin.
+LOWER_LIP = (14, 87, 178, 88, 95, 317, 402, 318, 324, 146, 91, 181, 84, 17, 314, 405, 321, 375)
+CHIN = (152, 148, 176, 149, 150, 377, 400, 378, 379, 365, 199, 175, 18, 200, 201, 421, 428)
+
+
+def test_rule_opening_needs_a_reference_that_shows_it() -> None:
+    rule = ContentRule(mouth_margin=0.1, eye_share=0.6)
+    closed = FaceState(mouth=0.02, eyes=(0.3, 0.3))
+    assert rule.holds(closed, closed)
+    assert rule.missing(closed, replace(closed, mouth=0.4)) == "mouth"
+    assert rule.holds(replace(closed, mouth=0.4), closed), "closing a mouth by warping is fine"
+    blink = replace(closed, eyes=(0.05, 0.3))
+    assert rule.missing(blink, closed) == "eyes", "a blink keyframe cannot show an open eye"
+    assert rule.holds(closed, blink), "closing an eye by warping is fine"
+    assert rule.holds(replace(closed, mouth=0.1), replace(closed, mouth=0.19))
+
+
+def open_mouth(landmarks: np.ndarray, px: float) -> np.ndarray:
+    out = landmarks.copy()
+    out[list(LOWER_LIP), 1] += px
+    out[list(CHIN), 1] += px
+    return out
+
+
+def close_eyes(landmarks: np.ndarray) -> np.ndarray:
+    out = landmarks.copy()
+    for lids in (RIGHT_EYE_LIDS, LEFT_EYE_LIDS):
+        for upper, lower in lids:
+            mid = (out[upper, :2] + out[lower, :2]) / 2
+            out[upper, :2] = out[lower, :2] = mid
+    return out
+
+
+@pytest.fixture(scope="module")
+def face(carphone_analysis):
+    """The first carphone crop and its landmarks, with the mouth pressed shut."""
+    image = carphone_analysis.crops[0]
+    lm = carphone_analysis.landmarks[0].astype(np.float64)
+    inner = list(INNER_MOUTH)
+    lm[inner, 1] = lm[inner, 1].mean()  # lips together
+    return image, lm
+
+
+def states(config: CodecConfig, sequence) -> tuple[list, EncoderCore]:
+    encoder = EncoderCore(config, fps=25)
+    packets = []
+    for image, lm in sequence:
+        packets += encoder.encode(image, lm)
+    packets += encoder.flush()
+    return packets, encoder
+
+
+CONFIG = CodecConfig(
+    intra_codec="hevc",
+    keyframe_quality=30,
+    refresh_mode=RefreshMode.MOTION,
+    refresh_threshold=10.0,  # the motion gate never fires: only the content rule can
+    motion_field=False,
+)
+
+
+def test_an_opening_mouth_gets_a_keyframe_and_keeps_using_it(face) -> None:
+    image, closed = face
+    rep = get_representation("facemesh-pca").for_level(CONFIG.quant_level)
+    opened = open_mouth(closed, 14.0)
+    # The precondition: the quantised keypoints show the mouth open wider than the rule allows.
+    kp = [rep.keypoints(rep.analyze(lm, 256), 256) for lm in (closed, opened)]
+    assert rep.face_state(kp[1]).mouth > rep.face_state(kp[0]).mouth + 0.2
+
+    sequence = [(image, closed)] * 4 + [(image, opened)] * 4 + [(image, closed)] * 4
+    packets, encoder = states(CONFIG, sequence)
+    decisions = encoder.stats.decisions
+    assert [d.index for d in decisions if d.keyframe] == [0, 4]
+    assert decisions[0].refresh == "first" and decisions[4].refresh == "mouth"
+    assert all(d.reference_frame == 4 for d in decisions[5:8]), "the open mouth is held"
+    assert all(d.reference_frame == 0 for d in decisions[8:]), "closed again: nearest reference"
+
+    # The decoder renders each frame from the reference the encoder chose.
+    decoded = decode_bytes(write_stream(encoder.header, packets))
+    assert decoded.error is None
+    assert [f.reference_frame for f in decoded.frames] == [d.reference_frame for d in decisions]
+
+    # Without the rule, one closed-mouth keyframe serves every frame (the red oval).
+    _, plain = states(replace(CONFIG, content_refresh=False), sequence)
+    assert [d.index for d in plain.stats.decisions if d.keyframe] == [0]
+
+
+def test_a_keyframe_taken_in_a_blink_is_replaced_when_the_eyes_open(face) -> None:
+    image, lm = face
+    sequence = [(image, close_eyes(lm))] * 3 + [(image, lm)] * 3 + [(image, close_eyes(lm))] * 3
+    _, encoder = states(CONFIG, sequence)
+    decisions = encoder.stats.decisions
+    assert [(d.index, d.refresh) for d in decisions if d.keyframe] == [(0, "first"), (3, "eyes")]
+    # The next blink is rendered from the nearest reference: the blink keyframe.
+    assert [d.reference_frame for d in decisions[6:]] == [0, 0, 0]
+
+
+def test_a_detail_update_promotes_the_rendered_frame_instead_of_a_keyframe(face) -> None:
+    """``content_update="detail"``: the opening mouth costs one rectangle, not a keyframe."""
+    image, closed = face
+    opened = open_mouth(closed, 14.0)
+    sequence = [(image, closed)] * 4 + [(image, opened)] * 4 + [(image, closed)] * 2
+    config = replace(CONFIG, content_update="detail")
+    packets, encoder = states(config, sequence)
+    decisions = encoder.stats.decisions
+    assert encoder.header.promotes
+    assert [d.index for d in decisions if d.keyframe] == [0]
+    assert decisions[4].promoted and decisions[4].refresh == "mouth"
+    assert decisions[4].reference_frame == 0, "rendered from the reference it promotes"
+    assert all(d.reference_frame == 4 for d in decisions[5:8]), "then the open mouth is held"
+    details = [p for p in packets if isinstance(p, DetailPacket)]
+    assert [p.frame_index for p in details] == [4], "one rectangle: the mouth"
+    assert encoder.stats.detail_bytes < encoder.stats.keyframe_bytes / 3
+
+    # The decoder promotes the same frame and holds the same reference picture.
+    stream = read_stream(write_stream(encoder.header, packets))
+    decoder = DecoderCore(stream.header)
+    frames = [f for p in stream.packets for f in decoder.receive(p)]
+    assert [f.reference_frame for f in frames] == [d.reference_frame for d in decisions]
+    assert decoder.buffer.frame_indices() == encoder.buffer.frame_indices() == [4, 0]
+    assert np.array_equal(decoder.buffer[0].reference.image, encoder.buffer[0].reference.image)
+
+    # Frame 4's mouth is what was sent, not the closed lips stretched: compare with the render
+    # of the same frame without the rule, against the picture the landmarks were drawn on.
+    plain_packets, plain = states(replace(CONFIG, content_refresh=False), sequence)
+    plain_frames = decode_bytes(write_stream(plain.header, plain_packets)).frames
+    [(x, y, w, h)] = [(p.x, p.y, p.width, p.height) for p in details]
+    cut = np.s_[y : y + h, x : x + w]
+    assert psnr(frames[4].image[cut], image[cut]) > psnr(plain_frames[4].image[cut], image[cut]) + 3
