@@ -202,6 +202,8 @@ def _parts(s: EncoderStats) -> str:
         f"motion {human_bytes(s.motion_bytes)} = "
         f"{8 * s.motion_bytes / max(s.frames, 1):.0f} bits/frame",
     ]
+    if s.detail_bytes:
+        parts.append(f"{s.updates} detail updates {human_bytes(s.detail_bytes)}")
     if s.background_bytes:
         parts.append(f"background {human_bytes(s.background_bytes)}")
     if s.other_bytes:
