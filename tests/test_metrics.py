@@ -184,6 +184,7 @@ PERFECT = {
     "akd": 0.0,
     "aed": 0.0,
     "lpips_mouth": 0.0,
+    "lpips_mouth_open": 0.0,
     "lpips_eyes": 0.0,
     "eye_state": 0.0,
     "mouth_open": 0.0,
