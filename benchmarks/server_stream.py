@@ -3,6 +3,7 @@ glass-to-glass latency.
 
     python benchmarks/server_stream.py                       # d6 dev clip (or carphone), 600 frames
     python benchmarks/server_stream.py --intra hevc --json results/server/stream_hevc.json
+    python benchmarks/server_stream.py --full-frame --input CLIPS/KwaiVGI+LivePortrait__s18.mp4
 
 Three processes: ``keyface serve --stamp-frames``, ``keyface send`` (the clip played in real
 time: face crop + landmarks + live coding + data channels) and this script's aiortc receiver.
@@ -30,8 +31,11 @@ def measure(
     loss: float,
     seed: int,
     reset_interval: int | None = None,
+    full_frame: bool = False,
 ) -> dict[str, Any]:
     send_args: tuple[str, ...] = ("--intra", intra) if intra else ()
+    if full_frame:
+        send_args += ("--full-frame",)
     if reset_interval is not None:
         send_args += ("--reset-interval", str(reset_interval))
     r = run_session(clip, frames, loss=loss, seed=seed, send_args=send_args)
@@ -39,6 +43,7 @@ def measure(
     row: dict[str, Any] = {
         "clip": clip.name,
         "intra": intra or "default",
+        "full_frame": full_frame,
         "loss": loss,
         "seed": seed,
         "reset_interval": reset_interval or "default (10)",
@@ -89,11 +94,20 @@ def main() -> None:
     parser.add_argument(
         "--intra", action="append", help="keyframe codec(s) to compare (repeatable)"
     )
+    parser.add_argument(
+        "--full-frame",
+        action="store_true",
+        help="send --full-frame: the server composes the face into the sender's background "
+        "and publishes the full frame",
+    )
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
     clip = args.input or default_clip()
     info = machine()
-    rows = [measure(clip, args.frames, intra, 0.0, 0) for intra in (args.intra or [None])]
+    rows = [
+        measure(clip, args.frames, intra, 0.0, 0, full_frame=args.full_frame)
+        for intra in (args.intra or [None])
+    ]
     print(f"{clip.name}, {args.frames} frames, loopback, {info['cpu_count']} CPUs")
     print_table(rows, COLUMNS)
     if args.json:

@@ -399,3 +399,18 @@ def test_report_schema_reads_the_committed_results_and_refuses_others() -> None:
         BenchReport.from_json({**data, "schema": "keyface-bench/2"})
     with pytest.raises(ReportSchemaError, match="without bd"):
         BenchReport.from_json({k: v for k, v in data.items() if k != "bd"})
+
+
+def test_a_crop_cached_before_the_one_crop_decision_is_made_again() -> None:
+    """Issue 17: a square clip that already is a face crop used to be padded (box larger than
+    the frame); its cached reference no longer matches what `keyface crop` / `encode` make."""
+    from keyface.eval.bench.worker import _settled
+
+    padded = {"crop_box": {"cx": 240.0, "cy": 240.0, "side": 592.5,
+                           "source_width": 480, "source_height": 480}}  # fmt: skip
+    whole = {"crop_box": {"cx": 240.0, "cy": 240.0, "side": 480.0,
+                          "source_width": 480, "source_height": 480}}  # fmt: skip
+    wide = {"crop_box": {"cx": 640.0, "cy": 300.0, "side": 700.0,
+                         "source_width": 1280, "source_height": 720}}  # fmt: skip
+    assert not _settled(padded) and _settled(whole) and _settled(wide)
+    assert not _settled({})

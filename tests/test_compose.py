@@ -154,6 +154,22 @@ def test_hold_keeps_the_body_still_and_the_head_moving() -> None:
     assert steps <= 2 * own
 
 
+def test_hold_reuses_the_renderers_flow_and_gives_the_same_picture() -> None:
+    """Issue 17: the hold takes the face flow the renderer already computed for the frame
+    (``keyface.render.warp.face_flow``) instead of triangulating again; the result is the
+    one a fresh reference (nothing cached) gives."""
+    image = smooth_image(256, 256)
+    kp = face_keypoints()
+    renderer = WarpRenderer()
+    moved = kp + np.array([7.0, -3.0], np.float32)
+    warm = renderer.prepare(image, kp)
+    face = renderer.render(warm, moved)
+    assert "face_flow" in warm.cache
+    held = hold_motion(face, warm, moved)
+    fresh = hold_motion(face, renderer.prepare(image, kp), moved)
+    np.testing.assert_array_equal(held, fresh)
+
+
 def test_compose_with_hold_end_to_end() -> None:
     background = smooth_image(1280, 720)
     kp = face_keypoints()

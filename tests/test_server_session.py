@@ -472,3 +472,34 @@ def test_sender_pictures_compose_the_background_without_a_network(
         assert image.shape[:2] == (h - h % 2, w - w % 2) and not concealed
     pictures.take_background(b"\x00not a packet")
     assert pictures.decoder.stats.malformed == 1
+
+
+def test_published_pictures_are_sent_as_yuv420p_converted_once() -> None:
+    """Issue 17: a published picture is converted to yuv420p once (OpenCV, BT.601 limited
+    range like swscale), not from RGB by every receiver's VP8 encoder."""
+    import asyncio
+
+    import av
+
+    from keyface.server.media import ParticipantVideo, picture_yuv
+
+    rng = np.random.default_rng(0)
+    image = np.kron(rng.integers(0, 256, (9, 16, 3), dtype=np.uint8), np.ones((8, 8, 1), np.uint8))
+    swscale = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
+    diff = np.abs(picture_yuv(image).astype(int) - swscale.to_ndarray())
+    assert diff[:72].max() <= 1  # luma; chroma is averaged over 2x2 where swscale filters
+    assert diff[72:].mean() < 3
+
+    async def two_receivers() -> list[av.VideoFrame]:
+        video = ParticipantVideo("sender")
+        tracks = [video.subscribe(), video.subscribe()]
+        video.publish(image, 0)
+        frames = [await t.recv() for t in tracks]
+        assert video.yuv is video.yuv  # one conversion for both
+        video.close()
+        return frames
+
+    for frame in asyncio.run(two_receivers()):
+        assert frame.format.name == "yuv420p" and (frame.width, frame.height) == (128, 72)
+        shown = frame.to_ndarray(format="rgb24").astype(int)
+        assert np.abs(shown - image).mean() < 4

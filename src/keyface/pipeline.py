@@ -20,7 +20,13 @@ from keyface.bitstream import BitstreamError, StreamHeader, read_stream, write_s
 from keyface.codec.config import CodecConfig, crop_box
 from keyface.codec.decoder import DecodedFrame, DecoderCore
 from keyface.codec.encoder import EncoderCore, EncoderStats
-from keyface.face import FaceNotFoundError, LandmarkTracker, apply_crop, paste_back, plan_crop
+from keyface.face import (
+    FaceNotFoundError,
+    LandmarkTracker,
+    apply_crop,
+    paste_back,
+    plan_crop,
+)
 from keyface.face._native_log import native_stderr_silenced
 from keyface.io import VideoWriter, probe, read_frames
 from keyface.render import Renderer
@@ -32,8 +38,6 @@ ProgressFn = Callable[[int], None]
 
 PASTE_FEATHER = 0.08
 """Width of the soft seam when a face crop is pasted into the full frame (share of the side)."""
-ALREADY_CROPPED = 0.9
-"""A square input whose planned crop is at least this share of its side is used whole."""
 CROP_CACHE_BYTES = 512 << 20
 """The analysis keeps the face crops it measured, so that the encoder (and every trial of a
 rate search) codes them without reading the video again, while they fit in this many bytes
@@ -126,10 +130,26 @@ def analyze(
     crop: bool = True,
     max_frames: int | None = None,
     progress: ProgressFn | None = None,
+    plan_progress: ProgressFn | None = None,
 ) -> Analysis:
-    """First pass: plan the crop and measure face-mesh landmarks on every cropped frame."""
+    """First pass: plan the crop (a read of the video: ``plan_progress`` counts its frames)
+    and measure face-mesh landmarks on every cropped frame (``progress``)."""
     with native_stderr_silenced():
-        return _analyze(path, size=size, crop=crop, max_frames=max_frames, progress=progress)
+        return _analyze(
+            path,
+            size=size,
+            crop=crop,
+            max_frames=max_frames,
+            progress=progress,
+            plan_progress=plan_progress,
+        )
+
+
+def _counted(frames: Iterator[Frame], progress: ProgressFn | None) -> Iterator[Frame]:
+    for frame in frames:
+        yield frame
+        if progress:
+            progress(1)
 
 
 def _analyze(
@@ -139,16 +159,15 @@ def _analyze(
     crop: bool,
     max_frames: int | None,
     progress: ProgressFn | None,
+    plan_progress: ProgressFn | None,
 ) -> Analysis:
     t0 = time.perf_counter()
     path = Path(path)
     info = probe(path)
     box: CropBox | None = None
     if crop:
-        box = plan_crop(read_frames(path, max_frames))
-        if info.width == info.height and box.side >= ALREADY_CROPPED * info.width:
-            # The input is already a face crop: take it whole instead of padding its edges.
-            box = CropBox.full(info.width, info.height)
+        # Settled: the one crop decision (keyface.face.crop.settle_crop).
+        box = plan_crop(_counted(read_frames(path, max_frames), plan_progress))
     else:
         if info.width != info.height:
             raise UserInputError(
@@ -227,15 +246,18 @@ def encode_at_kbps(
     *,
     with_background: bool = False,
     verbose: bool = False,
+    progress: ProgressFn | None = None,
+    on_trial: Callable[[CodecConfig, EncodeResult], None] | None = None,
 ) -> EncodeResult:
     """``analysis`` coded at the rate closest to ``kbps`` (``keyface.codec.ratecontrol``): each
-    trial of the search re-runs only the encoder, the landmarks are measured once."""
+    trial of the search re-runs only the encoder, the landmarks are measured once.
+    ``progress`` counts the frames of every trial, ``on_trial`` is called after each."""
     from keyface.codec.ratecontrol import fit_bitrate
 
     def encode(config: CodecConfig) -> EncodeResult:
-        return encode_analysis(analysis, config, with_background=with_background)
+        return encode_analysis(analysis, config, with_background=with_background, progress=progress)
 
-    return fit_bitrate(encode, base, kbps, verbose=verbose)
+    return fit_bitrate(encode, base, kbps, verbose=verbose, on_trial=on_trial)
 
 
 def flatten_inside(image: np.ndarray, box: CropBox, feather: float = PASTE_FEATHER) -> np.ndarray:
@@ -254,37 +276,150 @@ def flatten_inside(image: np.ndarray, box: CropBox, feather: float = PASTE_FEATH
     return out
 
 
+class StreamDecoder:
+    """The frames of a stream as they are decoded: iterate once, each frame is yielded as soon
+    as its packet is decoded and nothing is kept, so memory does not grow with the video's
+    length (a 10-minute stream at 256x256 held 3.5 GB when every frame was kept; issue 14).
+
+    When the iteration ends, :attr:`error` is the damage that stopped it (``None`` if none;
+    the frames before it were yielded), :attr:`complete` whether the stream ended with its
+    END packet, :attr:`frames` the number of frames yielded and :attr:`keyframes` their
+    indices. Raises :class:`BitstreamError` at construction if even the header is damaged.
+    """
+
+    def __init__(self, data: bytes, *, renderer: Renderer | None = None) -> None:
+        self._parsed = read_stream(data)
+        self.header: StreamHeader = self._parsed.header
+        self._decoder = DecoderCore(self.header, renderer=renderer)
+        self.error: BitstreamError | None = self._parsed.error
+        self.complete = False
+        self.frames = 0
+        self.keyframes: list[int] = []
+        self.decode_seconds = 0.0
+        """Time spent decoding (not in the consumer of the frames)."""
+        self._started = False
+
+    @property
+    def background(self) -> np.ndarray | None:
+        """The decoded full-frame background (after its packet, which precedes frame 0)."""
+        return self._decoder.background
+
+    def __iter__(self) -> Iterator[DecodedFrame]:
+        if self._started:
+            raise RuntimeError("a StreamDecoder is iterated once")
+        self._started = True
+        parse_error = self.error
+        for packet in self._parsed.packets:
+            t0 = time.perf_counter()
+            try:
+                out = self._decoder.receive(packet)
+            except BitstreamError as exc:
+                self.error = exc
+                break
+            finally:
+                self.decode_seconds += time.perf_counter() - t0
+            for frame in out:
+                self.frames += 1
+                if frame.keyframe:
+                    self.keyframes.append(frame.index)
+                yield frame
+        self.complete = (
+            self._parsed.complete
+            and parse_error is None
+            and self.error is None
+            and self._decoder.finished
+        )
+
+
 def decode_bytes(
     data: bytes,
     *,
     renderer: Renderer | None = None,
     progress: ProgressFn | None = None,
 ) -> DecodeResult:
-    """Decode a whole stream; what was decoded before any damage is kept (see ``error``)."""
-    parsed = read_stream(data)
-    decoder = DecoderCore(parsed.header, renderer=renderer)
+    """Decode a whole stream into memory; what was decoded before any damage is kept (see
+    ``error``). Files: :func:`decode_to_file` streams instead of holding every frame."""
+    stream = StreamDecoder(data, renderer=renderer)
     frames: list[DecodedFrame] = []
-    keyframes: list[int] = []
-    error = parsed.error
-    t0 = time.perf_counter()
-    for packet in parsed.packets:
-        try:
-            out = decoder.receive(packet)
-        except BitstreamError as exc:
-            error = exc
-            break
-        frames.extend(out)
-        keyframes.extend(f.index for f in out if f.keyframe)
-        if progress and out:
-            progress(len(out))
+    for frame in stream:
+        frames.append(frame)
+        if progress:
+            progress(1)
     return DecodeResult(
-        header=parsed.header,
+        header=stream.header,
         frames=frames,
-        error=error,
-        complete=parsed.complete and error is None and decoder.finished,
-        decode_seconds=time.perf_counter() - t0,
-        background=decoder.background,
-        keyframes=keyframes,
+        error=stream.error,
+        complete=stream.complete,
+        decode_seconds=stream.decode_seconds,
+        background=stream.background,
+        keyframes=stream.keyframes,
+    )
+
+
+@dataclass(frozen=True)
+class DecodeSummary:
+    """What :func:`decode_to_file` wrote and found."""
+
+    header: StreamHeader
+    frames: int
+    """Frames written (all of them, or those before the damage)."""
+    size: tuple[int, int]
+    """Written (width, height)."""
+    error: BitstreamError | None
+    complete: bool
+    decode_seconds: float
+    keyframes: list[int] = field(default_factory=list)
+
+
+def check_full_frame(header: StreamHeader) -> None:
+    """Raise :class:`UserInputError` unless ``header``'s stream can be decoded to the full
+    source frame (it was coded with ``--full-frame``)."""
+    if not header.has_background or header.crop is None:
+        raise UserInputError(
+            "the stream has no full-frame background: encode with --full-frame to use "
+            "decode --full-frame"
+        )
+
+
+def decode_to_file(
+    stream: StreamDecoder,
+    output: str | Path,
+    *,
+    full: bool = False,
+    progress: ProgressFn | None = None,
+) -> DecodeSummary:
+    """Decode a stream straight into a video file, frame by frame (memory stays flat however
+    long the stream). Damage stops the decoding; the frames before it are written and the
+    summary's ``error`` says what happened. ``full`` composes every face into the decoded full
+    frame (:class:`keyface.compose.Composer`)."""
+    header = stream.header
+    if full:
+        check_full_frame(header)
+    size = (header.width, header.height)
+    composer = None
+    with VideoWriter(output, header.fps) as writer:
+        for frame in stream:
+            image = frame.image
+            if full:
+                if composer is None:
+                    if stream.background is None:
+                        raise BitstreamError("no BACKGROUND packet before the first frame")
+                    from keyface.compose import Composer
+
+                    composer = Composer(stream.background, _stream_box(header))
+                image = composer.compose(image, frame.reference, frame.keypoints)
+            size = (image.shape[1], image.shape[0])
+            writer.write(_even(image))
+            if progress:
+                progress(1)
+    return DecodeSummary(
+        header=header,
+        frames=stream.frames,
+        size=size,
+        error=stream.error,
+        complete=stream.complete,
+        decode_seconds=stream.decode_seconds,
+        keyframes=stream.keyframes,
     )
 
 
@@ -306,11 +441,10 @@ def write_decoded(
 ) -> tuple[int, int]:
     """Write decoded frames to a video; returns the written (width, height)."""
     header = result.header
-    if full and (result.background is None or header.crop is None):
-        raise UserInputError(
-            "the stream has no full-frame background: encode with --full-frame to use "
-            "decode --full-frame"
-        )
+    if full:
+        check_full_frame(header)
+        if result.background is None:
+            raise UserInputError("the stream has no BACKGROUND packet: no full frame to use")
     size = (header.width, header.height)
     composer = None
     if full:
@@ -341,11 +475,14 @@ def crop_video(
     size: int = 256,
     max_frames: int | None = None,
     progress: ProgressFn | None = None,
+    plan_progress: ProgressFn | None = None,
 ) -> CropBox:
-    """Write the stable square face crop of a video (the evaluation protocol's input)."""
+    """Write the stable square face crop of a video (the evaluation protocol's input): the
+    crop :func:`analyze` plans for ``encode``. ``plan_progress`` counts the frames of the
+    planning read, ``progress`` those written."""
     info = probe(path)
     with native_stderr_silenced():
-        box = plan_crop(read_frames(path, max_frames))
+        box = plan_crop(_counted(read_frames(path, max_frames), plan_progress))
     with VideoWriter(output, info.fps) as writer:
         for _, image in cropped_frames(path, box, size, max_frames):
             writer.write(image)

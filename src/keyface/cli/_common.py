@@ -1,33 +1,120 @@
-"""Helpers shared by the sub-commands: progress bars, paths, number formatting."""
+"""Helpers shared by the sub-commands: progress bars, argument types, paths, number formatting.
+
+Progress: a bar with its total, rate and time left when stderr is a terminal; nothing when it
+is a file or a pipe (each command prints its one summary line at the end), so logs stay small.
+"""
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 from tqdm import tqdm
 
 from keyface.cli.main import UserError
+from keyface.io import check_output, probe
 from keyface.pipeline import ProgressFn
+
+
+def interactive(stream: IO[str] | None = None) -> bool:
+    """Whether ``stream`` (default: stderr) is a terminal, where progress bars belong."""
+    stream = sys.stderr if stream is None else stream
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class Progress:
+    """One stage's progress bar on stderr: total, rate and time left on a terminal; silent
+    otherwise (or when not ``enabled``). ``restart`` begins another pass of the same stage
+    (each trial of the rate search)."""
+
+    def __init__(self, total: int | None, desc: str, enabled: bool = True) -> None:
+        self.bar = tqdm(
+            total=total,
+            desc=desc,
+            unit="frame",
+            disable=not (enabled and interactive()),
+            leave=False,
+            dynamic_ncols=True,
+            file=sys.stderr,
+        )
+
+    def update(self, n: int = 1) -> None:
+        self.bar.update(n)
+
+    def restart(self, desc: str, note: str = "") -> None:
+        self.bar.reset()
+        self.bar.set_description(desc, refresh=False)
+        self.bar.set_postfix_str(note, refresh=True)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 @contextmanager
 def progress_bar(total: int | None, desc: str, enabled: bool = True) -> Iterator[ProgressFn]:
-    """A tqdm bar on stderr (silent when ``enabled`` is false or stderr is not a terminal)."""
-    bar = tqdm(
-        total=total,
-        desc=desc,
-        unit="frame",
-        disable=not enabled or not sys.stderr.isatty(),
-        leave=False,
-        dynamic_ncols=True,
-    )
+    """A :class:`Progress` for a ``with`` block; yields its ``update``."""
+    bar = Progress(total, desc, enabled)
     try:
         yield bar.update
     finally:
         bar.close()
+
+
+@contextmanager
+def stage_bars(
+    total: int | None, first: str, second: str, enabled: bool = True
+) -> Iterator[tuple[ProgressFn, ProgressFn]]:
+    """One bar for two passes over the same frames (``find face``, then ``analyse``): yields
+    the two passes' ``update``; the first count of the second pass restarts the bar."""
+    bar = Progress(total, first, enabled)
+    second_started = False
+
+    def tick_second(n: int) -> None:
+        nonlocal second_started
+        if not second_started:
+            second_started = True
+            bar.restart(second)
+        bar.update(n)
+
+    try:
+        yield bar.update, tick_second
+    finally:
+        bar.close()
+
+
+def expected_frames(path: Path, max_frames: int | None = None) -> int | None:
+    """How many frames reading ``path`` will give (the container's count or its duration
+    times its rate), capped by ``max_frames``; ``None`` if the container does not say."""
+    try:
+        info = probe(path)
+    except Exception:
+        return max_frames
+    count = info.frame_count
+    if count is None:
+        count = _frames_from_duration(path, info.fps)
+    if count is None:
+        return max_frames
+    return count if max_frames is None else min(count, max_frames)
+
+
+def _frames_from_duration(path: Path, fps: object) -> int | None:
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if container.duration is None:
+                return None
+            return round(container.duration / av.time_base * float(fps))  # type: ignore[arg-type]
+    except (av.FFmpegError, OSError, ValueError):
+        return None
 
 
 def existing_file(path: str) -> Path:
@@ -36,7 +123,62 @@ def existing_file(path: str) -> Path:
         raise UserError(f"{p}: no such file")
     if p.is_dir():
         raise UserError(f"{p}: is a directory, expected a file")
+    if not os.access(p, os.R_OK):
+        raise UserError(f"{p}: cannot be read (permission denied)")
     return p
+
+
+def output_file(
+    path: str,
+    *,
+    inputs: Iterable[str | Path] = (),
+    force: bool = False,
+    suffixes: Iterable[str] | None = None,
+) -> Path:
+    """``-o`` checked before any work (:func:`keyface.io.check_output`)."""
+    return check_output(path, inputs=inputs, force=force, suffixes=suffixes)
+
+
+def add_force_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-y",
+        "--force",
+        action="store_true",
+        help="overwrite an existing output file (never an input)",
+    )
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
 
 
 def human_bytes(n: int) -> str:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 from keyface.bitstream import BitstreamError
-from keyface.cli._common import existing_file, progress_bar
+from keyface.cli._common import add_force_argument, existing_file, output_file, progress_bar
 from keyface.cli.main import UserError
-from keyface.pipeline import UserInputError, decode_bytes, write_decoded
+from keyface.io import VIDEO_OUTPUT_FORMATS, VIDEO_OUTPUT_SUFFIXES, atomic_output
+from keyface.pipeline import StreamDecoder, UserInputError, check_full_frame, decode_to_file
 from keyface.renderers import DEFAULT_RENDERER, get_renderer
 
 
@@ -18,10 +18,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "decode",
         help="decode a keyface stream to a video",
-        description="Decode a keyface stream (.kf) to .mp4 (H.264) or .y4m.",
+        description=f"Decode a keyface stream (.kf) to {VIDEO_OUTPUT_FORMATS}. Frames are "
+        "written as they are decoded; a damaged stream keeps the frames before the damage "
+        "(exit code 2).",
     )
     p.add_argument("input", help="keyface stream (.kf)")
-    p.add_argument("-o", "--output", required=True, help="output video (.mp4, .mkv or .y4m)")
+    p.add_argument("-o", "--output", required=True, help=f"output video: {VIDEO_OUTPUT_FORMATS}")
     p.add_argument(
         "--full-frame",
         action="store_true",
@@ -33,32 +35,38 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help=f"renderer: warp, a shipped generator or a .safetensors file "
         f"(default: {DEFAULT_RENDERER})",
     )
+    add_force_argument(p)
     p.add_argument("-q", "--quiet", action="store_true")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    data = existing_file(args.input).read_bytes()
+    source = existing_file(args.input)
+    out = output_file(
+        args.output, inputs=[source], force=args.force, suffixes=VIDEO_OUTPUT_SUFFIXES
+    )
     renderer = get_renderer(args.generator)
-    with progress_bar(None, "decode", not args.quiet) as tick:
-        result = decode_bytes(data, renderer=renderer, progress=tick)
-    if result.frames:
+    stream = StreamDecoder(source.read_bytes(), renderer=renderer)  # checks the header
+    if args.full_frame:
         try:
-            size = write_decoded(result, Path(args.output), full=args.full_frame)
+            check_full_frame(stream.header)
         except UserInputError as exc:
             raise UserError(str(exc)) from None
-        if not args.quiet:
-            fps = len(result.frames) / max(result.decode_seconds, 1e-9)
-            print(
-                f"{len(result.frames)} frames {size[0]}x{size[1]} -> {args.output} "
-                f"(decoder {fps:.0f} frames/s)",
-                file=sys.stderr,
-            )
-    if result.error is not None:
-        kept = f"; kept the {len(result.frames)} frames before the damage" if result.frames else ""
-        raise BitstreamError(f"{args.input}: {result.error}{kept}")
-    if not result.complete:
+    total = stream.header.frame_count or None
+    with atomic_output(out) as tmp, progress_bar(total, "decode", not args.quiet) as tick:
+        summary = decode_to_file(stream, tmp, full=args.full_frame, progress=tick)
+    if summary.frames and not args.quiet:
+        fps = summary.frames / max(summary.decode_seconds, 1e-9)
+        print(
+            f"{summary.frames} frames {summary.size[0]}x{summary.size[1]} -> {out} "
+            f"(decoder {fps:.0f} frames/s)",
+            file=sys.stderr,
+        )
+    if summary.error is not None:
+        kept = f"; kept the {summary.frames} frames before the damage" if summary.frames else ""
+        raise BitstreamError(f"{args.input}: {summary.error}{kept}")
+    if not summary.complete:
         raise BitstreamError(
-            f"{args.input}: stream ends early (no END packet); kept {len(result.frames)} frames"
+            f"{args.input}: stream ends early (no END packet); kept {summary.frames} frames"
         )
     return 0

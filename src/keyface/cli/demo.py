@@ -11,12 +11,23 @@ from typing import Any
 
 import numpy as np
 
-from keyface.cli._common import existing_file, human_bytes, progress_bar
-from keyface.cli.encode import add_codec_arguments, encode_from_args, print_summary
+from keyface.cli._common import (
+    add_force_argument,
+    existing_file,
+    human_bytes,
+    output_file,
+    progress_bar,
+)
+from keyface.cli.encode import (
+    add_codec_arguments,
+    check_encode_args,
+    encode_from_args,
+    print_summary,
+)
 from keyface.cli.main import UserError
 from keyface.imageops import psnr
-from keyface.io import VideoWriter
-from keyface.pipeline import cropped_frames, decode_bytes
+from keyface.io import VIDEO_OUTPUT_SUFFIXES, VideoWriter, atomic_output, write_bytes_atomic
+from keyface.pipeline import StreamDecoder, cropped_frames
 from keyface.renderers import DEFAULT_RENDERER, get_renderer
 
 
@@ -42,6 +53,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="keyface_demo.mp4", help="side-by-side video")
     p.add_argument("--stream", help="also keep the encoded stream here (.kf)")
     add_codec_arguments(p)
+    add_force_argument(p)
     p.add_argument(
         "--generator",
         default=DEFAULT_RENDERER,
@@ -54,28 +66,40 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     source = existing_file(args.input) if args.input else default_clip()
     args.input = str(source)
+    out = output_file(
+        args.output, inputs=[source], force=args.force, suffixes=VIDEO_OUTPUT_SUFFIXES
+    )
+    stream = None
+    if args.stream:
+        stream = output_file(args.stream, inputs=[source, out], force=args.force, suffixes=(".kf",))
+    check_encode_args(args)
     print(f"keyface demo: {source.name}", file=sys.stderr)
     t0 = time.perf_counter()
     result = encode_from_args(args)
     print_summary(result, file=sys.stdout)
-    if args.stream:
-        Path(args.stream).write_bytes(result.data)
-    with progress_bar(result.analysis.frame_count, "decode", not args.quiet) as tick:
-        decoded = decode_bytes(result.data, renderer=get_renderer(args.generator), progress=tick)
-    if decoded.error is not None:
-        raise UserError(f"round trip failed: {decoded.error}")
+    if stream is not None:
+        write_bytes_atomic(stream, result.data)
     a = result.analysis
+    decoded = StreamDecoder(result.data, renderer=get_renderer(args.generator))
     scores = []
-    with VideoWriter(args.output, a.fps) as writer:
+    with (
+        atomic_output(out) as tmp,
+        VideoWriter(tmp, a.fps) as writer,
+        progress_bar(a.frame_count, "decode", not args.quiet) as tick,
+    ):
+        # Decoded frames go straight to the file beside their originals: nothing is held.
         originals = cropped_frames(a.path, a.crop, a.size, a.frame_count)
-        for (_, original), frame in zip(originals, decoded.frames, strict=False):
+        for (_, original), frame in zip(originals, decoded, strict=False):
             scores.append(psnr(frame.image, original))
             writer.write(np.hstack([original, frame.image]))
-    dec_fps = len(decoded.frames) / max(decoded.decode_seconds, 1e-9)
+            tick(1)
+        if decoded.error is not None:
+            raise UserError(f"round trip failed: {decoded.error}")
+    dec_fps = decoded.frames / max(decoded.decode_seconds, 1e-9)
     print(
         f"stream {human_bytes(len(result.data))} = {result.kbps:.2f} kbit/s, "
         f"PSNR {np.mean(scores):.2f} dB (keyframes {len(decoded.keyframes)}), "
         f"decoder ({args.generator}) {dec_fps:.0f} frames/s, total {time.perf_counter() - t0:.1f} s"
     )
-    print(f"side by side (original | decoded): {args.output}")
+    print(f"side by side (original | decoded): {out}")
     return 0

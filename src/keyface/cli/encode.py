@@ -8,12 +8,27 @@ from dataclasses import replace
 from typing import Any
 
 from keyface.bitstream import RefreshMode
-from keyface.cli._common import existing_file, human_bytes, progress_bar
+from keyface.cli._common import (
+    Progress,
+    add_force_argument,
+    existing_file,
+    expected_frames,
+    human_bytes,
+    non_negative_int,
+    output_file,
+    positive_float,
+    positive_int,
+    progress_bar,
+    stage_bars,
+)
 from keyface.cli.main import UserError
 from keyface.codec.config import CodecConfig
-from keyface.codec.ratecontrol import QUALITY_PRESETS, config_for_preset
+from keyface.codec.encoder import EncoderStats
+from keyface.codec.ratecontrol import QUALITY_PRESETS, SEARCH_TRIALS_MAX, config_for_preset
 from keyface.intra import available_intra_codecs
+from keyface.io import write_bytes_atomic
 from keyface.pipeline import (
+    Analysis,
     EncodeResult,
     UserInputError,
     analyze,
@@ -33,6 +48,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("input", help="input video (any common container)")
     p.add_argument("-o", "--output", required=True, help="output stream (.kf)")
     add_codec_arguments(p)
+    add_force_argument(p)
     return p
 
 
@@ -44,7 +60,9 @@ def add_codec_arguments(p: argparse.ArgumentParser) -> None:
         help="the input is already a square face crop: code it as it is",
     )
     rate = p.add_mutually_exclusive_group()
-    rate.add_argument("--kbps", type=float, help="target bitrate (kbit/s), met within ~15%%")
+    rate.add_argument(
+        "--kbps", type=positive_float, help="target bitrate (kbit/s), met within ~15%%"
+    )
     rate.add_argument(
         "--quality",
         choices=tuple(QUALITY_PRESETS),
@@ -52,18 +70,24 @@ def add_codec_arguments(p: argparse.ArgumentParser) -> None:
         help="quality preset when no --kbps is given (default: medium)",
     )
     p.add_argument("--intra", choices=available_intra_codecs(), help="keyframe codec")
-    p.add_argument("--keyframe-quality", type=int, help="keyframe quality 1..100 (overrides)")
+    p.add_argument(
+        "--keyframe-quality", type=positive_int, help="keyframe quality 1..100 (overrides)"
+    )
     p.add_argument("--refresh", choices=tuple(REFRESH_NAMES), help="keyframe refresh rule")
     p.add_argument("--threshold", type=float, help="refresh threshold (dB, distance or frames)")
     p.add_argument("--buffer", type=int, choices=range(1, 6), help="reference buffer size 1..5")
-    p.add_argument("--motion-level", type=int, help="motion quantiser level (0 = finest)")
-    p.add_argument("--chunk", type=int, help="frames per motion packet (1 = lowest latency)")
+    p.add_argument(
+        "--motion-level", type=non_negative_int, help="motion quantiser level (0 = finest)"
+    )
+    p.add_argument(
+        "--chunk", type=positive_int, help="frames per motion packet (1 = lowest latency)"
+    )
     p.add_argument(
         "--no-motion-field",
         action="store_true",
         help="do not send the body-motion grid (hair, shoulders and background held still)",
     )
-    p.add_argument("--max-frames", type=int, help="code only the first N frames")
+    p.add_argument("--max-frames", type=positive_int, help="code only the first N frames")
     p.add_argument(
         "--full-frame",
         action="store_true",
@@ -99,50 +123,100 @@ def config_from_args(args: argparse.Namespace) -> CodecConfig:
 
 
 def encode_from_args(args: argparse.Namespace) -> EncodeResult:
+    """Analyse and code ``args.input`` as the options say (every option and path is checked
+    by the caller before: this is the work)."""
     source = existing_file(args.input)
     config = config_from_args(args)
     quiet = getattr(args, "quiet", False)
+    total = expected_frames(source, args.max_frames)
     try:
-        with progress_bar(args.max_frames, "analyse", not quiet) as tick:
+        first = "analyse" if args.no_crop else "find face"
+        with stage_bars(total, first, "analyse", not quiet) as (plan_tick, tick):
             analysis = analyze(
                 source,
                 size=config.size,
                 crop=not args.no_crop,
                 max_frames=args.max_frames,
                 progress=tick,
+                plan_progress=plan_tick,
             )
     except UserInputError as exc:
         raise UserError(str(exc)) from None
     if args.kbps is not None:
-        if args.kbps <= 0:
-            raise UserError("--kbps must be positive")
-        # One line per trial of the search (its slowest step): the rate search has no total.
-        return encode_at_kbps(
-            analysis, config, args.kbps, with_background=args.full_frame, verbose=not quiet
-        )
+        return _encode_at_kbps(analysis, config, args.kbps, args.full_frame, quiet)
     with progress_bar(analysis.frame_count, "encode", not quiet) as tick:
         return encode_analysis(analysis, config, with_background=args.full_frame, progress=tick)
 
 
-def print_summary(result: EncodeResult, file: Any = sys.stderr) -> None:
+def _encode_at_kbps(
+    analysis: Analysis, config: CodecConfig, kbps: float, full_frame: bool, quiet: bool
+) -> EncodeResult:
+    """The rate search (each trial one encode of every frame) with a bar per trial."""
+    desc = f"rate trial 1 (of at most {SEARCH_TRIALS_MAX})"
+    bar = Progress(analysis.frame_count, desc, not quiet)
+    trials = 0
+
+    def on_trial(trial_config: CodecConfig, result: EncodeResult) -> None:
+        nonlocal trials
+        trials += 1
+        bar.restart(
+            f"rate trial {trials + 1} (of at most {SEARCH_TRIALS_MAX})",
+            f"last {result.kbps:.2f} kbit/s, target {kbps:g}",
+        )
+
+    try:
+        return encode_at_kbps(
+            analysis,
+            config,
+            kbps,
+            with_background=full_frame,
+            progress=bar.update,
+            on_trial=on_trial,
+        )
+    finally:
+        bar.close()
+
+
+def check_encode_args(args: argparse.Namespace) -> None:
+    """Everything about the options that can be checked before reading the video."""
+    config_from_args(args)
+
+
+def print_summary(result: EncodeResult, file: Any = None) -> None:
     s = result.stats
     a = result.analysis
     fps = a.frame_count / max(result.encode_seconds, 1e-9)
     print(
         f"{a.frame_count} frames {a.size}x{a.size} @ {float(a.fps):.2f} fps: "
         f"{human_bytes(len(result.data))}, {result.kbps:.2f} kbit/s "
-        f"({s.keyframes} keyframes {human_bytes(s.keyframe_bytes)}, "
-        f"motion {human_bytes(s.motion_bytes)} = {8 * s.motion_bytes / max(s.frames, 1):.0f} "
-        f"bits/frame); encoder {fps:.0f} frames/s",
-        file=file,
+        f"({_parts(s)}); encoder {fps:.0f} frames/s",
+        file=file or sys.stderr,
     )
 
 
+def _parts(s: EncoderStats) -> str:
+    """Where the bytes went; the parts add up to the stream's size."""
+    parts = [
+        f"header {human_bytes(s.header_bytes)}",
+        f"{s.keyframes} keyframes {human_bytes(s.keyframe_bytes)}",
+        f"motion {human_bytes(s.motion_bytes)} = "
+        f"{8 * s.motion_bytes / max(s.frames, 1):.0f} bits/frame",
+    ]
+    if s.detail_bytes:
+        parts.append(f"{s.updates} detail updates {human_bytes(s.detail_bytes)}")
+    if s.background_bytes:
+        parts.append(f"background {human_bytes(s.background_bytes)}")
+    if s.other_bytes:
+        parts.append(f"other {human_bytes(s.other_bytes)}")
+    return ", ".join(parts)
+
+
 def run(args: argparse.Namespace) -> int:
+    source = existing_file(args.input)
+    out = output_file(args.output, inputs=[source], force=args.force, suffixes=(".kf",))
+    check_encode_args(args)
     result = encode_from_args(args)
-    out = args.output
-    with open(out, "wb") as f:
-        f.write(result.data)
+    write_bytes_atomic(out, result.data)
     if not args.quiet:
         print_summary(result)
     return 0

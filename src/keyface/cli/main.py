@@ -17,6 +17,7 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 COMMANDS: tuple[str, ...] = (
     "encode",
@@ -41,6 +42,7 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     types: list[type[BaseException]] = [UserError, FileNotFoundError, IsADirectoryError]
     for module, name in (
         ("keyface.io.video", "VideoError"),
+        ("keyface.io.output", "OutputError"),
         ("keyface.bitstream", "BitstreamError"),
         ("keyface.intra", "IntraCodecError"),
         ("keyface.face", "FaceNotFoundError"),
@@ -56,10 +58,17 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     return tuple(types)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with the CLI's one-line errors (exit 2), for every sub-command too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from keyface import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="keyface",
         description="Generative talking-head video codec for ultra-low bitrate conferencing.",
     )
@@ -104,13 +113,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"keyface: error: {exc}", file=sys.stderr)
         return 2
     try:
-        return int(args._run(args))
+        code = int(args._run(args))
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return code
     except _user_error_types() as exc:
         print(f"keyface {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"keyface {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return _closed_pipe()
+
+
+SIGPIPE_EXIT = 141
+"""Exit status of a command whose output pipe was closed (``keyface eval ... | head``): what a
+shell reports for a process ended by SIGPIPE (128 + 13), without a traceback."""
+
+
+def _closed_pipe() -> int:
+    """The reader of stdout went away: point stdout at /dev/null so that the interpreter's own
+    flush at exit does not fail again, and exit quietly."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout without a descriptor (tests capture it)
+        pass
+    return SIGPIPE_EXIT
 
 
 if __name__ == "__main__":

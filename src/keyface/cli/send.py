@@ -8,14 +8,21 @@ import json
 import logging
 import os
 from dataclasses import asdict, replace
-from pathlib import Path
 from typing import Any
 
-from keyface.cli._common import existing_file
+from keyface.cli._common import (
+    add_force_argument,
+    existing_file,
+    non_negative_int,
+    output_file,
+    positive_float,
+    positive_int,
+)
 from keyface.cli.main import UserError
 from keyface.codec.config import CodecConfig
 from keyface.codec.ratecontrol import QUALITY_PRESETS, config_for_preset
 from keyface.intra import available_intra_codecs
+from keyface.io import write_bytes_atomic
 from keyface.server.session import DEFAULT_RESET_INTERVAL
 
 TOKEN_ENV = "KEYFACE_TOKEN"
@@ -48,11 +55,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         choices=available_intra_codecs(),
         help=f"keyframe codec (default {LIVE_INTRA}: the fastest to encode)",
     )
-    p.add_argument("--keyframe-quality", type=int, help="keyframe quality 1..100 (overrides)")
+    p.add_argument(
+        "--keyframe-quality", type=positive_int, help="keyframe quality 1..100 (overrides)"
+    )
     p.add_argument("--size", type=int, default=256, choices=(256, 384, 512), help="crop size")
     p.add_argument(
         "--reset-interval",
-        type=int,
+        type=non_negative_int,
         default=DEFAULT_RESET_INTERVAL,
         help="frames between motion-coder resets: how long a lost motion datagram is "
         f"concealed at most (default {DEFAULT_RESET_INTERVAL}; 0: only at keyframes)",
@@ -73,12 +82,17 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--loss", type=float, default=0.0, help="drop this share of motion datagrams")
     p.add_argument("--seed", type=int, default=0, help="seed of the --loss drops")
     p.add_argument("--loop", action="store_true", help="play --input over and over")
-    p.add_argument("--max-frames", type=int, help="stop after N source frames")
-    p.add_argument("--duration", type=float, help="stop after this many seconds")
-    p.add_argument("--camera-fps", type=int, default=30, help="frame rate asked of --camera")
+    p.add_argument("--max-frames", type=positive_int, help="stop after N source frames")
+    p.add_argument("--duration", type=positive_float, help="stop after this many seconds")
+    p.add_argument(
+        "--camera-fps", type=positive_int, default=30, help="frame rate asked of --camera"
+    )
     p.add_argument("--camera-size", default="640x480", help="frame size asked of --camera (WxH)")
-    p.add_argument("--report-every", type=float, default=2.0, help="seconds between reports")
+    p.add_argument(
+        "--report-every", type=positive_float, default=2.0, help="seconds between reports"
+    )
     p.add_argument("--json", help="write the summary (and capture times) to this JSON file")
+    add_force_argument(p)
     p.add_argument("-q", "--quiet", action="store_true", help="only the final summary")
     return p
 
@@ -173,11 +187,13 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"a token is needed: --token or ${TOKEN_ENV} (see keyface token)")
     if not 0.0 <= args.loss < 1.0:
         raise UserError("--loss must be in [0, 1)")
-    if args.reset_interval < 0:
-        raise UserError("--reset-interval must be >= 0 (0: only at keyframes)")
+    report = None
+    if args.json:
+        inputs = [p for p in (args.input, args.avatar) if p]
+        report = output_file(args.json, inputs=inputs, force=args.force, suffixes=(".json",))
     logging.basicConfig(level=logging.WARNING)
     config = _config(args)
     result = asyncio.run(_send(args, config, token))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
+    if report is not None:
+        write_bytes_atomic(report, json.dumps(result, indent=1).encode())
     return 0

@@ -31,6 +31,8 @@ U_MAX = 2.5
 TOLERANCE = 0.08
 """Relative rate error at which the search stops (the promise to users is 15%)."""
 MAX_TRIALS = 9
+SEARCH_TRIALS_MAX = 2 + 2 * MAX_TRIALS
+"""Most encodes one :func:`fit_bitrate` runs (the two ends, then both bisections)."""
 
 QUALITY_PRESETS: dict[str, float] = {"low": 0.2, "medium": 0.6, "high": 1.0, "best": 1.4}
 """``--quality`` name -> ladder position ``u``."""
@@ -73,11 +75,13 @@ def fit_bitrate(
     kbps: float,
     *,
     verbose: bool = False,
+    on_trial: Callable[[CodecConfig, R], None] | None = None,
 ) -> R:
     """The result of ``encode`` at the ladder position whose bitrate is closest to ``kbps``.
 
     Prefers results at or under the target; if even ``u = 0`` is over it, returns that (the
-    floor of this clip) and says so on stderr; ``verbose`` prints every trial (progress).
+    floor of this clip) and says so on stderr; ``verbose`` prints every trial, ``on_trial``
+    is called after each (at most :data:`SEARCH_TRIALS_MAX`) with its settings and result.
     """
     lo, hi = 0.0, U_MAX
     best: R | None = None
@@ -85,6 +89,8 @@ def fit_bitrate(
     def trial(config: CodecConfig) -> R:
         nonlocal best
         result = encode(config)
+        if on_trial is not None:
+            on_trial(config, result)
         if verbose:
             print(
                 f"rate control: keyframe quality {config.keyframe_quality}, threshold "

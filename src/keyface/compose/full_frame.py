@@ -35,13 +35,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import cv2
 import numpy as np
 
 from keyface.face.paste import blend_mask
 from keyface.facemesh import FACE_OVAL
-from keyface.render.warp import Reference, control_points, dense_flow, warp_image
+from keyface.render.warp import Reference, face_flow, warp_image
 from keyface.types import CropBox, check_image
 
 DEFAULT_FEATHER = 0.08
@@ -138,16 +139,41 @@ def hold_motion(
         raise ValueError(
             f"face {face.shape} and reference {reference.image.shape} must be the same square"
         )
-    weight = motion_weight(reference.keypoints, size, hold, feather)
-    ref_pts, drv_pts = control_points(reference.keypoints[:, :2], keypoints[:, :2], size, size)
-    flow = dense_flow(ref_pts, drv_pts, size, size, hold.grid)
-    grid = np.mgrid[0:size, 0:size].astype(np.float32)
-    ident = np.stack([grid[1], grid[0]], axis=-1)
-    held_flow = ident + weight[..., None] * (flow - ident)
-    held = warp_image(reference.image, np.ascontiguousarray(held_flow))
-    colour = smoothstep((weight - hold.colour_from) / (1.0 - hold.colour_from))[..., None]
+    weight, colour = _hold_weights(reference, size, hold, feather)
+    flow = face_flow(reference, keypoints, hold.grid)  # the renderer's, when it just made it
+    ident = _identity_flow(size)
+    held_flow = ident + weight * (flow - ident)
+    held = warp_image(reference.image, held_flow)
     out = held.astype(np.float32) + colour * (face.astype(np.float32) - held)
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+_HOLD_CACHE = "hold_weights"
+
+
+def _hold_weights(
+    reference: Reference, size: int, hold: BodyHold, feather: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(W, colour)`` as ``(size, size, 1)`` float32 for ``reference``: they depend on the
+    reference alone, so they are computed once per keyframe and kept in its cache."""
+    key = (size, hold, feather)
+    cached = reference.cache.get(_HOLD_CACHE)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    weight = motion_weight(reference.keypoints, size, hold, feather)
+    colour = smoothstep((weight - hold.colour_from) / (1.0 - hold.colour_from))
+    weights = (weight[..., None], colour[..., None])
+    reference.cache[_HOLD_CACHE] = (key, weights)
+    return weights
+
+
+@lru_cache(maxsize=4)
+def _identity_flow(size: int) -> np.ndarray:
+    """``(size, size, 2)`` float32: every pixel's own (x, y). Read-only."""
+    grid = np.mgrid[0:size, 0:size].astype(np.float32)
+    ident = np.stack([grid[1], grid[0]], axis=-1)
+    ident.flags.writeable = False
+    return ident
 
 
 class Composer:

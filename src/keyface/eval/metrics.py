@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -38,6 +39,7 @@ import torch
 from scipy import ndimage
 
 from keyface.eval.registry import (
+    METRIC_REGISTRY,
     METRICS,
     PSNR_CAP_DB,
     REGION_GROUP,
@@ -241,7 +243,9 @@ class _Context:
     def bar(self, total: int, desc: str) -> object:
         from tqdm import tqdm
 
-        return tqdm(total=total, desc=desc, unit="frame", disable=not self.progress, leave=False)
+        # Bars only on a terminal: never into a log file or a pipe.
+        shown = self.progress and sys.stderr.isatty()
+        return tqdm(total=total, desc=desc, unit="frame", disable=not shown, leave=False)
 
 
 def _pixel_metric(
@@ -622,10 +626,14 @@ def compute_metrics(
     device: str = "cpu",
     progress: bool = False,
     precision: str = "float32",
+    slow_every: int = 1,
 ) -> VideoMetrics:
     """Compare two equally long sequences of same-size ``(H, W, 3)`` uint8 RGB frames.
 
-    ``metrics`` names a subset of :data:`METRICS` (default: all). Raises
+    ``metrics`` names a subset of :data:`METRICS` (default: all). The slow metrics (speed
+    ``"slow"`` in :data:`keyface.eval.registry.METRIC_REGISTRY`: lpips_vgg, dists, aed) are
+    measured on every ``slow_every``-th frame only (frames 0, N, 2N, ...; the others are NaN
+    and left out of the mean, and a note says so). Raises
     :class:`MetricsInputError` on mismatched inputs and
     :class:`keyface.eval.weights.WeightsNotFoundError` when a learned metric's weights are
     not installed.
@@ -637,8 +645,12 @@ def compute_metrics(
     names = resolve_metrics(metrics)
     if precision not in ("float32", "bfloat16"):
         raise MetricsInputError(f"precision must be float32 or bfloat16, got {precision!r}")
+    if slow_every < 1:
+        raise MetricsInputError(f"slow_every must be at least 1, got {slow_every}")
     _check_inputs(ref, dist)
     ctx = _Context(device, precision, progress, per_frame={}, notes={}, seconds={})
+    slow = set(METRIC_REGISTRY.names(speed="slow")) if slow_every > 1 else set()
+    sparse_ref, sparse_dist = ref[::slow_every], dist[::slow_every]
     groups: list[tuple[tuple[str, ...], Callable[..., None]]] = [
         (PIXEL_METRICS, _pixel_metrics),
         (LEARNED_METRICS, _learned_metrics),
@@ -650,9 +662,12 @@ def compute_metrics(
     apply_thread_policy()  # the process's torch threads, set once (keyface.threads)
     with torch.no_grad():
         for members, fn in groups:
-            wanted = [n for n in members if n in names]
+            wanted = [n for n in members if n in names and n not in slow]
             if wanted:
                 fn(ref, dist, wanted, ctx)
+            sampled = [n for n in members if n in names and n in slow]
+            if sampled:
+                _sampled(fn, sparse_ref, sparse_dist, sampled, ctx, slow_every, len(ref))
     per_frame = {n: ctx.per_frame[n] for n in names}
     mean = {}
     for n, values in per_frame.items():
@@ -667,6 +682,28 @@ def compute_metrics(
     )
 
 
+def _sampled(
+    fn: Callable[..., None],
+    ref: Sequence[np.ndarray],
+    dist: Sequence[np.ndarray],
+    names: list[str],
+    ctx: _Context,
+    every: int,
+    total: int,
+) -> None:
+    """Run a metric group on every ``every``-th frame and spread its values back over the
+    ``total`` frames (NaN where not measured)."""
+    sub = _Context(ctx.device, ctx.precision, ctx.progress, per_frame={}, notes={}, seconds={})
+    fn(ref, dist, names, sub)
+    for name in names:
+        full = [math.nan] * total
+        full[::every] = sub.per_frame[name]
+        ctx.per_frame[name] = full
+        note = f"measured on 1 frame in {every} ({len(ref)} of {total} frames)"
+        ctx.notes[name] = f"{sub.notes[name]}; {note}" if name in sub.notes else note
+    ctx.seconds.update(sub.seconds)
+
+
 def evaluate_videos(
     ref_path: str | os.PathLike[str],
     dist_path: str | os.PathLike[str],
@@ -675,8 +712,10 @@ def evaluate_videos(
     *,
     device: str = "cpu",
     precision: str = "float32",
+    slow_every: int = 1,
 ) -> VideoMetrics:
-    """Read two video files (any container ``keyface.io.read_video`` opens) and compare them.
+    """Read two video files (any container ``keyface.io.read_video`` opens) and compare them
+    (:func:`compute_metrics`; ``progress`` shows bars only when stderr is a terminal).
 
     Raises :class:`MetricsInputError` when their frame sizes or frame counts differ.
     """
@@ -703,4 +742,5 @@ def evaluate_videos(
         device=device,
         progress=progress,
         precision=precision,
+        slow_every=slow_every,
     )

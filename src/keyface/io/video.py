@@ -22,6 +22,14 @@ class VideoError(Exception):
     """A video file cannot be opened, decoded or written."""
 
 
+VIDEO_OUTPUT_SUFFIXES: tuple[str, ...] = (".mp4", ".mkv", ".mov", ".y4m")
+"""What :class:`VideoWriter` writes: H.264 in ``.mp4``, ``.mkv`` or ``.mov``; raw 4:2:0 in
+``.y4m``. The one list that help texts and error messages quote."""
+
+VIDEO_OUTPUT_FORMATS = ".mp4, .mkv or .mov (H.264) or .y4m (raw 4:2:0)"
+""":data:`VIDEO_OUTPUT_SUFFIXES` in words."""
+
+
 def _open(path: str | Path) -> av.container.InputContainer:
     p = Path(path)
     if not p.exists():
@@ -90,7 +98,9 @@ def read_video(path: str | Path, max_frames: int | None = None) -> tuple[VideoIn
 class VideoWriter:
     """Write RGB frames to ``.mp4`` (H.264, CRF ``crf``) or ``.y4m`` (raw yuv420p).
 
-    Use as a context manager; frames must all have the same size.
+    Use as a context manager; frames must all have the same size. The folder must exist (no
+    folder is created); :func:`keyface.io.output.atomic_output` gives a path that appears
+    under its final name only once the writing has finished.
     """
 
     def __init__(self, path: str | Path, fps: Fraction | float, crf: int = 16) -> None:
@@ -102,11 +112,10 @@ class VideoWriter:
         self._size: tuple[int, int] | None = None
         self.frames_written = 0
         suffix = self.path.suffix.lower()
-        if suffix not in (".mp4", ".mkv", ".mov", ".y4m"):
-            raise VideoError(f"{self.path}: output must be .mp4, .mkv, .mov or .y4m")
+        if suffix not in VIDEO_OUTPUT_SUFFIXES:
+            raise VideoError(f"{self.path}: the output must be {VIDEO_OUTPUT_FORMATS}")
 
     def _start(self, width: int, height: int) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             if self.path.suffix.lower() == ".y4m":
                 self._container = av.open(str(self.path), "w", format="yuv4mpegpipe")

@@ -31,10 +31,17 @@ from PIL import Image
 
 from keyface.bitstream import BackgroundPacket
 from keyface.codec.config import CodecConfig
-from keyface.face import CropTracker, FaceDetector, FaceNotFoundError, LandmarkTracker, apply_crop
+from keyface.face import (
+    CropTracker,
+    FaceDetector,
+    FaceNotFoundError,
+    LandmarkTracker,
+    apply_crop,
+    settle_crop,
+)
 from keyface.io import probe, read_frames
 from keyface.io.video import VideoError
-from keyface.pipeline import ALREADY_CROPPED, flatten_inside
+from keyface.pipeline import flatten_inside
 from keyface.renderers import get_renderer
 from keyface.server.client import ConnectionLost, SenderClient
 from keyface.server.session import DEFAULT_RESET_INTERVAL, Datagram, SenderSession
@@ -165,9 +172,8 @@ class LiveFaceAnalyzer:
         faces = self.detector.detect(image)
         if not faces:
             return None
-        box = self.tracker.update(faces[0])
-        if self.width == self.height and box.side >= ALREADY_CROPPED * self.width:
-            box, self._whole = CropBox.full(self.width, self.height), True
+        box = settle_crop(self.tracker.update(faces[0]))  # the offline crop's decision
+        self._whole = box == CropBox.full(self.width, self.height)
         self.box = box
         return box
 

@@ -72,7 +72,7 @@ def prepare_clip(task: PrepareTask) -> dict[str, Any]:
     want = {"frames_asked": task.frames, "size": task.size, **_source_stamp(source)}
     meta_path = clip_dir / "meta.json"
     meta = None if task.force else _read_json(meta_path)
-    if meta and all(meta.get(k) == v for k, v in want.items()):
+    if meta and all(meta.get(k) == v for k, v in want.items()) and _settled(meta):
         if (clip_dir / "crop.y4m").is_file() and (clip_dir / "analysis.npz").is_file():
             meta["cached"] = True
             return meta
@@ -246,6 +246,21 @@ def run_point(task: PointTask) -> dict[str, Any]:
     return record
 
 
+def _settled(meta: dict[str, Any]) -> bool:
+    """Whether a prepared clip's crop is the one the current crop decision makes: a cache from
+    before ``keyface.face.crop.settle_crop`` (issue 17) padded a square clip that already was
+    a face crop instead of taking it whole; such a clip is prepared again (and its points,
+    which live in the same folder, computed again), every other clip is kept."""
+    from keyface.face import settle_crop
+    from keyface.types import CropBox
+
+    try:
+        box = CropBox(**meta["crop_box"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    return settle_crop(box) == box
+
+
 def _prep_is_cached(task: PrepareTask) -> bool:
     clip_dir = Path(task.dir)
     meta = _read_json(clip_dir / "meta.json")
@@ -261,6 +276,7 @@ def _prep_is_cached(task: PrepareTask) -> bool:
         return False
     return (
         all(meta.get(k) == v for k, v in want.items())
+        and _settled(meta)
         and (clip_dir / "crop.y4m").is_file()
         and (clip_dir / "analysis.npz").is_file()
     )
