@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from keyface.bitstream import CropGeometry, RefreshMode
+from keyface.codec.limits import MAX_FRAMES_PER_PACKET
 from keyface.intra import DEFAULT_INTRA_CODEC
 from keyface.motion import DEFAULT_REPRESENTATION, FIELD_REPRESENTATION
 from keyface.render import Reference
@@ -82,8 +83,8 @@ class CodecConfig:
             raise ValueError(f"buffer_size must be in 1..{MAX_BUFFER}, got {self.buffer_size}")
         if not 1 <= self.keyframe_quality <= 100:
             raise ValueError(f"keyframe_quality must be in 1..100, got {self.keyframe_quality}")
-        if self.motion_chunk < 1:
-            raise ValueError("motion_chunk must be >= 1")
+        if not 1 <= self.motion_chunk <= MAX_FRAMES_PER_PACKET:
+            raise ValueError(f"motion_chunk must be in 1..{MAX_FRAMES_PER_PACKET}")
         if self.reset_interval is not None and self.reset_interval < 1:
             raise ValueError("reset_interval must be >= 1 or None")
 

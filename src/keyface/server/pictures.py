@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from keyface.bitstream import BackgroundPacket, BitstreamError, parse_packet
+from keyface.codec import limits
 from keyface.codec.config import crop_box
 from keyface.compose import Composer
 from keyface.intra import IntraCodecError, get_intra_codec
@@ -85,7 +86,11 @@ class SenderPictures:
         try:
             if crop is None:
                 raise ValueError("the stream has no crop to paste into a background")
-            image = get_intra_codec(header.intra_codec).decode(packet.data)
+            size = (crop.source_width, crop.source_height)
+            if size[0] * size[1] > limits.MAX_SOURCE_PIXELS:
+                raise ValueError(f"background of {size[0]}x{size[1]} exceeds the limits")
+            codec = get_intra_codec(header.intra_codec)
+            image = codec.decode(packet.data, max_pixels=limits.intra_max_pixels(size))
             if image.shape[:2] != (crop.source_height, crop.source_width):
                 raise ValueError(
                     f"background is {image.shape[1]}x{image.shape[0]}, the crop's source "
