@@ -27,6 +27,8 @@ from keyface.server.receiver import ParticipantDecoder, RenderedFrame
 logger = logging.getLogger(__name__)
 
 MAX_AVATAR_PIXELS = 4096 * 4096
+AVATAR_FORMATS = ("JPEG", "PNG")
+"""The avatar photo formats the server decodes (Pillow's others are refused unread)."""
 
 Picture = tuple[int, np.ndarray, bool]
 """``(frame index, picture, concealed)``."""
@@ -111,7 +113,9 @@ class SenderPictures:
             from keyface.compose.avatar import AvatarAnimator
             from keyface.face import FaceNotFoundError
 
-            with Image.open(io.BytesIO(payload)) as img:
+            # Only the formats a sender sends (keyface send re-encodes as JPEG): not every
+            # decoder Pillow has reaches untrusted bytes.
+            with Image.open(io.BytesIO(payload), formats=AVATAR_FORMATS) as img:
                 if img.width * img.height > MAX_AVATAR_PIXELS:
                     raise ValueError(f"avatar photo too large ({img.width}x{img.height})")
                 photo = np.asarray(img.convert("RGB"))
