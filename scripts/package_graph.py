@@ -27,7 +27,7 @@ LAYERS = [
     {"renderers"},
     {"codec"},
     {"compose", "pipeline"},
-    {"eval", "train", "server"},
+    {"eval", "train", "server", "fuzzing"},
     {"cli"},
 ]
 

@@ -31,10 +31,13 @@ FPS = 30.0
 
 
 def test_config(**kw: Any) -> ServerConfig:
-    """No load shedding and no idle timeout while the backlog drains: the tests check what
-    arrives, not how fast (a busy CI machine may decode slower than real time)."""
-    limits = replace(RoomLimits(), idle_timeout_s=600.0)
-    return ServerConfig(secret=SECRET, max_backlog=1_000_000, limits=limits, **kw)
+    """No load shedding (queue, backlog or CPU share) and no idle timeout while the backlog
+    drains: the tests check what arrives, not how fast (a busy CI machine may decode slower
+    than real time)."""
+    limits = replace(RoomLimits(), idle_timeout_s=600.0, cpu_share=1e9, cpu_burst_s=1e9)
+    return ServerConfig(
+        secret=SECRET, max_backlog=1_000_000, max_queue=1_000_000, limits=limits, **kw
+    )
 
 
 test_config.__test__ = False  # type: ignore[attr-defined]  # not a test function

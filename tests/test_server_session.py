@@ -322,7 +322,9 @@ def test_datagrams_from_strangers_and_receivers_are_ignored(live: LiveClip) -> N
 
 # ------------------------------------------------------------------------------- limits
 def test_participant_limit_leave_and_timeout() -> None:
-    room = RoomSession("room-1", RoomLimits(max_participants=2, idle_timeout_s=5.0))
+    # No first-frame grace here: alice, who never sends, times out like a silent sender.
+    limits = RoomLimits(max_participants=2, idle_timeout_s=5.0, first_frame_grace_s=0.0)
+    room = RoomSession("room-1", limits)
     room.join("alice", "send", now=0.0)
     room.join("bob", "receive", now=0.0)
     with pytest.raises(RoomFull) as exc:

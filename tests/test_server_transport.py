@@ -94,7 +94,8 @@ def test_stamp_round_trip() -> None:
 
 
 def test_join_request_validation() -> None:
-    ok = {"sdp": "v=0", "type": "offer", "token": "t", "role": "send"}
+    sdp = "v=0\r\na=fingerprint:sha-256 " + ":".join(["AB"] * 32) + "\r\n"
+    ok = {"sdp": sdp, "type": "offer", "token": "t", "role": "send"}
     assert JoinRequest.from_json(ok).role == "send"
     for bad, status in [
         ([], 400),
@@ -105,6 +106,8 @@ def test_join_request_validation() -> None:
         ({**ok, "type": "answer"}, 400),
         ({**ok, "role": "admin"}, 400),
         ({**ok, "sdp": ""}, 400),
+        ({**ok, "sdp": "v=0\r\n"}, 400),  # no DTLS fingerprint
+        ({**ok, "resume": 5}, 400),
     ]:
         with pytest.raises(Exception) as exc:
             JoinRequest.from_json(bad)

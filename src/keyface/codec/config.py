@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from keyface.bitstream import CropGeometry, RefreshMode
+from keyface.codec.limits import MAX_FRAMES_PER_PACKET
 from keyface.intra import DEFAULT_INTRA_CODEC
 from keyface.motion import DEFAULT_REPRESENTATION, FIELD_REPRESENTATION, FaceState
 from keyface.render import Reference
@@ -96,8 +97,8 @@ class CodecConfig:
             raise ValueError(f"buffer_size must be in 1..{MAX_BUFFER}, got {self.buffer_size}")
         if not 1 <= self.keyframe_quality <= 100:
             raise ValueError(f"keyframe_quality must be in 1..100, got {self.keyframe_quality}")
-        if self.motion_chunk < 1:
-            raise ValueError("motion_chunk must be >= 1")
+        if not 1 <= self.motion_chunk <= MAX_FRAMES_PER_PACKET:
+            raise ValueError(f"motion_chunk must be in 1..{MAX_FRAMES_PER_PACKET}")
         if self.content_update not in ("keyframe", "detail"):
             raise ValueError(
                 f"content_update must be 'keyframe' or 'detail', got {self.content_update!r}"

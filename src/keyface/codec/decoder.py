@@ -21,6 +21,7 @@ from keyface.bitstream import (
     Packet,
     StreamHeader,
 )
+from keyface.codec import limits
 from keyface.codec.config import BufferEntry, ReferenceBuffer
 from keyface.codec.detail import blend_detail
 from keyface.entropy import MotionCoderState, MotionCodingError, decode_frames
@@ -28,11 +29,6 @@ from keyface.intra import IntraCodecError, get_intra_codec
 from keyface.motion import UnknownRepresentationError, get_representation
 from keyface.render import Reference, Renderer
 from keyface.renderers import get_renderer
-
-MAX_DETAILS = 8
-"""DETAIL rectangles one frame may carry (the reference encoder sends at most three)."""
-MAX_PENDING_PROMOTIONS = 64
-"""Frames ahead of the decoder that may hold DETAIL rectangles (hostile streams)."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +49,7 @@ class DecoderCore:
 
     def __init__(self, header: StreamHeader, renderer: Renderer | None = None) -> None:
         self.header = header
+        limits.check_header(header)
         try:
             rep = get_representation(header.motion_name)
             self.intra = get_intra_codec(header.intra_codec)
@@ -102,6 +99,7 @@ class DecoderCore:
                 raise BitstreamError(f"KEYFRAME for frame {packet.frame_index} arrives too late")
             if packet.frame_index in self._promotions:
                 raise BitstreamError(f"KEYFRAME for frame {packet.frame_index} after its DETAIL")
+            self._check_frame_index(packet.frame_index, "KEYFRAME")
             self._keyframes[packet.frame_index] = self._decode_intra(packet.data, "keyframe")
             return []
         if isinstance(packet, DetailPacket):
@@ -135,30 +133,75 @@ class DecoderCore:
                 f"DETAIL rectangle {packet.width}x{packet.height} at ({packet.x}, {packet.y}) "
                 f"leaves the {w}x{h} picture"
             )
-        patch = self._decode_intra(packet.data, "detail")
-        if patch.shape[:2] != (packet.height, packet.width):
-            raise BitstreamError(
-                f"DETAIL picture is {patch.shape[1]}x{patch.shape[0]}, "
-                f"the packet says {packet.width}x{packet.height}"
-            )
+        if promote:
+            self._check_frame_index(index, "DETAIL")
+        patch = self._decode_intra(packet.data, "DETAIL", (packet.width, packet.height))
         if picture is not None:
             self._keyframes[index] = blend_detail(picture, patch, packet.x, packet.y)
             return
-        pending = self._promotions.setdefault(index, [])
-        if len(pending) >= MAX_DETAILS or len(self._promotions) > MAX_PENDING_PROMOTIONS:
-            raise BitstreamError(f"too many DETAIL packets pending at frame {index}")
-        pending.append((patch, packet.x, packet.y))
+        # Promotions wait like keyframes (limits.MAX_PENDING_KEYFRAMES between them), with at
+        # most one picture's area of rectangles each: the decoder's memory bound holds.
+        pending = self._promotions.get(index, [])
+        area = sum(p.shape[0] * p.shape[1] for p, _, _ in pending) + packet.width * packet.height
+        if len(pending) >= limits.MAX_DETAILS_PER_FRAME or area > w * h:
+            raise BitstreamError(f"too many DETAIL rectangles for frame {index}")
+        if not pending and len(self._keyframes) + len(self._promotions) >= (
+            limits.MAX_PENDING_KEYFRAMES
+        ):
+            raise BitstreamError(
+                f"DETAIL for frame {index}: {limits.MAX_PENDING_KEYFRAMES} pictures already wait"
+            )
+        self._promotions[index] = [*pending, (patch, packet.x, packet.y)]
 
-    def _decode_intra(self, data: bytes, what: str) -> np.ndarray:
+    def _check_frame_index(self, index: int, what: str) -> None:
+        """Bounds of a KEYFRAME's index (``limits``): within the header's frame count and at
+        most one MOTION packet ahead; a new index past ``MAX_PENDING_KEYFRAMES`` waiting."""
+        count = self.header.frame_count
+        if count and index >= count:
+            raise BitstreamError(f"{what} for frame {index}: the stream has {count} frames")
+        if index >= self._next_frame + limits.MAX_KEYFRAME_LEAD:
+            raise BitstreamError(
+                f"{what} for frame {index} is more than {limits.MAX_KEYFRAME_LEAD} frames "
+                f"ahead of frame {self._next_frame}"
+            )
+        if index not in self._keyframes and len(self._keyframes) >= limits.MAX_PENDING_KEYFRAMES:
+            raise BitstreamError(
+                f"{what} for frame {index}: {limits.MAX_PENDING_KEYFRAMES} keyframes already wait"
+            )
+
+    def _decode_intra(
+        self, data: bytes, what: str, size: tuple[int, int] | None = None
+    ) -> np.ndarray:
+        """The intra picture ``data`` of ``size`` (a DETAIL rectangle's, given by its packet),
+        else of the size the header gives a keyframe or a background."""
+        width, height = size if size is not None else limits.picture_size(self.header, what)
         try:
-            return self.intra.decode(data)
+            image = self.intra.decode(data, max_pixels=limits.intra_max_pixels((width, height)))
         except IntraCodecError as exc:
             raise BitstreamError(f"undecodable {what} picture ({exc})") from None
+        if image.shape[:2] != (height, width):
+            source = "the packet" if size is not None else "the stream header"
+            raise BitstreamError(
+                f"{what} picture is {image.shape[1]}x{image.shape[0]}, "
+                f"{source} says {width}x{height}"
+            )
+        return image
 
     def _motion(self, packet: MotionPacket) -> list[DecodedFrame]:
         if packet.first_frame != self._next_frame:
             raise BitstreamError(
                 f"MOTION packet starts at frame {packet.first_frame}, expected {self._next_frame}"
+            )
+        if packet.n_frames > limits.MAX_FRAMES_PER_PACKET:
+            raise BitstreamError(
+                f"MOTION packet covers {packet.n_frames} frames "
+                f"(this decoder takes at most {limits.MAX_FRAMES_PER_PACKET})"
+            )
+        count = self.header.frame_count
+        if count and packet.first_frame + packet.n_frames > count:
+            raise BitstreamError(
+                f"MOTION packet covers frames up to {packet.first_frame + packet.n_frames - 1}: "
+                f"the stream has {count} frames"
             )
         if packet.reset:
             self.state.reset()
@@ -168,11 +211,24 @@ class DecoderCore:
             coded = decode_frames(self.state, packet.data, is_key)
         except MotionCodingError as exc:
             raise BitstreamError(str(exc)) from None
-        size = self.header.width
-        out: list[DecodedFrame] = []
+        size, height = self.header.width, self.header.height
+        # Every frame's motion is checked before any is rendered: damage in a packet loses
+        # that packet, never leaves the renderer with absurd keypoints.
+        motion = []
+        held = len(self.buffer)  # what the buffer will hold when the frame is rendered
         for index, frame in zip(indices, coded, strict=True):
             params = self.state.dequantize(frame.q)
             keypoints = self.representation.keypoints(params, size)
+            limits.check_keypoints(keypoints, size, height, index)
+            if frame.reference is None:
+                held = min(held + 1, self.buffer.capacity)
+            elif frame.reference >= held:
+                raise BitstreamError(
+                    f"frame {index} names reference {frame.reference}, buffer holds {held}"
+                )
+            motion.append((index, frame, params, keypoints))
+        out: list[DecodedFrame] = []
+        for index, frame, params, keypoints in motion:
             if frame.reference is None:
                 image = self._keyframes.pop(index)
                 ref = self.renderer.prepare(image, keypoints)
@@ -181,11 +237,6 @@ class DecoderCore:
                 # are rendered from.
                 out.append(DecodedFrame(index, ref.image, True, index, keypoints, ref))
                 continue
-            if frame.reference >= len(self.buffer):
-                raise BitstreamError(
-                    f"frame {index} names reference {frame.reference}, "
-                    f"buffer holds {len(self.buffer)}"
-                )
             entry = self.buffer[frame.reference]
             field = self._field_part.field(params) if self._field_part is not None else None
             image = self.renderer.render(entry.reference, keypoints, field)

@@ -25,6 +25,13 @@ from keyface.motion.base import MotionStatistics, QuantLevel
 
 SYMBOL_LIMIT = 1 << 20
 """Residuals are clamped to ``[-SYMBOL_LIMIT, SYMBOL_LIMIT - 1]`` (closed loop, never reached)."""
+PARAM_RANGE_SPREADS = 256.0
+"""Quantised parameters are bounded to ``|q - round(mean / step)| <= max(256 spread / step,
+64)``: 256 times the spread of the training fits (log scale: +-7.4 around 4.0, so ``exp`` stays
+far from overflow; translation: +-7500 px; field coefficients: >= +-1024 px, four times what
+``keyface.motion.field.FIELD_LIMIT`` lets the encoder measure). :meth:`MotionCoderState.quantize`
+clamps to it (a real fit never gets near); the decoder refuses a frame outside it (corrupt
+motion behind a valid CRC, issue 14), so no dequantised parameter overflows what it feeds."""
 MIN_SCALE = 0.15
 ADAPT_RATE = 0.08
 MAX_REFERENCES = 5
@@ -55,6 +62,11 @@ class MotionCoderState:
         self._prior_q = np.round(stats.mean[:d] / self.steps).astype(np.int64)
         self._abs_scale = np.maximum(stats.spread[:d] / self.steps, MIN_SCALE)
         self._delta_prior = np.maximum(stats.delta_spread[:d] / self.steps, MIN_SCALE)
+        reach = np.ceil(np.maximum(PARAM_RANGE_SPREADS * stats.spread[:d] / self.steps, 64.0))
+        self.q_min = self._prior_q - reach.astype(np.int64)
+        """Smallest quantised value of each parameter a stream may carry."""
+        self.q_max = self._prior_q + reach.astype(np.int64)
+        """Largest quantised value of each parameter a stream may carry."""
         self.reset()
 
     @property
@@ -68,8 +80,11 @@ class MotionCoderState:
         self.ref_counts[0] = 8.0
 
     def quantize(self, params: np.ndarray) -> np.ndarray:
+        """``round(params / steps)``, clamped to ``[q_min, q_max]``."""
         p = np.asarray(params, dtype=np.float64)[: self.num_params]
-        return np.round(p / self.steps).astype(np.int64)
+        if not np.all(np.isfinite(p)):
+            raise ValueError("motion parameters must be finite")
+        return np.clip(np.round(p / self.steps), self.q_min, self.q_max).astype(np.int64)
 
     def dequantize(self, q: np.ndarray) -> np.ndarray:
         return np.asarray(q, dtype=np.float64) * self.steps
@@ -135,6 +150,13 @@ def decode_frames(
                 dtype=np.int64,
             )
             q = pred + r
+            bad = np.flatnonzero((q < state.q_min) | (q > state.q_max))
+            if len(bad):
+                d = int(bad[0])
+                raise MotionCodingError(
+                    f"corrupt motion payload (frame {len(out)} of the packet: parameter {d} "
+                    f"= {int(q[d])} steps, outside {int(state.q_min[d])}..{int(state.q_max[d])})"
+                )
             state._update(q, reference)
             out.append(CodedFrame(q=q, reference=reference))
     except (ValueError, RuntimeError, AssertionError) as exc:

@@ -35,8 +35,12 @@ class IntraCodec(Protocol):
         """Encode an ``(H, W, 3)`` uint8 RGB image, ``H, W >= 16``."""
         ...
 
-    def decode(self, data: bytes) -> np.ndarray:
-        """Decode bytes made by :meth:`encode` into an ``(H, W, 3)`` uint8 RGB image."""
+    def decode(self, data: bytes, max_pixels: int | None = None) -> np.ndarray:
+        """Decode bytes made by :meth:`encode` into an ``(H, W, 3)`` uint8 RGB image.
+
+        ``max_pixels``: refuse (IntraCodecError) a picture of more pixels than that, before
+        the decoder allocates it; the caller checks the exact size afterwards.
+        """
         ...
 
 
@@ -96,6 +100,28 @@ def decoded_image(image: np.ndarray, what: str) -> np.ndarray:
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or min(image.shape) < 1:
         raise IntraCodecError(f"corrupt {what} data (decoded picture has shape {image.shape})")
     return np.ascontiguousarray(image)
+
+
+def check_pixels(width: int, height: int, max_pixels: int | None, what: str) -> None:
+    """IntraCodecError if a ``width`` x ``height`` picture exceeds ``max_pixels``."""
+    if max_pixels is not None and width * height > max_pixels:
+        raise IntraCodecError(
+            f"{what} picture of {width}x{height} exceeds the {max_pixels}-pixel limit"
+        )
+
+
+def ffmpeg_max_pixels(max_pixels: int | None) -> dict[str, str]:
+    """FFmpeg decoder options that make it refuse larger pictures before allocating them
+    (libavcodec's ``max_pixels``, checked when the frame buffer is requested)."""
+    return {} if max_pixels is None else {"max_pixels": str(int(max_pixels))}
+
+
+def oversize(what: str, max_pixels: int | None, exc: BaseException) -> str:
+    """The message for a decoder's allocation failure: with ``max_pixels`` set, the picture
+    was larger than that (FFmpeg answers ENOMEM); otherwise the data asked for too much."""
+    if max_pixels is not None:
+        return f"{what} picture exceeds the {max_pixels}-pixel limit"
+    return f"corrupt {what} data ({one_line(exc)})"
 
 
 def one_line(exc: BaseException) -> str:

@@ -19,6 +19,7 @@ from keyface.intra._base import (
     IntraCodecError,
     check_input_image,
     check_isobmff,
+    check_pixels,
     decoded_image,
     interp_table,
     one_line,
@@ -68,16 +69,21 @@ class AvifIntraCodec:
             raise IntraCodecError(f"avif encoder failed: {one_line(exc)}") from None
         return buf.getvalue()
 
-    def decode(self, data: bytes) -> np.ndarray:
-        """Decode bytes made by :meth:`encode`; IntraCodecError if they are not such bytes."""
+    def decode(self, data: bytes, max_pixels: int | None = None) -> np.ndarray:
+        """Decode bytes made by :meth:`encode`; IntraCodecError if they are not such bytes
+        or the picture has more than ``max_pixels`` pixels (read from the file's header,
+        before decoding)."""
         data = check_isobmff(data, "avif")
         try:
             from PIL import Image, UnidentifiedImageError
 
             with Image.open(io.BytesIO(data), formats=["AVIF"]) as picture:
+                check_pixels(*picture.size, max_pixels, "avif")
                 array = np.asarray(picture.convert("RGB"))
         except UnidentifiedImageError:
             raise IntraCodecError("corrupt avif data (not an AVIF file)") from None
+        except IntraCodecError:
+            raise
         except Exception as exc:  # Pillow reports damaged files as several exception types
             raise IntraCodecError(f"corrupt avif data ({one_line(exc)})") from None
         return decoded_image(array, "avif")

@@ -19,6 +19,7 @@ from keyface.intra._base import (
     IntraCodecError,
     check_input_image,
     check_isobmff,
+    check_pixels,
     decoded_image,
     interp_table,
     one_line,
@@ -65,14 +66,17 @@ class HeifIntraCodec:
             raise IntraCodecError(f"heif encoder failed: {one_line(exc)}") from None
         return buf.getvalue()
 
-    def decode(self, data: bytes) -> np.ndarray:
-        """Decode bytes made by :meth:`encode`; IntraCodecError if they are not such bytes."""
+    def decode(self, data: bytes, max_pixels: int | None = None) -> np.ndarray:
+        """Decode bytes made by :meth:`encode`; IntraCodecError if they are not such bytes
+        or the picture has more than ``max_pixels`` pixels (read from the file's header,
+        before decoding)."""
         data = check_isobmff(data, "heif")
         try:
             import pillow_heif
 
             heif = pillow_heif.open_heif(io.BytesIO(data), convert_hdr_to_8bit=True)
             picture = heif[0]
+            check_pixels(*picture.size, max_pixels, "heif")
             if picture.mode != "RGB":
                 raise IntraCodecError(f"corrupt heif data (mode {picture.mode})")
             array = np.asarray(picture)

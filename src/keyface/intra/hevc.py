@@ -22,8 +22,11 @@ import numpy as np
 from keyface.intra._base import (
     IntraCodecError,
     check_input_image,
+    check_pixels,
     decoded_image,
+    ffmpeg_max_pixels,
     one_line,
+    oversize,
     quality_to_qp,
 )
 from keyface.intra._color import decode_planes, encode_planes
@@ -106,17 +109,22 @@ class HevcIntraCodec:
             raise IntraCodecError(f"hevc encoder failed: {one_line(exc)}") from None
         return _PACKER.pack(b"".join(bytes(p) for p in packets), flags)
 
-    def decode(self, data: bytes) -> np.ndarray:
-        """Decode bytes made by :meth:`encode`; IntraCodecError if they are not such bytes."""
+    def decode(self, data: bytes, max_pixels: int | None = None) -> np.ndarray:
+        """Decode bytes made by :meth:`encode`; IntraCodecError if they are not such bytes
+        or the picture has more than ``max_pixels`` pixels (refused before allocation)."""
         annexb, flags = _PACKER.unpack(data)
         try:
             ctx = av.CodecContext.create("hevc", "r")
+            ctx.options = ffmpeg_max_pixels(max_pixels)
             frames = list(ctx.decode(av.Packet(annexb))) + list(ctx.decode(None))
-        except (av.FFmpegError, ValueError, MemoryError) as exc:
+        except MemoryError as exc:
+            raise IntraCodecError(oversize("hevc", max_pixels, exc)) from None
+        except (av.FFmpegError, ValueError) as exc:
             raise IntraCodecError(f"corrupt hevc data ({one_line(exc)})") from None
         if not frames:
             raise IntraCodecError("corrupt hevc data (no picture decoded)")
         frame = frames[0]
+        check_pixels(frame.width, frame.height, max_pixels, "hevc")
         check_decoded_frame(frame, ("yuv420p", "yuvj420p"), "hevc")
         try:
             rgb = decode_planes(frame_to_planes(frame, np.dtype(np.uint8)), flags, 8)

@@ -29,8 +29,11 @@ from keyface.ffmpeg import FfmpegError, FfmpegFailed, run_ffmpeg
 from keyface.intra._base import (
     IntraCodecError,
     check_input_image,
+    check_pixels,
     decoded_image,
+    ffmpeg_max_pixels,
     one_line,
+    oversize,
     quality_to_qp,
 )
 from keyface.intra._color import decode_planes, encode_planes
@@ -147,14 +150,16 @@ class VvcIntraCodec:
         ]  # fmt: skip
         return _run(args, raw, self.timeout, "vvc encoder")
 
-    def decode(self, data: bytes) -> np.ndarray:
-        """Decode bytes made by :meth:`encode`; IntraCodecError if they are not such bytes."""
+    def decode(self, data: bytes, max_pixels: int | None = None) -> np.ndarray:
+        """Decode bytes made by :meth:`encode`; IntraCodecError if they are not such bytes
+        or the picture has more than ``max_pixels`` pixels (refused before allocation)."""
         annexb, flags = _PACKER.unpack(data)
         if self.decoder == "pyav":
-            planes = self._decode_pyav(annexb)
+            planes = self._decode_pyav(annexb, max_pixels)
         else:
-            planes = self._decode_ffmpeg(annexb)
+            planes = self._decode_ffmpeg(annexb, max_pixels)
         h, w = planes[0].shape
+        check_pixels(w, h, max_pixels, "vvc")
         if w < 2 or h < 2:
             raise IntraCodecError("corrupt vvc data (picture too small)")
         try:
@@ -164,11 +169,14 @@ class VvcIntraCodec:
         return decoded_image(rgb, "vvc")
 
     @staticmethod
-    def _decode_pyav(annexb: bytes) -> tuple[np.ndarray, ...]:
+    def _decode_pyav(annexb: bytes, max_pixels: int | None) -> tuple[np.ndarray, ...]:
         try:
             ctx = av.CodecContext.create("vvc", "r")
+            ctx.options = ffmpeg_max_pixels(max_pixels)
             frames = list(ctx.decode(av.Packet(annexb))) + list(ctx.decode(None))
-        except (av.FFmpegError, ValueError, MemoryError) as exc:
+        except MemoryError as exc:
+            raise IntraCodecError(oversize("vvc", max_pixels, exc)) from None
+        except (av.FFmpegError, ValueError) as exc:
             raise IntraCodecError(f"corrupt vvc data ({one_line(exc)})") from None
         if not frames:
             raise IntraCodecError("corrupt vvc data (no picture decoded)")
@@ -179,9 +187,10 @@ class VvcIntraCodec:
         except ValueError as exc:
             raise IntraCodecError(f"corrupt vvc data ({one_line(exc)})") from None
 
-    def _decode_ffmpeg(self, annexb: bytes) -> tuple[np.ndarray, ...]:
+    def _decode_ffmpeg(self, annexb: bytes, max_pixels: int | None) -> tuple[np.ndarray, ...]:
+        limit = [] if max_pixels is None else ["-max_pixels", str(int(max_pixels))]
         args = [
-            "-xerror", "-f", "vvc", "-i", "pipe:0", "-frames:v", "1",
+            "-xerror", *limit, "-f", "vvc", "-i", "pipe:0", "-frames:v", "1",
             "-f", "yuv4mpegpipe", "-pix_fmt", "yuv420p10le", "-strict", "-1", "pipe:1",
         ]  # fmt: skip
         out = _run(args, annexb, self.timeout, "vvc decoder")

@@ -41,10 +41,15 @@ class Reference:
 
 
 def similarity_fit(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """2x3 similarity matrix ``M`` minimising ``|dst - M @ [src, 1]|^2`` (2-D points)."""
+    """2x3 similarity matrix ``M`` minimising ``|dst - M @ [src, 1]|^2`` (2-D points).
+
+    Source points that all coincide have no rotation or scale to fit: the translation alone
+    is returned (the decoder refuses such keypoints first; this keeps other callers safe)."""
     ms, md = src.mean(axis=0), dst.mean(axis=0)
     sc, dc = src - ms, dst - md
     var = float((sc**2).sum())
+    if not var > 1e-12:
+        return np.hstack([np.eye(2), (md - ms)[:, None]])
     a = float((sc * dc).sum()) / var
     b = float((sc[:, 0] * dc[:, 1] - sc[:, 1] * dc[:, 0]).sum()) / var
     rot = np.array([[a, -b], [b, a]])

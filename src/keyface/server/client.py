@@ -61,13 +61,22 @@ def rtc_configuration(ice_servers: tuple[str, ...] = ()) -> RTCConfiguration:
 
 
 async def join_room(
-    pc: RTCPeerConnection, server: str, room: str, token: str, role: Role
+    pc: RTCPeerConnection,
+    server: str,
+    room: str,
+    token: str,
+    role: Role,
+    resume: str | None = None,
 ) -> dict[str, Any]:
-    """Offer ``pc`` to the server, apply its answer; returns the answer JSON."""
+    """Offer ``pc`` to the server, apply its answer; returns the answer JSON. ``resume``: the
+    ``resume`` key of this client's previous answer, to replace that connection while it is
+    still connected (docs/server.md, replayed tokens)."""
     offer = await pc.createOffer()
     await pc.setLocalDescription(offer)
     local = pc.localDescription
-    body = {"sdp": local.sdp, "type": local.type, "token": token, "role": role}
+    body: dict[str, Any] = {"sdp": local.sdp, "type": local.type, "token": token, "role": role}
+    if resume is not None:
+        body["resume"] = resume
     async with (
         aiohttp.ClientSession() as http,
         http.post(_room_url(server, room, "/join"), json=body) as response,

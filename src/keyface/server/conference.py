@@ -25,8 +25,12 @@ but the worker pool. See ``docs/server.md``.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import logging
 import os
+import re
+import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -53,6 +57,7 @@ from keyface.server.session import (
     ParticipantDecoder,
     RoomLimits,
     RoomSession,
+    log_field,
 )
 from keyface.server.tokens import ROLES, Role, verify_token
 from keyface.threads import apply_thread_policy
@@ -72,6 +77,13 @@ CHANNELS: dict[str, Channel] = {
 """Data channel label -> the session channel whose limits apply to it."""
 MAX_SDP = 64 * 1024
 NEGOTIATION_TIMEOUT_S = 10.0
+_FINGERPRINT = re.compile(
+    r"^a=fingerprint:[A-Za-z0-9-]+ [0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2})+\s*$", re.M
+)
+"""An SDP ``a=fingerprint`` line (RFC 8122): without one, DTLS cannot authenticate the peer
+and aiortc fails only after the answer (issue 14), so such offers are refused up front."""
+RESUME_KEY_LEN = 43
+"""Length of the resume key a join answer carries (``secrets.token_urlsafe(32)``)."""
 
 
 class JoinError(Exception):
@@ -90,6 +102,13 @@ class MissingToken(JoinError):
     """No token in the request (401)."""
 
     http_status = 401
+
+
+class ParticipantConnected(JoinError):
+    """The token's participant is connected and the join does not carry that connection's
+    resume key (409): a replayed or leaked token does not kick its holder (docs/server.md)."""
+
+    http_status = 409
 
 
 class ServerBusy(JoinError):
@@ -111,6 +130,9 @@ class ServerConfig:
     tick_interval_s: float = 0.05
     max_backlog: int = 30
     """Jobs waiting for a sender's worker beyond which motion datagrams are shed (overload)."""
+    max_queue: int = 60
+    """Jobs waiting for a sender's worker beyond which every datagram is shed (keyframes too:
+    the decoder asks for a new one); background and avatar photos wait one at a time."""
     workers: int | None = None
     """Decoding / rendering threads shared by all senders (default: the CPU count)."""
     rate_window_s: float = 2.0
@@ -133,6 +155,9 @@ class JoinRequest:
     type: str
     token: str
     role: Role
+    resume: str | None = None
+    """The ``resume`` key of the join answer this client had: lets it replace its own
+    connection while that one is still connected."""
 
     @classmethod
     def from_json(cls, body: object) -> JoinRequest:
@@ -153,7 +178,12 @@ class JoinRequest:
             raise BadRequest('type must be "offer"')
         if role not in ROLES:
             raise BadRequest(f"role must be one of {', '.join(ROLES)}")
-        return cls(sdp=sdp, type=kind, token=token, role=role)
+        if not _FINGERPRINT.search(sdp):
+            raise BadRequest("the offer has no DTLS fingerprint (a=fingerprint)")
+        resume = body.get("resume")
+        if resume is not None and (not isinstance(resume, str) or len(resume) > 2 * RESUME_KEY_LEN):
+            raise BadRequest("resume must be the string a join answer gave")
+        return cls(sdp=sdp, type=kind, token=token, role=role, resume=resume)
 
 
 @dataclass(frozen=True)
@@ -171,6 +201,8 @@ class JoinAnswer:
     participant: str
     role: Role
     streams: tuple[StreamInfo, ...] = ()
+    resume: str = ""
+    """Key that lets this client re-join (replace this connection) while it is connected."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -178,6 +210,7 @@ class JoinAnswer:
             "type": self.type,
             "participant": self.participant,
             "role": self.role,
+            "resume": self.resume,
             "streams": [{"participant": s.participant, "mid": s.mid} for s in self.streams],
         }
 
@@ -215,6 +248,7 @@ class Peer:
         self.closed = False
         self.close_reason = ""
         self.malformed_messages = 0
+        self.resume_key = secrets.token_urlsafe(32)
         pc.on("connectionstatechange", self._on_connection_state)
 
     def _on_connection_state(self) -> None:
@@ -229,7 +263,9 @@ class Peer:
         answer = await self.pc.createAnswer()
         await self.pc.setLocalDescription(answer)
         local = self.pc.localDescription
-        return JoinAnswer(local.sdp, local.type, self.name, self.role, self._streams())
+        return JoinAnswer(
+            local.sdp, local.type, self.name, self.role, self._streams(), self.resume_key
+        )
 
     def _check_offer(self) -> None:
         pass
@@ -248,7 +284,14 @@ class Peer:
         self.malformed_messages += 1
         n = self.malformed_messages
         level = logging.INFO if n == 1 or n % 100 == 0 else logging.DEBUG
-        logger.log(level, "room %s: %s: dropped message #%d: %s", self.room.name, self.name, n, why)
+        logger.log(
+            level,
+            "room %s: %s: dropped message #%d: %s",
+            log_field(self.room.name),
+            log_field(self.name),
+            n,
+            log_field(why),
+        )
 
     async def close(self, reason: str) -> None:
         """Leave the room and close the connection (idempotent)."""
@@ -256,7 +299,13 @@ class Peer:
             return
         self.closed = True
         self.close_reason = reason
-        logger.info("room %s: %s (%s) leaves: %s", self.room.name, self.name, self.role, reason)
+        logger.info(
+            "room %s: %s (%s) leaves: %s",
+            log_field(self.room.name),
+            log_field(self.name),
+            self.role,
+            reason,
+        )
         self._release()
         self.room._forget(self)
         try:
@@ -279,6 +328,24 @@ class Peer:
 Job = tuple[Callable[[], Any], Callable[[Any], None] | None]
 
 
+def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    """``fn()`` and the CPU seconds this worker thread spent in it."""
+    t0 = time.thread_time()
+    result = fn()
+    return result, time.thread_time() - t0
+
+
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c") or None) if os.name == "posix" else None
+
+
+def release_memory() -> bool:
+    """Give freed heap memory back to the system (glibc ``malloc_trim``); called when a
+    sender leaves, so a spike (large keyframes, an avatar) does not stay in the server's RSS.
+    Returns whether anything was released (False where there is no ``malloc_trim``)."""
+    trim = getattr(_LIBC, "malloc_trim", None)
+    return bool(trim(0)) if trim is not None else False
+
+
 class SenderPeer(Peer):
     """A sending participant: data channels in, decoded pictures out to :attr:`video`."""
 
@@ -295,7 +362,9 @@ class SenderPeer(Peer):
         self.frames = RateMeter(cfg.rate_window_s)
         self.concealed = 0
         self.shed = 0
-        """Motion datagrams dropped because the worker was ``max_backlog`` jobs behind."""
+        """Datagrams dropped because the worker was behind: motion at ``max_backlog`` queued
+        jobs, anything at ``max_queue``, a background or avatar photo while one waits."""
+        self._photos_waiting: set[str] = set()
         self.worker_errors = 0
         self.pictures = SenderPictures(
             self.name, self.decoder, cfg.generator, stamp_frames=cfg.stamp_frames
@@ -336,14 +405,27 @@ class SenderPeer(Peer):
         decoder = self.room.session.admit(self.name, CHANNELS[label], message, now)
         if decoder is None:
             return  # counted by the room (size, rate, unknown)
-        if label == LABEL_BACKGROUND:
-            self._submit(lambda: self.pictures.take_background(message), None)
-            return
-        if label == LABEL_AVATAR:
-            self._submit(lambda: self.pictures.take_avatar(message), None)
-            return
-        if label == LABEL_MOTION and self._jobs.qsize() >= self.room.config.max_backlog:
+        cfg = self.room.config
+        backlog = self._jobs.qsize()
+        if backlog >= cfg.max_queue or (label == LABEL_MOTION and backlog >= cfg.max_backlog):
             self.shed += 1
+            return
+        if label in (LABEL_BACKGROUND, LABEL_AVATAR):
+            if label in self._photos_waiting:
+                self.shed += 1
+                return
+            self._photos_waiting.add(label)
+            take = (
+                self.pictures.take_background
+                if label == LABEL_BACKGROUND
+                else self.pictures.take_avatar
+            )
+
+            def photo() -> None:
+                self._photos_waiting.discard(label)
+                take(message)
+
+            self._submit(photo, None)
             return
         self._submit(lambda: self.pictures.decode(decoder.receive, message, now), self._deliver)
 
@@ -364,13 +446,16 @@ class SenderPeer(Peer):
                 return
             fn, done = job
             try:
-                result = await loop.run_in_executor(self.room.conference.pool, fn)
+                result, cpu = await loop.run_in_executor(self.room.conference.pool, _timed, fn)
             except Exception:  # a renderer bug must not take the server down
                 self.worker_errors += 1
-                logger.exception("room %s: %s: decoding failed", self.room.name, self.name)
+                logger.exception(
+                    "room %s: %s: decoding failed", log_field(self.room.name), log_field(self.name)
+                )
                 if done == self._deliver_tick:
                     self._tick_pending = False
                 continue
+            self.room.session.charge(self.name, cpu, time.monotonic())
             if done is not None and not self.closed:
                 done(result)
 
@@ -401,6 +486,7 @@ class SenderPeer(Peer):
         self.video.close()
         self._jobs.put_nowait(None)
         self._worker.cancel()
+        release_memory()
 
     def state(self, now: float) -> dict[str, Any]:
         s = self.decoder.stats
@@ -421,6 +507,7 @@ class SenderPeer(Peer):
             recovery_frames_mean=round(float(np.mean(s.recoveries)), 2) if s.recoveries else None,
             recovery_frames_max=max(s.recoveries) if s.recoveries else None,
             rate_limited=self.participant.rate_limited,
+            cpu_limited=self.participant.cpu_limited,
             oversize=self.participant.oversize,
             shed=self.shed,
             worker_errors=self.worker_errors,
@@ -514,7 +601,7 @@ class LiveRoom:
             try:
                 self.tick(time.monotonic())
             except Exception:  # the timer must survive anything
-                logger.exception("room %s: tick failed", self.name)
+                logger.exception("room %s: tick failed", log_field(self.name))
 
     def tick(self, now: float) -> None:
         for peer in list(self.peers.values()):
@@ -584,7 +671,8 @@ class Conference:
         try:
             async with live.lock:
                 old = live.peers.get(claims.participant)
-                if old is not None:  # a client that joins again replaces its old connection
+                if old is not None:
+                    self._check_replace(live, old, request)
                     await old.close("replaced by a new join")
                 now = time.monotonic()
                 participant = live.session.join(claims.participant, claims.role, now)
@@ -601,6 +689,29 @@ class Conference:
         finally:
             self._drop_room_if_empty(live)
         return answer
+
+    @staticmethod
+    def _check_replace(live: LiveRoom, old: Peer, request: JoinRequest) -> None:
+        """Replayed-token policy: a join for a participant that is connected replaces it only
+        with that connection's resume key (the same client re-joining); otherwise it is
+        refused (409) and logged, so a leaked token cannot kick its holder. A holder that
+        lost its key (a crash) gets back in once its old connection is no longer connected
+        (failed or closed, at the latest after ``idle_timeout_s``)."""
+        if old.closed or old.pc.connectionState != "connected":
+            return
+        if request.resume is not None and secrets.compare_digest(
+            request.resume.encode(), old.resume_key.encode()
+        ):
+            return
+        logger.warning(
+            "room %s: a join for %s, who is connected, without its resume key: refused "
+            "(a replayed or leaked token?)",
+            log_field(live.name),
+            log_field(old.name),
+        )
+        raise ParticipantConnected(
+            f"{old.name} is connected; only that connection can re-join (resume key)"
+        )
 
     def state(self, room: str, token: str) -> dict[str, Any]:
         """The room's participants and their figures; ``token`` must be valid for ``room``."""
@@ -623,7 +734,7 @@ class Conference:
         if self.rooms.get(live.name) is live:
             del self.rooms[live.name]
             live.stop()
-            logger.info("room %s: closed (empty)", live.name)
+            logger.info("room %s: closed (empty)", log_field(live.name))
 
     async def close(self) -> None:
         """Close every connection and stop the workers."""

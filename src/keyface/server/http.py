@@ -10,7 +10,10 @@ GET     ``/healthz``                ``ok``
 
 Errors are JSON ``{"error": "..."}`` with status 400 (malformed body or offer), 401 (missing,
 malformed or forged token), 403 (genuine token that does not grant this: expired, another
-room, another role; or the room is full), 413 (body over 256 KiB) and 503 (too many rooms).
+room, another role; or the room is full), 408 (body not received within
+``BODY_TIMEOUT_S``), 409 (the participant is connected and the join has not its resume key),
+413 (body over 256 KiB) and 503 (too many rooms). A connection that has not sent a complete
+request head within ``HEADER_TIMEOUT_S`` (or stays idle that long between requests) is closed.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import signal
 from dataclasses import dataclass
 from importlib import resources
@@ -27,13 +31,26 @@ from typing import Any
 from aiohttp import web
 
 from keyface.server.conference import Conference, JoinError, JoinRequest, ServerConfig
-from keyface.server.session import RoomError
+from keyface.server.session import RoomError, log_field
 from keyface.server.tokens import TokenError
 
 logger = logging.getLogger(__name__)
 
 CONFERENCE = web.AppKey("conference", Conference)
 MAX_BODY = 256 * 1024
+HEADER_TIMEOUT_S = 10.0
+"""A connection must send a complete request head within this long after it opens (and may
+stay idle this long between requests): aiohttp's keep-alive timer, armed when the connection
+is made, closes it otherwise (a client sending its headers a byte a second held a connection
+for an hour on main, issue 14)."""
+BODY_TIMEOUT_S = 10.0
+"""A request body (at most ``MAX_BODY``) must arrive within this long, else 408."""
+MAX_JSON_DEPTH = 16
+"""Deepest nesting of arrays / objects accepted in a JSON body (a join needs 1): a deeply
+nested body made ``json.loads`` raise RecursionError, a 500 with a traceback on main."""
+_JSON_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"?|[\[\]{}]')
+"""A string (its closing quote optional, so an unterminated one is consumed once: linear
+time) or a bracket."""
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -53,17 +70,46 @@ async def _page(request: web.Request) -> web.Response:
     )
 
 
+def json_depth(data: bytes) -> int:
+    """The deepest nesting of arrays and objects in JSON text (strings skipped), without
+    parsing it."""
+    depth = deepest = 0
+    for m in _JSON_TOKEN.finditer(data):
+        token = m.group()
+        if token in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token in (b"]", b"}"):
+            depth -= 1
+    return deepest
+
+
+def parse_json_body(data: bytes) -> object:
+    """The JSON value of a request body; ValueError (one line) if it is not JSON or nests
+    deeper than ``MAX_JSON_DEPTH``."""
+    if json_depth(data) > MAX_JSON_DEPTH:
+        raise ValueError(f"the body nests deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        return json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        raise ValueError("the body is not JSON") from None
+
+
 async def _join(request: web.Request) -> web.Response:
     room = request.match_info["name"]
     try:
-        body = json.loads(await request.read())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return _error(400, "the body is not JSON")
+        data = await asyncio.wait_for(request.read(), BODY_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        return _error(408, f"the body did not arrive within {BODY_TIMEOUT_S:.0f} s")
+    try:
+        body = parse_json_body(data)
+    except ValueError as exc:
+        return _error(400, str(exc))
     conference = request.app[CONFERENCE]
     try:
         answer = await conference.join(room, JoinRequest.from_json(body))
     except (TokenError, RoomError, JoinError) as exc:
-        logger.info("join %s refused (%d): %s", room, exc.http_status, exc)
+        logger.info("join %s refused (%d): %s", log_field(room), exc.http_status, log_field(exc))
         return _error(exc.http_status, str(exc))
     return web.json_response(answer.to_json())
 
@@ -136,7 +182,12 @@ async def start_server(
     config: ServerConfig, host: str = "127.0.0.1", port: int = 8080
 ) -> RunningServer:
     """Start serving on ``host:port`` (``port=0``: any free port) in the running loop."""
-    runner = web.AppRunner(create_app(config), access_log=None, handle_signals=False)
+    runner = web.AppRunner(
+        create_app(config),
+        access_log=None,
+        handle_signals=False,
+        keepalive_timeout=HEADER_TIMEOUT_S,
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

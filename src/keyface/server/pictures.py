@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from keyface.bitstream import BackgroundPacket, BitstreamError, parse_packet
+from keyface.codec import limits
 from keyface.codec.config import crop_box
 from keyface.compose import Composer
 from keyface.intra import IntraCodecError, get_intra_codec
@@ -26,6 +27,8 @@ from keyface.server.receiver import ParticipantDecoder, RenderedFrame
 logger = logging.getLogger(__name__)
 
 MAX_AVATAR_PIXELS = 4096 * 4096
+AVATAR_FORMATS = ("JPEG", "PNG")
+"""The avatar photo formats the server decodes (Pillow's others are refused unread)."""
 
 Picture = tuple[int, np.ndarray, bool]
 """``(frame index, picture, concealed)``."""
@@ -85,7 +88,11 @@ class SenderPictures:
         try:
             if crop is None:
                 raise ValueError("the stream has no crop to paste into a background")
-            image = get_intra_codec(header.intra_codec).decode(packet.data)
+            size = (crop.source_width, crop.source_height)
+            if size[0] * size[1] > limits.MAX_SOURCE_PIXELS:
+                raise ValueError(f"background of {size[0]}x{size[1]} exceeds the limits")
+            codec = get_intra_codec(header.intra_codec)
+            image = codec.decode(packet.data, max_pixels=limits.intra_max_pixels(size))
             if image.shape[:2] != (crop.source_height, crop.source_width):
                 raise ValueError(
                     f"background is {image.shape[1]}x{image.shape[0]}, the crop's source "
@@ -106,7 +113,9 @@ class SenderPictures:
             from keyface.compose.avatar import AvatarAnimator
             from keyface.face import FaceNotFoundError
 
-            with Image.open(io.BytesIO(payload)) as img:
+            # Only the formats a sender sends (keyface send re-encodes as JPEG): not every
+            # decoder Pillow has reaches untrusted bytes.
+            with Image.open(io.BytesIO(payload), formats=AVATAR_FORMATS) as img:
                 if img.width * img.height > MAX_AVATAR_PIXELS:
                     raise ValueError(f"avatar photo too large ({img.width}x{img.height})")
                 photo = np.asarray(img.convert("RGB"))

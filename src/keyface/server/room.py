@@ -42,6 +42,24 @@ class RoomLimits:
     max_unreliable_size: int = 1200
     max_reliable_size: int = 256 * 1024
     idle_timeout_s: float = 15.0
+    first_frame_grace_s: float = 60.0
+    """A participant that has sent nothing yet is removed after this long instead of
+    ``idle_timeout_s``: a sender whose face tracker starts slowly on a loaded machine (issue 14:
+    dropped by the 15 s timeout before its first frame) still gets in."""
+    cpu_share: float = 0.5
+    """Worker CPU seconds per second one sender may use (sustained): a sender at 256x256 uses
+    about 0.15 (docs/server.md, load); one above it has its media shed (``cpu_limited``) so it
+    cannot slow the other rooms sharing the worker pool (issue 14)."""
+    cpu_burst_s: float = 3.0
+    """Worker CPU seconds a sender may use at once (keyframes, start-up)."""
+
+
+def log_field(value: object, limit: int = 160) -> str:
+    """``value`` as one log-safe line: control and non-ASCII characters escaped (a newline in
+    a room name cannot forge a log line), cut to ``limit`` characters."""
+    text = str(value)
+    safe = text[:limit].encode("unicode_escape").decode("ascii")
+    return safe + ("..." if len(text) > limit else "")
 
 
 class TokenBucket:
@@ -61,6 +79,17 @@ class TokenBucket:
         self.tokens -= amount
         return True
 
+    def charge(self, amount: float, now: float) -> None:
+        """Take ``amount`` after the fact (work measured once done); may go below zero, so
+        the bucket stays empty until the debt is paid back at ``rate``."""
+        self.take(0.0, now)
+        self.tokens -= amount
+
+    def available(self, now: float) -> float:
+        """The tokens saved at ``now`` (negative while in debt)."""
+        self.take(0.0, now)
+        return self.tokens
+
 
 @dataclass
 class Participant:
@@ -71,7 +100,14 @@ class Participant:
     packets: TokenBucket
     bytes: TokenBucket
     decoder: ParticipantDecoder | None
+    cpu: TokenBucket | None = None
+    """Worker CPU seconds (``RoomLimits.cpu_share``, ``cpu_burst_s``); charged by the
+    transport with :meth:`RoomSession.charge`."""
+    heard: bool = False
+    """Whether any datagram came from it (before that, ``first_frame_grace_s`` applies)."""
     rate_limited: int = 0
+    cpu_limited: int = 0
+    """Datagrams dropped because the participant had used its worker CPU share."""
     oversize: int = 0
     rejected: int = 0
     """Datagrams from a participant that may not send them (a receiver sending media)."""
@@ -115,12 +151,13 @@ class RoomSession:
             last_seen=now,
             packets=TokenBucket(lim.packet_rate, lim.packet_burst, now),
             bytes=TokenBucket(lim.byte_rate, lim.byte_burst, now),
+            cpu=TokenBucket(lim.cpu_share, lim.cpu_burst_s, now),
             decoder=ParticipantDecoder(participant, **self._decoder_options)  # type: ignore[arg-type]
             if role == "send"
             else None,
         )
         self.participants[participant] = p
-        logger.info("room %s: %s joined as %s", self.room, participant, role)
+        logger.info("room %s: %s joined as %s", log_field(self.room), log_field(participant), role)
         return p
 
     def join_with_token(self, secret: bytes, token: str, now: float) -> TokenClaims:
@@ -132,7 +169,7 @@ class RoomSession:
     def leave(self, participant: str) -> bool:
         p = self.participants.pop(participant, None)
         if p is not None:
-            logger.info("room %s: %s left", self.room, participant)
+            logger.info("room %s: %s left", log_field(self.room), log_field(participant))
         return p is not None
 
     def admit(
@@ -149,6 +186,7 @@ class RoomSession:
             self.unknown_datagrams += 1
             return None
         p.last_seen = now
+        p.heard = True
         size = len(payload) if isinstance(payload, (bytes, bytearray)) else math.inf
         limit = (
             self.limits.max_reliable_size
@@ -157,7 +195,13 @@ class RoomSession:
         )
         if size > limit:
             p.oversize += 1
-            logger.debug("room %s: %s sent %s bytes on %s", self.room, participant, size, channel)
+            logger.debug(
+                "room %s: %s sent %s bytes on %s",
+                log_field(self.room),
+                log_field(participant),
+                size,
+                channel,
+            )
             return None
         if not p.packets.take(1, now) or not p.bytes.take(size, now):
             p.rate_limited += 1
@@ -165,7 +209,17 @@ class RoomSession:
         if p.decoder is None:
             p.rejected += 1
             return None
+        if p.cpu is not None and p.cpu.available(now) < 0:
+            p.cpu_limited += 1
+            return None
         return p.decoder
+
+    def charge(self, participant: str, cpu_seconds: float, now: float) -> None:
+        """The transport measured ``cpu_seconds`` of worker time spent on ``participant``'s
+        datagrams; while the participant is over its share, :meth:`admit` drops its media."""
+        p = self.participants.get(participant)
+        if p is not None and p.cpu is not None:
+            p.cpu.charge(cpu_seconds, now)
 
     def receive_datagram(
         self, participant: str, channel: Channel, payload: bytes, now: float
@@ -176,13 +230,15 @@ class RoomSession:
     def expire(self, now: float) -> list[str]:
         """Remove the participants silent for ``idle_timeout_s``; returns their names (also
         appended to ``timed_out``)."""
+        lim = self.limits
         gone = [
             name
             for name, p in self.participants.items()
-            if now - p.last_seen > self.limits.idle_timeout_s
+            if now - p.last_seen
+            > (lim.idle_timeout_s if p.heard else max(lim.idle_timeout_s, lim.first_frame_grace_s))
         ]
         for name in gone:
-            logger.info("room %s: %s timed out", self.room, name)
+            logger.info("room %s: %s timed out", log_field(self.room), log_field(name))
             del self.participants[name]
             self.timed_out.append(name)
         return gone

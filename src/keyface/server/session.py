@@ -54,6 +54,7 @@ from keyface.server.room import (
     RoomLimits,
     RoomSession,
     TokenBucket,
+    log_field,
 )
 
 __all__ = [
@@ -84,5 +85,6 @@ __all__ = [
     "encode_frame_datagram",
     "encode_header_datagram",
     "live_codec_config",
+    "log_field",
     "parse_datagram",
 ]

@@ -34,6 +34,10 @@ TOKEN_PREFIX = "kf1"
 MAX_TOKEN_LEN = 2048
 MAX_NAME_LEN = 128
 """Longest room or participant name (characters)."""
+MAX_TOKEN_TTL_S = 24 * 3600
+"""Longest token lifetime: ``make_token`` refuses a longer ``ttl_s`` and ``verify_token`` a
+token whose expiry is further away than this (bearer tokens without revocation: a leaked one
+is good for at most a day)."""
 
 
 class TokenError(Exception):
@@ -56,6 +60,10 @@ class TokenForbidden(TokenError):
 
 class TokenExpired(TokenForbidden):
     """The token's expiry time has passed."""
+
+
+class TokenTooLong(TokenForbidden):
+    """The token's expiry is further away than :data:`MAX_TOKEN_TTL_S`."""
 
 
 class TokenWrongRoom(TokenForbidden):
@@ -118,6 +126,8 @@ def make_token(
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
     if not ttl_s > 0 or not math.isfinite(ttl_s):
         raise ValueError("ttl_s must be a positive number of seconds")
+    if ttl_s > MAX_TOKEN_TTL_S:
+        raise ValueError(f"ttl_s must be at most {MAX_TOKEN_TTL_S} s (one day)")
     expires = math.floor(now + ttl_s)
     body = {"r": room, "p": participant, "o": role, "e": expires}
     claims = _b64encode(json.dumps(body, separators=(",", ":"), sort_keys=True).encode())
@@ -154,6 +164,8 @@ def verify_token(
         raise TokenInvalid("token claims are malformed")
     if now >= claims.expires:
         raise TokenExpired(f"token expired {now - claims.expires:.0f} s ago")
+    if claims.expires - now > MAX_TOKEN_TTL_S + 1:  # +1: the issuer floors the expiry
+        raise TokenTooLong(f"token lifetime exceeds the {MAX_TOKEN_TTL_S} s maximum")
     if not hmac.compare_digest(claims.room.encode(), room.encode()):
         raise TokenWrongRoom("token is for another room")
     if role is not None and claims.role != role:

@@ -1,0 +1,108 @@
+"""A short fuzzing run in CI (issue 14, item 2): hypothesis drives the structure-aware,
+CRC-recomputing mutations of ``keyface.fuzzing`` from the committed seed corpus
+(``tests/data/fuzz``, made by ``python benchmarks/fuzz.py --make-seeds``) into the parser, the
+decoder with the real (default) renderer, the live datagram path and the HTTP join. Long runs:
+``benchmarks/fuzz.py``."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from keyface import fuzzing
+
+SEEDS = Path(__file__).parent / "data" / "fuzz"
+SECRET = b"fuzz-secret-0123456789abcdef"  # the key benchmarks/fuzz.py signs join.json with
+STREAMS = [p.read_bytes() for p in sorted(SEEDS.glob("*.kf"))]
+DATAGRAMS = [p.read_bytes() for p in sorted(SEEDS.glob("*.dgrams"))]
+JOINS = [p.read_bytes() for p in sorted(SEEDS.glob("*.json"))]
+CI = settings(  # reproducible in CI: derandomized, no example database
+    deadline=None,
+    database=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+def mutated(corpus: list[bytes], mutate) -> st.SearchStrategy[bytes]:
+    """A seed with 1-4 stacked mutations drawn from a hypothesis-controlled generator."""
+
+    @st.composite
+    def build(draw: st.DrawFn) -> bytes:
+        data = draw(st.sampled_from(corpus))
+        rng = random.Random(draw(st.integers(0, 2**32 - 1)))
+        for _ in range(draw(st.integers(1, 4))):
+            data = mutate(rng, data, corpus)
+        return data
+
+    return build()
+
+
+def test_the_seed_corpus_is_valid_and_small() -> None:
+    assert len(STREAMS) == 2 and DATAGRAMS and JOINS
+    assert sum(len(x) for x in STREAMS + DATAGRAMS + JOINS) < 16_000
+    for data in STREAMS:
+        raw = fuzzing.RawStream.split(data)
+        assert raw is not None and raw.join() == data  # records round-trip with their CRCs
+        fuzzing.parse_target(data)
+    request_ok = fuzzing.join_target(SECRET)
+    for body in JOINS:
+        request_ok(body)
+
+
+def test_mutations_mostly_reach_past_the_crc() -> None:
+    """What makes the harness useful: most mutated streams still parse to their end or fail
+    on a field, not on a CRC (the parser alone already held on main)."""
+    from keyface.bitstream import BitstreamError, read_stream
+
+    rng = random.Random(0)
+    crc = 0
+    for _ in range(300):
+        data = fuzzing.mutate_stream(rng, rng.choice(STREAMS), STREAMS)
+        try:
+            error = read_stream(data).error
+        except BitstreamError as exc:
+            error = exc
+        crc += error is not None and "CRC" in str(error)
+    assert crc < 60, crc
+
+
+@settings(CI, max_examples=400)
+@given(mutated(STREAMS, fuzzing.mutate_stream))
+def test_fuzz_parser(data: bytes) -> None:
+    fuzzing.parse_target(data)
+
+
+DECODE = fuzzing.decode_target()
+
+
+@pytest.mark.slow
+@settings(CI, max_examples=60)
+@given(mutated(STREAMS, fuzzing.mutate_stream))
+def test_fuzz_decoder_with_the_real_renderer(data: bytes) -> None:
+    DECODE(data)
+
+
+@settings(CI, max_examples=15)
+@given(mutated(STREAMS, fuzzing.mutate_stream))
+def test_fuzz_decoder_quick(data: bytes) -> None:
+    DECODE(data)
+
+
+@settings(CI, max_examples=12)
+@given(mutated(DATAGRAMS, fuzzing.mutate_datagrams))
+def test_fuzz_live_datagrams(data: bytes) -> None:
+    fuzzing.datagram_target()(data)
+
+
+JOIN = fuzzing.join_target(SECRET)
+
+
+@settings(CI, max_examples=400)
+@given(mutated(JOINS, fuzzing.mutate_json))
+def test_fuzz_http_join(body: bytes) -> None:
+    JOIN(body)
