@@ -226,6 +226,8 @@ class DecoderCore:
                 raise BitstreamError(
                     f"frame {index} names reference {frame.reference}, buffer holds {held}"
                 )
+            elif index in self._promotions:  # rendered, then promoted to a reference
+                held = min(held + 1, self.buffer.capacity)
             motion.append((index, frame, params, keypoints))
         out: list[DecodedFrame] = []
         for index, frame, params, keypoints in motion:
