@@ -65,6 +65,11 @@ from keyface.render import WarpRenderer
 from keyface.renderers import get_renderer
 from keyface.types import CropBox, check_image
 
+PROMOTED_WEIGHT = 2.0
+"""A promoted reference counts as this many times farther than its motion distance when the
+encoder picks the reference to render from: it is chosen only where it holds content the
+keyframes lack, or is much nearer."""
+
 
 @dataclass(frozen=True)
 class FrameDecision:
@@ -373,16 +378,23 @@ class EncoderCore:
                 return None, None, self.content_rule.missing(newest, state) or "mouth"
             candidates = held
         if mode == RefreshMode.MOTION:
+            # The gate looks at the keyframes only: a promoted frame (a rendered picture) must
+            # not put off the refresh that a keyframe's age calls for.
             dists = [
-                self.representation.gate_distance(self.buffer[i].reference.keypoints, keypoints)
-                for i in candidates
+                self.representation.gate_distance(e.reference.keypoints, keypoints)
+                for e in self.buffer
             ]
-            k = int(np.argmin(dists))
-            if dists[k] > threshold:
+            intra = [d for d, e in zip(dists, self.buffer, strict=True) if not e.promoted]
+            if min(intra or dists) > threshold:
                 return None, None, "gate"
-            best = candidates[k]
-            entry = self.buffer[best]
-            return FrameDecision(index, False, best, entry.frame_index, dists[k]), None, None
+            # Render from a keyframe where one will do: a promoted picture was warped once
+            # already (PROMOTED_WEIGHT makes it look that much farther).
+            k = min(
+                candidates,
+                key=lambda i: dists[i] * (PROMOTED_WEIGHT if self.buffer[i].promoted else 1.0),
+            )
+            entry = self.buffer[k]
+            return FrameDecision(index, False, k, entry.frame_index, dists[k]), None, None
         # PSNR: render every candidate as the decoder would, with its own body-motion grid.
         scores, coded = [], []
         for i in candidates:
