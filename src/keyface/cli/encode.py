@@ -87,6 +87,18 @@ def add_codec_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="do not send the body-motion grid (hair, shoulders and background held still)",
     )
+    p.add_argument(
+        "--content",
+        choices=("off", "keyframe", "detail"),
+        help="when no reference shows the frame's open mouth or eyes: send a keyframe, or the "
+        "missing eyes/mouth as DETAIL rectangles on the rendered frame (docs/codec.md); off: "
+        "the motion gate alone",
+    )
+    p.add_argument(
+        "--detail-boost",
+        type=non_negative_int,
+        help="code each keyframe's eyes and mouth again this many quality steps higher (0: no)",
+    )
     p.add_argument("--max-frames", type=positive_int, help="code only the first N frames")
     p.add_argument(
         "--full-frame",
@@ -116,6 +128,14 @@ def config_from_args(args: argparse.Namespace) -> CodecConfig:
         overrides["motion_chunk"] = args.chunk
     if getattr(args, "no_motion_field", False):
         overrides["motion_field"] = False
+    content = getattr(args, "content", None)
+    if content == "off":
+        overrides["content_refresh"] = False
+    elif content is not None:
+        overrides["content_refresh"] = True
+        overrides["content_update"] = content
+    if getattr(args, "detail_boost", None) is not None:
+        overrides["detail_boost"] = args.detail_boost
     try:
         return replace(config, **overrides)
     except ValueError as exc:

@@ -11,6 +11,7 @@ from typing import Any
 from keyface.bitstream import (
     BackgroundPacket,
     BitstreamError,
+    DetailPacket,
     EndPacket,
     KeyframePacket,
     MotionPacket,
@@ -59,6 +60,8 @@ def describe(data: bytes) -> dict[str, Any]:
             frames = max(frames, p.first_frame + p.n_frames)
         elif isinstance(p, BackgroundPacket):
             row.update(frame=p.frame_index)
+        elif isinstance(p, DetailPacket):
+            row.update(frame=p.frame_index, rect=[p.x, p.y, p.width, p.height], quality=p.quality)
         elif isinstance(p, EndPacket):
             row.update(frame_count=p.frame_count)
         packets.append(row)
@@ -86,6 +89,7 @@ def describe(data: bytes) -> dict[str, Any]:
         "refresh": f"{h.refresh_mode.name.lower()} threshold {h.refresh_threshold:g}, "
         f"buffer {h.buffer_size}",
         "generator": h.generator,
+        "promotes": h.promotes,
         "parts": {k: {"packets": counts[k], "bytes": sizes[k]} for k in sorted(sizes)},
         "motion_bits_per_frame": round(8 * sizes["motion"] / frames, 1) if frames else None,
         "complete": parsed.complete,
