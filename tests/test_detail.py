@@ -31,6 +31,11 @@ def test_boxes_cover_the_points_inside_the_picture() -> None:
     corner = np.array([[250.0, 250.0], [255.0, 255.0], [240.0, 245.0]])
     [(x, y, w, h)] = detail_boxes([corner], 256, 256)
     assert x + w <= 256 and y + h <= 256
+    # An eye shut in a blink is a line: its rectangle is still one the intra codecs can code.
+    shut = np.array([[100.0, 50.0], [130.0, 50.0], [115.0, 50.5]])
+    [(x, y, w, h)] = detail_boxes([shut], 256, 256)
+    assert w >= 16 and h >= 16 and y <= 50 <= y + h
+    assert all(min(b[2:]) >= 16 for b in detail_boxes([shut + np.array([0.0, 200.0])], 256, 256))
 
 
 def test_blend_is_exact_inside_and_soft_at_the_edge() -> None:

@@ -23,6 +23,8 @@ PAD_SHARE = 0.2
 PAD_PIXELS = 4
 ALIGN = 4
 """Rectangles start on even pixels and have sides that are multiples of this (4:2:0 chroma)."""
+MIN_SIDE = 16
+"""Smallest rectangle side: the intra codecs code pictures of 16 pixels a side or more."""
 UPDATE_BOOST = 10
 """Quality steps above the keyframe quality of the rectangles that promote a rendered frame to
 a reference (``content_update="detail"``), unless ``detail_boost`` is higher."""
@@ -39,12 +41,14 @@ def detail_boxes(
             continue
         lo, hi = p.min(axis=0), p.max(axis=0)
         pad = PAD_SHARE * (hi - lo) + PAD_PIXELS
-        x0 = max(0, int(np.floor(lo[0] - pad[0])) // 2 * 2)
-        y0 = max(0, int(np.floor(lo[1] - pad[1])) // 2 * 2)
-        w = int(np.ceil((hi[0] + pad[0] - x0) / ALIGN)) * ALIGN
-        h = int(np.ceil((hi[1] + pad[1] - y0) / ALIGN)) * ALIGN
-        w, h = min(w, width - x0), min(h, height - y0)
-        if w >= 8 and h >= 8:
+        # At least MIN_SIDE a side (an eye shut in a blink is a few pixels tall), centred.
+        grow = np.maximum(0.0, (MIN_SIDE - (hi - lo + 2 * pad)) / 2)
+        lo, hi = lo - pad - grow, hi + pad + grow
+        x0 = int(np.clip(np.floor(lo[0]), 0, width - MIN_SIDE)) // 2 * 2
+        y0 = int(np.clip(np.floor(lo[1]), 0, height - MIN_SIDE)) // 2 * 2
+        w = min(int(np.ceil((hi[0] - x0) / ALIGN)) * ALIGN, width - x0)
+        h = min(int(np.ceil((hi[1] - y0) / ALIGN)) * ALIGN, height - y0)
+        if w >= MIN_SIDE and h >= MIN_SIDE and hi[0] > 0 and hi[1] > 0:
             boxes.append((x0, y0, w, h))
     return boxes
 
