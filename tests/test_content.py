@@ -76,6 +76,7 @@ def states(config: CodecConfig, sequence) -> tuple[list, EncoderCore]:
 
 CONFIG = CodecConfig(
     intra_codec="hevc",
+    content_update="keyframe",  # the detail update has its own test below
     keyframe_quality=30,
     refresh_mode=RefreshMode.MOTION,
     refresh_threshold=10.0,  # the motion gate never fires: only the content rule can

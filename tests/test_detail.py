@@ -20,7 +20,13 @@ from keyface.facemesh import LEFT_EYE, OUTER_LIPS, RIGHT_EYE
 from keyface.imageops import psnr
 from keyface.pipeline import decode_bytes
 
-CONFIG = CodecConfig(intra_codec="hevc", keyframe_quality=10, motion_field=False, detail_boost=30)
+CONFIG = CodecConfig(
+    intra_codec="hevc",
+    keyframe_quality=10,
+    motion_field=False,
+    detail_boost=30,
+    content_update="keyframe",  # no promotions: a DETAIL needs its keyframe
+)
 
 
 def test_boxes_cover_the_points_inside_the_picture() -> None:

@@ -79,12 +79,12 @@ class CodecConfig:
     """Code the rectangles around the eyes and the mouth of every keyframe again at this many
     quality steps above the keyframe (DETAIL packets, :mod:`keyface.codec.detail`); 0: never.
     Needs a representation with a face state; the rate ladder sets it."""
-    content_update: str = "keyframe"
-    """What the content rule sends when no reference holds a frame: ``"keyframe"`` (a new
-    keyframe) or ``"detail"`` (the frame rendered from the nearest reference with the missing
-    eyes or mouth coded as DETAIL rectangles, promoted to a reference: a few hundred bytes
-    instead of a keyframe; ``RefreshMode.MOTION`` only, files only: live datagrams carry no
-    DETAIL packets)."""
+    content_update: str = "detail"
+    """What the content rule sends when no reference holds a frame: ``"detail"`` (the frame
+    rendered from the nearest keyframe with the missing eyes or mouth coded as DETAIL
+    rectangles, promoted to a reference: a few hundred bytes instead of a keyframe;
+    ``RefreshMode.MOTION`` only) or ``"keyframe"`` (a new keyframe; what live senders use, their
+    datagrams carry no DETAIL packets). Measured in docs/codec.md."""
     content_refresh: bool = True
     """Render each frame only from references that hold its mouth and eye state, and code a
     keyframe when none does (:mod:`keyface.codec.content`; representations with a face state
