@@ -53,6 +53,7 @@ def test_token_url_and_secret_from_environment(capsys, monkeypatch) -> None:
         (["serve", "--port", "0"], "a secret is needed"),
         (["serve", "--secret", "short"], "at least 16 bytes"),
         (["serve", "--secret", SECRET.decode(), "--generator", "nope"], "unknown generator"),
+        (["serve", "--secret", SECRET.decode(), "--cpu-share", "0"], "--cpu-share"),
         (["send", "--input", "x.mp4", "--server", "http://h", "--room", "r"], "token"),
         (
             [

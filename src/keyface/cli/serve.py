@@ -39,6 +39,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--max-rooms", type=int, default=64, help="rooms at once (default 64)")
     p.add_argument("--workers", type=int, help="decoding threads (default: CPU count)")
     p.add_argument(
+        "--cpu-share",
+        type=float,
+        help="worker CPU seconds per second one sender may use before its media is shed "
+        "(default 0.5: a 256x256 sender uses about 0.15; --generator kf-gen-v1 needs more)",
+    )
+    p.add_argument(
         "--ice-server", action="append", default=[], help="STUN/TURN URL (repeatable; default none)"
     )
     p.add_argument(
@@ -75,10 +81,15 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--port must be in 0..65535")
     if args.max_participants < 1 or args.max_rooms < 1:
         raise UserError("--max-participants and --max-rooms must be >= 1")
+    limits = replace(RoomLimits(), max_participants=args.max_participants)
+    if args.cpu_share is not None:
+        if not 0 < args.cpu_share <= 64:
+            raise UserError("--cpu-share must be in (0, 64] CPU seconds per second")
+        limits = replace(limits, cpu_share=args.cpu_share)
     config = ServerConfig(
         secret=secret_from(args.secret),
         generator=args.generator,
-        limits=replace(RoomLimits(), max_participants=args.max_participants),
+        limits=limits,
         max_rooms=args.max_rooms,
         stamp_frames=args.stamp_frames,
         workers=args.workers,
