@@ -24,7 +24,6 @@ import argparse
 import json
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -109,7 +108,7 @@ def run_clip(task: tuple[str, float]) -> list[dict[str, Any]]:
     ref = [f.image for f in read_frames(clip_dir / "crop.y4m", meta["frames"])]
     seconds = len(ref) / float(Fraction(meta["fps"]))
     analysis = load_analysis(clip_dir, meta)
-    coded = encode_analysis(analysis, replace(config_at(u)))
+    coded = encode_analysis(analysis, config_at(u))
     anim = [f.image for f in decode_bytes(coded.data).frames]
     anim_kbps = 8 * len(coded.data) / 1000 / seconds
     rows = [

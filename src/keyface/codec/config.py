@@ -81,7 +81,7 @@ class CodecConfig:
     Needs a representation with a face state; the rate ladder sets it."""
     content_update: str = "detail"
     """What the content rule sends when no reference holds a frame: ``"detail"`` (the frame
-    rendered from the nearest keyframe with the missing eyes or mouth coded as DETAIL
+    rendered from the nearest reference with the missing eyes or mouth coded as DETAIL
     rectangles, promoted to a reference: a few hundred bytes instead of a keyframe;
     ``RefreshMode.MOTION`` only) or ``"keyframe"`` (a new keyframe; what live senders use, their
     datagrams carry no DETAIL packets). Measured in docs/codec.md."""

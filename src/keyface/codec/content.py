@@ -39,15 +39,6 @@ class ContentRule:
     mouth_margin: float = MOUTH_MARGIN
     eye_share: float = EYE_SHARE
 
-    def missing(self, reference: FaceState, frame: FaceState) -> str | None:
-        """What ``frame`` shows that ``reference`` lacks: ``"mouth"``, ``"eyes"`` or ``None``."""
-        if frame.mouth > reference.mouth + self.mouth_margin:
-            return "mouth"
-        for ref_eye, eye in zip(reference.eyes, frame.eyes, strict=True):
-            if ref_eye < self.eye_share * eye:
-                return "eyes"
-        return None
-
     def missing_parts(self, reference: FaceState, frame: FaceState) -> list[str]:
         """Every part ``frame`` shows that ``reference`` lacks (``"eyes"``, ``"mouth"``)."""
         parts = []
@@ -56,6 +47,12 @@ class ContentRule:
         if frame.mouth > reference.mouth + self.mouth_margin:
             parts.append("mouth")
         return parts
+
+    def missing(self, reference: FaceState, frame: FaceState) -> str | None:
+        """The part ``frame`` shows that ``reference`` lacks, the mouth first: ``"mouth"``,
+        ``"eyes"`` or ``None``."""
+        parts = self.missing_parts(reference, frame)
+        return "mouth" if "mouth" in parts else (parts[0] if parts else None)
 
     def holds(self, reference: FaceState, frame: FaceState) -> bool:
         """Whether ``reference`` can be warped into ``frame`` without inventing content."""

@@ -175,18 +175,13 @@ class EncoderCore:
         self.last_idr = -1
         """Frame index of the newest IDR keyframe (-1 before the first frame)."""
         self._field_part: FieldComponent | None = self.representation.field_component
-        self._states: FaceStateSource | None = (
-            self.representation
-            if config.content_refresh and isinstance(self.representation, FaceStateSource)
-            else None
-        )
-        self.content_rule = ContentRule()
         rep = self.representation
-        self._detail: FaceStateSource | None = (
-            rep if config.detail_boost > 0 and isinstance(rep, FaceStateSource) else None
-        )
+        self._face: FaceStateSource | None = rep if isinstance(rep, FaceStateSource) else None
+        """Where the mouth and eyes are and how open (``None``: keypoints without them)."""
+        self._content = self._face is not None and config.content_refresh
+        self.content_rule = ContentRule()
         self._promote = (
-            self._states is not None
+            self._content
             and config.content_update == "detail"
             and RefreshMode(config.refresh_mode) == RefreshMode.MOTION
         )
@@ -251,7 +246,7 @@ class EncoderCore:
             packets.append(BackgroundPacket(frame_index=index, data=data))
             self._background_sent = True
 
-        state = None if self._states is None else self._states.face_state(keypoints)
+        state = self._face.face_state(keypoints) if self._content and self._face else None
         decision, field_q, reason = self._decide(index, image, keypoints, params, state)
         if decision is None and reason in ("mouth", "eyes") and self._promote:
             assert state is not None
@@ -434,8 +429,12 @@ class EncoderCore:
                 decoded = self.intra.decode(data)
                 score = psnr(decoded, image)
         packets: list[Packet] = [KeyframePacket(frame_index=index, quality=quality, data=data)]
-        if self._detail is not None:
-            decoded = self._add_detail(index, image, keypoints, quality, decoded, packets)
+        if self._face is not None and self.config.detail_boost > 0:
+            # The eyes and the mouth of the keyframe coded again, better.
+            regions = self._face.detail_regions(keypoints)
+            groups = [group for part in ("eyes", "mouth") for group in regions[part]]
+            quality_detail = min(100, quality + self.config.detail_boost)
+            decoded = self._rectangles(index, image, groups, quality_detail, decoded, packets)
         idr = len(self.buffer) == 0
         if idr:
             self.last_idr = index
@@ -458,7 +457,7 @@ class EncoderCore:
         """Promote frame ``index`` to a reference: rendered from the nearest reference, with the
         eyes or mouth that reference lacks coded as DETAIL rectangles. ``None`` when even the
         nearest reference is beyond the motion gate (a keyframe is due anyway)."""
-        assert self._states is not None
+        assert self._face is not None
         dists = [
             self.representation.gate_distance(e.reference.keypoints, keypoints) for e in self.buffer
         ]
@@ -473,17 +472,13 @@ class EncoderCore:
         picture = self.renderer.render(entry.reference, keypoints, field)
         assert entry.state is not None
         parts = self.content_rule.missing_parts(entry.state, state) or [reason]
-        regions = self._states.detail_regions(keypoints)
+        regions = self._face.detail_regions(keypoints)
         groups = [g for part in parts for g in regions[part]]
         quality = min(
             100, self.config.keyframe_quality + max(UPDATE_BOOST, self.config.detail_boost)
         )
-        size = self.config.size
         packets: list[Packet] = []
-        for x, y, w, h in detail_boxes(groups, size, size):
-            data = self.intra.encode(np.ascontiguousarray(image[y : y + h, x : x + w]), quality)
-            picture = blend_detail(picture, self.intra.decode(data), x, y)
-            packets.append(DetailPacket(index, x, y, w, h, quality, data))
+        picture = self._rectangles(index, image, groups, quality, picture, packets)
         if not packets:
             return None
         reference = self.renderer.prepare(picture, keypoints)
@@ -494,29 +489,24 @@ class EncoderCore:
         )
         return decision, q, packets
 
-    def _add_detail(
+    def _rectangles(
         self,
         index: int,
         image: np.ndarray,
-        keypoints: np.ndarray,
+        groups: list[np.ndarray],
         quality: int,
-        decoded: np.ndarray,
+        picture: np.ndarray,
         packets: list[Packet],
     ) -> np.ndarray:
-        """Code the eyes and the mouth of keyframe ``index`` again, better (DETAIL packets
-        appended to ``packets``); returns the keyframe picture as the decoder will hold it."""
-        assert self._detail is not None
-        detail_quality = min(100, quality + self.config.detail_boost)
+        """Code the rectangle of ``image`` around each group of keypoints at ``quality`` as a
+        DETAIL packet of frame ``index`` (appended to ``packets``); returns ``picture`` with the
+        decoded rectangles blended in, as the decoder will hold it."""
         size = self.config.size
-        regions = self._detail.detail_regions(keypoints)
-        groups = [group for part in ("eyes", "mouth") for group in regions[part]]
         for x, y, w, h in detail_boxes(groups, size, size):
-            data = self.intra.encode(
-                np.ascontiguousarray(image[y : y + h, x : x + w]), detail_quality
-            )
-            decoded = blend_detail(decoded, self.intra.decode(data), x, y)
-            packets.append(DetailPacket(index, x, y, w, h, detail_quality, data))
-        return decoded
+            data = self.intra.encode(np.ascontiguousarray(image[y : y + h, x : x + w]), quality)
+            picture = blend_detail(picture, self.intra.decode(data), x, y)
+            packets.append(DetailPacket(index, x, y, w, h, quality, data))
+        return picture
 
     def _flush_motion(self) -> MotionPacket:
         reset = self._pending_reset
