@@ -89,6 +89,26 @@ def make_seeds() -> None:
     ):
         datagrams += [(d.channel, d.payload) for d in sender.push_frame(crop, landmarks, i / 30)]
     (SEEDS / "live12.dgrams").write_bytes(join_datagrams(datagrams))
+    # A sender that gets the server's acknowledgements (frames coded from acknowledged ones,
+    # FLAG_BASED) and has seen a loss (frame 4), so that frame 7 carries frame 6 again
+    # (FLAG_REDUNDANT; frame 6 is dropped).
+    from keyface.server.session import RoomSession
+
+    sender = SenderSession(CodecConfig(intra_codec="hevc", keyframe_quality=10), Fraction(30))
+    room = RoomSession("seed")
+    room.join("s", "send", 0.0)
+    datagrams = []
+    for i, ((_, crop), landmarks) in enumerate(
+        zip(analysis.frames(), analysis.landmarks, strict=False)
+    ):
+        for d in sender.push_frame(crop, landmarks, i / 30):
+            datagrams.append((d.channel, d.payload))
+            if i not in (4, 6):
+                room.receive_datagram("s", d.channel, d.payload, i / 30)
+        for _, fb in room.datagrams_to_send():
+            sender.receive_feedback(fb.payload, i / 30)
+    assert sender.stats.based and sender.stats.redundant, "the seed lacks based/redundant frames"
+    (SEEDS / "live12_acked.dgrams").write_bytes(join_datagrams(datagrams))
 
     import asyncio
 

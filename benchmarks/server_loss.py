@@ -2,6 +2,13 @@
 
     python benchmarks/server_loss.py                         # 0 %, 5 % and 20 %, 450 frames
     python benchmarks/server_loss.py --loss 0.05 --loss 0.2 --reset-interval 30 --reset-interval 10
+    python benchmarks/server_loss.py --mode before --mode after --loss 0.2 --burst 5 --outage 5:0.5
+
+Modes: ``after`` (the default sender: frames from acknowledged ones, copies after losses),
+``before`` (``keyface send --no-acks --no-redundancy``: each frame from the previous one with
+a reset every ``--reset-interval`` frames, as senders did before acknowledgements). ``--burst
+L`` makes the loss Gilbert-Elliott bursts of mean length L; ``--outage START:SECONDS`` drops
+every motion datagram in that window (on top of ``--loss``).
 
 ``keyface send --loss P --seed S`` drops that share of the motion (unreliable) datagrams
 before they leave, with a seeded generator, so a run is reproducible up to timing. For each
@@ -24,11 +31,15 @@ from keyface.io import probe
 
 COLUMNS = [
     ("loss", "loss", ".2f"),
+    ("mode", "mode", ""),
     ("reset_interval", "reset", ""),
     ("dropped_motion", "dropped", "d"),
     ("server_lost", "lost", "d"),
     ("server_concealed", "concealed", "d"),
     ("server_decoded", "decoded", "d"),
+    ("fresh_share", "fresh", ".3f"),
+    ("motion_kbps", "motion kb/s", ".2f"),
+    ("uplink_kbps", "uplink kb/s", ".2f"),
     ("loss_episodes", "episodes", "d"),
     ("recovery_frames_mean", "rec fr avg", ".1f"),
     ("recovery_frames_max", "rec fr max", "d"),
@@ -47,6 +58,9 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=450)
     parser.add_argument("--loss", type=float, action="append", help="loss rate(s), repeatable")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--burst", type=float, default=1.0, help="mean burst length (datagrams)")
+    parser.add_argument("--outage", help="START:SECONDS, every motion datagram dropped")
+    parser.add_argument("--mode", action="append", choices=["before", "after"])
     parser.add_argument("--intra", help="keyframe codec (default: the send default)")
     parser.add_argument(
         "--reset-interval",
@@ -60,18 +74,34 @@ def main() -> None:
     fps = float(probe(clip).fps)
     info = machine()
     rows: list[dict[str, Any]] = []
-    for interval in args.reset_interval or [10, 30]:
-        for loss in args.loss or [0.0, 0.05, 0.20]:
-            row = measure(clip, args.frames, args.intra, loss, args.seed, interval)
-            for key in ("mean", "max"):
-                frames = row.get(f"recovery_frames_{key}")
-                row[f"recovery_ms_{key}"] = None if frames is None else 1000 * frames / fps
-            rows.append(row)
+    extra: tuple[str, ...] = ("--burst", str(args.burst))
+    if args.outage:
+        extra += ("--outage", args.outage)
+    for mode in args.mode or ["after"]:
+        flags = ("--no-acks", "--no-redundancy") if mode == "before" else ()
+        for interval in args.reset_interval or ([10, 30] if mode == "before" else [10]):
+            for loss in args.loss or [0.0, 0.05, 0.20]:
+                row = measure(
+                    clip, args.frames, args.intra, loss, args.seed, interval, extra=extra + flags
+                )
+                row["mode"] = mode
+                row["burst"] = args.burst
+                row["outage"] = args.outage
+                rows.append(_figures(row, fps))
     print(f"{clip.name}, {args.frames} frames at {fps:.2f} fps, seed {args.seed}, loopback")
     print_table(rows, COLUMNS)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"machine": info, "runs": rows}, indent=1))
+
+
+def _figures(row: dict[str, Any], fps: float) -> dict[str, Any]:
+    for key in ("mean", "max"):
+        frames = row.get(f"recovery_frames_{key}")
+        row[f"recovery_ms_{key}"] = None if frames is None else 1000 * frames / fps
+    sent = row.get("frames_sent") or 0
+    row["fresh_share"] = (row.get("server_decoded") or 0) / sent if sent else None
+    return row
 
 
 if __name__ == "__main__":

@@ -32,8 +32,10 @@ def measure(
     seed: int,
     reset_interval: int | None = None,
     full_frame: bool = False,
+    extra: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    send_args: tuple[str, ...] = ("--intra", intra) if intra else ()
+    """One session; ``extra``: more ``keyface send`` arguments."""
+    send_args: tuple[str, ...] = (("--intra", intra) if intra else ()) + extra
     if full_frame:
         send_args += ("--full-frame",)
     if reset_interval is not None:
@@ -51,6 +53,10 @@ def measure(
         "sender_fps": s["fps"],
         "keyframes": s["keyframes"],
         "uplink_kbps": s["kbps"],
+        "motion_kbps": s.get("motion_bits", 0) / 1000 / max(s["seconds"], 1e-9),
+        "acks": s.get("acks"),
+        "based": s.get("based"),
+        "redundant": s.get("redundant"),
         "uplink_kbps_windows": s["kbps_windows"],
         "dropped_motion": s["dropped_motion"],
         "skipped_source_frames": s["skipped"],

@@ -77,10 +77,12 @@ def test_live_policy_resets_on_interval_and_keyframes_and_reports_idr() -> None:
 
 
 def test_sender_session_uses_the_public_policy_only() -> None:
-    """The live sender is a plain EncoderCore configured for live links: no subclass."""
+    """The live sender is a plain EncoderCore configured for live links: no subclass. It
+    decides motion resets and bases itself, through ``reset_motion`` and ``continue_motion``."""
     sender = SenderSession(BASE, Fraction(25), reset_interval=5)
     assert type(sender.encoder) is EncoderCore
-    assert sender.encoder.config.reset_interval == 5 and sender.encoder.config.motion_chunk == 1
+    assert sender.reset_interval == 5 and sender.encoder.config.reset_interval is None
+    assert sender.encoder.config.motion_chunk == 1
 
 
 class ShiftOnly:

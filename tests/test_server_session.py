@@ -404,8 +404,10 @@ def test_lost_keyframe_leads_to_refresh_and_new_idr(carphone_analysis, crops) ->
                 continue  # the keyframe is lost
             out += room.receive_datagram("alice", d.channel, d.payload, now)
         for name, feedback in room.datagrams_to_send():
-            assert name == "alice" and feedback.channel == "reliable"
-            sender.receive_feedback(feedback.payload)
+            assert name == "alice"
+            if feedback.channel == "reliable":  # a refresh request (else an acknowledgement)
+                assert parse_datagram(feedback.payload).refresh is not None
+            sender.receive_feedback(feedback.payload, now)
     stats = room.participants["alice"].decoder.stats
     assert stats.lost == 1 and stats.lost_keyframes == 1 and stats.refresh_requests == 1
     assert sender.stats.refresh_requests == 1 and sender.stats.refresh_ignored == 0

@@ -253,13 +253,13 @@ def mutate_datagrams(rng: random.Random, blob: bytes, donors: Sequence[bytes] = 
     choice = rng.randrange(6)
     if choice == 0:
         payload = _flip_bytes(rng, payload, rng.randint(1, 3))
-    elif choice == 1 and len(payload) > 1:  # frame_index / key_back
+    elif choice == 1 and len(payload) > 1:  # frame_index / key_back / base_back / the copy's
         payload = payload[:1] + _replace_varint(
-            payload[1:], rng.randrange(2), rng.choice(INTERESTING_INTS)
+            payload[1:], rng.randrange(_head_varints(payload)), rng.choice(INTERESTING_INTS)
         )
-    elif choice in (2, 3) and len(payload) > 1:  # the packets inside, CRCs valid
+    elif choice in (2, 3) and len(payload) > 1:  # the packets inside (a copy's too), CRCs valid
         head_len = 1
-        for _ in range(2):
+        for _ in range(_head_varints(payload)):
             found = _varint_at(payload, head_len)
             if found is None:
                 break
@@ -290,6 +290,16 @@ def mutate_datagrams(rng: random.Random, blob: bytes, donors: Sequence[bytes] = 
             datagrams.insert(rng.randrange(len(datagrams) + 1), rng.choice(other))
     datagrams[i] = (channel, payload)
     return join_datagrams(datagrams)
+
+
+def _head_varints(payload: bytes) -> int:
+    """Varints before a FRAME datagram's first packet record: frame_index and key_back, then
+    base_back (FLAG_BASED) and the redundant copy's key_back and base_back (FLAG_REDUNDANT;
+    its MOTION packet is the first record)."""
+    from keyface.server.datagram import FLAG_BASED, FLAG_REDUNDANT
+
+    tag = payload[0]
+    return 2 + bool(tag & FLAG_BASED) + 2 * bool(tag & FLAG_REDUNDANT)
 
 
 def datagram_target(renderer: object | None = None) -> Callable[[bytes], None]:

@@ -63,8 +63,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "--reset-interval",
         type=non_negative_int,
         default=DEFAULT_RESET_INTERVAL,
-        help="frames between motion-coder resets: how long a lost motion datagram is "
-        f"concealed at most (default {DEFAULT_RESET_INTERVAL}; 0: only at keyframes)",
+        help="frames between motion-coder resets while the server sends no "
+        "acknowledgements (or with --no-acks): how long a lost motion datagram is concealed "
+        f"at most (default {DEFAULT_RESET_INTERVAL}; 0: only at keyframes)",
     )
     p.add_argument(
         "--full-frame",
@@ -80,7 +81,32 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "shows them)",
     )
     p.add_argument("--loss", type=float, default=0.0, help="drop this share of motion datagrams")
+    p.add_argument(
+        "--burst",
+        type=float,
+        default=1.0,
+        metavar="L",
+        help="--loss in bursts of L datagrams on average (Gilbert-Elliott; default 1: "
+        "independent drops)",
+    )
+    p.add_argument(
+        "--outage",
+        metavar="START:SECONDS",
+        help="also drop every motion datagram for SECONDS from START seconds after the first",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the --loss drops")
+    p.add_argument(
+        "--no-acks",
+        action="store_true",
+        help="ignore the server's acknowledgements: code every frame from the previous one, "
+        "with a reset every --reset-interval frames (how senders before datagram flags "
+        "worked; for comparisons)",
+    )
+    p.add_argument(
+        "--no-redundancy",
+        action="store_true",
+        help="never repeat a lost frame's motion in the next datagram",
+    )
     p.add_argument("--loop", action="store_true", help="play --input over and over")
     p.add_argument("--max-frames", type=positive_int, help="stop after N source frames")
     p.add_argument("--duration", type=positive_float, help="stop after this many seconds")
@@ -95,6 +121,19 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     add_force_argument(p)
     p.add_argument("-q", "--quiet", action="store_true", help="only the final summary")
     return p
+
+
+def _outage(text: str | None) -> tuple[float, float] | None:
+    """``START:SECONDS`` -> (start, seconds)."""
+    if text is None:
+        return None
+    try:
+        start, seconds = (float(x) for x in text.split(":"))
+    except ValueError:
+        raise UserError(f"--outage must be START:SECONDS, got {text!r}") from None
+    if start < 0 or seconds <= 0:
+        raise UserError("--outage needs START >= 0 and SECONDS > 0")
+    return start, seconds
 
 
 LIVE_INTRA = "hevc"
@@ -140,7 +179,10 @@ async def _send(args: argparse.Namespace, config: CodecConfig, token: str) -> di
 
     source = _source(args)
     avatar = avatar_payload(existing_file(args.avatar)) if args.avatar else None
-    client = SenderClient(args.server, args.room, token, loss=args.loss, seed=args.seed)
+    from keyface.server.lossmodel import loss_model
+
+    model = loss_model(args.loss, args.burst, args.seed, _outage(args.outage))
+    client = SenderClient(args.server, args.room, token, loss_model=model)
     try:
         await client.connect()
     except (aiohttp.ClientError, OSError) as exc:
@@ -155,6 +197,8 @@ async def _send(args: argparse.Namespace, config: CodecConfig, token: str) -> di
         client,
         config,
         reset_interval=args.reset_interval or None,
+        feedback=not args.no_acks,
+        redundancy=not args.no_redundancy,
         full_frame=args.full_frame,
         report=say,
         report_every_s=args.report_every,
@@ -187,6 +231,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"a token is needed: --token or ${TOKEN_ENV} (see keyface token)")
     if not 0.0 <= args.loss < 1.0:
         raise UserError("--loss must be in [0, 1)")
+    from keyface.server.lossmodel import loss_model
+
+    try:
+        loss_model(args.loss, args.burst, args.seed, _outage(args.outage))
+    except ValueError as exc:
+        raise UserError(f"--loss/--burst: {exc}") from None
     report = None
     if args.json:
         inputs = [p for p in (args.input, args.avatar) if p]

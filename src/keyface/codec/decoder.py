@@ -24,7 +24,12 @@ from keyface.bitstream import (
 from keyface.codec import limits
 from keyface.codec.config import BufferEntry, ReferenceBuffer
 from keyface.codec.detail import blend_detail
-from keyface.entropy import MotionCoderState, MotionCodingError, decode_frames
+from keyface.entropy import (
+    MotionCoderState,
+    MotionCodingError,
+    MotionSnapshot,
+    decode_frames,
+)
 from keyface.intra import IntraCodecError, get_intra_codec
 from keyface.motion import UnknownRepresentationError, get_representation
 from keyface.render import Reference, Renderer
@@ -47,7 +52,14 @@ class DecodedFrame:
 class DecoderCore:
     """Decode the packets of one stream in order."""
 
-    def __init__(self, header: StreamHeader, renderer: Renderer | None = None) -> None:
+    def __init__(
+        self, header: StreamHeader, renderer: Renderer | None = None, keep_states: int = 0
+    ) -> None:
+        """``keep_states``: hold the motion-coder state after each of the newest that many
+        frames, so that a live link can continue from any of them (:meth:`continue_from`);
+        at most ``limits.MAX_BASE_BACK``."""
+        if not 0 <= keep_states <= limits.MAX_BASE_BACK:
+            raise ValueError(f"keep_states must be in 0..{limits.MAX_BASE_BACK}")
         self.header = header
         limits.check_header(header)
         try:
@@ -75,6 +87,8 @@ class DecoderCore:
         self._promotions: dict[int, list[tuple[np.ndarray, int, int]]] = {}
         self._next_frame = 0
         self.finished = False
+        self._keep_states = keep_states
+        self._states: dict[int, MotionSnapshot] = {}
 
     @property
     def frames_decoded(self) -> int:
@@ -89,6 +103,22 @@ class DecoderCore:
         self._promotions = {k: v for k, v in self._promotions.items() if k >= frame_index}
         if clear_buffer:
             self.buffer = ReferenceBuffer(self.header.buffer_size)
+
+    def holds_state(self, frame_index: int) -> bool:
+        """Whether :meth:`continue_from` can start from ``frame_index``."""
+        return frame_index in self._states
+
+    def continue_from(self, base: int, frame_index: int) -> None:
+        """Continue at ``frame_index`` with the motion-coder state as it was after frame
+        ``base`` (live links, where the sender coded that frame from an acknowledged one):
+        frames between are skipped. Raises :class:`BitstreamError` if that state is not held."""
+        if not base < frame_index <= base + limits.MAX_BASE_BACK:
+            raise BitstreamError(f"frame {frame_index} cannot continue from frame {base}")
+        snapshot = self._states.get(base)
+        if snapshot is None:
+            raise BitstreamError(f"the motion state after frame {base} is not held")
+        self.resync(frame_index)
+        self.state.restore(snapshot)
 
     def receive(self, packet: Packet) -> list[DecodedFrame]:
         """Process one packet; returns the frames it completes (in display order)."""
@@ -253,4 +283,9 @@ class DecoderCore:
                 DecodedFrame(index, image, False, entry.frame_index, keypoints, entry.reference)
             )
         self._next_frame = indices.stop
+        if self._keep_states:
+            last = indices.stop - 1
+            self._states[last] = self.state.snapshot()
+            for old in [k for k in self._states if k <= last - self._keep_states]:
+                del self._states[old]
         return out

@@ -50,7 +50,7 @@ from keyface.bitstream import (
 from keyface.codec.config import BufferEntry, CodecConfig, ReferenceBuffer, crop_geometry
 from keyface.codec.content import ContentRule
 from keyface.codec.detail import UPDATE_BOOST, blend_detail, detail_boxes
-from keyface.entropy import CodedFrame, MotionCoderState, encode_frames
+from keyface.entropy import CodedFrame, MotionCoderState, MotionSnapshot, encode_frames
 from keyface.imageops import psnr
 from keyface.intra import get_intra_codec
 from keyface.motion import (
@@ -284,6 +284,14 @@ class EncoderCore:
         self._force_keyframe = True
         if idr:
             self.buffer = ReferenceBuffer(self.config.buffer_size)
+
+    def continue_motion(self, snapshot: MotionSnapshot) -> None:
+        """Code the next frame's motion from the coder state ``snapshot`` (taken after an
+        earlier frame) instead of the state after the previous frame: a live sender continues
+        from a frame its receiver acknowledged. Needs ``motion_chunk == 1``."""
+        if self._pending or self.config.motion_chunk != 1:
+            raise RuntimeError("continue_motion needs one frame per MOTION packet")
+        self.state.restore(snapshot)
 
     def reset_motion(self) -> None:
         """Start the next MOTION packet with a coder reset (decodable without earlier motion),

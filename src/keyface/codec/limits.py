@@ -35,6 +35,9 @@ MAX_KEYFRAME_LEAD = MAX_FRAMES_PER_PACKET
 """A KEYFRAME for frame ``k`` must satisfy ``k < next_frame + MAX_KEYFRAME_LEAD``: the
 encoder sends a keyframe while its frame is in the MOTION packet being filled, so at most one
 packet ahead of the decoder."""
+MAX_BASE_BACK = 32
+"""Live links: a frame may be coded from the motion-coder state of a frame at most this many
+frames before it (``DecoderCore(keep_states=...)`` holds no more; docs/server.md)."""
 KEYPOINT_MARGIN = 4.0
 """Decoded keypoints must lie within ``KEYPOINT_MARGIN`` picture sizes of the picture (a face
 tracked out of the crop stays far inside this); a face smaller than ``MIN_FACE_PX`` across is

@@ -4,8 +4,16 @@ from keyface.entropy.motion_coder import (
     CodedFrame,
     MotionCoderState,
     MotionCodingError,
+    MotionSnapshot,
     decode_frames,
     encode_frames,
 )
 
-__all__ = ["CodedFrame", "MotionCoderState", "MotionCodingError", "decode_frames", "encode_frames"]
+__all__ = [
+    "CodedFrame",
+    "MotionCoderState",
+    "MotionCodingError",
+    "MotionSnapshot",
+    "decode_frames",
+    "encode_frames",
+]

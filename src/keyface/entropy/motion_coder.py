@@ -44,6 +44,16 @@ class MotionCodingError(Exception):
 
 
 @dataclass(frozen=True)
+class MotionSnapshot:
+    """The adaptive part of a :class:`MotionCoderState` after some frame: what a live link
+    codes a later frame from (prediction from an acknowledged frame, docs/server.md)."""
+
+    prev: np.ndarray | None
+    scale: np.ndarray
+    ref_counts: np.ndarray
+
+
+@dataclass(frozen=True)
 class CodedFrame:
     """What the entropy coder carries for one frame."""
 
@@ -78,6 +88,23 @@ class MotionCoderState:
         self.scale = self._delta_prior.copy()
         self.ref_counts = np.ones(MAX_REFERENCES, dtype=np.float64)
         self.ref_counts[0] = 8.0
+
+    def snapshot(self) -> MotionSnapshot:
+        """A copy of the adaptive state (prediction, Laplace scales, reference model)."""
+        return MotionSnapshot(
+            None if self.prev is None else self.prev.copy(),
+            self.scale.copy(),
+            self.ref_counts.copy(),
+        )
+
+    def restore(self, snapshot: MotionSnapshot) -> None:
+        """Continue from ``snapshot``: the next frame is coded as if it followed the frame the
+        snapshot was taken after."""
+        if len(snapshot.scale) != self.num_params:
+            raise ValueError("snapshot of another motion coder")
+        self.prev = None if snapshot.prev is None else snapshot.prev.copy()
+        self.scale = snapshot.scale.copy()
+        self.ref_counts = snapshot.ref_counts.copy()
 
     def quantize(self, params: np.ndarray) -> np.ndarray:
         """``round(params / steps)``, clamped to ``[q_min, q_max]``."""

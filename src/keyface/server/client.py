@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from keyface.server.conference import (
     LABEL_MOTION,
     LABEL_RELIABLE,
 )
+from keyface.server.lossmodel import LossModel, RandomLoss
 from keyface.server.media import read_stamp
 from keyface.server.session import Datagram
 from keyface.server.tokens import Role
@@ -128,6 +128,8 @@ class SenderClient:
 
     ``loss`` drops that share of motion (unreliable) datagrams, chosen by a ``seed``ed random
     generator, before they are sent: a reproducible lossy link for tests and benchmarks.
+    ``loss_model`` (``keyface.server.lossmodel``: bursts, outages) replaces ``loss`` and
+    ``seed``; its clock starts at the first datagram sent.
     """
 
     def __init__(
@@ -138,22 +140,24 @@ class SenderClient:
         *,
         loss: float = 0.0,
         seed: int = 0,
+        loss_model: LossModel | None = None,
         on_feedback: Callable[[bytes], None] | None = None,
         ice_servers: tuple[str, ...] = (),
     ) -> None:
         if not 0.0 <= loss < 1.0:
             raise ValueError("loss must be in [0, 1)")
         self.server, self.room, self.token = server, room, token
-        self.loss = loss
+        self.loss = loss_model if loss_model is not None else RandomLoss(loss, seed)
         self.on_feedback = on_feedback
         self.stats = TransportStats()
-        self._rng = random.Random(seed)
+        self._t0: float | None = None
         self.pc = RTCPeerConnection(rtc_configuration(ice_servers))
         self.reliable = self.pc.createDataChannel(LABEL_RELIABLE)
         self.motion = self.pc.createDataChannel(LABEL_MOTION, ordered=False, maxRetransmits=0)
         self.background = self.pc.createDataChannel(LABEL_BACKGROUND)
         self.avatar = self.pc.createDataChannel(LABEL_AVATAR)
         self.reliable.on("message", self._feedback)
+        self.motion.on("message", self._feedback)  # acknowledgements
         self.participant = ""
 
     async def connect(self, timeout: float = 15.0) -> None:
@@ -177,8 +181,11 @@ class SenderClient:
 
     def send(self, datagram: Datagram) -> bool:
         """Send one datagram on its channel; ``False`` if dropped (``loss``) or unsendable."""
+        now = time.monotonic()
+        if self._t0 is None:
+            self._t0 = now
         if datagram.channel == "unreliable":
-            if self.loss and self._rng.random() < self.loss:
+            if self.loss.drop(now - self._t0):
                 self.stats.dropped_motion += 1
                 return False
             channel = self.motion

@@ -5,7 +5,8 @@ and a token (:meth:`Conference.join`, called by the HTTP layer in ``keyface.serv
 
 * a **sender** opens data channels that carry the datagrams of ``keyface.server.session``:
   ``keyface-reliable`` (ordered, reliable: HEADER, keyframe FRAMEs; the server answers
-  FEEDBACK on it), ``keyface-motion`` (unordered, ``maxRetransmits=0``: motion FRAMEs) and,
+  FEEDBACK on it), ``keyface-motion`` (unordered, ``maxRetransmits=0``: motion FRAMEs; the
+  server acknowledges decoded frames on it) and,
   optionally, ``keyface-background`` (reliable: one BACKGROUND packet, the sender's full
   frame, so the server can paste the face back into it) and ``keyface-avatar`` (reliable: a
   photo the sender's motion animates instead of its face). The server checks every message
@@ -472,8 +473,8 @@ class SenderPeer(Peer):
             self.video.publish(image, index)
             self.frames.add(now)
             self.concealed += concealed
-        channel = self.channels.get(LABEL_RELIABLE)
-        for d in feedback:
+        for d in feedback:  # refresh requests reliably, acknowledgements on the motion channel
+            channel = self.channels.get(LABEL_RELIABLE if d.channel == "reliable" else LABEL_MOTION)
             if channel is not None and channel.readyState == "open":
                 channel.send(d.payload)
 

@@ -18,6 +18,7 @@ from keyface.bitstream import (
     encode_varint,
     parse_packet,
 )
+from keyface.codec.limits import MAX_BASE_BACK
 
 Channel = Literal["reliable", "unreliable"]
 
@@ -28,10 +29,23 @@ KIND_FRAME = 2
 """Body: the keyface packets of one frame: [KEYFRAME] MOTION. Reliable if it has a keyframe."""
 KIND_FEEDBACK = 3
 """Body: one REFRESH_REQUEST packet (server -> sender). Reliable channel."""
+KIND_ACK = 4
+"""Body: ``newest`` varint, ``held`` u32 LE: the receiver holds the motion-coder state after
+frame ``newest`` and after frame ``newest - 1 - i`` for every set bit ``i`` (server -> sender,
+unreliable channel). A sender that sees acknowledgements codes from acknowledged frames."""
 FLAG_IDR = 0x08
 """FRAME only: the sender emptied its reference buffer before this keyframe."""
+FLAG_BASED = 0x10
+"""FRAME only: ``base_back`` and ``keys`` varints follow ``key_back``. The MOTION packet
+continues from the motion-coder state after frame ``frame_index - base_back`` (0: the packet
+resets); ``keys`` counts the keyframes the sender coded since its newest IDR, that IDR
+included, so a receiver notices a missed keyframe whatever else was lost."""
+FLAG_REDUNDANT = 0x20
+"""FRAME with FLAG_BASED only: before the frame's own packets, a copy of the previous frame's
+MOTION packet (``key_back``, ``base_back`` and ``keys`` varints, the packet as first sent)."""
+ACK_SPAN = 32
+"""Frames before ``newest`` an ACK's ``held`` mask covers."""
 _KIND_MASK = 0x07
-_RESERVED_MASK = 0x30
 MAX_DATAGRAM = 1 << 20
 """Longest datagram :func:`parse_datagram` accepts at all (rooms set tighter limits)."""
 
@@ -49,6 +63,21 @@ class Datagram:
 
 
 @dataclass(frozen=True)
+class Ack:
+    """What a receiver holds: the motion-coder state after these frames (``KIND_ACK``)."""
+
+    newest: int
+    held: int = 0
+    """Bit ``i``: the state after frame ``newest - 1 - i`` is held too."""
+
+    def frames(self) -> list[int]:
+        """The acknowledged frame indices, newest first."""
+        out = [self.newest]
+        out += [self.newest - 1 - i for i in range(ACK_SPAN) if self.held >> i & 1]
+        return [f for f in out if f >= 0]
+
+
+@dataclass(frozen=True)
 class ParsedDatagram:
     kind: int
     idr: bool = False
@@ -59,10 +88,27 @@ class ParsedDatagram:
     keyframe: KeyframePacket | None = None
     motion: MotionPacket | None = None
     refresh: RefreshRequestPacket | None = None
+    base_back: int | None = None
+    """FLAG_BASED: the motion continues from the state after frame ``frame_index -
+    base_back`` (0: it resets); ``None``: from the frame before (a version-1 sender)."""
+    keys: int | None = None
+    """FLAG_BASED: keyframes the sender coded since its newest IDR, that IDR included."""
+    redundant: ParsedDatagram | None = None
+    """FLAG_REDUNDANT: the previous frame's datagram as far as the receiver needs it (its
+    MOTION packet, ``key_back``, ``base_back`` and ``keys``; never a keyframe)."""
+    ack: Ack | None = None
 
     @property
     def key_index(self) -> int:
         return self.frame_index - self.key_back
+
+    @property
+    def base(self) -> int | None:
+        """The frame whose motion-coder state this one continues from (``None``: the
+        previous one, or a reset)."""
+        if self.base_back is None or self.base_back == 0:
+            return None
+        return self.frame_index - self.base_back
 
 
 def _tag(kind: int, flags: int = 0) -> bytes:
@@ -73,20 +119,58 @@ def encode_header_datagram(header: StreamHeader) -> bytes:
     return _tag(KIND_HEADER) + bytes(header)
 
 
+@dataclass(frozen=True)
+class RedundantMotion:
+    """A copy of an earlier frame's motion to carry again (``FLAG_REDUNDANT``)."""
+
+    key_back: int
+    base_back: int
+    keys: int
+    motion: MotionPacket
+
+
 def encode_frame_datagram(
-    frame_index: int, key_back: int, idr: bool, packets: list[Packet]
+    frame_index: int,
+    key_back: int,
+    idr: bool,
+    packets: list[Packet],
+    base_back: int | None = None,
+    redundant: RedundantMotion | None = None,
+    keys: int = 1,
 ) -> bytes:
-    head = _tag(KIND_FRAME, FLAG_IDR if idr else 0)
-    return (
-        head
-        + encode_varint(frame_index)
-        + encode_varint(key_back)
-        + b"".join(bytes(p) for p in packets)
-    )
+    """A FRAME datagram. ``base_back`` (FLAG_BASED): the MOTION packet continues from the
+    state after frame ``frame_index - base_back`` (0 if it resets); ``None`` writes a
+    version-1 frame (continues from the previous frame); ``keys`` (written with it): the
+    keyframes since the newest IDR, that IDR included. ``redundant``: the previous frame's
+    motion, carried again (needs ``base_back``)."""
+    flags = FLAG_IDR if idr else 0
+    body = encode_varint(frame_index) + encode_varint(key_back)
+    if base_back is not None:
+        flags |= FLAG_BASED
+        body += encode_varint(base_back) + encode_varint(keys)
+    if redundant is not None:
+        if base_back is None:
+            raise ValueError("a redundant copy needs a based frame")
+        if redundant.motion.first_frame != frame_index - 1:
+            raise ValueError("the redundant copy must be the previous frame's motion")
+        flags |= FLAG_REDUNDANT
+        body += (
+            encode_varint(redundant.key_back)
+            + encode_varint(redundant.base_back)
+            + encode_varint(redundant.keys)
+            + bytes(redundant.motion)
+        )
+    return _tag(KIND_FRAME, flags) + body + b"".join(bytes(p) for p in packets)
 
 
 def encode_feedback_datagram(request: RefreshRequestPacket) -> bytes:
     return _tag(KIND_FEEDBACK) + bytes(request)
+
+
+def encode_ack_datagram(ack: Ack) -> bytes:
+    if ack.newest < 0 or not 0 <= ack.held < 1 << ACK_SPAN:
+        raise ValueError("ack out of range")
+    return _tag(KIND_ACK) + encode_varint(ack.newest) + ack.held.to_bytes(4, "little")
 
 
 def _packets(data: bytes, offset: int) -> list[Packet]:
@@ -103,11 +187,14 @@ def parse_datagram(data: bytes) -> ParsedDatagram:
         raise DatagramError("datagram is empty, too long or not bytes")
     data = bytes(data)
     tag = data[0]
-    if tag >> 6 != DATAGRAM_VERSION or tag & _RESERVED_MASK:
-        raise DatagramError(f"unknown datagram version or flags (tag 0x{tag:02x})")
+    if tag >> 6 != DATAGRAM_VERSION:
+        raise DatagramError(f"unknown datagram version (tag 0x{tag:02x})")
     kind, idr = tag & _KIND_MASK, bool(tag & FLAG_IDR)
-    if idr and kind != KIND_FRAME:
-        raise DatagramError("IDR flag on a datagram that is not a frame")
+    based, redundant = bool(tag & FLAG_BASED), bool(tag & FLAG_REDUNDANT)
+    if (idr or based or redundant) and kind != KIND_FRAME:
+        raise DatagramError("frame flags on a datagram that is not a frame")
+    if redundant and not based:
+        raise DatagramError("redundant motion in a frame that names no base")
     try:
         if kind == KIND_HEADER:
             header, size = StreamHeader.parse(data[1:])
@@ -119,10 +206,21 @@ def parse_datagram(data: bytes) -> ParsedDatagram:
             if len(packets) != 1 or not isinstance(packets[0], RefreshRequestPacket):
                 raise DatagramError("feedback datagram must hold one REFRESH_REQUEST")
             return ParsedDatagram(kind, refresh=packets[0])
+        if kind == KIND_ACK:
+            newest, pos = decode_varint(data, 1)
+            if len(data) != pos + 4:
+                raise DatagramError("ack datagram must be newest varint + 4 bytes")
+            return ParsedDatagram(kind, ack=Ack(newest, int.from_bytes(data[pos:], "little")))
         if kind != KIND_FRAME:
             raise DatagramError(f"unknown datagram kind {kind}")
         frame_index, pos = decode_varint(data, 1)
         key_back, pos = decode_varint(data, pos)
+        base_back = keys = copy = None
+        if based:
+            base_back, pos = decode_varint(data, pos)
+            keys, pos = decode_varint(data, pos)
+        if redundant:
+            copy, pos = _redundant(data, pos, frame_index)
         packets = _packets(data, pos)
     except BitstreamError as exc:
         raise DatagramError(str(exc)) from None
@@ -140,6 +238,48 @@ def parse_datagram(data: bytes) -> ParsedDatagram:
         raise DatagramError("KEYFRAME packet is not for the datagram's frame")
     if key_back > frame_index or (idr and keyframe is None):
         raise DatagramError("inconsistent keyframe distance or IDR flag")
+    _check_base(frame_index, base_back, motion)
     return ParsedDatagram(
-        kind, idr=idr, frame_index=frame_index, key_back=key_back, keyframe=keyframe, motion=motion
+        kind,
+        idr=idr,
+        frame_index=frame_index,
+        key_back=key_back,
+        keyframe=keyframe,
+        motion=motion,
+        base_back=base_back,
+        keys=keys,
+        redundant=copy,
     )
+
+
+def _check_base(frame_index: int, base_back: int | None, motion: MotionPacket) -> None:
+    if base_back is None:
+        return
+    if (base_back == 0) != motion.reset:
+        raise DatagramError("base_back must be 0 exactly when the MOTION packet resets")
+    if base_back > min(frame_index, MAX_BASE_BACK):
+        raise DatagramError(f"base_back {base_back} reaches before frame 0 or too far back")
+
+
+def _redundant(data: bytes, pos: int, frame_index: int) -> tuple[ParsedDatagram, int]:
+    if frame_index == 0:
+        raise DatagramError("redundant motion before frame 0")
+    index = frame_index - 1
+    key_back, pos = decode_varint(data, pos)
+    base_back, pos = decode_varint(data, pos)
+    keys, pos = decode_varint(data, pos)
+    packet, pos = parse_packet(data, pos)
+    if not isinstance(packet, MotionPacket) or packet.first_frame != index or packet.n_frames != 1:
+        raise DatagramError("redundant copy must be the previous frame's MOTION packet")
+    if key_back > index:
+        raise DatagramError("inconsistent keyframe distance in the redundant copy")
+    _check_base(index, base_back, packet)
+    copy = ParsedDatagram(
+        KIND_FRAME,
+        frame_index=index,
+        key_back=key_back,
+        motion=packet,
+        base_back=base_back,
+        keys=keys,
+    )
+    return copy, pos

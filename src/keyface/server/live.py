@@ -1,6 +1,6 @@
 """The speaker's end of a call (sans-I/O): :class:`SenderSession` codes face crops with the
-codec's live settings (one MOTION packet per frame, motion-coder resets, IDR keyframes on
-request) and turns each frame into datagrams."""
+codec's live settings (one MOTION packet per frame, motion from acknowledged frames or with
+periodic resets, IDR keyframes on request) and turns each frame into datagrams."""
 
 from __future__ import annotations
 
@@ -18,9 +18,13 @@ from keyface.bitstream import (
 )
 from keyface.codec.config import CodecConfig
 from keyface.codec.encoder import EncoderCore
+from keyface.codec.limits import MAX_BASE_BACK
+from keyface.entropy import MotionSnapshot
 from keyface.server.datagram import (
+    ACK_SPAN,
     Datagram,
     DatagramError,
+    RedundantMotion,
     encode_frame_datagram,
     encode_header_datagram,
     parse_datagram,
@@ -31,10 +35,17 @@ logger = logging.getLogger(__name__)
 
 
 DEFAULT_RESET_INTERVAL = 10
-"""Frames between motion-coder resets on a live link (``keyface send --reset-interval``): a
-lost unreliable MOTION datagram costs at most this many frames. 10 rather than 30: +3 % bits
-and about a third of the concealed frames under 5 % motion loss (benchmarks/server_loss.py,
-docs/server.md)."""
+"""Frames between motion-coder resets on a live link whose receiver sends no
+acknowledgements (``keyface send --reset-interval``): a lost unreliable MOTION datagram then
+costs at most this many frames. With acknowledgements (every keyface server sends them) the
+sender codes each frame from an acknowledged one and needs no periodic resets (docs/server.md,
+"Loss")."""
+ACK_TIMEOUT_S = 1.0
+"""Acknowledgements count as flowing while the newest arrived at most this long ago; when they
+stop, the sender goes back to coding each frame from the previous one with periodic resets."""
+LOSS_MEMORY_S = 2.0
+"""After a loss shows in the acknowledgements, a frame whose predecessor is not acknowledged
+yet carries a copy of that predecessor's motion for this long."""
 
 
 def live_codec_config(config: CodecConfig, reset_interval: int | None) -> CodecConfig:
@@ -63,13 +74,45 @@ class SenderStats:
     resets: int = 0
     datagrams: int = 0
     bits: int = 0
+    motion_bits: int = 0
+    """MOTION packets as sent, redundant copies included."""
     refresh_requests: int = 0
     refresh_ignored: int = 0
     bad_feedback: int = 0
+    acks: int = 0
+    based: int = 0
+    """Frames coded from an acknowledged frame's state (FLAG_BASED datagrams that do not reset)."""
+    base_back_sum: int = 0
+    redundant: int = 0
+    """Frames that carried a copy of the previous frame's motion."""
+    losses_seen: int = 0
+    """Unreliable frames the acknowledgements showed the receiver never decoded."""
+
+
+@dataclass(frozen=True)
+class _SentFrame:
+    time: float
+    snapshot: MotionSnapshot
+    """The motion-coder state after this frame (what a later frame may continue from)."""
+    key_back: int
+    base_back: int
+    """0: the frame's MOTION packet reset; else the frame it continued from, counted back."""
+    keys: int
+    motion: MotionPacket
+    reliable: bool
 
 
 class SenderSession:
-    """The speaker's end: frames in, datagrams out; REFRESH_REQUEST feedback in."""
+    """The speaker's end: frames in, datagrams out; REFRESH_REQUEST and ACK feedback in.
+
+    Until acknowledgements arrive (and whenever they stop for ``ACK_TIMEOUT_S``) each frame's
+    motion continues from the previous frame, with a reset every ``reset_interval`` frames, in
+    version-1 datagrams. While they flow, each frame continues from the newest acknowledged
+    frame (FLAG_BASED), so a lost datagram costs only its own frame; after a loss has shown,
+    a frame whose predecessor is not acknowledged yet also carries that predecessor's motion
+    (FLAG_REDUNDANT), so a single loss costs no frame at all. ``feedback=False`` ignores
+    acknowledgements (the version-1 behaviour); ``redundancy=False`` never sends copies.
+    """
 
     def __init__(
         self,
@@ -79,16 +122,41 @@ class SenderSession:
         crop: CropBox | None = None,
         reset_interval: int | None = DEFAULT_RESET_INTERVAL,
         rate_window_s: float = 2.0,
+        feedback: bool = True,
+        redundancy: bool = True,
     ) -> None:
-        self.encoder = EncoderCore(live_codec_config(config, reset_interval), fps, crop=crop)
+        live = live_codec_config(config, reset_interval)
+        # The session, not the encoder, decides when motion resets (acknowledged bases need none).
+        self.encoder = EncoderCore(replace(live, reset_interval=None), fps, crop=crop)
+        self.reset_interval = reset_interval
+        self.feedback = feedback
+        self.redundancy = redundancy
         self.stats = SenderStats()
         self.rate_window_s = rate_window_s
         self._sent: deque[tuple[float, int]] = deque()
+        self._frames: dict[int, _SentFrame] = {}
+        self._acked: set[int] = set()
+        self._ack_at: float | None = None
+        self._loss_checked = -1
+        self._loss_at: float | None = None
+        self.rtt_s: float | None = None
+        """Smoothed time from sending a frame to its acknowledgement."""
         self._last_key = -1
+        self._keys = 0
+        """Keyframes since the newest IDR, that IDR included."""
+        self._last_reset = -1
+        self._now = 0.0
 
     @property
     def header(self) -> StreamHeader:
         return self.encoder.header
+
+    @property
+    def acknowledged(self) -> bool:
+        """Whether acknowledgements are flowing (frames are coded from acknowledged ones)."""
+        return (
+            self.feedback and self._ack_at is not None and self._now - self._ack_at <= ACK_TIMEOUT_S
+        )
 
     def force_keyframe(self) -> None:
         """Code the next frame as an IDR keyframe."""
@@ -98,21 +166,55 @@ class SenderSession:
         self, image_crop: np.ndarray, landmarks: np.ndarray | None, now: float
     ) -> list[Datagram]:
         """Encode the next face crop; returns the datagrams to send, in order."""
+        self._now = now
         index = self.stats.frames
+        based = self.acknowledged
+        copy = self._redundant(index) if based else None
+        # With a copy of the previous frame aboard, this frame can continue from it: the
+        # receiver decodes the copy first (its own base was acknowledged).
+        base = index - 1 if copy is not None else self._base(index) if based else None
+        if base is not None:
+            self.encoder.continue_motion(self._frames[base].snapshot)
+        elif based or (
+            self.reset_interval is not None and index - self._last_reset >= self.reset_interval
+        ):
+            self.encoder.reset_motion()
         packets = self.encoder.encode(image_crop, landmarks)
         self.stats.frames += 1
         keyframe = any(isinstance(p, KeyframePacket) for p in packets)
         idr = self.encoder.stats.decisions[-1].idr
+        motion = packets[-1]
+        assert isinstance(motion, MotionPacket) and motion.first_frame == index
+        if motion.reset:
+            self._last_reset = index
+            self.stats.resets += 1
+        base_back = 0 if motion.reset else (index - base if base is not None else 1)
         out: list[Datagram] = []
         if idr:  # every IDR carries the header, so a receiver can (re)start there
             out.append(Datagram("reliable", encode_header_datagram(self.header)))
             self.stats.idr_keyframes += 1
         if keyframe:
             self._last_key = index
+            self._keys = 1 if idr else self._keys + 1
             self.stats.keyframes += 1
-        self.stats.resets += sum(isinstance(p, MotionPacket) and p.reset for p in packets)
-        payload = encode_frame_datagram(index, index - self._last_key, idr, packets)
+        key_back = index - self._last_key
+        if keyframe:
+            copy = None  # a keyframe's datagram is reliable and resets the motion
+        payload = encode_frame_datagram(
+            index, key_back, idr, packets, base_back if based else None, copy, self._keys
+        )
         out.append(Datagram("reliable" if keyframe else "unreliable", payload))
+        self.stats.motion_bits += 8 * len(bytes(motion))
+        if copy is not None:
+            self.stats.redundant += 1
+            self.stats.motion_bits += 8 * len(bytes(copy.motion))
+        if based and base is not None and not motion.reset:
+            self.stats.based += 1
+            self.stats.base_back_sum += base_back
+        self._frames[index] = _SentFrame(
+            now, self.encoder.state.snapshot(), key_back, base_back, self._keys, motion, keyframe
+        )
+        self._frames.pop(index - MAX_BASE_BACK - 1, None)
         for d in out:
             bits = 8 * len(d.payload)
             self.stats.bits += bits
@@ -121,16 +223,24 @@ class SenderSession:
         self._expire(now)
         return out
 
-    def receive_feedback(self, payload: bytes) -> None:
-        """Handle a datagram from the server; malformed ones are counted and dropped."""
+    def receive_feedback(self, payload: bytes, now: float | None = None) -> None:
+        """Handle a datagram from the server (a refresh request or an acknowledgement);
+        malformed ones are counted and dropped. ``now``: when it arrived (default: the time
+        of the newest frame)."""
+        if now is not None:
+            self._now = max(self._now, now)
         try:
             d = parse_datagram(payload)
-            if d.refresh is None:
+            if d.refresh is None and d.ack is None:
                 raise DatagramError("not a feedback datagram")
         except DatagramError as exc:
             self.stats.bad_feedback += 1
             logger.debug("sender: dropped feedback datagram: %s", exc)
             return
+        if d.ack is not None:
+            self._acknowledge(d.ack.newest, d.ack.frames())
+            return
+        assert d.refresh is not None
         self.stats.refresh_requests += 1
         if d.refresh.frame_index <= self.encoder.last_idr:
             self.stats.refresh_ignored += 1  # an IDR at or after that frame is already out
@@ -141,6 +251,58 @@ class SenderSession:
         """Sent bit rate over the last ``rate_window_s`` seconds (kbit/s)."""
         self._expire(now)
         return sum(bits for _, bits in self._sent) / 1000.0 / self.rate_window_s
+
+    # -- internals ---------------------------------------------------------------------------
+    def _acknowledge(self, newest: int, frames: list[int]) -> None:
+        if newest >= self.stats.frames:
+            self.stats.bad_feedback += 1  # acknowledges a frame never sent
+            return
+        self.stats.acks += 1
+        if not self.feedback:
+            return
+        self._ack_at = self._now
+        if newest not in self._acked and newest in self._frames:
+            sample = max(self._now - self._frames[newest].time, 0.0)
+            self.rtt_s = sample if self.rtt_s is None else 0.875 * self.rtt_s + 0.125 * sample
+        self._acked.update(f for f in frames if f in self._frames)
+        horizon = self.stats.frames - MAX_BASE_BACK - 1
+        self._acked = {f for f in self._acked if f > horizon}
+        # Frames before the newest acknowledged one that are not held were never decoded.
+        for f in range(max(self._loss_checked + 1, newest - ACK_SPAN), newest):
+            sent = self._frames.get(f)
+            if sent is not None and not sent.reliable and f not in self._acked:
+                self.stats.losses_seen += 1
+                self._loss_at = self._now
+        self._loss_checked = max(self._loss_checked, newest)
+
+    def _base(self, index: int) -> int | None:
+        """The newest acknowledged frame this one can continue from (``None``: reset)."""
+        held = [f for f in self._acked if index - f <= MAX_BASE_BACK and f in self._frames]
+        return max(held) if held else None
+
+    def _redundant(self, index: int) -> RedundantMotion | None:
+        """A copy of the previous frame's motion, when it went unreliably, its
+        acknowledgement is overdue (it was sent at least a round trip ago: on links whose
+        round trip exceeds a frame period no copy is sent), losses have shown lately and the
+        receiver can decode it (it reset or continued from an acknowledged frame: a copy of a
+        frame that continued from an unacknowledged copy could be undecodable, and so would
+        every frame after it)."""
+        previous = self._frames.get(index - 1)
+        if (
+            not self.redundancy
+            or previous is None
+            or previous.reliable
+            or self.rtt_s is None
+            or self._now - previous.time < self.rtt_s
+            or (previous.base_back and index - 1 - previous.base_back not in self._acked)
+            or index - 1 in self._acked
+            or self._loss_at is None
+            or self._now - self._loss_at > LOSS_MEMORY_S
+        ):
+            return None
+        return RedundantMotion(
+            previous.key_back, previous.base_back, previous.keys, previous.motion
+        )
 
     def _expire(self, now: float) -> None:
         while self._sent and self._sent[0][0] <= now - self.rate_window_s:

@@ -1,6 +1,7 @@
 """The server's (or a receiver's) end of one sender (sans-I/O): :class:`ParticipantDecoder`
-reorders datagrams in a small jitter buffer, decodes them, conceals lost or late motion by
-holding the last picture, and asks for a refresh when its references can no longer be
+reorders datagrams in a small jitter buffer, decodes them (a lost frame's motion from the copy
+the next datagram carries), conceals lost or late motion by holding the last picture,
+acknowledges what it decoded and asks for a refresh when its references can no longer be
 trusted."""
 
 from __future__ import annotations
@@ -16,13 +17,17 @@ from keyface.bitstream import (
     StreamHeader,
 )
 from keyface.codec.decoder import DecoderCore
+from keyface.codec.limits import MAX_BASE_BACK
 from keyface.render import Reference, Renderer
 from keyface.server.datagram import (
+    ACK_SPAN,
     KIND_FRAME,
     KIND_HEADER,
+    Ack,
     Datagram,
     DatagramError,
     ParsedDatagram,
+    encode_ack_datagram,
     encode_feedback_datagram,
     parse_datagram,
 )
@@ -60,6 +65,9 @@ class ReceiverStats:
     undecodable: int = 0
     lost_keyframes: int = 0
     refresh_requests: int = 0
+    recovered: int = 0
+    """Frames decoded from the copy of their motion that the next frame's datagram carried."""
+    acks: int = 0
     recoveries: list[int] = field(default_factory=list)
     """Per loss episode: frames from the first unusable frame to the next decoded one."""
 
@@ -68,7 +76,13 @@ class ParticipantDecoder:
     """Decode one sender's datagrams on the server. Never raises on bad input.
 
     Datagrams are put back in frame order; a frame missing while ``reorder_window`` later
-    frames are waiting, or for ``max_delay_s``, is declared lost and concealed.
+    frames are waiting, or for ``max_delay_s``, is declared lost and concealed. A frame whose
+    datagram is lost but whose motion the next datagram carries again (FLAG_REDUNDANT) is
+    decoded from that copy. After each decoded frame an ACK (unreliable) tells the sender which
+    frames' motion-coder states are held, so that it codes from them: a frame coded from a held
+    state decodes whatever was lost before it. Refresh requests are repeated while no IDR
+    comes, ``refresh_retry_s`` apart at first and twice as far each time, up to
+    ``max_refresh_retry_s``.
     """
 
     def __init__(
@@ -78,6 +92,7 @@ class ParticipantDecoder:
         reorder_window: int = 3,
         max_delay_s: float = 0.15,
         refresh_retry_s: float = 0.5,
+        max_refresh_retry_s: float = 4.0,
         max_pending: int = 64,
         renderer: Renderer | None = None,
     ) -> None:
@@ -85,6 +100,8 @@ class ParticipantDecoder:
         self.reorder_window = reorder_window
         self.max_delay_s = max_delay_s
         self.refresh_retry_s = refresh_retry_s
+        self.max_refresh_retry_s = max_refresh_retry_s
+        self._retry_s = refresh_retry_s
         self.max_pending = max_pending
         self.renderer = renderer
         self.header: StreamHeader | None = None
@@ -105,6 +122,11 @@ class ParticipantDecoder:
         self._unusable_since: int | None = None
         self._refresh_at: float | None = None
         self._outbox: list[Datagram] = []
+        self._keys = 0
+        """Keyframes decoded since the newest IDR, that IDR included."""
+        self._copies: set[int] = set()
+        """Pending frames that came as a redundant copy in the next frame's datagram."""
+        self._ack_due = False
 
     # -- public ------------------------------------------------------------------------------
     def receive(self, payload: bytes, now: float) -> list[RenderedFrame]:
@@ -129,11 +151,22 @@ class ParticipantDecoder:
             )
             return []
         if f in self._pending:
-            self.stats.duplicate += 1
-            return []
+            if f not in self._copies:
+                self.stats.duplicate += 1
+                return []
+            self._copies.discard(f)  # the frame's own datagram replaces the copy
         self._pending[f] = (d, now)
+        copy = d.redundant
+        if (
+            copy is not None
+            and copy.frame_index not in self._pending
+            and (self.next_frame is None or copy.frame_index >= self.next_frame)
+        ):
+            self._pending[copy.frame_index] = (copy, now)
+            self._copies.add(copy.frame_index)
         while len(self._pending) > self.max_pending:
             del self._pending[min(self._pending)]
+        self._copies &= self._pending.keys()
         return self._drain(now)
 
     def tick(self, now: float) -> list[RenderedFrame]:
@@ -144,7 +177,19 @@ class ParticipantDecoder:
         return out
 
     def datagrams_to_send(self) -> list[Datagram]:
+        """Feedback for the sender: refresh requests, and one ACK when frames were decoded
+        since the last call."""
         out, self._outbox = self._outbox, []
+        if self._ack_due and self.decoder is not None and self.next_frame is not None:
+            self._ack_due = False
+            newest = self.next_frame - 1
+            held = 0
+            for i in range(ACK_SPAN):
+                if self.decoder.holds_state(newest - 1 - i):
+                    held |= 1 << i
+            if self.decoder.holds_state(newest):
+                self.stats.acks += 1
+                out.append(Datagram("unreliable", encode_ack_datagram(Ack(newest, held))))
         return out
 
     # -- internals ---------------------------------------------------------------------------
@@ -157,7 +202,7 @@ class ParticipantDecoder:
         if header == self.header:
             return
         try:
-            decoder = DecoderCore(header, renderer=self.renderer)
+            decoder = DecoderCore(header, renderer=self.renderer, keep_states=MAX_BASE_BACK)
         except BitstreamError as exc:  # e.g. another motion model
             self._malformed(f"unusable stream header: {exc}")
             return
@@ -184,7 +229,12 @@ class ParticipantDecoder:
             f = self.next_frame
             if f in self._pending:
                 d, _ = self._pending.pop(f)
-                out.extend(self._frame(d, now))
+                copy = f in self._copies
+                self._copies.discard(f)
+                frames = self._frame(d, now)
+                if copy and frames and not frames[0].concealed:
+                    self.stats.recovered += 1
+                out.extend(frames)
                 self.next_frame = f + 1
                 continue
             first = min(self._pending)
@@ -225,8 +275,26 @@ class ParticipantDecoder:
             self.synced = True
             self.need_idr = False
             self._refresh_at = None
+            self._retry_s = self.refresh_retry_s
         elif self.need_idr:
             return self._conceal(f)
+        elif d.keys is not None and d.keys != self._keys + (d.keyframe is not None):
+            # A keyframe this decoder never decoded is in the sender's buffer (its datagram
+            # and every frame that would have named it were lost): references disagree.
+            self.stats.lost_keyframes += 1
+            self._need_idr(
+                f,
+                now,
+                f"sender coded {d.keys} keyframes since its IDR, not "
+                f"{self._keys + (d.keyframe is not None)}",
+            )
+            return self._conceal(f)
+        elif d.base is not None:  # continues from the state after an earlier frame
+            if not self.decoder.holds_state(d.base):
+                self.synced = False
+                return self._conceal(f)
+            self.decoder.continue_from(d.base, f)
+            self.synced = True
         elif not self.synced:
             if not d.motion.reset:
                 return self._conceal(f)
@@ -243,6 +311,8 @@ class ParticipantDecoder:
             return self._conceal(f)
         if d.keyframe is not None:
             self._newest_key = max(self._newest_key, f)
+            self._keys = 1 if d.idr else self._keys + 1
+        self._ack_due = True
         out = []
         for frame in frames:
             self._last_image, self._last_keypoints = frame.image, frame.keypoints
@@ -293,8 +363,10 @@ class ParticipantDecoder:
         self._request_refresh(now)
 
     def _request_refresh(self, now: float) -> None:
-        if self._refresh_at is not None and now - self._refresh_at < self.refresh_retry_s:
-            return
+        if self._refresh_at is not None:
+            if now - self._refresh_at < self._retry_s:
+                return
+            self._retry_s = min(2 * self._retry_s, self.max_refresh_retry_s)  # back off
         self._refresh_at = now
         self.stats.refresh_requests += 1
         request = RefreshRequestPacket(frame_index=self._highest_seen + 1)

@@ -205,6 +205,14 @@ class SendReport:
     seconds: float = 0.0
     dropped_motion: int = 0
     refresh_requests: int = 0
+    motion_bits: int = 0
+    """MOTION packets as sent (redundant copies included)."""
+    acks: int = 0
+    based: int = 0
+    """Frames coded from an acknowledged frame's motion state."""
+    redundant: int = 0
+    """Frames that carried a copy of the previous frame's motion."""
+    losses_seen: int = 0
     kbps_windows: list[float] = field(default_factory=list)
     """The periodic uplink kbit/s figures (window ``SenderSession.rate_window_s``)."""
 
@@ -230,6 +238,8 @@ class LiveSender:
         config: CodecConfig,
         *,
         reset_interval: int | None = DEFAULT_RESET_INTERVAL,
+        feedback: bool = True,
+        redundancy: bool = True,
         full_frame: bool = False,
         detect_every: int = 15,
         max_lag_frames: float = 2.0,
@@ -244,6 +254,8 @@ class LiveSender:
         self.client = client
         self.config = config
         self.reset_interval = reset_interval
+        self.feedback = feedback
+        self.redundancy = redundancy
         self.full_frame = full_frame
         self.detect_every = detect_every
         self.max_lag_frames = max_lag_frames
@@ -305,7 +317,12 @@ class LiveSender:
         if first is not None:
             box, image = first
             self.session = SenderSession(
-                self.config, self.source.fps, crop=box, reset_interval=self.reset_interval
+                self.config,
+                self.source.fps,
+                crop=box,
+                reset_interval=self.reset_interval,
+                feedback=self.feedback,
+                redundancy=self.redundancy,
             )
             if self.full_frame:
                 flat = flatten_inside(image, box)
@@ -319,7 +336,7 @@ class LiveSender:
         session = self.session
         if session is not None:  # applied between frames, on the encoder thread
             with contextlib.suppress(RuntimeError):  # the worker has shut down
-                self._encoder.submit(session.receive_feedback, payload)
+                self._encoder.submit(session.receive_feedback, payload, time.monotonic())
 
     # -- event loop ---------------------------------------------------------------------------
     def _sent(self, future: asyncio.Future[tuple[list[Datagram], bytes | None]]) -> None:
@@ -409,6 +426,8 @@ class LiveSender:
             st = self.session.stats
             s.frames, s.keyframes, s.idr_keyframes = st.frames, st.keyframes, st.idr_keyframes
             s.datagrams, s.bits, s.refresh_requests = st.datagrams, st.bits, st.refresh_requests
+            s.motion_bits, s.acks, s.based = st.motion_bits, st.acks, st.based
+            s.redundant, s.losses_seen = st.redundant, st.losses_seen
         s.dropped_motion = t.dropped_motion
         s.seconds = now - start
 
