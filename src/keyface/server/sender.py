@@ -38,6 +38,7 @@ from keyface.face import (
     LandmarkTracker,
     apply_crop,
     settle_crop,
+    snap_to_grid,
 )
 from keyface.io import probe, read_frames
 from keyface.io.video import VideoError
@@ -143,9 +144,10 @@ class LiveFaceAnalyzer:
     """Face crop and landmarks of a live stream, frame by frame (not thread-safe).
 
     The box comes from a :class:`CropTracker` fed with a detection every ``detect_every``
-    frames; ``freeze`` keeps the first box for good (needed when the server pastes the face
-    into the sender's background). A square input whose face box covers most of it is used
-    whole, as ``pipeline.analyze`` does.
+    frames; ``freeze`` keeps the first box for good, on the pixel grid (needed when the
+    server pastes the face into the sender's background; :func:`keyface.face.snap_to_grid`).
+    A square input whose face box covers most of it is used whole, as ``pipeline.analyze``
+    does.
     """
 
     def __init__(
@@ -174,6 +176,8 @@ class LiveFaceAnalyzer:
             return None
         box = settle_crop(self.tracker.update(faces[0]))  # the offline crop's decision
         self._whole = box == CropBox.full(self.width, self.height)
+        if self.freeze:  # one box for the whole call: on the pixel grid (fast composition)
+            box = snap_to_grid(box)
         self.box = box
         return box
 
