@@ -31,7 +31,7 @@ from keyface.server.conference import (
     LABEL_MOTION,
     LABEL_RELIABLE,
 )
-from keyface.server.media import read_stamp
+from keyface.server.media import picture_stats, read_stamp
 from keyface.server.session import Datagram
 from keyface.server.tokens import Role
 
@@ -274,6 +274,7 @@ class ReceiverClient:
             now = time.monotonic()
             image = frame.to_ndarray(format="rgb24")  # type: ignore[union-attr]
             name = self.streams.get(str(mid), str(mid))
+            mean, std = picture_stats(image)
             self.frames.setdefault(name, []).append(
                 ReceivedFrame(
                     participant=name,
@@ -281,8 +282,8 @@ class ReceiverClient:
                     stamp=read_stamp(image),
                     width=int(image.shape[1]),
                     height=int(image.shape[0]),
-                    mean=float(image.mean()),
-                    std=float(image.std()),
+                    mean=mean,
+                    std=std,
                     image=image if self.keep_images else None,
                 )
             )
