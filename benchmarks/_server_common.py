@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import resource
 import secrets
 import signal
 import socket
@@ -50,6 +51,23 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system, all threads) a running process has used so far, from
+    ``/proc`` (Linux); ``None`` where it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_s() -> float:
+    """CPU seconds of this process's children that have been waited for."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def machine() -> dict[str, Any]:
@@ -156,6 +174,10 @@ class SessionResult:
     server_alive: bool
     wall_s: float
     latencies_ms: list[float] = field(default_factory=list)
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    """CPU seconds each process used while the receiver was connected (``server``,
+    ``sender``: user + system, all threads; ``receiver``: this process) and ``stream_s``, the
+    wall seconds that took: so start-up (imports, models) is left out."""
 
 
 def run_session(
@@ -198,6 +220,9 @@ async def _session(
                     raise RuntimeError(f"sender did not join: {sender.stderr.read()}")  # type: ignore[union-attr]
                 await asyncio.sleep(0.05)
             await receiver.connect(streams=1)
+            t_connect, own0 = time.monotonic(), time.process_time()
+            server0, sender0 = process_cpu_s(server.proc.pid), process_cpu_s(sender.pid)
+            waited0 = children_cpu_s()
             entry: dict[str, Any] = {}
             # The server forgets the sender when it leaves: keep its last figures.
             while sender.poll() is None and time.monotonic() - t0 < timeout_s:
@@ -208,13 +233,24 @@ async def _session(
                 sender.kill()
             if sender.returncode != 0:
                 raise RuntimeError(f"sender failed: {sender.stderr.read()}")  # type: ignore[union-attr]
+            sender_cpu = children_cpu_s() - waited0  # the sender, exactly, now it was waited for
+            t_sent = time.monotonic()
             await asyncio.sleep(1.0)
+            server1 = process_cpu_s(server.proc.pid)
+            cpu: dict[str, float] = {
+                "stream_s": round(t_sent - t_connect, 3),
+                "receiver": round(time.process_time() - own0, 3),
+            }
+            if sender0 is not None:
+                cpu["sender"] = round(sender_cpu - sender0, 3)
+            if server0 is not None and server1 is not None:
+                cpu["server"] = round(server1 - server0, 3)  # with the last second's idling
         finally:
             await receiver.close()
         wall = time.monotonic() - t0
         sent = json.loads(out.read_text())
     got = receiver.frames.get("sender", [])
-    result = SessionResult(sent, entry, got, server.alive, wall)
+    result = SessionResult(sent, entry, got, server.alive, wall, cpu_s=cpu)
     captures = {int(k) % 16384: v for k, v in sent["capture_times"].items()}
     first_seen: dict[int, float] = {}
     for f in got:

@@ -73,7 +73,20 @@ def measure(
         "wall_s": r.wall_s,
     }
     row.update(receiver_figures(r))
+    row.update(cpu_figures(r.cpu_s, s["frames"]))
     return row
+
+
+def cpu_figures(cpu: dict[str, float], frames: int) -> dict[str, Any]:
+    """Each process's CPU time while the receiver was connected, per frame sent and as a
+    share of one core (``cpu_cores``): what each needs of a machine of its own."""
+    stream_s = cpu.get("stream_s") or 0.0
+    names = [k for k in ("sender", "server", "receiver") if k in cpu]
+    return {
+        "cpu_s": cpu,
+        "cpu_ms_per_frame": {k: round(1000 * cpu[k] / max(frames, 1), 2) for k in names},
+        "cpu_cores": {k: round(cpu[k] / stream_s, 2) for k in names} if stream_s else {},
+    }
 
 
 COLUMNS = [
@@ -90,6 +103,9 @@ COLUMNS = [
     ("latency_ms_max_after_1s", "max >1s", ".0f"),
     ("server_concealed", "concealed", "d"),
     ("server_shed", "shed", "d"),
+    ("cpu_sender", "tx CPU ms", ".1f"),
+    ("cpu_server", "srv CPU ms", ".1f"),
+    ("cpu_receiver", "rx CPU ms", ".1f"),
 ]
 
 
@@ -115,7 +131,9 @@ def main() -> None:
         for intra in (args.intra or [None])
     ]
     print(f"{clip.name}, {args.frames} frames, loopback, {info['cpu_count']} CPUs")
-    print_table(rows, COLUMNS)
+    table = [{**r, **{f"cpu_{k}": v for k, v in r["cpu_ms_per_frame"].items()}} for r in rows]
+    print_table(table, COLUMNS)
+    print("(CPU ms: each process's CPU time per frame sent, while the receiver was connected)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"machine": info, "runs": rows}, indent=1))

@@ -88,6 +88,25 @@ def test_triangle_maps_give_the_barycentric_flow(monkeypatch) -> None:
     np.testing.assert_allclose(fast, slow, atol=1e-4)
 
 
+def test_triangle_maps_solve_each_triangle() -> None:
+    """The closed-form inverses (issue 17: 2.9 -> 0.3 ms) agree with ``np.linalg.solve``; a
+    degenerate triangle gives ``None`` (the barycentric route)."""
+    from scipy.spatial import Delaunay
+
+    from keyface.render.warp import _triangle_maps
+
+    kp = face_keypoints()
+    rng = np.random.default_rng(5)
+    ref_pts, drv_pts = control_points(kp, kp + rng.normal(0, 2, kp.shape), 256, 256)
+    simplices = Delaunay(drv_pts).simplices
+    corners = drv_pts[simplices]
+    system = np.concatenate([corners, np.ones((*corners.shape[:2], 1))], axis=2)
+    expected = np.linalg.solve(system, ref_pts[simplices])
+    np.testing.assert_allclose(_triangle_maps(simplices, drv_pts, ref_pts), expected, atol=1e-9)
+    flat = np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]])
+    assert _triangle_maps(np.array([[0, 1, 2]]), flat, flat) is None
+
+
 def test_face_flow_is_computed_once_per_frame(monkeypatch) -> None:
     """The renderer's face flow is kept in the reference's cache, so the full-frame composer
     asking for the same frame's flow reuses it; another frame computes a new one."""

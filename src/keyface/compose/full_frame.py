@@ -222,6 +222,10 @@ class Composer:
         y1 = min(h, math.ceil(box.y0 + box.side))
         self.region = (x0, y0, x1, y1)
         """``(x0, y0, x1, y1)``: the part of the frame the composition may change."""
+        self._grid_side = _grid_side(box)
+        """The box side when the box lies on the pixel grid (whole-pixel corner and side, as
+        ``keyface send --full-frame`` makes it): the crop then scales into it with a separable
+        resize; else ``None`` (a general warp)."""
         self._alpha = np.zeros((max(0, y1 - y0), max(0, x1 - x0)), np.float32)
         self._ring: list[tuple[tuple[slice, slice], np.ndarray, np.ndarray]] = []
         if x1 > x0 and y1 > y0:
@@ -288,6 +292,19 @@ class Composer:
         if n > 1.5 * self.box.side:
             n = max(2, round(self.box.side))
             face = cv2.resize(face, (n, n), interpolation=cv2.INTER_AREA)
+        side = self._grid_side
+        if side is not None and n <= side and self.interpolation != "area":
+            # The same geometry as the warp below (pixel centres to pixel centres), separable:
+            # 0.6 ms instead of 5.9 ms for a 256 crop into a 495-pixel box with bicubic
+            # interpolation; within 2 levels of the warp on lp_s18's crops, 3 at a hard edge
+            # (the warp rounds its sub-pixel positions to 1/32; tests/test_compose.py).
+            scaled = cv2.resize(
+                np.ascontiguousarray(face),
+                (side, side),
+                interpolation=_INTERPOLATION[self.interpolation],
+            )
+            bx, by = round(self.box.x0), round(self.box.y0)
+            return scaled[y0 - by : y1 - by, x0 - bx : x1 - bx]
         matrix = self.box.to_source_matrix(n)
         matrix[0, 2] -= x0
         matrix[1, 2] -= y0
@@ -298,3 +315,11 @@ class Composer:
             flags=_INTERPOLATION[self.interpolation],
             borderMode=cv2.BORDER_REPLICATE,
         )
+
+
+def _grid_side(box: CropBox) -> int | None:
+    """``box.side`` as an int when the box's corner and side are whole pixels, else ``None``."""
+    side, x0, y0 = box.side, box.x0, box.y0
+    if all(abs(v - round(v)) < 1e-6 for v in (side, x0, y0)) and round(side) >= 2:
+        return round(side)
+    return None

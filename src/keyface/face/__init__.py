@@ -8,6 +8,7 @@ from keyface.face.crop import (
     frame_coverage,
     plan_crop,
     settle_crop,
+    snap_to_grid,
 )
 from keyface.face.detect import FaceBox, FaceDetector, FaceNotFoundError
 from keyface.face.landmarks import LandmarkTracker
@@ -27,4 +28,5 @@ __all__ = [
     "paste_back",
     "plan_crop",
     "settle_crop",
+    "snap_to_grid",
 ]

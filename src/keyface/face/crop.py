@@ -111,6 +111,16 @@ def settle_crop(box: CropBox) -> CropBox:
     return box
 
 
+def snap_to_grid(box: CropBox) -> CropBox:
+    """``box`` moved and sized to whole pixels (its corner by at most half a pixel, its side
+    by at most half a pixel). A full-frame stream's box is fixed for the whole call: on the
+    pixel grid, the receiver scales each crop into it with a separable resize instead of a
+    warp (``keyface.compose.Composer``: 0.6 ms instead of 5.9 ms a frame at 1280x720)."""
+    side = max(1, round(box.side))
+    x0, y0 = round(box.x0), round(box.y0)
+    return CropBox(x0 + side / 2, y0 + side / 2, float(side), box.source_width, box.source_height)
+
+
 def plan_crop(
     frames: Iterable[Frame],
     *,

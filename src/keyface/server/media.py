@@ -69,6 +69,17 @@ def read_stamp(image: np.ndarray) -> int | None:
     return sum(1 << b for b in range(STAMP_BITS - 2) if levels[b + 1] >= 128)
 
 
+def picture_stats(image: np.ndarray) -> tuple[float, float]:
+    """``(mean, standard deviation)`` of all samples of a uint8 picture, as
+    ``image.mean()`` / ``image.std()`` give them (to 1e-9), in a pass of OpenCV: 1 ms at
+    1280x720 instead of 8 ms. A Python receiver computes them for every picture it gets, on
+    the CPU that the sender and the server of a loopback benchmark share."""
+    means, stds = cv2.meanStdDev(np.ascontiguousarray(image))  # per channel, equal counts
+    mean = float(means.mean())
+    var = float(np.mean(stds**2 + means**2)) - mean * mean
+    return mean, max(var, 0.0) ** 0.5
+
+
 def picture_yuv(image: np.ndarray) -> np.ndarray:
     """An even-sized RGB picture as one I420 (yuv420p) plane block, ``(3 h / 2, w)`` uint8,
     BT.601 limited range as swscale makes it (luma within 1 level, chroma averaged 2x2).

@@ -38,6 +38,7 @@ from keyface.face import (
     LandmarkTracker,
     apply_crop,
     settle_crop,
+    snap_to_grid,
 )
 from keyface.io import probe, read_frames
 from keyface.io.video import VideoError
@@ -143,9 +144,10 @@ class LiveFaceAnalyzer:
     """Face crop and landmarks of a live stream, frame by frame (not thread-safe).
 
     The box comes from a :class:`CropTracker` fed with a detection every ``detect_every``
-    frames; ``freeze`` keeps the first box for good (needed when the server pastes the face
-    into the sender's background). A square input whose face box covers most of it is used
-    whole, as ``pipeline.analyze`` does.
+    frames; ``freeze`` keeps the first box for good, on the pixel grid (needed when the
+    server pastes the face into the sender's background; :func:`keyface.face.snap_to_grid`).
+    A square input whose face box covers most of it is used whole, as ``pipeline.analyze``
+    does.
     """
 
     def __init__(
@@ -174,6 +176,8 @@ class LiveFaceAnalyzer:
             return None
         box = settle_crop(self.tracker.update(faces[0]))  # the offline crop's decision
         self._whole = box == CropBox.full(self.width, self.height)
+        if self.freeze:  # one box for the whole call: on the pixel grid (fast composition)
+            box = snap_to_grid(box)
         self.box = box
         return box
 
@@ -226,7 +230,8 @@ class LiveSender:
     """Stream a :class:`FrameSource` to a room through a connected :class:`SenderClient`.
 
     Two worker threads form a pipeline: one reads frames and measures the crop and the
-    landmarks, the other runs the encoder (and applies feedback). A slow keyframe (intra
+    landmarks, the other runs the encoder (and applies feedback); a third codes the
+    ``full_frame`` background once, beside them. A slow keyframe (intra
     coding takes tens to hundreds of milliseconds) then delays the frames behind it but does
     not stop the capture; motion-only frames code in about a millisecond and catch up.
     """
@@ -270,6 +275,11 @@ class LiveSender:
         self.summary = SendReport()
         self._capture = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keyface-capture")
         self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keyface-encode")
+        self._background = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="keyface-background"
+        )
+        self._pending: list[asyncio.Future[bytes]] = []
+        """The background's coding, while it runs."""
         self._analyzer: LiveFaceAnalyzer | None = None
         self._failure: BaseException | None = None
         client.on_feedback = self._feedback
@@ -311,9 +321,9 @@ class LiveSender:
         landmarks: np.ndarray | None,
         captured: float,
         first: tuple[CropBox, np.ndarray] | None,
-    ) -> tuple[list[Datagram], bytes | None]:
-        """Encoder thread: the datagrams of one frame (and the background, once)."""
-        background: bytes | None = None
+    ) -> tuple[list[Datagram], np.ndarray | None]:
+        """Encoder thread: the datagrams of one frame (and, once, the background to code)."""
+        background: np.ndarray | None = None
         if first is not None:
             box, image = first
             self.session = SenderSession(
@@ -325,12 +335,26 @@ class LiveSender:
                 redundancy=self.redundancy,
             )
             if self.full_frame:
-                flat = flatten_inside(image, box)
-                data = self.session.encoder.intra.encode(flat, self.config.keyframe_quality)
-                background = bytes(BackgroundPacket(frame_index=0, data=data))
+                background = flatten_inside(image, box)
         assert self.session is not None
         self.capture_times[self.session.stats.frames] = captured
         return self.session.push_frame(crop, landmarks, captured), background
+
+    def _code_background(self, image: np.ndarray) -> bytes:
+        """Background thread: the BACKGROUND packet of the full frame. Intra coding of a
+        1280x720 picture takes about 1.5 s of CPU (x265); on the encoder thread it held up
+        the first 40 frames of the call, a second of latency the path had to catch up."""
+        assert self.session is not None
+        data = self.session.encoder.intra.encode(image, self.config.keyframe_quality)
+        return bytes(BackgroundPacket(frame_index=0, data=data))
+
+    def _background_done(self, future: asyncio.Future[bytes]) -> None:
+        if future.cancelled():
+            return
+        if future.exception() is not None:
+            self._failure = self._failure or future.exception()
+            return
+        self.client.send_background(future.result())
 
     def _feedback(self, payload: bytes) -> None:
         session = self.session
@@ -339,15 +363,19 @@ class LiveSender:
                 self._encoder.submit(session.receive_feedback, payload, time.monotonic())
 
     # -- event loop ---------------------------------------------------------------------------
-    def _sent(self, future: asyncio.Future[tuple[list[Datagram], bytes | None]]) -> None:
+    def _sent(self, future: asyncio.Future[tuple[list[Datagram], np.ndarray | None]]) -> None:
         if future.cancelled():
             return
         if future.exception() is not None:
             self._failure = self._failure or future.exception()
             return
         datagrams, background = future.result()
-        if background is not None:
-            self.client.send_background(background)
+        if background is not None:  # coded beside the frames, sent when ready
+            coding = asyncio.get_running_loop().run_in_executor(
+                self._background, self._code_background, background
+            )
+            coding.add_done_callback(self._background_done)
+            self._pending.append(coding)
         for d in datagrams:
             self.client.send(d)
         if self.recorded is not None:
@@ -366,7 +394,7 @@ class LiveSender:
         summary = self.summary
         source_index = 0
         faceless = 0
-        encoding: list[asyncio.Future[tuple[list[Datagram], bytes | None]]] = []
+        encoding: list[asyncio.Future[tuple[list[Datagram], np.ndarray | None]]] = []
         try:
             while duration_s is None or time.monotonic() - start < duration_s:
                 if self._failure is not None:
@@ -407,12 +435,14 @@ class LiveSender:
                     next_report = now + self.report_every_s
                     self._report(now, start)
             await asyncio.gather(*encoding, return_exceptions=True)
+            await asyncio.gather(*self._pending, return_exceptions=True)
             if self._failure is not None:
                 raise self._failure
         finally:
             await loop.run_in_executor(self._capture, self._close_analyzer)
             self._capture.shutdown(wait=False)
             self._encoder.shutdown(wait=False, cancel_futures=True)
+            self._background.shutdown(wait=False, cancel_futures=True)
         self._update(time.monotonic(), start)
         return summary
 
