@@ -118,7 +118,7 @@ class DecoderCore:
         if snapshot is None:
             raise BitstreamError(f"the motion state after frame {base} is not held")
         self.resync(frame_index)
-        self.state.restore(snapshot)
+        self.state.restore(snapshot, frame_index - base)
 
     def receive(self, packet: Packet) -> list[DecodedFrame]:
         """Process one packet; returns the frames it completes (in display order)."""

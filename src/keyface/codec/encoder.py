@@ -285,13 +285,13 @@ class EncoderCore:
         if idr:
             self.buffer = ReferenceBuffer(self.config.buffer_size)
 
-    def continue_motion(self, snapshot: MotionSnapshot) -> None:
-        """Code the next frame's motion from the coder state ``snapshot`` (taken after an
-        earlier frame) instead of the state after the previous frame: a live sender continues
-        from a frame its receiver acknowledged. Needs ``motion_chunk == 1``."""
+    def continue_motion(self, snapshot: MotionSnapshot, distance: int = 1) -> None:
+        """Code the next frame's motion from the coder state ``snapshot``, taken ``distance``
+        frames before it, instead of the state after the previous frame: a live sender
+        continues from a frame its receiver acknowledged. Needs ``motion_chunk == 1``."""
         if self._pending or self.config.motion_chunk != 1:
             raise RuntimeError("continue_motion needs one frame per MOTION packet")
-        self.state.restore(snapshot)
+        self.state.restore(snapshot, distance)
 
     def reset_motion(self) -> None:
         """Start the next MOTION packet with a coder reset (decodable without earlier motion),

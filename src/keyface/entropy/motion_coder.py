@@ -35,6 +35,9 @@ motion behind a valid CRC, issue 14), so no dequantised parameter overflows what
 MIN_SCALE = 0.15
 ADAPT_RATE = 0.08
 MAX_REFERENCES = 5
+STRETCH_POWER = 0.5
+"""A frame coded ``k`` frames after the state it continues from (live links,
+:meth:`MotionCoderState.restore`) has its Laplace scales widened by ``k ** STRETCH_POWER``."""
 
 _LAPLACE = constriction.stream.model.QuantizedLaplace(-SYMBOL_LIMIT, SYMBOL_LIMIT - 1)
 
@@ -84,6 +87,7 @@ class MotionCoderState:
         return len(self.steps)
 
     def reset(self) -> None:
+        self._stretch = 1.0
         self.prev: np.ndarray | None = None
         self.scale = self._delta_prior.copy()
         self.ref_counts = np.ones(MAX_REFERENCES, dtype=np.float64)
@@ -97,14 +101,19 @@ class MotionCoderState:
             self.ref_counts.copy(),
         )
 
-    def restore(self, snapshot: MotionSnapshot) -> None:
-        """Continue from ``snapshot``: the next frame is coded as if it followed the frame the
-        snapshot was taken after."""
+    def restore(self, snapshot: MotionSnapshot, distance: int = 1) -> None:
+        """Continue from ``snapshot``, taken ``distance`` frames before the next one: that
+        frame is predicted from the snapshot's frame, with the Laplace scales widened by
+        ``distance ** STRETCH_POWER`` (motion over several frames strays further; the scales
+        adapt to the per-frame figure again)."""
         if len(snapshot.scale) != self.num_params:
             raise ValueError("snapshot of another motion coder")
+        if distance < 1:
+            raise ValueError("distance must be >= 1")
         self.prev = None if snapshot.prev is None else snapshot.prev.copy()
         self.scale = snapshot.scale.copy()
         self.ref_counts = snapshot.ref_counts.copy()
+        self._stretch = float(distance) ** STRETCH_POWER
 
     def quantize(self, params: np.ndarray) -> np.ndarray:
         """``round(params / steps)``, clamped to ``[q_min, q_max]``."""
@@ -120,12 +129,15 @@ class MotionCoderState:
         """(prediction, Laplace scale) for the next frame."""
         if self.prev is None:
             return self._prior_q, self._abs_scale
+        if self._stretch != 1.0:
+            return self.prev, self.scale * self._stretch
         return self.prev, self.scale
 
     def _update(self, q: np.ndarray, reference: int | None) -> None:
         if self.prev is not None:
-            r = np.abs(q - self.prev).astype(np.float64)
+            r = np.abs(q - self.prev).astype(np.float64) / self._stretch
             self.scale = np.maximum((1 - ADAPT_RATE) * self.scale + ADAPT_RATE * r, MIN_SCALE)
+        self._stretch = 1.0
         self.prev = q.copy()
         if reference is not None:
             self.ref_counts[reference] += 1.0

@@ -174,7 +174,7 @@ class SenderSession:
         # receiver decodes the copy first (its own base was acknowledged).
         base = index - 1 if copy is not None else self._base(index) if based else None
         if base is not None:
-            self.encoder.continue_motion(self._frames[base].snapshot)
+            self.encoder.continue_motion(self._frames[base].snapshot, index - base)
         elif based or (
             self.reset_interval is not None and index - self._last_reset >= self.reset_interval
         ):

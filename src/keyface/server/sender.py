@@ -338,7 +338,9 @@ class LiveSender:
                 background = flatten_inside(image, box)
         assert self.session is not None
         self.capture_times[self.session.stats.frames] = captured
-        return self.session.push_frame(crop, landmarks, captured), background
+        # The session's clock is when the datagrams leave (not the capture time): the round
+        # trip it measures from the acknowledgements must not include the analysis.
+        return self.session.push_frame(crop, landmarks, time.monotonic()), background
 
     def _code_background(self, image: np.ndarray) -> bytes:
         """Background thread: the BACKGROUND packet of the full frame. Intra coding of a
