@@ -36,6 +36,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "content": {"content_refresh": True, "content_update": "keyframe", "detail_boost": 0},
     "update": {"content_refresh": True, "content_update": "detail", "detail_boost": 0},
     "update+detail": {"content_refresh": True, "content_update": "detail", "detail_boost": 20},
+    "update+eyes10": {"detail_boost": 10, "detail_parts": ("eyes",)},
+    "update+eyes20": {"detail_boost": 20, "detail_parts": ("eyes",)},
 }
 DEFAULT_U = (0.0, 0.3, 0.6, 0.9, 1.2)
 

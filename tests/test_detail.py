@@ -119,3 +119,18 @@ def test_damaged_detail_is_a_bitstream_error(carphone_analysis) -> None:
             decoder.receive(p)
         with pytest.raises(BitstreamError, match=message):
             decoder.receive(damaged)
+
+
+def test_detail_parts_choose_what_the_boost_codes_again(carphone_analysis) -> None:
+    """``detail_parts=("eyes",)``: each keyframe gets its two eye rectangles, no mouth."""
+    both = [
+        p for p in encode(carphone_analysis, CONFIG, frames=1)[1] if isinstance(p, DetailPacket)
+    ]
+    eyes_only = replace(CONFIG, detail_parts=("eyes",))
+    eyes = [
+        p for p in encode(carphone_analysis, eyes_only, frames=1)[1] if isinstance(p, DetailPacket)
+    ]
+    assert len(both) == 3 and len(eyes) == 2
+    assert {(p.x, p.y) for p in eyes} < {(p.x, p.y) for p in both}
+    with pytest.raises(ValueError):
+        replace(CONFIG, detail_parts=("nose",))

@@ -99,6 +99,11 @@ def add_codec_arguments(p: argparse.ArgumentParser) -> None:
         type=non_negative_int,
         help="code each keyframe's eyes and mouth again this many quality steps higher (0: no)",
     )
+    p.add_argument(
+        "--detail-parts",
+        choices=["eyes,mouth", "eyes", "mouth"],
+        help="which parts --detail-boost codes again (default eyes,mouth)",
+    )
     p.add_argument("--max-frames", type=positive_int, help="code only the first N frames")
     p.add_argument(
         "--full-frame",
@@ -136,6 +141,8 @@ def config_from_args(args: argparse.Namespace) -> CodecConfig:
         overrides["content_update"] = content
     if getattr(args, "detail_boost", None) is not None:
         overrides["detail_boost"] = args.detail_boost
+    if getattr(args, "detail_parts", None) is not None:
+        overrides["detail_parts"] = tuple(args.detail_parts.split(","))
     try:
         return replace(config, **overrides)
     except ValueError as exc:

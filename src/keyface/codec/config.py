@@ -79,6 +79,8 @@ class CodecConfig:
     """Code the rectangles around the eyes and the mouth of every keyframe again at this many
     quality steps above the keyframe (DETAIL packets, :mod:`keyface.codec.detail`); 0: never.
     Needs a representation with a face state; the rate ladder sets it."""
+    detail_parts: tuple[str, ...] = ("eyes", "mouth")
+    """Which parts ``detail_boost`` codes again (of ``"eyes"``, ``"mouth"``)."""
     content_update: str = "detail"
     """What the content rule sends when no reference holds a frame: ``"detail"`` (the frame
     rendered from the nearest reference with the missing eyes or mouth coded as DETAIL
@@ -105,6 +107,8 @@ class CodecConfig:
             )
         if not 0 <= self.detail_boost <= 99:
             raise ValueError(f"detail_boost must be in 0..99, got {self.detail_boost}")
+        if not self.detail_parts or not set(self.detail_parts) <= {"eyes", "mouth"}:
+            raise ValueError(f"detail_parts must name eyes and/or mouth, got {self.detail_parts}")
         if self.reset_interval is not None and self.reset_interval < 1:
             raise ValueError("reset_interval must be >= 1 or None")
 

@@ -438,9 +438,9 @@ class EncoderCore:
                 score = psnr(decoded, image)
         packets: list[Packet] = [KeyframePacket(frame_index=index, quality=quality, data=data)]
         if self._face is not None and self.config.detail_boost > 0:
-            # The eyes and the mouth of the keyframe coded again, better.
+            # The eyes and/or the mouth of the keyframe coded again, better.
             regions = self._face.detail_regions(keypoints)
-            groups = [group for part in ("eyes", "mouth") for group in regions[part]]
+            groups = [group for part in self.config.detail_parts for group in regions[part]]
             quality_detail = min(100, quality + self.config.detail_boost)
             decoded = self._rectangles(index, image, groups, quality_detail, decoded, packets)
         idr = len(self.buffer) == 0
