@@ -183,6 +183,7 @@ def simulate(clip: Clip, condition: Condition, mode: str, link: Link, seed: int)
         "motion_kbps": sender.stats.motion_bits / 1000 / (n * period),
         "uplink_kbps": sender.stats.bits / 1000 / (n * period),
         "redundant": sender.stats.redundant,
+        "copies": sender.stats.copies,
         "based": sender.stats.based,
         "resets": sender.stats.resets,
         "refresh_requests": stats.refresh_requests,

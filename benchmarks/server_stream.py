@@ -57,6 +57,7 @@ def measure(
         "acks": s.get("acks"),
         "based": s.get("based"),
         "redundant": s.get("redundant"),
+        "copies": s.get("copies"),
         "uplink_kbps_windows": s["kbps_windows"],
         "dropped_motion": s["dropped_motion"],
         "skipped_source_frames": s["skipped"],

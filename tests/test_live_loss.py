@@ -146,19 +146,20 @@ def test_after_a_loss_the_next_datagram_carries_the_previous_motion(
     call = _call(carphone_analysis, crops, lambda i: i in dropped)
     assert all(_unreliable(call, i) for i in dropped | {28})
     _check_pictures(call)
-    # 12: no loss seen yet, no copy. 20 and 21: the copy of 20 went down with 21, and 21
-    # continued from 20, so 22 carries no copy of it. 27: recovered from the copy in 28.
-    assert {f.index for f in call.shown if f.concealed} == {12, 20, 21}
-    assert call.stats.recovered == 1 and call.stats.lost == 3
-    carried = parse_datagram(call.datagrams[28][-1].payload)
-    original = parse_datagram(call.datagrams[27][-1].payload)
-    assert carried.redundant is not None and carried.base == 27
-    assert carried.redundant.motion == original.motion  # the packet as first sent
-    assert carried.redundant.base_back == original.base_back
+    # 12: no loss seen yet, no copy. 20 and 21: the copy of 20 went down with 21; 22 carries
+    # both again (21 continued from 20). 27: recovered from the copy in 28.
+    assert {f.index for f in call.shown if f.concealed} == {12}
+    assert call.stats.recovered == 3 and call.stats.lost == 1
+    assert [c.frame_index for c in _frame(call.datagrams[22]).copies] == [20, 21]
+    carried = _frame(call.datagrams[28])
+    original = _frame(call.datagrams[27])
+    assert len(carried.copies) == 1 and carried.base == 27
+    assert carried.copies[0].motion == original.motion  # the packet as first sent
+    assert carried.copies[0].base_back == original.base_back
     # Copies go only where the previous frame was not acknowledged in time: after the lost
     # ones, and while frames wait behind a loss in the receiver's reorder buffer (22 after 21).
-    with_copy = [i for i, ds in enumerate(call.datagrams) if _frame(ds).redundant]
-    assert with_copy == [21, 23, 28]
+    with_copy = [i for i, ds in enumerate(call.datagrams) if _frame(ds).copies]
+    assert with_copy == [21, 22, 28]
 
 
 def test_lost_acknowledgements_cost_bits_not_pictures(carphone_analysis, crops) -> None:
@@ -213,12 +214,15 @@ def _motion(frame: int, reset: bool = False) -> MotionPacket:
 
 def test_frame_datagram_flags_round_trip() -> None:
     copy = RedundantMotion(key_back=4, base_back=2, keys=3, motion=_motion(9))
-    d = parse_datagram(encode_frame_datagram(10, 5, False, [_motion(10)], 1, copy, keys=3))
+    d = parse_datagram(encode_frame_datagram(10, 5, False, [_motion(10)], 1, (copy,), keys=3))
     assert d.base_back == 1 and d.base == 9 and d.key_index == 5 and d.keys == 3
-    assert d.redundant is not None and d.redundant.frame_index == 9
-    assert d.redundant.base == 7 and d.redundant.key_back == 4 and d.redundant.keys == 3
+    [c] = d.copies
+    assert c.frame_index == 9 and c.base == 7 and c.key_back == 4 and c.keys == 3
+    older = RedundantMotion(key_back=3, base_back=1, keys=3, motion=_motion(8))
+    two = parse_datagram(encode_frame_datagram(10, 5, False, [_motion(10)], 1, (older, copy)))
+    assert [c.frame_index for c in two.copies] == [8, 9] and two.copies[0].base == 7
     plain = parse_datagram(encode_frame_datagram(10, 5, False, [_motion(10)]))
-    assert plain.base_back is None and plain.base is None and plain.redundant is None
+    assert plain.base_back is None and plain.base is None and plain.copies == ()
     assert plain.keys is None
     reset = parse_datagram(encode_frame_datagram(10, 5, False, [_motion(10, reset=True)], 0))
     assert reset.base_back == 0 and reset.base is None
@@ -233,6 +237,9 @@ def test_frame_datagram_flags_round_trip() -> None:
         encode_frame_datagram(40, 5, False, [_motion(40)], 33),  # beyond MAX_BASE_BACK
         bytes([0x40 | FLAG_REDUNDANT | 2]) + b"\x0a\x05" + bytes(_motion(10)),  # copy, no base
         bytes([0x40 | FLAG_BASED | 4]) + b"\x01" + bytes(4),  # frame flags on an ACK
+        bytes([0x40 | FLAG_BASED | FLAG_REDUNDANT | 2])
+        + b"\x0a\x05\x01\x01\x00"
+        + bytes(_motion(10)),  # zero copies
         encode_ack_datagram(Ack(3, 1))[:-1],  # short ACK
     ],
 )
@@ -244,10 +251,13 @@ def test_malformed_based_datagrams_are_refused(payload: bytes) -> None:
 def test_redundant_copy_must_be_the_previous_frame() -> None:
     with pytest.raises(ValueError):
         copy = RedundantMotion(0, 1, 1, _motion(8))
-        encode_frame_datagram(10, 5, False, [_motion(10)], 1, copy)
+        encode_frame_datagram(10, 5, False, [_motion(10)], 1, (copy,))
     with pytest.raises(ValueError):
         copy = RedundantMotion(0, 1, 1, _motion(9))
-        encode_frame_datagram(10, 5, False, [_motion(10)], None, copy)
+        encode_frame_datagram(10, 5, False, [_motion(10)], None, (copy,))
+    with pytest.raises(ValueError):
+        three = tuple(RedundantMotion(0, 1, 1, _motion(f)) for f in (7, 8, 9))
+        encode_frame_datagram(10, 5, False, [_motion(10)], 1, three)
 
 
 def test_ack_lists_the_held_frames() -> None:

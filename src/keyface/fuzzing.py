@@ -294,12 +294,12 @@ def mutate_datagrams(rng: random.Random, blob: bytes, donors: Sequence[bytes] = 
 
 def _head_varints(payload: bytes) -> int:
     """Varints before a FRAME datagram's first packet record: frame_index and key_back, then
-    base_back (FLAG_BASED) and the redundant copy's key_back and base_back (FLAG_REDUNDANT;
-    its MOTION packet is the first record)."""
+    base_back and keys (FLAG_BASED), then the number of copies and the first copy's key_back,
+    base_back and keys (FLAG_REDUNDANT; its MOTION packet is the first record)."""
     from keyface.server.datagram import FLAG_BASED, FLAG_REDUNDANT
 
     tag = payload[0]
-    return 2 + bool(tag & FLAG_BASED) + 2 * bool(tag & FLAG_REDUNDANT)
+    return 2 + 2 * bool(tag & FLAG_BASED) + 4 * bool(tag & FLAG_REDUNDANT)
 
 
 def datagram_target(renderer: object | None = None) -> Callable[[bytes], None]:

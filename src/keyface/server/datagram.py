@@ -41,8 +41,12 @@ continues from the motion-coder state after frame ``frame_index - base_back`` (0
 resets); ``keys`` counts the keyframes the sender coded since its newest IDR, that IDR
 included, so a receiver notices a missed keyframe whatever else was lost."""
 FLAG_REDUNDANT = 0x20
-"""FRAME with FLAG_BASED only: before the frame's own packets, a copy of the previous frame's
-MOTION packet (``key_back``, ``base_back`` and ``keys`` varints, the packet as first sent)."""
+"""FRAME with FLAG_BASED only: before the frame's own packets, ``copies`` varint (1 ..
+``MAX_COPIES``), then copies of the MOTION packets of that many frames just before this one,
+oldest first, each as ``key_back``, ``base_back`` and ``keys`` varints and the packet as first
+sent."""
+MAX_COPIES = 2
+"""Most previous frames one datagram carries again."""
 ACK_SPAN = 32
 """Frames before ``newest`` an ACK's ``held`` mask covers."""
 _KIND_MASK = 0x07
@@ -93,9 +97,10 @@ class ParsedDatagram:
     base_back`` (0: it resets); ``None``: from the frame before (a version-1 sender)."""
     keys: int | None = None
     """FLAG_BASED: keyframes the sender coded since its newest IDR, that IDR included."""
-    redundant: ParsedDatagram | None = None
-    """FLAG_REDUNDANT: the previous frame's datagram as far as the receiver needs it (its
-    MOTION packet, ``key_back``, ``base_back`` and ``keys``; never a keyframe)."""
+    copies: tuple[ParsedDatagram, ...] = ()
+    """FLAG_REDUNDANT: the datagrams of the frames just before this one, oldest first, as far
+    as the receiver needs them (MOTION packet, ``key_back``, ``base_back`` and ``keys``; never
+    a keyframe)."""
     ack: Ack | None = None
 
     @property
@@ -135,31 +140,36 @@ def encode_frame_datagram(
     idr: bool,
     packets: list[Packet],
     base_back: int | None = None,
-    redundant: RedundantMotion | None = None,
+    copies: tuple[RedundantMotion, ...] = (),
     keys: int = 1,
 ) -> bytes:
     """A FRAME datagram. ``base_back`` (FLAG_BASED): the MOTION packet continues from the
     state after frame ``frame_index - base_back`` (0 if it resets); ``None`` writes a
     version-1 frame (continues from the previous frame); ``keys`` (written with it): the
-    keyframes since the newest IDR, that IDR included. ``redundant``: the previous frame's
-    motion, carried again (needs ``base_back``)."""
+    keyframes since the newest IDR, that IDR included. ``copies``: the motion of the frames
+    just before, oldest first, carried again (needs ``base_back``)."""
     flags = FLAG_IDR if idr else 0
     body = encode_varint(frame_index) + encode_varint(key_back)
     if base_back is not None:
         flags |= FLAG_BASED
         body += encode_varint(base_back) + encode_varint(keys)
-    if redundant is not None:
+    if copies:
         if base_back is None:
-            raise ValueError("a redundant copy needs a based frame")
-        if redundant.motion.first_frame != frame_index - 1:
-            raise ValueError("the redundant copy must be the previous frame's motion")
+            raise ValueError("redundant copies need a based frame")
+        if len(copies) > MAX_COPIES:
+            raise ValueError(f"at most {MAX_COPIES} copies")
+        first = frame_index - len(copies)
+        if [c.motion.first_frame for c in copies] != list(range(first, frame_index)):
+            raise ValueError("the copies must be of the frames just before, oldest first")
         flags |= FLAG_REDUNDANT
-        body += (
-            encode_varint(redundant.key_back)
-            + encode_varint(redundant.base_back)
-            + encode_varint(redundant.keys)
-            + bytes(redundant.motion)
-        )
+        body += encode_varint(len(copies))
+        for c in copies:
+            body += (
+                encode_varint(c.key_back)
+                + encode_varint(c.base_back)
+                + encode_varint(c.keys)
+                + bytes(c.motion)
+            )
     return _tag(KIND_FRAME, flags) + body + b"".join(bytes(p) for p in packets)
 
 
@@ -215,12 +225,13 @@ def parse_datagram(data: bytes) -> ParsedDatagram:
             raise DatagramError(f"unknown datagram kind {kind}")
         frame_index, pos = decode_varint(data, 1)
         key_back, pos = decode_varint(data, pos)
-        base_back = keys = copy = None
+        base_back = keys = None
+        copies: tuple[ParsedDatagram, ...] = ()
         if based:
             base_back, pos = decode_varint(data, pos)
             keys, pos = decode_varint(data, pos)
         if redundant:
-            copy, pos = _redundant(data, pos, frame_index)
+            copies, pos = _copies(data, pos, frame_index)
         packets = _packets(data, pos)
     except BitstreamError as exc:
         raise DatagramError(str(exc)) from None
@@ -248,7 +259,7 @@ def parse_datagram(data: bytes) -> ParsedDatagram:
         motion=motion,
         base_back=base_back,
         keys=keys,
-        redundant=copy,
+        copies=copies,
     )
 
 
@@ -261,16 +272,24 @@ def _check_base(frame_index: int, base_back: int | None, motion: MotionPacket) -
         raise DatagramError(f"base_back {base_back} reaches before frame 0 or too far back")
 
 
-def _redundant(data: bytes, pos: int, frame_index: int) -> tuple[ParsedDatagram, int]:
-    if frame_index == 0:
-        raise DatagramError("redundant motion before frame 0")
-    index = frame_index - 1
+def _copies(data: bytes, pos: int, frame_index: int) -> tuple[tuple[ParsedDatagram, ...], int]:
+    n, pos = decode_varint(data, pos)
+    if not 1 <= n <= min(MAX_COPIES, frame_index):
+        raise DatagramError(f"{n} redundant copies in frame {frame_index}")
+    out = []
+    for index in range(frame_index - n, frame_index):
+        copy, pos = _copy(data, pos, index)
+        out.append(copy)
+    return tuple(out), pos
+
+
+def _copy(data: bytes, pos: int, index: int) -> tuple[ParsedDatagram, int]:
     key_back, pos = decode_varint(data, pos)
     base_back, pos = decode_varint(data, pos)
     keys, pos = decode_varint(data, pos)
     packet, pos = parse_packet(data, pos)
     if not isinstance(packet, MotionPacket) or packet.first_frame != index or packet.n_frames != 1:
-        raise DatagramError("redundant copy must be the previous frame's MOTION packet")
+        raise DatagramError(f"redundant copy must be frame {index}'s MOTION packet")
     if key_back > index:
         raise DatagramError("inconsistent keyframe distance in the redundant copy")
     _check_base(index, base_back, packet)

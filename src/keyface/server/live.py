@@ -22,6 +22,7 @@ from keyface.codec.limits import MAX_BASE_BACK
 from keyface.entropy import MotionSnapshot
 from keyface.server.datagram import (
     ACK_SPAN,
+    MAX_COPIES,
     Datagram,
     DatagramError,
     RedundantMotion,
@@ -43,6 +44,8 @@ sender codes each frame from an acknowledged one and needs no periodic resets (d
 ACK_TIMEOUT_S = 1.0
 """Acknowledgements count as flowing while the newest arrived at most this long ago; when they
 stop, the sender goes back to coding each frame from the previous one with periodic resets."""
+RTT_WINDOW_S = 2.0
+"""The round trip is the median of those seen over this long."""
 LOSS_MEMORY_S = 2.0
 """After a loss shows in the acknowledgements, a frame whose predecessor is not acknowledged
 yet carries a copy of that predecessor's motion for this long."""
@@ -84,7 +87,9 @@ class SenderStats:
     """Frames coded from an acknowledged frame's state (FLAG_BASED datagrams that do not reset)."""
     base_back_sum: int = 0
     redundant: int = 0
-    """Frames that carried a copy of the previous frame's motion."""
+    """Frames that carried copies of earlier frames' motion."""
+    copies: int = 0
+    """Copies carried (at most ``MAX_COPIES`` a frame)."""
     losses_seen: int = 0
     """Unreliable frames the acknowledgements showed the receiver never decoded."""
 
@@ -139,8 +144,12 @@ class SenderSession:
         self._ack_at: float | None = None
         self._loss_checked = -1
         self._loss_at: float | None = None
+        self._rtt_samples: deque[tuple[float, float]] = deque()
         self.rtt_s: float | None = None
-        """Smoothed time from sending a frame to its acknowledgement."""
+        """The median time from sending a frame to its acknowledgement over the last
+        ``RTT_WINDOW_S`` (a frame that waited in the receiver's reorder buffer behind a lost
+        one is acknowledged late: the median leaves such waits out, and a copy goes only
+        where an acknowledgement is later than usual)."""
         self._last_key = -1
         self._keys = 0
         """Keyframes since the newest IDR, that IDR included."""
@@ -169,10 +178,10 @@ class SenderSession:
         self._now = now
         index = self.stats.frames
         based = self.acknowledged
-        copy = self._redundant(index) if based else None
+        copies = self._copies(index) if based else ()
         # With a copy of the previous frame aboard, this frame can continue from it: the
-        # receiver decodes the copy first (its own base was acknowledged).
-        base = index - 1 if copy is not None else self._base(index) if based else None
+        # receiver decodes the copies first (the oldest continues from an acknowledged frame).
+        base = index - 1 if copies else self._base(index) if based else None
         if base is not None:
             self.encoder.continue_motion(self._frames[base].snapshot, index - base)
         elif based or (
@@ -199,15 +208,16 @@ class SenderSession:
             self.stats.keyframes += 1
         key_back = index - self._last_key
         if keyframe:
-            copy = None  # a keyframe's datagram is reliable and resets the motion
+            copies = ()  # a keyframe's datagram is reliable and resets the motion
         payload = encode_frame_datagram(
-            index, key_back, idr, packets, base_back if based else None, copy, self._keys
+            index, key_back, idr, packets, base_back if based else None, copies, self._keys
         )
         out.append(Datagram("reliable" if keyframe else "unreliable", payload))
         self.stats.motion_bits += 8 * len(bytes(motion))
-        if copy is not None:
+        if copies:
             self.stats.redundant += 1
-            self.stats.motion_bits += 8 * len(bytes(copy.motion))
+            self.stats.copies += len(copies)
+            self.stats.motion_bits += sum(8 * len(bytes(c.motion)) for c in copies)
         if based and base is not None and not motion.reset:
             self.stats.based += 1
             self.stats.base_back_sum += base_back
@@ -262,8 +272,11 @@ class SenderSession:
             return
         self._ack_at = self._now
         if newest not in self._acked and newest in self._frames:
-            sample = max(self._now - self._frames[newest].time, 0.0)
-            self.rtt_s = sample if self.rtt_s is None else 0.875 * self.rtt_s + 0.125 * sample
+            samples = self._rtt_samples
+            samples.append((self._now, max(self._now - self._frames[newest].time, 0.0)))
+            while samples[0][0] < self._now - RTT_WINDOW_S:
+                samples.popleft()
+            self.rtt_s = float(np.median([rtt for _, rtt in samples]))
         self._acked.update(f for f in frames if f in self._frames)
         horizon = self.stats.frames - MAX_BASE_BACK - 1
         self._acked = {f for f in self._acked if f > horizon}
@@ -280,29 +293,42 @@ class SenderSession:
         held = [f for f in self._acked if index - f <= MAX_BASE_BACK and f in self._frames]
         return max(held) if held else None
 
-    def _redundant(self, index: int) -> RedundantMotion | None:
-        """A copy of the previous frame's motion, when it went unreliably, its
-        acknowledgement is overdue (it was sent at least a round trip ago: on links whose
-        round trip exceeds a frame period no copy is sent), losses have shown lately and the
-        receiver can decode it (it reset or continued from an acknowledged frame: a copy of a
-        frame that continued from an unacknowledged copy could be undecodable, and so would
-        every frame after it)."""
-        previous = self._frames.get(index - 1)
+    def _copies(self, index: int) -> tuple[RedundantMotion, ...]:
+        """Copies of the motion of the frames just before this one that are probably lost:
+        sent unreliably at least a round trip ago and not acknowledged (on links whose round
+        trip exceeds a frame period no copy is sent), while losses have shown lately. The
+        receiver must be able to decode them: the oldest copy resets or continues from an
+        acknowledged frame, each later one from the copy before it (a frame that continued
+        from a lost, uncopied one is not worth a copy: nothing can decode it)."""
         if (
             not self.redundancy
-            or previous is None
-            or previous.reliable
             or self.rtt_s is None
-            or self._now - previous.time < self.rtt_s
-            or (previous.base_back and index - 1 - previous.base_back not in self._acked)
-            or index - 1 in self._acked
             or self._loss_at is None
             or self._now - self._loss_at > LOSS_MEMORY_S
         ):
-            return None
-        return RedundantMotion(
-            previous.key_back, previous.base_back, previous.keys, previous.motion
-        )
+            return ()
+        chain: list[int] = []
+        f = index - 1
+        while len(chain) < MAX_COPIES:
+            sent = self._frames.get(f)
+            if (
+                sent is None
+                or sent.reliable
+                or f in self._acked
+                or self._now - sent.time < self.rtt_s
+            ):
+                return ()
+            chain.append(f)
+            if not sent.base_back or f - sent.base_back in self._acked:  # decodable start
+                return tuple(self._copy(g) for g in reversed(chain))
+            if sent.base_back != 1:
+                return ()
+            f -= 1
+        return ()
+
+    def _copy(self, index: int) -> RedundantMotion:
+        sent = self._frames[index]
+        return RedundantMotion(sent.key_back, sent.base_back, sent.keys, sent.motion)
 
     def _expire(self, now: float) -> None:
         while self._sent and self._sent[0][0] <= now - self.rate_window_s:

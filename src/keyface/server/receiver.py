@@ -125,7 +125,7 @@ class ParticipantDecoder:
         self._keys = 0
         """Keyframes decoded since the newest IDR, that IDR included."""
         self._copies: set[int] = set()
-        """Pending frames that came as a redundant copy in the next frame's datagram."""
+        """Pending frames that came as a redundant copy in a later frame's datagram."""
         self._ack_due = False
 
     # -- public ------------------------------------------------------------------------------
@@ -156,14 +156,12 @@ class ParticipantDecoder:
                 return []
             self._copies.discard(f)  # the frame's own datagram replaces the copy
         self._pending[f] = (d, now)
-        copy = d.redundant
-        if (
-            copy is not None
-            and copy.frame_index not in self._pending
-            and (self.next_frame is None or copy.frame_index >= self.next_frame)
-        ):
-            self._pending[copy.frame_index] = (copy, now)
-            self._copies.add(copy.frame_index)
+        for copy in d.copies:
+            if copy.frame_index not in self._pending and (
+                self.next_frame is None or copy.frame_index >= self.next_frame
+            ):
+                self._pending[copy.frame_index] = (copy, now)
+                self._copies.add(copy.frame_index)
         while len(self._pending) > self.max_pending:
             del self._pending[min(self._pending)]
         self._copies &= self._pending.keys()

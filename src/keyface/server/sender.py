@@ -215,7 +215,8 @@ class SendReport:
     based: int = 0
     """Frames coded from an acknowledged frame's motion state."""
     redundant: int = 0
-    """Frames that carried a copy of the previous frame's motion."""
+    """Frames that carried copies of earlier frames' motion."""
+    copies: int = 0
     losses_seen: int = 0
     kbps_windows: list[float] = field(default_factory=list)
     """The periodic uplink kbit/s figures (window ``SenderSession.rate_window_s``)."""
@@ -459,7 +460,7 @@ class LiveSender:
             s.frames, s.keyframes, s.idr_keyframes = st.frames, st.keyframes, st.idr_keyframes
             s.datagrams, s.bits, s.refresh_requests = st.datagrams, st.bits, st.refresh_requests
             s.motion_bits, s.acks, s.based = st.motion_bits, st.acks, st.based
-            s.redundant, s.losses_seen = st.redundant, st.losses_seen
+            s.redundant, s.copies, s.losses_seen = st.redundant, st.copies, st.losses_seen
         s.dropped_motion = t.dropped_motion
         s.seconds = now - start
 
