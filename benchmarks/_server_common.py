@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -273,6 +274,10 @@ def receiver_figures(result: SessionResult) -> dict[str, Any]:
         "distinct_frames": distinct,
         "fps": distinct / span if span > 0 else 0.0,
         "frame_size": [result.frames[0].width, result.frames[0].height] if result.frames else None,
+        "frame_sizes": {
+            f"{w}x{h}": n
+            for (w, h), n in Counter((f.width, f.height) for f in result.frames).items()
+        },
     }
     if lat.size:
         steady = lat[30:] if lat.size > 60 else lat  # without the first second (start-up)
