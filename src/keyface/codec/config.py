@@ -78,7 +78,8 @@ class CodecConfig:
     detail_boost: int = 0
     """Code the rectangles around the eyes and the mouth of every keyframe again at this many
     quality steps above the keyframe (DETAIL packets, :mod:`keyface.codec.detail`); 0: never.
-    Needs a representation with a face state; the rate ladder sets it."""
+    Needs a representation with a face state; off by default (``keyface encode
+    --detail-boost``; measured in docs/codec.md)."""
     detail_parts: tuple[str, ...] = ("eyes", "mouth")
     """Which parts ``detail_boost`` codes again (of ``"eyes"``, ``"mouth"``)."""
     content_update: str = "detail"
