@@ -145,6 +145,12 @@ class ParticipantDecoder:
         f = d.frame_index
         self._highest_seen = max(self._highest_seen, f)
         if self.next_frame is not None and f < self.next_frame:
+            if d.idr and self.need_idr:
+                # The sender answered, but its IDR came after this decoder had given the frame
+                # up (a reliable datagram retransmitted): ask again at once, no back-off.
+                self._retry_s = self.refresh_retry_s
+                self._refresh_at = None
+                self._request_refresh(now)
             self.stats.late += 1
             logger.debug(
                 "%s: frame %d arrived late (next is %d)", self.participant, f, self.next_frame
