@@ -50,7 +50,9 @@ import argparse
 import asyncio
 import json
 import os
+import threading
 import time
+from collections import deque
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -212,6 +214,18 @@ async def _senders_state(server: ServerProcess, rooms: list[str]) -> list[dict[s
     return entries
 
 
+def _start_server(*args: str) -> ServerProcess:
+    """``keyface serve`` with its stderr read by a thread (a full pipe would block the server's
+    logging in a long run); the last lines are kept in ``server.log_tail``."""
+    server = ServerProcess(*args)
+    tail: deque[str] = deque(maxlen=40)
+    server.log_tail = tail  # type: ignore[attr-defined]
+    stream = server.proc.stderr
+    assert stream is not None
+    threading.Thread(target=lambda: tail.extend(stream), daemon=True).start()
+    return server
+
+
 def _serve_args(generator: str, receivers: int, extra: tuple[str, ...] = ()) -> tuple[str, ...]:
     return ("--generator", generator, "--max-participants", str(ROOM_SIZE + receivers), *extra)
 
@@ -241,7 +255,7 @@ async def _join(
 
 # ---------------------------------------------------------------------------------- load
 async def run_load(n: int, clip: CodedClip, receivers: int, generator: str) -> dict[str, Any]:
-    server = ServerProcess(*_serve_args(generator, receivers))
+    server = _start_server(*_serve_args(generator, receivers))
     rooms = [f"load-{i // ROOM_SIZE}" for i in range(n)]
     senders: list[SenderClient] = []
     viewers: list[ReceiverClient] = []
@@ -312,7 +326,7 @@ LOAD_COLUMNS = [
 async def run_soak(
     clip: CodedClip, n: int, receivers: int, seconds: float, sample_s: float, generator: str
 ) -> dict[str, Any]:
-    server = ServerProcess(*_serve_args(generator, receivers, ("--stamp-frames",)))
+    server = _start_server(*_serve_args(generator, receivers, ("--stamp-frames",)))
     pid = server.proc.pid
     rooms = [f"soak-{i // ROOM_SIZE}" for i in range(n)]
     names = [f"s{i}" for i in range(n)]
@@ -434,7 +448,7 @@ PHASES = ("without", "abuse", "after")
 async def run_isolation(
     clip: CodedClip, abuser: CodedClip, phase_s: float, generator: str, extra: tuple[str, ...]
 ) -> dict[str, Any]:
-    server = ServerProcess(*_serve_args(generator, 1, ("--stamp-frames", *extra)))
+    server = _start_server(*_serve_args(generator, 1, ("--stamp-frames", *extra)))
     pid = server.proc.pid
     sent: dict[int, float] = {}
     clients: list[SenderClient | ReceiverClient] = []
@@ -507,7 +521,13 @@ async def _phase(server: ServerProcess, pid: int, watch: Watch, seconds: float) 
     a: dict[str, Any] = {}
     while time.monotonic() - t0 < seconds:
         await asyncio.sleep(1.0)
-        a = next(p for p in await _senders_state(server, ["iso-a"]) if p["name"] == "alice")
+        found = next(
+            (p for p in await _senders_state(server, ["iso-a"]) if p["name"] == "alice"), None
+        )
+        if found is None:
+            log = "".join(getattr(server, "log_tail", []))
+            raise RuntimeError(f"the legitimate sender is no longer in room A; server log:\n{log}")
+        a = found
         fps.append(a["fps"])
         b = next(iter(await _senders_state(server, ["iso-b"])), b)
         new, lat = watch.take()
@@ -609,9 +629,10 @@ def main() -> None:
         print_table(rows, ISOLATION_COLUMNS)
         s = result["slowdown"]
         print(
-            f"room A under abuse: sender frames/s -{s['sender_fps_percent']} %, receiver "
-            f"frames/s -{s['receiver_fps_percent']} %, latency p50 +{s['latency_p50_percent']} %"
-            f", p90 +{s['latency_p90_percent']} % (goal: <= 10 %)"
+            f"room A under abuse: sender frames/s {-s['sender_fps_percent']:+.1f} %, receiver "
+            f"frames/s {-s['receiver_fps_percent']:+.1f} %, latency p50 "
+            f"{s['latency_p50_percent']:+.1f} %, p90 {s['latency_p90_percent']:+.1f} % "
+            "(goal: slowdown <= 10 %)"
         )
         out.update(result)
     elif args.soak:

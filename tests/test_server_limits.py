@@ -91,7 +91,8 @@ def test_queued_jobs_of_a_sender_over_its_share_are_dropped_when_they_would_star
     """On main the share was checked only when a datagram arrived: an abusive sender's queue
     of 60 admitted 1024x1024 keyframes (1.4 s of CPU each) kept a worker busy long after it
     had spent its share. Now a queued datagram is dropped if its sender is in debt when it
-    would start, and a sender over part of its share runs on the niced low-priority worker."""
+    would start, and a sender over part of its share runs on the low-priority (SCHED_IDLE)
+    worker."""
 
     async def main() -> None:
         limits = replace(
@@ -106,8 +107,8 @@ def test_queued_jobs_of_a_sender_over_its_share_are_dropped_when_they_would_star
         def job(tag: str) -> Any:
             def fn() -> None:
                 tid = threading.get_native_id()
-                nice = os.getpriority(os.PRIO_PROCESS, tid) if sys.platform == "linux" else 0
-                ran.append((tag, threading.current_thread().name, nice))
+                policy = os.sched_getscheduler(tid) if sys.platform == "linux" else 0
+                ran.append((tag, threading.current_thread().name, policy))
 
             return fn
 
@@ -134,7 +135,7 @@ def test_queued_jobs_of_a_sender_over_its_share_are_dropped_when_they_would_star
         assert [tag for tag, _, _ in ran] == ["normal", "low", "tick"]
         assert ran[0][1].startswith("keyface-room") and ran[1][1].startswith("keyface-low")
         if sys.platform == "linux":
-            assert ran[0][2] == 0 and ran[1][2] == 19
+            assert ran[0][2] == os.SCHED_OTHER and ran[1][2] == os.SCHED_IDLE
         assert participant.cpu_limited == 1
 
     _run(main())
