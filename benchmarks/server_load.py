@@ -101,7 +101,7 @@ def reindex(payload: bytes, offset: int) -> bytes:
     d = parse_datagram(payload)
     if d.kind != KIND_FRAME:
         return payload
-    if d.base_back is not None or d.redundant is not None:
+    if d.base_back is not None:  # (copies of earlier frames need a base too)
         raise ValueError("only version-1 frames (coded without acknowledgements) are re-indexed")
     assert d.motion is not None
     packets: list[Any] = []
@@ -357,6 +357,9 @@ async def run_soak(
         while k * sample_s <= seconds + 1e-9:
             await asyncio.sleep(max(0.0, t0 + k * sample_s - time.monotonic()))
             k += 1
+            for task in tasks:
+                if task.done():
+                    task.result()  # a sender's replay failed: say why
             now, cpu = time.monotonic(), process_cpu_s(pid) or 0.0
             entries = await _senders_state(server, rooms)
             taken = [w.take() for w in watches]
@@ -473,7 +476,7 @@ async def run_isolation(
                 tasks[-1].cancel()
                 await mallory.close()
                 await asyncio.sleep(1.0)  # the server notices the closed channel
-            phases[phase] = await _phase(server, pid, watch, phase_s)
+            phases[phase] = await _phase(server, pid, watch, phase_s, tasks[0])
             print(f"{phase}: {_phase_line(phases[phase])}", flush=True)
     finally:
         for t in tasks:
@@ -506,8 +509,11 @@ def _rise(before: float | None, after: float | None) -> float | None:
     return round(100 * (after / before - 1), 1) if before and after is not None else None
 
 
-async def _phase(server: ServerProcess, pid: int, watch: Watch, seconds: float) -> dict[str, Any]:
-    """Room A (and room B, when the abuser is in it) sampled every second for ``seconds``."""
+async def _phase(
+    server: ServerProcess, pid: int, watch: Watch, seconds: float, replay: asyncio.Future[None]
+) -> dict[str, Any]:
+    """Room A (and room B, when the abuser is in it) sampled every second for ``seconds``;
+    ``replay``: room A's sender (its error, if it stops, is raised here)."""
     watch.take()  # start afresh
     cpu0, t0 = process_cpu_s(pid) or 0.0, time.monotonic()
     a0 = (await fetch_state(server.url, "iso-a", server.token("iso-a", "m", "receive")))[
@@ -521,6 +527,8 @@ async def _phase(server: ServerProcess, pid: int, watch: Watch, seconds: float) 
     a: dict[str, Any] = {}
     while time.monotonic() - t0 < seconds:
         await asyncio.sleep(1.0)
+        if replay.done():
+            replay.result()
         found = next(
             (p for p in await _senders_state(server, ["iso-a"]) if p["name"] == "alice"), None
         )
