@@ -58,8 +58,8 @@ class RoomLimits:
     used 0.5 s more than its share lately) is served at low priority (``CpuStanding``), on
     what the other senders leave of the CPU. A 256x256 sender never gets there (about 0.15 s
     a second, a keyframe ~0.1 s); an abusive one does after its first 1024x1024 keyframe
-    (1.4 s) and from then on cannot take a core from the other rooms (docs/server.md,
-    "Isolation")."""
+    (1.4 s) and from then on cannot take a core from the other rooms (docs/server.md, "Load":
+    cross-room isolation)."""
 
 
 CpuStanding = Literal["normal", "low", "over"]
