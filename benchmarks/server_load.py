@@ -1,19 +1,47 @@
-"""How many senders one ``keyface serve`` decodes and renders in real time on this machine.
+"""How many senders one ``keyface serve`` decodes and renders in real time on this machine; a
+long soak of a fixed load; and whether an abusive sender in one room slows another room.
 
     python benchmarks/server_load.py                       # 1, 2, 3, ... senders, 12 s each
     python benchmarks/server_load.py --max-senders 6 --receivers 0 --json results/server/load.json
+    python benchmarks/server_load.py --receivers 3         # N senders x 3 receivers per room
+    python benchmarks/server_load.py --soak 600 --senders 2 --receivers 2 \\
+        --json results/server/soak.json                    # 10 minutes, sampled every 5 s
+    python benchmarks/server_load.py --abuse --phase 60 --json results/server/isolation.json
 
 The clip's face crops (256x256) are analysed and coded once, live-style (``SenderSession``),
-then replayed by N aiortc senders at the clip's frame rate, all at once, into rooms of up to
-8. With ``--receivers 1`` (the default) one receiver per room subscribes to every sender, so
-the server also codes one VP8 stream per sender. The server runs in its own process; the
-senders and the receiver run in this one, on the same CPUs (a real deployment would not
-share them).
+then replayed by aiortc senders at the clip's frame rate. A replay longer than the coded clip
+loops it: each pass is the same datagrams with their frame indices moved on (the clip starts
+with an IDR, so every pass starts with one). The server runs in its own process; the senders
+and the receivers run in this one, on the same CPUs (a real deployment would not share them).
 
-A load is served in real time when, over the second half of the run, every sender's rendered
-frames/s stays >= 90 % of the clip's rate, no sender's decode backlog exceeds 5 datagrams and
-nothing is shed. Reported per N: the slowest sender's frames/s, the largest backlog, shed
-datagrams, the server process's CPU use (% of one core) and the frames/s each receiver shows.
+**Load** (the default): N = 1, 2, 3, ... senders, all at once, into rooms of up to 8 senders;
+``--receivers M`` (default 1) receivers per room subscribe to every sender of their room, so
+the server also codes one VP8 stream per sender and receiver. A load is served in real time
+when, over the second half of the run, every sender's rendered frames/s stays >= 90 % of the
+clip's rate, no sender's decode backlog exceeds 5 datagrams and nothing is shed. Reported per
+N: the slowest sender's frames/s, the largest backlog, shed datagrams, the server process's
+CPU use (% of one core) and the frames/s each receiver shows.
+
+**Soak** (``--soak SECONDS``): ``--senders N`` (2) and ``--receivers M`` per room for that
+long, the server with ``--stamp-frames``; every ``--sample`` seconds (5): the server's RSS
+(``/proc/PID/status`` VmRSS), its CPU time, each sender's rendered frames/s, backlog, shed and
+concealed frames (``GET /state``), and each receiver's new pictures and their latency.
+Latency = the time a receiver has decoded a picture minus the time this script handed that
+frame's datagrams to the sender's data channel (the picture's stamped index says which
+frame): the data channel, the server's reordering, decoding, rendering, stamping and VP8
+coding, RTP and the receiver's VP8 decoding; not the sender's capture and coding (the
+datagrams are coded in advance; ``server_stream.py`` measures those).
+
+**Isolation** (``--abuse``): room A has a legitimate sender and one receiver; room B gets an
+authenticated abusive sender whose content is valid but as expensive as the format allows
+a datagram to be: a 1024x1024 stream (the largest header the decoder accepts) with an IDR
+keyframe (and its HEADER) in every frame, coded once from upscaled crops and replayed at the
+clip's rate; its keyframes are ~3 kB, so the size and rate limits let them all through and
+only the CPU share (``keyface serve --cpu-share``) stands between it and the worker pool.
+Three phases of ``--phase`` seconds: without the abuser, with it, after it left. Reported
+per phase: room A's rendered frames/s (server), frames/s shown and latency percentiles
+(receiver), the server's CPU, and the abuser's counters; the slowdown of room A is the
+abuse phase against the first.
 """
 
 from __future__ import annotations
@@ -22,25 +50,68 @@ import argparse
 import asyncio
 import json
 import os
+import threading
 import time
+from collections import deque
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _server_common import ServerProcess, default_clip, machine, print_table
+from _server_common import ServerProcess, default_clip, machine, print_table, process_cpu_s
 
+from keyface.bitstream import RefreshMode
 from keyface.codec.config import CodecConfig
 from keyface.io import probe
 from keyface.pipeline import analyze, cropped_frames
 from keyface.renderers import DEFAULT_RENDERER
-from keyface.server.client import ReceiverClient, SenderClient, fetch_state
+from keyface.server.client import ReceivedFrame, ReceiverClient, SenderClient, fetch_state
+from keyface.server.datagram import KIND_FRAME, encode_frame_datagram, parse_datagram
+from keyface.server.media import STAMP_MODULO
 from keyface.server.session import Datagram, SenderSession
 
 ROOM_SIZE = 8
+"""Senders per room (the server is started with room for them and the receivers)."""
+ABUSE_SIZE = 1024
+"""The abuser's stream size: the largest the decoder accepts (``limits.MAX_CODED_PIXELS``)."""
 
 
-def prepare(clip: Path, frames: int) -> tuple[list[list[Datagram]], float]:
+# ------------------------------------------------------------------------ pre-coded streams
+@dataclass(frozen=True)
+class CodedClip:
+    """One sender's datagrams, coded once; :meth:`frame` replays them for ever."""
+
+    frames: list[list[Datagram]]
+    fps: float
+
+    def frame(self, i: int) -> list[Datagram]:
+        """The datagrams of frame ``i``: pass ``i // len(frames)`` over the clip, its FRAME
+        datagrams re-indexed (the HEADER is the same every pass)."""
+        loop, k = divmod(i, len(self.frames))
+        if loop == 0:
+            return self.frames[k]
+        offset = loop * len(self.frames)
+        return [Datagram(d.channel, reindex(d.payload, offset)) for d in self.frames[k]]
+
+
+def reindex(payload: bytes, offset: int) -> bytes:
+    """A version-1 FRAME datagram moved ``offset`` frames on (the frame index and those of its
+    KEYFRAME and MOTION packets, with fresh CRCs); any other datagram unchanged."""
+    d = parse_datagram(payload)
+    if d.kind != KIND_FRAME:
+        return payload
+    if d.base_back is not None:  # (copies of earlier frames need a base too)
+        raise ValueError("only version-1 frames (coded without acknowledgements) are re-indexed")
+    assert d.motion is not None
+    packets: list[Any] = []
+    if d.keyframe is not None:
+        packets.append(replace(d.keyframe, frame_index=d.keyframe.frame_index + offset))
+    packets.append(replace(d.motion, first_frame=d.motion.first_frame + offset))
+    return encode_frame_datagram(d.frame_index + offset, d.key_back, d.idr, packets)
+
+
+def prepare(clip: Path, frames: int) -> CodedClip:
     a = analyze(clip, size=256, max_frames=frames)
     crops = (img for _, img in cropped_frames(a.path, a.crop, a.size, a.frame_count))
     sender = SenderSession(CodecConfig(size=256), Fraction(a.fps), crop=a.crop)
@@ -49,63 +120,161 @@ def prepare(clip: Path, frames: int) -> tuple[list[list[Datagram]], float]:
         sender.push_frame(img, lm, i / fps)
         for i, (img, lm) in enumerate(zip(crops, a.landmarks, strict=True))
     ]
-    return out, fps
+    return CodedClip(out, fps)
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def prepare_abuser(clip: Path, frames: int) -> CodedClip:
+    """The abusive sender's stream: ``ABUSE_SIZE`` crops (the clip's, upscaled), every frame a
+    forced IDR keyframe (so each one is decoded, enhanced and rendered in full, and a receiver
+    that dropped one needs nothing older)."""
+    a = analyze(clip, size=ABUSE_SIZE, max_frames=frames)
+    crops = (img for _, img in cropped_frames(a.path, a.crop, a.size, a.frame_count))
+    config = CodecConfig(size=ABUSE_SIZE, refresh_mode=RefreshMode.FIXED, refresh_threshold=1)
+    sender = SenderSession(config, Fraction(a.fps), crop=a.crop)
+    fps = float(a.fps)
+    out = []
+    for i, (img, lm) in enumerate(zip(crops, a.landmarks, strict=True)):
+        sender.force_keyframe()
+        out.append(sender.push_frame(img, lm, i / fps))
+    return CodedClip(out, fps)
 
 
-async def _replay(client: SenderClient, datagrams: list[list[Datagram]], fps: float, t0: float):
-    for i, frame in enumerate(datagrams):
-        delay = t0 + i / fps - time.monotonic()
+async def _replay(
+    client: SenderClient,
+    clip: CodedClip,
+    t0: float,
+    start: int = 0,
+    stop: int | None = None,
+    sent: dict[int, float] | None = None,
+) -> None:
+    """Frames ``start .. stop - 1`` (``None``: until cancelled) at the clip's rate from ``t0``;
+    ``sent``: stamp (frame index mod ``STAMP_MODULO``) -> when it was handed to the channel."""
+    i = start
+    while stop is None or i < stop:
+        delay = t0 + (i - start) / clip.fps - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        for d in frame:
+        for d in clip.frame(i):
             client.send(d)
+        if sent is not None:
+            sent[i % STAMP_MODULO] = time.monotonic()
+        i += 1
 
 
-async def run_load(
-    n: int, datagrams: list[list[Datagram]], fps: float, receivers: int, generator: str
-) -> dict[str, Any]:
-    server = ServerProcess("--generator", generator)
-    rooms = [f"load-{i // ROOM_SIZE}" for i in range(n)]
+# --------------------------------------------------------------------------- measurement
+def rss_mb(pid: int) -> float | None:
+    """Resident memory of a process (``VmRSS``), MB; ``None`` where it cannot be read."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+class Watch:
+    """What one receiver shows of one sender: each new picture (a stamp other than the
+    previous picture's) and its latency against ``sent``. :meth:`take` returns what came
+    since the last call, so a soak's samples and stamps that wrap stay apart."""
+
+    def __init__(self, receiver: ReceiverClient, sender: str, sent: dict[int, float]) -> None:
+        self.receiver, self.sender, self.sent = receiver, sender, sent
+        self._pos = 0
+        self._last: int | None = None
+
+    def take(self) -> tuple[int, list[float]]:
+        """(new pictures, their latencies in ms) since the last call."""
+        frames: list[ReceivedFrame] = self.receiver.frames.get(self.sender, [])
+        new, latencies = 0, []
+        for f in frames[self._pos :]:
+            if f.stamp is None or f.stamp == self._last:
+                continue
+            self._last = f.stamp
+            new += 1
+            sent = self.sent.get(f.stamp)
+            if sent is not None and f.time >= sent:
+                latencies.append(1000 * (f.time - sent))
+        self._pos = len(frames)
+        return new, latencies
+
+
+def percentiles(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p90": None, "p99": None}
+    p50, p90, p99 = np.percentile(values, [50, 90, 99])
+    return {"p50": round(float(p50), 1), "p90": round(float(p90), 1), "p99": round(float(p99), 1)}
+
+
+async def _senders_state(server: ServerProcess, rooms: list[str]) -> list[dict[str, Any]]:
+    entries = []
+    for room in sorted(set(rooms)):
+        state = await fetch_state(server.url, room, server.token(room, "m", "receive"))
+        entries += [p for p in state["participants"] if p["role"] == "send"]
+    return entries
+
+
+def _start_server(*args: str) -> ServerProcess:
+    """``keyface serve`` with its stderr read by a thread (a full pipe would block the server's
+    logging in a long run); the last lines are kept in ``server.log_tail``."""
+    server = ServerProcess(*args)
+    tail: deque[str] = deque(maxlen=40)
+    server.log_tail = tail  # type: ignore[attr-defined]
+    stream = server.proc.stderr
+    assert stream is not None
+    threading.Thread(target=lambda: tail.extend(stream), daemon=True).start()
+    return server
+
+
+def _serve_args(generator: str, receivers: int, extra: tuple[str, ...] = ()) -> tuple[str, ...]:
+    return ("--generator", generator, "--max-participants", str(ROOM_SIZE + receivers), *extra)
+
+
+async def _join(
+    server: ServerProcess, clip: CodedClip, rooms: list[str], names: list[str], receivers: int
+) -> tuple[list[SenderClient], list[ReceiverClient]]:
+    """Senders join and send frame 0 (the IDR), then ``receivers`` per room join (one
+    transceiver per sender of their room)."""
     senders = [
-        SenderClient(server.url, room, server.token(room, f"s{i}", "send"))
-        for i, room in enumerate(rooms)
+        SenderClient(server.url, room, server.token(room, name, "send"))
+        for room, name in zip(rooms, names, strict=True)
     ]
+    await asyncio.gather(*(s.connect() for s in senders))
+    for s in senders:
+        for d in clip.frame(0):
+            s.send(d)
+    await asyncio.sleep(0.5)
+    viewers = []
+    for room in sorted(set(rooms)):
+        for j in range(receivers):
+            v = ReceiverClient(server.url, room, server.token(room, f"viewer{j}", "receive"))
+            await v.connect(streams=rooms.count(room))
+            viewers.append(v)
+    return senders, viewers
+
+
+# ---------------------------------------------------------------------------------- load
+async def run_load(n: int, clip: CodedClip, receivers: int, generator: str) -> dict[str, Any]:
+    server = _start_server(*_serve_args(generator, receivers))
+    rooms = [f"load-{i // ROOM_SIZE}" for i in range(n)]
+    senders: list[SenderClient] = []
     viewers: list[ReceiverClient] = []
     samples: list[dict[str, Any]] = []
     try:
-        await asyncio.gather(*(s.connect() for s in senders))
-        # The IDR first, then the receivers join (one transceiver per sender of their room).
-        for s in senders:
-            for d in datagrams[0]:
-                s.send(d)
-        await asyncio.sleep(0.5)
-        if receivers:
-            for room in sorted(set(rooms)):
-                v = ReceiverClient(server.url, room, server.token(room, "viewer", "receive"))
-                await v.connect(streams=rooms.count(room))
-                viewers.append(v)
-        rest = datagrams[1:]
+        senders, viewers = await _join(server, clip, rooms, [f"s{i}" for i in range(n)], receivers)
         t0 = time.monotonic() + 0.2
-        cpu0 = cpu_seconds(server.proc.pid)
+        cpu0 = process_cpu_s(server.proc.pid) or 0.0
+        stop = len(clip.frames)
         tasks = [
-            asyncio.ensure_future(_replay(s, rest, fps, t0 + i / fps / n))
+            asyncio.ensure_future(_replay(s, clip, t0 + i / clip.fps / n, 1, stop))
             for i, s in enumerate(senders)
         ]
-        duration = len(rest) / fps
+        duration = (stop - 1) / clip.fps
         while not all(t.done() for t in tasks):
             await asyncio.sleep(1.0)
-            now = time.monotonic() - t0
-            entries = []
-            for room in sorted(set(rooms)):
-                state = await fetch_state(server.url, room, server.token(room, "m", "receive"))
-                entries += [p for p in state["participants"] if p["role"] == "send"]
-            samples.append({"t": now, "senders": entries})
-        cpu = cpu_seconds(server.proc.pid) - cpu0
+            entries = await _senders_state(server, rooms)
+            samples.append({"t": time.monotonic() - t0, "senders": entries})
+        cpu = (process_cpu_s(server.proc.pid) or 0.0) - cpu0
         await asyncio.gather(*tasks)
     finally:
         for c in [*senders, *viewers]:
@@ -123,7 +292,7 @@ async def run_load(
             times = [f.time for f in frames]
             if len(times) > 1:
                 rx_fps.append((len(times) - 1) / (times[-1] - times[0]))
-    realtime = min_fps >= 0.9 * fps and max_backlog <= 5 and shed == 0
+    realtime = min_fps >= 0.9 * clip.fps and max_backlog <= 5 and shed == 0
     return {
         "generator": generator,
         "senders": n,
@@ -141,8 +310,9 @@ async def run_load(
     }
 
 
-COLUMNS = [
+LOAD_COLUMNS = [
     ("senders", "senders", "d"),
+    ("receivers", "receivers", "d"),
     ("min_sender_fps", "min fps", ".1f"),
     ("max_backlog", "backlog", "d"),
     ("shed", "shed", "d"),
@@ -152,44 +322,410 @@ COLUMNS = [
 ]
 
 
+# ---------------------------------------------------------------------------------- soak
+async def run_soak(
+    clip: CodedClip, n: int, receivers: int, seconds: float, sample_s: float, generator: str
+) -> dict[str, Any]:
+    server = _start_server(*_serve_args(generator, receivers, ("--stamp-frames",)))
+    pid = server.proc.pid
+    rooms = [f"soak-{i // ROOM_SIZE}" for i in range(n)]
+    names = [f"s{i}" for i in range(n)]
+    sent: dict[str, dict[int, float]] = {name: {} for name in names}
+    senders: list[SenderClient] = []
+    viewers: list[ReceiverClient] = []
+    tasks: list[asyncio.Future[None]] = []
+    samples: list[dict[str, Any]] = []
+    latencies: list[float] = []
+    rss_before = rss_mb(pid)
+    try:
+        senders, viewers = await _join(server, clip, rooms, names, receivers)
+        watches = [
+            Watch(v, name, sent[name])
+            for v in viewers
+            for room, name in zip(rooms, names, strict=True)
+            if v.room == room
+        ]
+        t0 = time.monotonic() + 0.2
+        tasks = [
+            asyncio.ensure_future(_replay(s, clip, t0 + i / clip.fps / n, 1, None, sent[name]))
+            for i, (s, name) in enumerate(zip(senders, names, strict=True))
+        ]
+        cpu_prev, t_prev = process_cpu_s(pid) or 0.0, time.monotonic()
+        cpu_start, t_start = cpu_prev, t_prev
+        frames_start = sum(p["frames"] for p in await _senders_state(server, rooms))
+        k = 1
+        while k * sample_s <= seconds + 1e-9:
+            await asyncio.sleep(max(0.0, t0 + k * sample_s - time.monotonic()))
+            k += 1
+            for task in tasks:
+                if task.done():
+                    task.result()  # a sender's replay failed: say why
+            now, cpu = time.monotonic(), process_cpu_s(pid) or 0.0
+            entries = await _senders_state(server, rooms)
+            taken = [w.take() for w in watches]
+            window = [x for _, lat in taken for x in lat]
+            latencies += window
+            dt = now - t_prev
+            samples.append(
+                {
+                    "t": round(now - t0, 2),
+                    "rss_mb": rss_mb(pid),
+                    "cpu_cores": round((cpu - cpu_prev) / dt, 3),
+                    "senders": [
+                        {
+                            key: p[key]
+                            for key in ("name", "fps", "frames", "backlog", "shed", "concealed")
+                        }
+                        for p in entries
+                    ],
+                    "receiver_fps": [round(new / dt, 2) for new, _ in taken],
+                    "latency_ms": percentiles(window),
+                }
+            )
+            cpu_prev, t_prev = cpu, now
+            last = samples[-1]
+            print(
+                f"t={last['t']:6.0f} s  RSS {last['rss_mb']:.0f} MB  CPU {last['cpu_cores']:.2f}"
+                f"  fps {min(p['fps'] for p in entries):.1f}"
+                f"  rx {min(last['receiver_fps'], default=0):.1f}"
+                f"  latency p50 {last['latency_ms']['p50']} ms",
+                flush=True,
+            )
+        cpu_total, wall = (process_cpu_s(pid) or 0.0) - cpu_start, time.monotonic() - t_start
+        final = await _senders_state(server, rooms)
+    finally:
+        for t in tasks:
+            t.cancel()
+        for c in [*senders, *viewers]:
+            await c.close()
+        server.stop()
+    rendered = sum(p["frames"] for p in final) - frames_start
+    rss = [s["rss_mb"] for s in samples if s["rss_mb"] is not None]
+    t = np.array([s["t"] for s in samples if s["rss_mb"] is not None])
+    half = t >= t[-1] / 2
+    sender_fps = [p["fps"] for s in samples for p in s["senders"]]
+    rx_fps = [x for s in samples for x in s["receiver_fps"]]
+    return {
+        "generator": generator,
+        "senders": n,
+        "rooms": len(set(rooms)),
+        "receivers_per_room": receivers,
+        "receivers": len(viewers),
+        "seconds": round(wall, 1),
+        "sample_s": sample_s,
+        "rss_mb": {
+            "before_streams": rss_before,
+            "start": rss[0],
+            "max": max(rss),
+            "end": rss[-1],
+            "growth_mb_per_min": round(float(np.polyfit(t, rss, 1)[0]) * 60, 3),
+            "growth_mb_per_min_second_half": round(
+                float(np.polyfit(t[half], np.array(rss)[half], 1)[0]) * 60, 3
+            ),
+        },
+        "server_cpu_cores": round(cpu_total / wall, 3),
+        "cpu_cores_per_stream": round(cpu_total / wall / n, 3),
+        "cpu_ms_per_frame": round(1000 * cpu_total / max(rendered, 1), 2),
+        "frames_rendered": rendered,
+        "sender_fps": {
+            "mean": round(float(np.mean(sender_fps)), 2),
+            "min": min(sender_fps),
+        },
+        "receiver_fps": {"mean": round(float(np.mean(rx_fps)), 2), "min": min(rx_fps)}
+        if rx_fps
+        else None,
+        "latency_ms": percentiles(latencies),
+        "latency_ms_max": round(max(latencies), 1) if latencies else None,
+        "latencies": len(latencies),
+        "shed": sum(p["shed"] for p in final),
+        "concealed": sum(p["concealed"] for p in final),
+        "max_backlog": max((p["backlog"] for s in samples for p in s["senders"]), default=0),
+        "samples": samples,
+    }
+
+
+# ----------------------------------------------------------------------------- isolation
+PHASES = ("without", "abuse", "after")
+
+
+async def run_isolation(
+    clip: CodedClip, abuser: CodedClip, phase_s: float, generator: str, extra: tuple[str, ...]
+) -> dict[str, Any]:
+    server = _start_server(*_serve_args(generator, 1, ("--stamp-frames", *extra)))
+    pid = server.proc.pid
+    sent: dict[int, float] = {}
+    clients: list[SenderClient | ReceiverClient] = []
+    tasks: list[asyncio.Future[None]] = []
+    phases: dict[str, dict[str, Any]] = {}
+    try:
+        (alice,), (viewer,) = await _join(server, clip, ["iso-a"], ["alice"], 1)
+        clients += [alice, viewer]
+        watch = Watch(viewer, "alice", sent)
+        t0 = time.monotonic() + 0.2
+        tasks.append(asyncio.ensure_future(_replay(alice, clip, t0, 1, None, sent)))
+        await asyncio.sleep(5.0)  # warm up (the receiver's first pictures, the VP8 encoder)
+        mallory = SenderClient(server.url, "iso-b", server.token("iso-b", "mallory", "send"))
+        for phase in PHASES:
+            if phase == "abuse":
+                await mallory.connect()
+                clients.append(mallory)
+                tasks.append(
+                    asyncio.ensure_future(_replay(mallory, abuser, time.monotonic(), 0, None))
+                )
+            elif phase == "after":
+                tasks[-1].cancel()
+                await mallory.close()
+                await asyncio.sleep(1.0)  # the server notices the closed channel
+            phases[phase] = await _phase(server, pid, watch, phase_s, tasks[0])
+            print(f"{phase}: {_phase_line(phases[phase])}", flush=True)
+    finally:
+        for t in tasks:
+            t.cancel()
+        for c in clients:
+            await c.close()
+        server.stop()
+    base, abuse = phases["without"], phases["abuse"]
+    slowdown = {
+        "sender_fps_percent": _drop(base["alice"]["fps_mean"], abuse["alice"]["fps_mean"]),
+        "receiver_fps_percent": _drop(base["receiver_fps"], abuse["receiver_fps"]),
+        "latency_p50_percent": _rise(base["latency_ms"]["p50"], abuse["latency_ms"]["p50"]),
+        "latency_p90_percent": _rise(base["latency_ms"]["p90"], abuse["latency_ms"]["p90"]),
+    }
+    return {
+        "generator": generator,
+        "serve_args": list(extra),
+        "phase_s": phase_s,
+        "abuser": {"size": ABUSE_SIZE, "frames": len(abuser.frames), "every_frame": "IDR"},
+        "phases": phases,
+        "slowdown": slowdown,
+    }
+
+
+def _drop(before: float, after: float) -> float:
+    return round(100 * (1 - after / before), 1) if before else 0.0
+
+
+def _rise(before: float | None, after: float | None) -> float | None:
+    return round(100 * (after / before - 1), 1) if before and after is not None else None
+
+
+async def _phase(
+    server: ServerProcess, pid: int, watch: Watch, seconds: float, replay: asyncio.Future[None]
+) -> dict[str, Any]:
+    """Room A (and room B, when the abuser is in it) sampled every second for ``seconds``;
+    ``replay``: room A's sender (its error, if it stops, is raised here)."""
+    watch.take()  # start afresh
+    cpu0, t0 = process_cpu_s(pid) or 0.0, time.monotonic()
+    a0 = (await fetch_state(server.url, "iso-a", server.token("iso-a", "m", "receive")))[
+        "participants"
+    ]
+    first = {p["name"]: p for p in a0}
+    fps: list[float] = []
+    shown, latencies = 0, []
+    rss: list[float] = []
+    b: dict[str, Any] = {}
+    a: dict[str, Any] = {}
+    while time.monotonic() - t0 < seconds:
+        await asyncio.sleep(1.0)
+        if replay.done():
+            replay.result()
+        found = next(
+            (p for p in await _senders_state(server, ["iso-a"]) if p["name"] == "alice"), None
+        )
+        if found is None:
+            log = "".join(getattr(server, "log_tail", []))
+            raise RuntimeError(f"the legitimate sender is no longer in room A; server log:\n{log}")
+        a = found
+        fps.append(a["fps"])
+        b = next(iter(await _senders_state(server, ["iso-b"])), b)
+        new, lat = watch.take()
+        shown += new
+        latencies += lat
+        rss.append(rss_mb(pid) or 0.0)
+    wall = time.monotonic() - t0
+    cpu = (process_cpu_s(pid) or 0.0) - cpu0
+    a_first = first["alice"]
+    abuser = {
+        k: b.get(k)
+        for k in (
+            "frames",
+            "decoded",
+            "concealed",
+            "cpu_limited",
+            "shed",
+            "rate_limited",
+            "backlog",
+            "refresh_requests",
+        )
+    }
+    return {
+        "seconds": round(wall, 1),
+        "alice": {
+            "fps_mean": round(float(np.mean(fps)), 2),
+            "fps_min": min(fps),
+            "frames": a["frames"] - a_first["frames"],
+            "shed": a["shed"] - a_first["shed"],
+            "concealed": a["concealed"] - a_first["concealed"],
+            "max_backlog_seen": a["backlog"],
+        },
+        "receiver_fps": round(shown / wall, 2),
+        "latency_ms": percentiles(latencies),
+        "latency_ms_max": round(max(latencies), 1) if latencies else None,
+        "server_cpu_cores": round(cpu / wall, 3),
+        "rss_mb_max": round(max(rss), 1) if rss else None,
+        "abuser": abuser if b else None,
+    }
+
+
+def _phase_line(p: dict[str, Any]) -> str:
+    lat = p["latency_ms"]
+    line = (
+        f"room A sender {p['alice']['fps_mean']:.1f} frames/s (min {p['alice']['fps_min']}), "
+        f"receiver {p['receiver_fps']:.1f} frames/s, latency {lat['p50']} / {lat['p90']} / "
+        f"{lat['p99']} ms, server CPU {p['server_cpu_cores']:.2f}"
+    )
+    if p["abuser"]:
+        ab = p["abuser"]
+        line += (
+            f"; abuser: {ab['decoded']} decoded, cpu_limited {ab['cpu_limited']}, shed "
+            f"{ab['shed']}, backlog {ab['backlog']}"
+        )
+    return line
+
+
+# ---------------------------------------------------------------------------------- main
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--input", type=Path)
     parser.add_argument("--seconds", type=float, default=12.0, help="per load step")
     parser.add_argument("--max-senders", type=int, default=8)
-    parser.add_argument("--receivers", type=int, choices=(0, 1), default=1)
+    parser.add_argument(
+        "--receivers", type=int, default=1, help="receivers per room (default 1; 0: none)"
+    )
     parser.add_argument("--generator", default=DEFAULT_RENDERER, help="keyface serve --generator")
+    parser.add_argument("--soak", type=float, metavar="SECONDS", help="soak for this long")
+    parser.add_argument("--senders", type=int, default=2, help="senders of the soak (2)")
+    parser.add_argument("--sample", type=float, default=5.0, help="soak sample interval (5 s)")
+    parser.add_argument("--abuse", action="store_true", help="the cross-room isolation run")
+    parser.add_argument("--phase", type=float, default=60.0, help="isolation phase length (60 s)")
+    parser.add_argument(
+        "--abuse-frames", type=int, default=15, help="frames of the abuser's stream, looped (15)"
+    )
+    parser.add_argument(
+        "--serve-arg",
+        action="append",
+        default=[],
+        help="extra keyface serve argument for --abuse (repeatable: --serve-arg=--cpu-share "
+        "--serve-arg=1)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if args.receivers < 0:
+        parser.error("--receivers must be >= 0")
     clip = args.input or default_clip()
     info = machine()
-    datagrams, fps = prepare(clip, int(args.seconds * float(probe(clip).fps)) + 1)
-    rows = []
-    for n in range(1, args.max_senders + 1):
-        row = asyncio.run(run_load(n, datagrams, fps, args.receivers, args.generator))
-        rows.append(row)
-        print(
-            f"{n} sender(s): slowest {row['min_sender_fps']:.1f} frames/s, backlog "
-            f"{row['max_backlog']}, shed {row['shed']}, real time: {row['realtime']}",
-            flush=True,
+    fps = float(probe(clip).fps)
+    out: dict[str, Any] = {"machine": info, "clip": clip.name, "fps": fps}
+    if args.abuse:
+        coded = prepare(clip, int(10 * fps))
+        abuser = prepare_abuser(clip, args.abuse_frames)
+        result = asyncio.run(
+            run_isolation(coded, abuser, args.phase, args.generator, tuple(args.serve_arg))
         )
-        if not row["realtime"]:
-            break
-    served = max((r["senders"] for r in rows if r["realtime"]), default=0)
-    print(f"\n{clip.name} at {fps:.2f} fps, 256x256, {info['cpu_count']} CPUs, {args.generator}")
-    print_table(rows, COLUMNS)
-    print(f"senders served in real time: {served}")
+        rows = [{"phase": name, **_flat(p)} for name, p in result["phases"].items()]
+        print(f"\n{clip.name} at {fps:.2f} fps, {info['cpu_count']} CPUs, {args.generator}")
+        print_table(rows, ISOLATION_COLUMNS)
+        s = result["slowdown"]
+        print(
+            f"room A under abuse: sender frames/s {-s['sender_fps_percent']:+.1f} %, receiver "
+            f"frames/s {-s['receiver_fps_percent']:+.1f} %, latency p50 "
+            f"{s['latency_p50_percent']:+.1f} %, p90 {s['latency_p90_percent']:+.1f} % "
+            "(goal: slowdown <= 10 %)"
+        )
+        out.update(result)
+    elif args.soak:
+        coded = prepare(clip, int(10 * fps))
+        result = asyncio.run(
+            run_soak(coded, args.senders, args.receivers, args.soak, args.sample, args.generator)
+        )
+        m = result["rss_mb"]
+        print(
+            f"\n{clip.name}: {args.senders} senders x {args.receivers} receivers per room for "
+            f"{result['seconds']:.0f} s, {info['cpu_count']} CPUs, {args.generator}\n"
+            f"server RSS {m['start']:.0f} MB at the first sample, max {m['max']:.0f}, end "
+            f"{m['end']:.0f} ({m['growth_mb_per_min']:+.2f} MB/min; second half "
+            f"{m['growth_mb_per_min_second_half']:+.2f})\n"
+            f"server CPU {result['server_cpu_cores']:.2f} cores, "
+            f"{result['cpu_cores_per_stream']:.3f} per sender stream, "
+            f"{result['cpu_ms_per_frame']:.1f} ms per rendered frame\n"
+            f"sender frames/s mean {result['sender_fps']['mean']} min "
+            f"{result['sender_fps']['min']}; receiver frames/s {result['receiver_fps']}\n"
+            f"latency p50 / p90 / p99 {result['latency_ms']} (max {result['latency_ms_max']} ms,"
+            f" {result['latencies']} pictures); shed {result['shed']}, concealed "
+            f"{result['concealed']}, max backlog {result['max_backlog']}"
+        )
+        out.update(result)
+    else:
+        coded = prepare(clip, int(args.seconds * fps) + 1)
+        rows = []
+        for n in range(1, args.max_senders + 1):
+            row = asyncio.run(run_load(n, coded, args.receivers, args.generator))
+            rows.append(row)
+            print(
+                f"{n} sender(s): slowest {row['min_sender_fps']:.1f} frames/s, backlog "
+                f"{row['max_backlog']}, shed {row['shed']}, real time: {row['realtime']}",
+                flush=True,
+            )
+            if not row["realtime"]:
+                break
+        served = max((r["senders"] for r in rows if r["realtime"]), default=0)
+        cpus = info["cpu_count"]
+        print(f"\n{clip.name} at {fps:.2f} fps, 256x256, {cpus} CPUs, {args.generator}")
+        print_table(rows, LOAD_COLUMNS)
+        print(f"senders served in real time: {served}")
+        out.update(
+            generator=args.generator,
+            receivers_per_room=args.receivers,
+            max_realtime_senders=served,
+            runs=rows,
+        )
+    out["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        out = {
-            "machine": info,
-            "clip": clip.name,
-            "fps": fps,
-            "generator": args.generator,
-            "receivers_per_room": args.receivers,
-            "max_realtime_senders": served,
-        }
-        args.json.write_text(json.dumps({**out, "runs": rows}, indent=1))
+        args.json.write_text(json.dumps(out, indent=1))
+
+
+ISOLATION_COLUMNS = [
+    ("phase", "phase", ""),
+    ("a_fps", "A fps", ".1f"),
+    ("a_fps_min", "A fps min", ".1f"),
+    ("rx_fps", "rx fps", ".1f"),
+    ("p50", "lat p50", ".0f"),
+    ("p90", "lat p90", ".0f"),
+    ("p99", "lat p99", ".0f"),
+    ("a_shed", "A shed", "d"),
+    ("cpu", "srv cores", ".2f"),
+    ("b_decoded", "B decoded", "d"),
+    ("b_cpu_limited", "B cpu_lim", "d"),
+    ("b_shed", "B shed", "d"),
+]
+
+
+def _flat(p: dict[str, Any]) -> dict[str, Any]:
+    ab = p["abuser"] or {}
+    return {
+        "a_fps": p["alice"]["fps_mean"],
+        "a_fps_min": p["alice"]["fps_min"],
+        "rx_fps": p["receiver_fps"],
+        "p50": p["latency_ms"]["p50"],
+        "p90": p["latency_ms"]["p90"],
+        "p99": p["latency_ms"]["p99"],
+        "a_shed": p["alice"]["shed"],
+        "cpu": p["server_cpu_cores"],
+        "b_decoded": ab.get("decoded"),
+        "b_cpu_limited": ab.get("cpu_limited"),
+        "b_shed": ab.get("shed"),
+    }
 
 
 if __name__ == "__main__":

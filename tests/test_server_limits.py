@@ -8,6 +8,9 @@ import asyncio
 import io
 import json
 import logging
+import os
+import sys
+import threading
 import time
 from dataclasses import replace
 from types import SimpleNamespace
@@ -61,6 +64,81 @@ def test_a_sender_over_its_cpu_share_is_shed_until_it_has_paid_back() -> None:
     assert room.admit("abuser", "reliable", b"x", 3.0) is None  # keyframes too
     assert room.participants["abuser"].cpu_limited == 2
     assert room.admit("abuser", "unreliable", b"x", 4.2) is not None  # debt paid at 0.5 s/s
+
+
+def test_a_sender_using_more_than_its_share_runs_at_low_priority_then_is_dropped() -> None:
+    """Cross-room isolation (issue 14): a sender that has used 0.5 s more than its share is
+    served at low priority, one in debt is dropped, and it comes back as it pays back."""
+    limits = RoomLimits(cpu_share=0.5, cpu_burst_s=3.0, cpu_low_priority_below_s=2.5)
+    room = RoomSession("r", limits)
+    room.join("s", "send", 0.0)
+    assert room.cpu_standing("s", 0.0) == "normal"
+    room.charge("s", 0.4, 0.0)  # 2.6 s left
+    assert room.cpu_standing("s", 0.0) == "normal"
+    room.charge("s", 1.6, 0.0)  # 1 s left
+    assert room.cpu_standing("s", 0.0) == "low"
+    assert room.admit("s", "unreliable", b"x", 0.0) is not None  # still admitted
+    room.charge("s", 2.0, 0.0)  # 1 s in debt
+    assert room.cpu_standing("s", 0.0) == "over"
+    assert room.admit("s", "unreliable", b"x", 0.0) is None
+    assert room.cpu_standing("s", 2.5) == "low"  # paid back at 0.5 s/s: 0.25 s saved
+    assert room.cpu_standing("s", 6.5) == "low"  # 2.25 s saved
+    assert room.cpu_standing("s", 7.5) == "normal"  # 2.75 s
+    assert room.cpu_standing("nobody", 0.0) == "normal"
+
+
+def test_queued_jobs_of_a_sender_over_its_share_are_dropped_when_they_would_start() -> None:
+    """On main the share was checked only when a datagram arrived: an abusive sender's queue
+    of 60 admitted 1024x1024 keyframes (1.4 s of CPU each) kept a worker busy long after it
+    had spent its share. Now a queued datagram is dropped if its sender is in debt when it
+    would start, and a sender over part of its share runs on the low-priority (SCHED_IDLE)
+    worker."""
+
+    async def main() -> None:
+        limits = replace(
+            test_config().limits, cpu_share=0.001, cpu_burst_s=3.0, cpu_low_priority_below_s=2.5
+        )
+        conference = Conference(replace(test_config(), limits=limits))
+        room = LiveRoom(conference, "r")
+        participant = room.session.join("s", "send", time.monotonic())
+        peer = SenderPeer(room, participant, RTCPeerConnection())
+        ran: list[tuple[str, str, int]] = []
+
+        def job(tag: str) -> Any:
+            def fn() -> None:
+                tid = threading.get_native_id()
+                policy = os.sched_getscheduler(tid) if sys.platform == "linux" else 0
+                ran.append((tag, threading.current_thread().name, policy))
+
+            return fn
+
+        async def drain() -> None:
+            for _ in range(200):
+                if peer.backlog == 0:
+                    await asyncio.sleep(0.05)  # the last job's executor round trip
+                    return
+                await asyncio.sleep(0.01)
+
+        try:
+            peer._submit(job("normal"), None, datagram=True)
+            await drain()
+            room.session.charge("s", 2.0, time.monotonic())  # 1 s left: low priority
+            peer._submit(job("low"), None, datagram=True)
+            await drain()
+            room.session.charge("s", 2.0, time.monotonic())  # in debt
+            peer._submit(job("dropped"), None, datagram=True)
+            peer._submit(job("tick"), None, datagram=False)  # ticks and photos still run
+            await drain()
+        finally:
+            await peer.close("test over")
+            await conference.close()
+        assert [tag for tag, _, _ in ran] == ["normal", "low", "tick"]
+        assert ran[0][1].startswith("keyface-room") and ran[1][1].startswith("keyface-low")
+        if sys.platform == "linux":
+            assert ran[0][2] == os.SCHED_OTHER and ran[1][2] == os.SCHED_IDLE
+        assert participant.cpu_limited == 1
+
+    _run(main())
 
 
 def test_first_frame_grace_period() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 from keyface.render import Renderer
 from keyface.server.datagram import Channel, Datagram
@@ -52,6 +53,19 @@ class RoomLimits:
     cannot slow the other rooms sharing the worker pool (issue 14)."""
     cpu_burst_s: float = 3.0
     """Worker CPU seconds a sender may use at once (keyframes, start-up)."""
+    cpu_low_priority_below_s: float = 2.5
+    """A sender whose CPU bucket holds less than this many seconds (with the defaults: it has
+    used 0.5 s more than its share lately) is served at low priority (``CpuStanding``), on
+    what the other senders leave of the CPU. A 256x256 sender never gets there (about 0.15 s
+    a second, a keyframe ~0.1 s); an abusive one does after its first 1024x1024 keyframe
+    (1.4 s) and from then on cannot take a core from the other rooms (docs/server.md, "Load":
+    cross-room isolation)."""
+
+
+CpuStanding = Literal["normal", "low", "over"]
+"""Where a sender stands against its worker CPU share: ``normal`` (run its jobs as usual),
+``low`` (run them at low priority: it has been using more than its share) or ``over`` (in
+debt: drop its media until it has paid back)."""
 
 
 def log_field(value: object, limit: int = 160) -> str:
@@ -209,10 +223,24 @@ class RoomSession:
         if p.decoder is None:
             p.rejected += 1
             return None
-        if p.cpu is not None and p.cpu.available(now) < 0:
+        if self.cpu_standing(participant, now) == "over":
             p.cpu_limited += 1
             return None
         return p.decoder
+
+    def cpu_standing(self, participant: str, now: float) -> CpuStanding:
+        """How ``participant``'s next job should run, from its CPU bucket (``normal`` for a
+        participant without one or unknown). The transport asks again when a queued job
+        starts: a datagram admitted while the sender was within its share may run only after
+        it has spent it (issue 14: a queue of 60 admitted 1024x1024 keyframes took a core for
+        84 s)."""
+        p = self.participants.get(participant)
+        if p is None or p.cpu is None:
+            return "normal"
+        tokens = p.cpu.available(now)
+        if tokens < 0:
+            return "over"
+        return "low" if tokens < self.limits.cpu_low_priority_below_s else "normal"
 
     def charge(self, participant: str, cpu_seconds: float, now: float) -> None:
         """The transport measured ``cpu_seconds`` of worker time spent on ``participant``'s
