@@ -135,7 +135,9 @@ def test_queued_jobs_of_a_sender_over_its_share_are_dropped_when_they_would_star
         assert [tag for tag, _, _ in ran] == ["normal", "low", "tick"]
         assert ran[0][1].startswith("keyface-room") and ran[1][1].startswith("keyface-low")
         if sys.platform == "linux":
-            assert ran[0][2] == os.SCHED_OTHER and ran[1][2] == os.SCHED_IDLE
+            # Only the low worker idles (a CI run saw a normal-pool thread not on SCHED_OTHER:
+            # threads inherit the policy of the thread that starts them).
+            assert ran[0][2] != os.SCHED_IDLE and ran[1][2] == os.SCHED_IDLE
         assert participant.cpu_limited == 1
 
     _run(main())

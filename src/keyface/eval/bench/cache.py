@@ -147,4 +147,4 @@ def _point_key(cfg: BenchConfig, codec: str, param: float | int) -> dict[str, An
         from keyface.eval.anchors import DEFAULT_PRESETS
 
         key["preset"] = cfg.presets.get(codec, DEFAULT_PRESETS[codec])
-    return key
+    return json.loads(json.dumps(key))  # as a cached point holds it (tuples become lists)
