@@ -23,6 +23,7 @@ from keyface.codec.config import CodecConfig
 from keyface.codec.ratecontrol import QUALITY_PRESETS, config_for_preset
 from keyface.intra import available_intra_codecs
 from keyface.io import write_bytes_atomic
+from keyface.server.lossmodel import LossModel, loss_model
 from keyface.server.session import DEFAULT_RESET_INTERVAL
 
 TOKEN_ENV = "KEYFACE_TOKEN"
@@ -171,7 +172,9 @@ def _source(args: argparse.Namespace) -> Any:
     return CameraSource(args.camera, fps=args.camera_fps, size=(w, h))
 
 
-async def _send(args: argparse.Namespace, config: CodecConfig, token: str) -> dict[str, Any]:
+async def _send(
+    args: argparse.Namespace, config: CodecConfig, token: str, model: LossModel
+) -> dict[str, Any]:
     import aiohttp
 
     from keyface.server.client import SenderClient
@@ -179,9 +182,6 @@ async def _send(args: argparse.Namespace, config: CodecConfig, token: str) -> di
 
     source = _source(args)
     avatar = avatar_payload(existing_file(args.avatar)) if args.avatar else None
-    from keyface.server.lossmodel import loss_model
-
-    model = loss_model(args.loss, args.burst, args.seed, _outage(args.outage))
     client = SenderClient(args.server, args.room, token, loss_model=model)
     try:
         await client.connect()
@@ -231,10 +231,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"a token is needed: --token or ${TOKEN_ENV} (see keyface token)")
     if not 0.0 <= args.loss < 1.0:
         raise UserError("--loss must be in [0, 1)")
-    from keyface.server.lossmodel import loss_model
-
     try:
-        loss_model(args.loss, args.burst, args.seed, _outage(args.outage))
+        model = loss_model(args.loss, args.burst, args.seed, _outage(args.outage))
     except ValueError as exc:
         raise UserError(f"--loss/--burst: {exc}") from None
     report = None
@@ -243,7 +241,7 @@ def run(args: argparse.Namespace) -> int:
         report = output_file(args.json, inputs=inputs, force=args.force, suffixes=(".json",))
     logging.basicConfig(level=logging.WARNING)
     config = _config(args)
-    result = asyncio.run(_send(args, config, token))
+    result = asyncio.run(_send(args, config, token, model))
     if report is not None:
         write_bytes_atomic(report, json.dumps(result, indent=1).encode())
     return 0

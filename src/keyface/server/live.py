@@ -85,7 +85,6 @@ class SenderStats:
     acks: int = 0
     based: int = 0
     """Frames coded from an acknowledged frame's state (FLAG_BASED datagrams that do not reset)."""
-    base_back_sum: int = 0
     redundant: int = 0
     """Frames that carried copies of earlier frames' motion."""
     copies: int = 0
@@ -99,11 +98,9 @@ class _SentFrame:
     time: float
     snapshot: MotionSnapshot
     """The motion-coder state after this frame (what a later frame may continue from)."""
-    key_back: int
-    base_back: int
-    """0: the frame's MOTION packet reset; else the frame it continued from, counted back."""
-    keys: int
-    motion: MotionPacket
+    copy: RedundantMotion
+    """What a later datagram carries if this frame is lost (``copy.base_back``: 0 if its MOTION
+    packet reset, else the frame it continued from, counted back)."""
     reliable: bool
 
 
@@ -220,10 +217,8 @@ class SenderSession:
             self.stats.motion_bits += sum(8 * len(bytes(c.motion)) for c in copies)
         if based and base is not None and not motion.reset:
             self.stats.based += 1
-            self.stats.base_back_sum += base_back
-        self._frames[index] = _SentFrame(
-            now, self.encoder.state.snapshot(), key_back, base_back, self._keys, motion, keyframe
-        )
+        copy = RedundantMotion(key_back, base_back, self._keys, motion)
+        self._frames[index] = _SentFrame(now, self.encoder.state.snapshot(), copy, keyframe)
         self._frames.pop(index - MAX_BASE_BACK - 1, None)
         for d in out:
             bits = 8 * len(d.payload)
@@ -307,7 +302,7 @@ class SenderSession:
             or self._now - self._loss_at > LOSS_MEMORY_S
         ):
             return ()
-        chain: list[int] = []
+        chain: list[RedundantMotion] = []
         f = index - 1
         while len(chain) < MAX_COPIES:
             sent = self._frames.get(f)
@@ -318,17 +313,14 @@ class SenderSession:
                 or self._now - sent.time < self.rtt_s
             ):
                 return ()
-            chain.append(f)
-            if not sent.base_back or f - sent.base_back in self._acked:  # decodable start
-                return tuple(self._copy(g) for g in reversed(chain))
-            if sent.base_back != 1:
+            chain.append(sent.copy)
+            back = sent.copy.base_back
+            if not back or f - back in self._acked:  # decodable start
+                return tuple(reversed(chain))
+            if back != 1:
                 return ()
             f -= 1
         return ()
-
-    def _copy(self, index: int) -> RedundantMotion:
-        sent = self._frames[index]
-        return RedundantMotion(sent.key_back, sent.base_back, sent.keys, sent.motion)
 
     def _expire(self, now: float) -> None:
         while self._sent and self._sent[0][0] <= now - self.rate_window_s:

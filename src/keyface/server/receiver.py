@@ -148,8 +148,7 @@ class ParticipantDecoder:
             if d.idr and self.need_idr:
                 # The sender answered, but its IDR came after this decoder had given the frame
                 # up (a reliable datagram retransmitted): ask again at once, no back-off.
-                self._retry_s = self.refresh_retry_s
-                self._refresh_at = None
+                self._refresh_answered()
                 self._request_refresh(now)
             self.stats.late += 1
             logger.debug(
@@ -278,8 +277,7 @@ class ParticipantDecoder:
             self.decoder.resync(f, clear_buffer=True)
             self.synced = True
             self.need_idr = False
-            self._refresh_at = None
-            self._retry_s = self.refresh_retry_s
+            self._refresh_answered()
         elif self.need_idr:
             return self._conceal(f)
         elif d.keys is not None and d.keys != self._keys + (d.keyframe is not None):
@@ -365,6 +363,11 @@ class ParticipantDecoder:
         self.synced = False
         self._mark_unusable(index)
         self._request_refresh(now)
+
+    def _refresh_answered(self) -> None:
+        """The sender sent an IDR: the next request (if any) goes at once, without back-off."""
+        self._refresh_at = None
+        self._retry_s = self.refresh_retry_s
 
     def _request_refresh(self, now: float) -> None:
         if self._refresh_at is not None:
