@@ -4,7 +4,9 @@ x265 through PyAV codes the frames ``scale`` times smaller (area downsampling, o
 colour conversion) as one stream of P frames at a constant QP: no B frames, no lookahead, one
 coded picture out for every picture in (``zerolatency``), so it adds no delay. The first
 picture, and any after :meth:`AuxEncoder.refresh`, is a random-access picture (IDR or CRA) that
-carries its parameter sets; a decoder can start there.
+carries its parameter sets; a decoder can start there. Preset ``slow`` (without lookahead or
+B frames it stays low-delay): on two validation clips at 64x64 and QP 40 it needs 0-6 % fewer
+bits than ``fast`` for +0.1-0.5 dB, at ~1.5 ms a picture (``veryslow``: ~10 ms, +0.3-0.6 dB).
 
 Each coded picture is stored compactly (:func:`pack_frame`): its NAL units without start codes,
 each as ``varint(len << 1 | short)`` then the unit, where ``short`` says that the unit's two
@@ -112,7 +114,7 @@ class AuxEncoder:
         qp: int = 40,
         fps: Fraction | int = 30,
         codec: str = "x265",
-        preset: str = "fast",
+        preset: str = "slow",
     ) -> None:
         if codec not in AUX_CODECS:
             raise ValueError(f"aux codec must be one of {AUX_CODECS}, got {codec!r}")
