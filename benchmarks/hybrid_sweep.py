@@ -20,25 +20,21 @@ import argparse
 import json
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-ANIMATION = [("animation", u, 0, 0, 0) for u in (0.0, 0.3, 0.6, 0.9, 1.2, 1.5)]
-HYBRID = [("hybrid", u, 4, qp, 0) for u in (0.0, 0.6) for qp in (46, 40, 34)]
-HYBRID += [("hybrid", u, 2, qp, 0) for u in (0.0, 0.6) for qp in (46, 40, 34)]
-BIDIRECTIONAL = [
-    ("bidirectional", u, 4, qp, gop) for u in (0.0, 0.6) for qp in (40,) for gop in (15, 30)
-]
-GRID = ANIMATION + HYBRID + BIDIRECTIONAL
-"""(mode, u, aux scale, aux QP, GOP) of each configuration."""
+GRID: list[tuple[str, float]] = [("animation", u) for u in (0.0, 0.3, 0.6, 0.9, 1.2, 1.5)]
+GRID += [("hybrid", u) for u in (0.0, 0.5, 1.0, 1.5, 2.0, 2.5)]
+GRID += [("bidirectional", u) for u in (0.0, 0.75, 1.5, 2.25)]
+"""(mode, position on that mode's ladder: ``keyface.codec.ratecontrol.config_at``)."""
 
 
 def run_clip(task: tuple[str, list[tuple], list[str], list[str], int | None]) -> list[dict]:
     from keyface.bitstream import read_stream
+    from keyface.codec.config import CodecConfig
     from keyface.codec.decoder import DecoderCore
     from keyface.codec.ratecontrol import config_at
     from keyface.eval.bench.worker import load_analysis
@@ -56,10 +52,11 @@ def run_clip(task: tuple[str, list[tuple], list[str], list[str], int | None]) ->
     analysis = load_analysis(clip_dir, meta)
     size = ref[0].shape[0]
     rows = []
-    for mode, u, scale, qp, gop in grid:
-        config = config_at(u)
-        if mode != "animation":
-            config = replace(config, mode=mode, aux_scale=scale, aux_qp=qp, gop=gop or 15)
+    for mode, u in grid:
+        config = config_at(u, CodecConfig(mode=mode))
+        hybrid = mode != "animation"
+        scale, qp = (config.aux_scale, config.aux_qp) if hybrid else (0, 0)
+        gop = config.gop if mode == "bidirectional" else 0
         coded = encode_analysis(analysis, config)
         parsed = read_stream(coded.data)
         decoder = DecoderCore(parsed.header)

@@ -107,10 +107,10 @@ def add_codec_arguments(p: argparse.ArgumentParser) -> None:
     hybrid = p.add_argument_group("hybrid modes (docs/hybrid.md)")
     hybrid.add_argument(
         "--mode",
-        choices=MODES,
-        help="animation (keyframes + motion; default), hybrid (+ a low-delay auxiliary "
-        "stream fused at the decoder) or bidirectional (groups between two keyframes; "
-        "adds gop-1 frames of delay)",
+        choices=(*MODES, "auto"),
+        help="animation (keyframes + motion), hybrid (+ a low-delay auxiliary stream fused at "
+        "the decoder), bidirectional (groups between two keyframes; adds gop-1 frames of "
+        "delay) or auto (default: the mode the measured ladder puts at that quality or rate)",
     )
     hybrid.add_argument(
         "--aux-scale", type=int, choices=(2, 4, 8), help="aux stream downsampling (default 4)"
@@ -134,7 +134,8 @@ def add_codec_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> CodecConfig:
-    config = config_for_preset(args.quality or "medium")
+    mode = getattr(args, "mode", None) or "auto"
+    config = config_for_preset(args.quality or "medium", CodecConfig(mode=mode))
     overrides: dict[str, Any] = {"size": args.size}
     if args.intra:
         overrides["intra_codec"] = args.intra
@@ -163,7 +164,7 @@ def config_from_args(args: argparse.Namespace) -> CodecConfig:
         overrides["detail_boost"] = args.detail_boost
     if getattr(args, "detail_parts", None) is not None:
         overrides["detail_parts"] = tuple(args.detail_parts.split(","))
-    for name in ("mode", "aux_scale", "aux_qp", "gop", "fusion"):
+    for name in ("aux_scale", "aux_qp", "gop", "fusion"):
         if getattr(args, name, None) is not None:
             overrides[name] = getattr(args, name)
     if overrides.get("fusion") is not None:
@@ -200,7 +201,9 @@ def encode_from_args(args: argparse.Namespace) -> EncodeResult:
     except UserInputError as exc:
         raise UserError(str(exc)) from None
     if args.kbps is not None:
-        return _encode_at_kbps(analysis, config, args.kbps, args.full_frame, quiet)
+        # The search walks the ladder of the mode asked for (auto: the one over all modes).
+        ladder = replace(config, mode=getattr(args, "mode", None) or "auto")
+        return _encode_at_kbps(analysis, ladder, args.kbps, args.full_frame, quiet)
     with progress_bar(analysis.frame_count, "encode", not quiet) as tick:
         return encode_analysis(analysis, config, with_background=args.full_frame, progress=tick)
 

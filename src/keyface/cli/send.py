@@ -154,7 +154,7 @@ keyframe), for ~0-9 % more bits (docs/server.md)."""
 
 
 def _config(args: argparse.Namespace) -> CodecConfig:
-    config = config_for_preset(args.quality)
+    config = config_for_preset(args.quality, CodecConfig(mode=args.mode or "animation"))
     overrides: dict[str, Any] = {"size": args.size}
     if args.intra:
         overrides["intra_codec"] = args.intra
@@ -162,7 +162,7 @@ def _config(args: argparse.Namespace) -> CodecConfig:
         overrides["intra_codec"] = LIVE_INTRA
     if args.keyframe_quality is not None:
         overrides["keyframe_quality"] = args.keyframe_quality
-    for name in ("mode", "aux_scale", "aux_qp"):
+    for name in ("aux_scale", "aux_qp"):
         if getattr(args, name, None) is not None:
             overrides[name] = getattr(args, name)
     try:

@@ -18,7 +18,8 @@ from keyface.types import CropBox
 
 MAX_BUFFER = 5
 MODES = ("animation", "hybrid", "bidirectional")
-"""The stream modes (``CodecConfig.mode``, ``keyface encode --mode``)."""
+"""The stream modes (``CodecConfig.mode``, ``keyface encode --mode``); ``"auto"`` also names the
+one ladder over them (``keyface.codec.ratecontrol.config_at`` resolves it to one of these)."""
 
 
 def crop_geometry(box: CropBox) -> CropGeometry:
@@ -128,8 +129,8 @@ class CodecConfig:
             raise ValueError(f"detail_parts must name eyes and/or mouth, got {self.detail_parts}")
         if self.reset_interval is not None and self.reset_interval < 1:
             raise ValueError("reset_interval must be >= 1 or None")
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.mode not in (*MODES, "auto"):
+            raise ValueError(f"mode must be one of {', '.join(MODES)} or auto, got {self.mode!r}")
         if self.aux_scale not in (2, 4, 8):
             raise ValueError(f"aux_scale must be 2, 4 or 8, got {self.aux_scale}")
         if not 0 <= self.aux_qp <= 51:

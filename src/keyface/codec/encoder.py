@@ -187,6 +187,8 @@ class EncoderCore:
         rep = self.representation
         self._face: FaceStateSource | None = rep if isinstance(rep, FaceStateSource) else None
         """Where the mouth and eyes are and how open (``None``: keypoints without them)."""
+        if config.mode == "auto":
+            raise ValueError("mode 'auto' is a ladder: resolve it with ratecontrol.config_at")
         self.mode = StreamMode[config.mode.upper()]
         bidirectional = self.mode == StreamMode.BIDIRECTIONAL
         self._content = self._face is not None and config.content_refresh and not bidirectional
