@@ -16,6 +16,7 @@ from keyface.bitstream import (
     AuxInfo,
     AuxPacket,
     BitstreamError,
+    DetailPacket,
     KeyframePacket,
     MotionPacket,
     StreamHeader,
@@ -150,7 +151,8 @@ def carphone_crops(carphone_analysis) -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def hybrid_stream(carphone_analysis):
-    return encode_analysis(carphone_analysis, replace(BASE, mode="hybrid", aux_qp=36))
+    config = replace(BASE, mode="hybrid", aux_qp=36, detail_boost=20)  # DETAIL packets too
+    return encode_analysis(carphone_analysis, config)
 
 
 def test_hybrid_stream_carries_one_aux_picture_per_frame_before_its_motion(
@@ -179,6 +181,9 @@ def test_hybrid_decode_fuses_and_aux_only_shows_the_aux_stream(hybrid_stream) ->
     )
     aux_only = decode_bytes(hybrid_stream.data, aux_only=True)
     assert aux_only.complete and len(aux_only.frames) == len(fused.frames)
+    assert any(isinstance(p, DetailPacket) for p in read_stream(hybrid_stream.data).packets), (
+        "keyframes' eyes and mouth come as DETAIL rectangles, which --aux-only skips"
+    )
     assert aux_only.frames[5].image.shape == (256, 256, 3)
     with pytest.raises(BitstreamError, match="unknown fusion"):
         decode_bytes(hybrid_stream.data, fusion="nope")

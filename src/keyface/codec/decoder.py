@@ -167,14 +167,11 @@ class DecoderCore:
             raise BitstreamError("packet after the END packet")
         if isinstance(packet, AuxPacket):
             return self._aux_packet(packet)
-        if self.aux_only:
-            if isinstance(packet, EndPacket):
-                self._next_frame = self._aux_next
-            elif isinstance(packet, MotionPacket):
+        if self.aux_only:  # the aux stream alone: nothing else is decoded
+            if not isinstance(packet, EndPacket):
                 return []
+            self._next_frame = self._aux_next
         if isinstance(packet, KeyframePacket):
-            if self.aux_only:
-                return []
             if packet.frame_index < self._next_frame:
                 raise BitstreamError(f"KEYFRAME for frame {packet.frame_index} arrives too late")
             if packet.frame_index in self._promotions:
