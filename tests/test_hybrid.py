@@ -181,9 +181,12 @@ def test_hybrid_decode_fuses_and_aux_only_shows_the_aux_stream(hybrid_stream) ->
     )
     aux_only = decode_bytes(hybrid_stream.data, aux_only=True)
     assert aux_only.complete and len(aux_only.frames) == len(fused.frames)
-    assert any(isinstance(p, DetailPacket) for p in read_stream(hybrid_stream.data).packets), (
-        "keyframes' eyes and mouth come as DETAIL rectangles, which --aux-only skips"
-    )
+    parsed = read_stream(hybrid_stream.data)
+    assert any(isinstance(p, DetailPacket) for p in parsed.packets), "DETAIL packets too"
+    decoder = DecoderCore(parsed.header, aux_only=True)
+    decoder.intra = None  # --aux-only decodes no keyframe, DETAIL or background picture
+    shown = [f for p in parsed.packets for f in decoder.receive(p)]
+    assert len(shown) == len(fused.frames) and decoder.finished
     assert aux_only.frames[5].image.shape == (256, 256, 3)
     with pytest.raises(BitstreamError, match="unknown fusion"):
         decode_bytes(hybrid_stream.data, fusion="nope")
