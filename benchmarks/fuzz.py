@@ -80,6 +80,20 @@ def make_seeds() -> None:
         )
         data = encode_analysis(analysis, config).data
         (SEEDS / f"carphone12_{intra}.kf").write_bytes(data)
+    # Version 2 streams: a hybrid one and a bidirectional one (AUX packets, the aux header
+    # section, groups whose keyframes enter the buffer before the frames between them).
+    for mode in ("hybrid", "bidirectional"):
+        config = CodecConfig(
+            intra_codec="hevc",
+            keyframe_quality=10,
+            motion_chunk=4,
+            mode=mode,
+            aux_scale=8,
+            aux_qp=46,
+            gop=5,
+        )
+        data = encode_analysis(analysis, config).data
+        (SEEDS / f"carphone12_{mode}.kf").write_bytes(data)
     from keyface.fuzzing import join_datagrams
 
     sender = SenderSession(CodecConfig(intra_codec="hevc", keyframe_quality=10), Fraction(30))

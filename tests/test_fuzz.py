@@ -43,7 +43,7 @@ def mutated(corpus: list[bytes], mutate) -> st.SearchStrategy[bytes]:
 
 
 def test_the_seed_corpus_is_valid_and_small() -> None:
-    assert len(STREAMS) == 2 and DATAGRAMS and JOINS
+    assert len(STREAMS) == 4 and DATAGRAMS and JOINS  # v1: hevc, vvc; v2: hybrid, bidir
     assert sum(len(x) for x in STREAMS + DATAGRAMS + JOINS) < 16_000
     for data in STREAMS:
         raw = fuzzing.RawStream.split(data)

@@ -31,14 +31,15 @@ from dataclasses import dataclass, field
 from keyface.bitstream import BitstreamError, StreamReader, encode_varint, read_stream
 from keyface.bitstream._wire import Malformed, NeedMore, scan_varint
 
-MAGIC_VERSION = b"KFAC\x01"
+MAGIC = b"KFAC"
+VERSIONS = (1, 2)
 INTERESTING_INTS: tuple[int, ...] = (
     0, 1, 2, 3, 4, 5, 7, 8, 15, 16, 17, 31, 32, 39, 40, 41, 63, 64, 65, 127, 128, 255, 256,
     1023, 1024, 4096, 65535, 65536, 1 << 20, 1 << 31, 1 << 32, 1 << 40, (1 << 63) - 1,
     (1 << 64) - 1,
 )  # fmt: skip
 """Values a mutated varint or fixed field takes (boundaries of the decoder's limits)."""
-PACKET_TYPES: tuple[int, ...] = (0x01, 0x02, 0x03, 0x04, 0x7F, 0x05, 0x42)
+PACKET_TYPES: tuple[int, ...] = (0x01, 0x02, 0x03, 0x04, 0x7F, 0x05, 0x06, 0x42)
 
 
 def packet_record(packet_type: int, payload: bytes) -> bytes:
@@ -47,10 +48,10 @@ def packet_record(packet_type: int, payload: bytes) -> bytes:
     return head + payload + zlib.crc32(head + payload).to_bytes(4, "little")
 
 
-def header_record(header: bytes) -> bytes:
+def header_record(header: bytes, version: int = 1) -> bytes:
     """The file prefix (magic, version, length, header, CRC) around raw header bytes."""
     crc = zlib.crc32(header).to_bytes(4, "little")
-    return MAGIC_VERSION + encode_varint(len(header)) + header + crc
+    return MAGIC + bytes([version]) + encode_varint(len(header)) + header + crc
 
 
 @dataclass
@@ -61,19 +62,20 @@ class RawStream:
     packets: list[tuple[int, bytes]] = field(default_factory=list)
     tail: bytes = b""
     """Bytes after the last whole record (kept, so truncation survives a round trip)."""
+    version: int = 1
 
     @classmethod
     def split(cls, data: bytes) -> RawStream | None:
         """The records of ``data``; ``None`` if it does not start with a readable prefix."""
-        if not data.startswith(MAGIC_VERSION):
+        if not data.startswith(MAGIC) or len(data) <= len(MAGIC) or data[4] not in VERSIONS:
             return None
         try:
-            length, pos = scan_varint(data, len(MAGIC_VERSION), len(data))
+            length, pos = scan_varint(data, len(MAGIC) + 1, len(data))
         except (NeedMore, Malformed):
             return None
         if pos + length + 4 > len(data):
             return None
-        out = cls(header=bytes(data[pos : pos + length]))
+        out = cls(header=bytes(data[pos : pos + length]), version=data[4])
         pos += length + 4
         while pos < len(data):
             try:
@@ -90,7 +92,7 @@ class RawStream:
     def join(self) -> bytes:
         """The stream with every CRC recomputed."""
         body = b"".join(packet_record(t, p) for t, p in self.packets)
-        return header_record(self.header) + body + self.tail
+        return header_record(self.header, self.version) + body + self.tail
 
 
 def _varint_at(data: bytes, pos: int) -> tuple[int, int] | None:

@@ -376,17 +376,18 @@ class DecoderCore:
                 held = min(held + 1, self.buffer.capacity)
             motion.append((index, frame, params, keypoints))
         out: list[DecodedFrame] = []
+        prepared: dict[int, Reference] = {}
         if bidirectional:
             keys = [m for m in motion if m[1].reference is None]
             for index, frame, _, keypoints in keys:
                 ref = self.renderer.prepare(self._keyframes.pop(index), keypoints)
                 self.buffer.push(BufferEntry(frame_index=index, reference=ref, q=frame.q))
+                prepared[index] = ref
             motion = [m for m in motion if m[1].reference is not None] + keys
         for index, frame, params, keypoints in motion:
             if frame.reference is None:
                 if bidirectional:
-                    entry = next(e for e in self.buffer if e.frame_index == index)
-                    ref = entry.reference
+                    ref = prepared[index]
                 else:
                     image = self._keyframes.pop(index)
                     ref = self.renderer.prepare(image, keypoints)
