@@ -105,23 +105,16 @@ def dense_flow(
     tri = Delaunay(drv_pts)
     nx, ny = (width + grid - 1) // grid, (height + grid - 1) // grid
     off = (grid - 1) / 2
-    # Rasterise the triangle index of every grid cell (OpenCV fills with 1/16 px precision).
-    owner = np.full((ny, nx), -1, dtype=np.int32)
-    corners = np.round((drv_pts - off) / grid * 16).astype(np.int32)
-    for k, polygon in enumerate(corners[tri.simplices]):  # (K, 3, 2), gathered once
-        cv2.fillConvexPoly(owner, polygon, k, cv2.LINE_8, 4)
     gx, gy = np.meshgrid(np.arange(nx) * grid + off, np.arange(ny) * grid + off)
     query = np.stack([gx.ravel(), gy.ravel()], axis=1)
-    simplex = owner.ravel()
-    missing = simplex < 0
-    if missing.any():  # cells no triangle covered after rounding: locate them exactly
-        simplex[missing] = tri.find_simplex(query[missing])
-    inside = simplex >= 0
-    # Each triangle's affine map from output (driving) to reference pixels, solved once per
-    # triangle (1,100 small systems) instead of through qhull's barycentric transform per
-    # pixel: the same piecewise-affine flow (to 1e-13 px) in 2 ms instead of 6.5 ms.
-    affine = _triangle_maps(tri.simplices, drv_pts, ref_pts)
-    if affine is None:  # a degenerate triangle: the barycentric route handles it
+    # Each triangle's barycentric matrix and affine map from output (driving) to reference
+    # pixels, solved once per triangle (1,100 small systems) instead of through qhull's
+    # barycentric transform per pixel: the same piecewise-affine flow (to 1e-13 px) in 2 ms
+    # instead of 6.5 ms.
+    barycentric = _barycentric_matrices(tri.simplices, drv_pts)
+    if barycentric is None:  # a degenerate triangle: qhull locates and maps every cell
+        simplex = tri.find_simplex(query)
+        inside = simplex >= 0
         s = np.where(inside, simplex, 0)
         trans = tri.transform[s]  # (P, 3, 2): barycentric (b0, b1) = T @ (x - r)
         dx = query[:, 0] - trans[:, 2, 0]
@@ -134,6 +127,9 @@ def dense_flow(
         src = b0[:, None] * p0 + b1[:, None] * p1 + b2[:, None] * p2
         src = np.where(inside[:, None], src, query)
     else:
+        affine = barycentric @ ref_pts[tri.simplices]  # (K, 3, 2)
+        simplex = _owners(tri, drv_pts, query, barycentric, affine, grid, (ny, nx))
+        inside = simplex >= 0
         # Pixels outside every triangle keep their place: an extra identity map at the end.
         maps = np.concatenate([affine, [[[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]]])
         a = maps[np.where(inside, simplex, len(affine))]  # (P, 3, 2)
@@ -172,13 +168,82 @@ def face_flow(reference: Reference, keypoints: np.ndarray, grid: int = 2) -> np.
     return flow
 
 
-def _triangle_maps(
-    simplices: np.ndarray, drv_pts: np.ndarray, ref_pts: np.ndarray
-) -> np.ndarray | None:
-    """``(K, 3, 2)``: for each triangle ``k`` the affine map ``A_k`` with ``[x, y, 1] @ A_k`` the
-    reference point of driving point ``(x, y)``; ``None`` if a triangle is degenerate.
+OWNER_TOLERANCE = 1e-7
+"""A grid cell belongs to a triangle whose barycentric coordinates there are all above
+``-OWNER_TOLERANCE`` (a cell on a shared edge may go to either: both maps agree there)."""
+OWNER_JUMP = 0.25
+"""Cells of a triangle whose linear map differs from a neighbour's by more than this
+(Frobenius norm) are checked to lie inside it (:func:`_owners`)."""
+OWNER_WALK = 8
+"""Steps of the walk from the rasterised owner to the true one before qhull is asked."""
 
-    ``A_k = S_k^-1 R_k`` with ``S_k`` the rows ``[x, y, 1]`` of the triangle's driving corners,
+
+def _owners(
+    tri: Delaunay,
+    drv_pts: np.ndarray,
+    query: np.ndarray,
+    barycentric: np.ndarray,
+    affine: np.ndarray,
+    grid: int,
+    shape: tuple[int, int],
+) -> np.ndarray:
+    """The triangle that holds each query point (the grid cell centres; -1 outside them all).
+
+    OpenCV rasterises the triangle index of every cell (1/16 px precision), but it fills the
+    cells a triangle's *edges* touch as well as those inside it, and a later triangle
+    overwrites an earlier one there: about a fifth of the cells go to a neighbour of the
+    triangle that holds them, whose map is then extrapolated by up to a cell. Between
+    triangles whose maps are alike nothing shows (the maps agree along the shared edge). A
+    sliver, though (the inner lips of a closed mouth, an eyelid in a blink: a driving triangle
+    a fraction of a pixel high whose reference triangle is not), has a map that magnifies
+    across it many times, and half a cell outside it lands pixels away in the reference: the
+    dark and bright speckles along the lip line of decoded frames (issue 18,
+    ``benchmarks/lips.py``). So the cells of every triangle whose linear map jumps by more
+    than :data:`OWNER_JUMP` to a neighbour's are checked by their barycentric coordinates,
+    and those outside walk to the neighbour across the edge they lie beyond (one step
+    almost always), as qhull's ``find_simplex`` does, which takes the rare rest. Elsewhere a
+    cell's flow is within ``OWNER_JUMP`` x a cell of the exact one (0.35 px at ``grid`` 2)."""
+    off = (grid - 1) / 2
+    owner = np.full(shape, -1, dtype=np.int32)
+    corners = np.round((drv_pts - off) / grid * 16).astype(np.int32)
+    for k, polygon in enumerate(corners[tri.simplices]):  # (K, 3, 2), gathered once
+        cv2.fillConvexPoly(owner, polygon, k, cv2.LINE_8, 4)
+    simplex = owner.ravel()
+    linear = affine[:, :2, :].reshape(-1, 4)  # (K, 4): each triangle's linear part
+    neighbours = tri.neighbors  # (K, 3), -1 at the hull
+    step = linear[:, None, :] - linear[neighbours]
+    jump = np.where(neighbours >= 0, (step * step).sum(axis=2), 0.0).max(axis=1)
+    # A misplaced cell may lie in a triangle that shares only a corner with its owner: the
+    # check covers every triangle at a corner of a jump.
+    at_corner = np.zeros(len(drv_pts))
+    np.maximum.at(at_corner, tri.simplices, jump[:, None])
+    risky = np.append(at_corner[tri.simplices].max(axis=1) > OWNER_JUMP**2, False)
+    todo = np.flatnonzero(risky[simplex])  # simplex -1 reads the appended False
+    rows = [np.ascontiguousarray(barycentric[:, i]) for i in range(3)]  # (K, 3) each
+    for _ in range(OWNER_WALK):
+        k = simplex[todo]
+        coords = query[todo, :1] * rows[0][k] + query[todo, 1:] * rows[1][k] + rows[2][k]
+        beyond = coords.argmin(axis=1)
+        outside = coords[np.arange(len(todo)), beyond] < -OWNER_TOLERANCE
+        todo, beyond = todo[outside], beyond[outside]
+        if not len(todo):
+            break
+        # Across the edge opposite the most negative coordinate; -1 there is the hull's edge,
+        # so the cell lies outside every triangle.
+        simplex[todo] = neighbours[simplex[todo], beyond]
+        todo = todo[simplex[todo] >= 0]
+    lost = simplex < 0  # cells no triangle covered after rounding, and walks that ran long
+    lost[todo] = True
+    if lost.any():
+        simplex[lost] = tri.find_simplex(query[lost])
+    return simplex
+
+
+def _barycentric_matrices(simplices: np.ndarray, drv_pts: np.ndarray) -> np.ndarray | None:
+    """``(K, 3, 3)``: for each triangle ``k`` the matrix ``B_k`` with ``[x, y, 1] @ B_k`` the
+    barycentric coordinates of driving point ``(x, y)``; ``None`` if a triangle is degenerate.
+
+    ``B_k = S_k^-1`` with ``S_k`` the rows ``[x, y, 1]`` of the triangle's driving corners,
     inverted in closed form (cofactors over the determinant): 0.32 ms for 1,100 triangles
     instead of 0.56 ms through ``np.linalg.solve`` on one thread (2.9 ms where OpenBLAS
     spreads the small systems over two), and the same float32 flow on the 79 frames of
@@ -187,7 +252,7 @@ def _triangle_maps(
     x0, x1, x2 = x[:, 0], x[:, 1], x[:, 2]
     y0, y1, y2 = y[:, 0], y[:, 1], y[:, 2]
     f0, f1, f2 = x1 * y2 - x2 * y1, x2 * y0 - x0 * y2, x0 * y1 - x1 * y0
-    inverse = np.stack(
+    adjugate = np.stack(
         [
             np.stack([y1 - y2, y2 - y0, y0 - y1], axis=1),
             np.stack([x2 - x1, x0 - x2, x1 - x0], axis=1),
@@ -196,7 +261,20 @@ def _triangle_maps(
         axis=1,
     )  # (K, 3, 3): the adjugate of S_k
     with np.errstate(divide="ignore", invalid="ignore"):
-        maps = (inverse / (f0 + f1 + f2)[:, None, None]) @ ref_pts[simplices]
+        inverse = adjugate / (f0 + f1 + f2)[:, None, None]
+    return inverse if np.isfinite(inverse).all() else None
+
+
+def _triangle_maps(
+    simplices: np.ndarray, drv_pts: np.ndarray, ref_pts: np.ndarray
+) -> np.ndarray | None:
+    """``(K, 3, 2)``: for each triangle ``k`` the affine map ``A_k = S_k^-1 R_k`` with
+    ``[x, y, 1] @ A_k`` the reference point of driving point ``(x, y)``
+    (:func:`_barycentric_matrices`); ``None`` if a triangle is degenerate."""
+    barycentric = _barycentric_matrices(simplices, drv_pts)
+    if barycentric is None:
+        return None
+    maps = barycentric @ ref_pts[simplices]
     return maps if np.isfinite(maps).all() else None
 
 
