@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from keyface.motion import get_representation
 from keyface.render import WarpRenderer, dense_flow
@@ -130,22 +131,33 @@ def exact_flow(ref_pts: np.ndarray, drv_pts: np.ndarray, size: int, grid: int) -
     return cv2.resize(src, (size, size), interpolation=cv2.INTER_LINEAR)
 
 
-def closing_mouth() -> tuple[np.ndarray, np.ndarray]:
-    """``(reference, driving)`` keypoints: the mean face's open mouth, and the same face with
-    the lower lip raised until the inner lips meet, crossed by 0.3 px (as the face mesh often
-    gives a closed mouth). The triangles between the inner lips are slivers in the driving
-    frame and several pixels high in the reference."""
-    from keyface.facemesh import INNER_MOUTH
+def closing_mouth(apart: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+    """``(reference, driving)`` keypoints: the mean face's open mouth (9 px), and the same face
+    with the lower lip raised (tapering to nothing at the mouth corners) until the inner lips
+    meet, ``apart`` px apart (negative: crossed, as the face mesh often gives a closed mouth).
+    The triangles between the inner lips are slivers in the driving frame and several pixels
+    high in the reference."""
+    import cv2
+
+    from keyface.facemesh import INNER_MOUTH, MOUTH_CORNERS, OUTER_LIPS
 
     kp = face_keypoints().astype(np.float64)
-    upper = list(INNER_MOUTH[: INNER_MOUTH.index(308) + 1])
-    lower = [i for i in INNER_MOUTH if i not in upper]
-    lower_outer = [146, 91, 181, 84, 17, 314, 405, 321, 375]
-    order = np.argsort(kp[upper, 0])
-    closed = np.interp(kp[lower, 0], kp[upper, 0][order], kp[upper, 1][order]) + 0.3
+    lower_outer = list(OUTER_LIPS[: OUTER_LIPS.index(291) + 1])
+    lower_inner = [78, *INNER_MOUTH[:10:-1], 308]  # the inner lower lip, left to right
+    outline = np.float32([kp[i] for i in lower_outer + lower_inner[::-1]])
+    corners = (*MOUTH_CORNERS, 78, 308)
+    lip = [
+        i
+        for i in range(len(kp))
+        if i not in corners and cv2.pointPolygonTest(outline, tuple(map(float, kp[i])), True) > -0.5
+    ]
+    x0, x1 = kp[MOUTH_CORNERS[0], 0], kp[MOUTH_CORNERS[1], 0]
+    t = np.clip((kp[lip, 0] - x0) / (x1 - x0), 0, 1)
+    gap = kp[14, 1] - kp[13, 1] - apart
     drv = kp.copy()
-    drv[lower_outer, 1] += (closed - kp[lower, 1]).mean()
-    drv[lower, 1] = closed
+    drv[lip, 1] -= gap * np.minimum(1.0, 4 * t * (1 - t) * 1.5)
+    upper, lower = list(INNER_MOUTH[1:10]), lower_inner[1:-1]
+    drv[lower, 1] = np.interp(kp[lower, 0], kp[upper, 0], kp[upper, 1]) + apart
     return kp, drv
 
 
@@ -161,6 +173,39 @@ def test_flow_is_exact_at_the_slivers_of_a_closing_mouth() -> None:
             dense_flow(ref_pts, drv_pts, 256, 256, grid) - exact_flow(ref_pts, drv_pts, 256, grid)
         )
         assert err.max() < 0.5, (grid, float(err.max()))
+
+
+@pytest.mark.parametrize("apart", [0.3, -1.0])
+def test_a_closing_mouth_shows_one_lip_line(apart: float) -> None:
+    """What a viewer saw (issue 18): a picture with red lips and a dark open mouth, warped to
+    the closed mouth, shows the lips and one dark line where they meet: no skin-coloured dots
+    in the lips, no column of the mouth that crosses the dark twice, no dark spike hanging
+    from the line (a dark run taller than 4 px: the open mouth's inside, sampled through a
+    triangle that joined the upper lip to the lower one)."""
+    import cv2
+
+    from keyface.facemesh import INNER_MOUTH, OUTER_LIPS
+
+    ref, drv = closing_mouth(apart)
+    red, dark = (170, 60, 70), (20, 10, 10)
+    picture = np.full((256, 256, 3), (205, 160, 140), np.uint8)
+    cv2.fillPoly(picture, [np.round(ref[list(OUTER_LIPS)]).astype(np.int32)], red)
+    cv2.fillPoly(picture, [np.round(ref[list(INNER_MOUTH)]).astype(np.int32)], dark)
+    picture = cv2.GaussianBlur(picture, (0, 0), 1.0)
+    renderer = WarpRenderer()
+    out = renderer.render(renderer.prepare(picture, ref.astype(np.float32)), drv.astype(np.float32))
+    grey = cv2.cvtColor(out, cv2.COLOR_RGB2GRAY).astype(int)
+    level = cv2.cvtColor(np.uint8([[red, dark]]), cv2.COLOR_RGB2GRAY)[0].astype(int)
+    lips = np.zeros(grey.shape, np.uint8)
+    cv2.fillPoly(lips, [np.round(drv[list(OUTER_LIPS)] * 16).astype(np.int32)], 1, cv2.LINE_8, 4)
+    lips = cv2.erode(lips, np.ones((5, 5), np.uint8)) > 0
+    assert not (lips & (grey > level[0] + 25)).any()
+    shadow = lips & (grey < level.mean())
+    for x in np.flatnonzero(lips.any(axis=0)):
+        column = np.diff(np.r_[0, shadow[:, x].astype(int), 0])
+        starts, ends = np.flatnonzero(column == 1), np.flatnonzero(column == -1)
+        assert len(starts) <= 1, x
+        assert (ends - starts <= 4).all(), x
 
 
 def test_face_flow_is_computed_once_per_frame(monkeypatch) -> None:
