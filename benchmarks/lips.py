@@ -231,7 +231,8 @@ def cmd_report(args: argparse.Namespace) -> None:
         "",
         *[f"    {c}" for c in args.command.split(" ;; ")],
         "",
-        f"{len({k[0] for k in keys})} clips, first {points[0]['frames']} frames each, the "
+        f"{len({k[0] for k in keys})} clips, the first {max(p['frames'] for p in points)} "
+        f"frames of each ({min(p['frames'] for p in points)} where a clip is shorter), the "
         "default renderer; means over clips. Speckles per frame: pixels in the lip band darker "
         f"(brighter) than both pixels {SPECKLE_STEP:g} px away along the mouth's axis by more "
         f"than {SPECKLE_LEVELS:g} grey levels (`benchmarks/lips.py`); the source's own count "

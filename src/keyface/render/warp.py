@@ -123,7 +123,7 @@ def dense_flow(
     query = np.stack([gx.ravel(), gy.ravel()], axis=1)
     area = _doubled_areas(tri.simplices, drv_pts)
     usable = np.abs(area) > 1e-9
-    if topology is not None:
+    if topology is not None and topology is not drv_pts:
         usable &= np.sign(area) == np.sign(_doubled_areas(tri.simplices, topology))
     # Each triangle's barycentric matrix and affine map from output (driving) to reference
     # pixels, solved once per triangle (1,100 small systems) instead of through qhull's
@@ -268,9 +268,9 @@ def _owners(
     off = (grid - 1) / 2
     owner = np.full(shape, -1, dtype=np.int32)
     corners = np.round((drv_pts - off) / grid * 16).astype(np.int32)
-    for k, polygon in enumerate(corners[tri.simplices]):  # (K, 3, 2), gathered once
-        if usable[k]:
-            cv2.fillConvexPoly(owner, polygon, k, cv2.LINE_8, 4)
+    polygons = corners[tri.simplices]  # (K, 3, 2), gathered once
+    for k in np.flatnonzero(usable).tolist():
+        cv2.fillConvexPoly(owner, polygons[k], k, cv2.LINE_8, 4)
     simplex = owner.ravel()
     linear = affine[:, :2, :].reshape(-1, 4)  # (K, 4): each triangle's linear part
     neighbours = tri.neighbors  # (K, 3), -1 at the hull
