@@ -52,8 +52,16 @@ OUTER_LIPS = (
     61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185,
 )  # fmt: skip
 """The outer lip contour, in order around the mouth."""
+INNER_LIPS = (
+    (191, 95), (80, 88), (81, 178), (82, 87), (13, 14),
+    (312, 317), (311, 402), (310, 318), (415, 324),
+)  # fmt: skip
+"""The inner lips: each upper-lip point paired with the lower-lip point under it (between the
+inner mouth corners ``INNER_MOUTH_CORNERS``)."""
 INNER_LIP_GAP = (13, 14)
 """Upper and lower inner lip, in the middle: how far the mouth is open."""
+OUTER_LIP_MIDDLE = (0, 17)
+"""Upper and lower outer lip, in the middle (which way is down, for a mouth that is shut)."""
 INNER_MOUTH_CORNERS = (78, 308)
 RIGHT_EYE_EAR = ((33, 133), ((160, 144), (158, 153)))
 LEFT_EYE_EAR = ((362, 263), ((385, 380), (387, 373)))

@@ -17,7 +17,13 @@ import cv2
 import numpy as np
 from scipy.spatial import Delaunay
 
-from keyface.facemesh import FACE_OVAL
+from keyface.facemesh import (
+    FACE_OVAL,
+    INNER_LIPS,
+    INNER_MOUTH_CORNERS,
+    NUM_POINTS,
+    OUTER_LIP_MIDDLE,
+)
 from keyface.motion.field import body_weight, upsample_field
 from keyface.types import check_image
 
@@ -97,31 +103,36 @@ def control_points(
 
 
 def dense_flow(
-    ref_pts: np.ndarray, drv_pts: np.ndarray, width: int, height: int, grid: int = 2
+    ref_pts: np.ndarray,
+    drv_pts: np.ndarray,
+    width: int,
+    height: int,
+    grid: int = 2,
+    topology: np.ndarray | None = None,
 ) -> np.ndarray:
     """Backward flow ``(height, width, 2)`` float32: for each output pixel, where to sample the
-    reference (x, y). Piecewise affine over a Delaunay triangulation of ``drv_pts``, evaluated
-    on a ``grid``-times coarser grid and upsampled bilinearly."""
-    tri = Delaunay(drv_pts)
+    reference (x, y). Piecewise affine over a Delaunay triangulation of ``drv_pts`` (of
+    ``topology``, the same points moved where the triangulation must not follow the driving
+    frame: :func:`mouth_topology`), evaluated on a ``grid``-times coarser grid and upsampled
+    bilinearly. With a ``topology``, triangles that are flat or turned over in the driving
+    frame (the inside of a closed mouth) show nothing."""
+    tri = Delaunay(drv_pts if topology is None else topology)
     nx, ny = (width + grid - 1) // grid, (height + grid - 1) // grid
     off = (grid - 1) / 2
-    # Rasterise the triangle index of every grid cell (OpenCV fills with 1/16 px precision).
-    owner = np.full((ny, nx), -1, dtype=np.int32)
-    corners = np.round((drv_pts - off) / grid * 16).astype(np.int32)
-    for k, polygon in enumerate(corners[tri.simplices]):  # (K, 3, 2), gathered once
-        cv2.fillConvexPoly(owner, polygon, k, cv2.LINE_8, 4)
     gx, gy = np.meshgrid(np.arange(nx) * grid + off, np.arange(ny) * grid + off)
     query = np.stack([gx.ravel(), gy.ravel()], axis=1)
-    simplex = owner.ravel()
-    missing = simplex < 0
-    if missing.any():  # cells no triangle covered after rounding: locate them exactly
-        simplex[missing] = tri.find_simplex(query[missing])
-    inside = simplex >= 0
-    # Each triangle's affine map from output (driving) to reference pixels, solved once per
-    # triangle (1,100 small systems) instead of through qhull's barycentric transform per
-    # pixel: the same piecewise-affine flow (to 1e-13 px) in 2 ms instead of 6.5 ms.
-    affine = _triangle_maps(tri.simplices, drv_pts, ref_pts)
-    if affine is None:  # a degenerate triangle: the barycentric route handles it
+    area = _doubled_areas(tri.simplices, drv_pts)
+    usable = np.abs(area) > 1e-9
+    if topology is not None and topology is not drv_pts:
+        usable &= np.sign(area) == np.sign(_doubled_areas(tri.simplices, topology))
+    # Each triangle's barycentric matrix and affine map from output (driving) to reference
+    # pixels, solved once per triangle (1,100 small systems) instead of through qhull's
+    # barycentric transform per pixel: the same piecewise-affine flow (to 1e-13 px) in 2 ms
+    # instead of 6.5 ms.
+    barycentric = _barycentric_matrices(tri.simplices, drv_pts, usable)
+    if barycentric is None:  # a degenerate Delaunay triangle: qhull locates and maps every cell
+        simplex = tri.find_simplex(query)
+        inside = simplex >= 0
         s = np.where(inside, simplex, 0)
         trans = tri.transform[s]  # (P, 3, 2): barycentric (b0, b1) = T @ (x - r)
         dx = query[:, 0] - trans[:, 2, 0]
@@ -134,6 +145,9 @@ def dense_flow(
         src = b0[:, None] * p0 + b1[:, None] * p1 + b2[:, None] * p2
         src = np.where(inside[:, None], src, query)
     else:
+        affine = barycentric @ ref_pts[tri.simplices]  # (K, 3, 2)
+        simplex = _owners(tri, drv_pts, query, barycentric, affine, usable, grid, (ny, nx))
+        inside = simplex >= 0
         # Pixels outside every triangle keep their place: an extra identity map at the end.
         maps = np.concatenate([affine, [[[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]]])
         a = maps[np.where(inside, simplex, len(affine))]  # (P, 3, 2)
@@ -144,6 +158,47 @@ def dense_flow(
     # Upsample the coarse grid to every pixel (cell centres stay aligned).
     big = cv2.resize(flow, (nx * grid, ny * grid), interpolation=cv2.INTER_LINEAR)
     return np.ascontiguousarray(big[:height, :width])
+
+
+MOUTH_TOPOLOGY_GAP = 0.15
+"""Inner-lip gap, as a share of the inner mouth's width, below which the triangulation is
+made on a mouth opened to it (:func:`mouth_topology`)."""
+
+
+def mouth_topology(points: np.ndarray) -> np.ndarray:
+    """The control points to triangulate: ``points`` (the face-mesh keypoints first) with the
+    inner lips of a closed or nearly closed mouth moved apart along the mouth's normal, to
+    :data:`MOUTH_TOPOLOGY_GAP` of its width in the middle, tapering to nothing at the corners.
+
+    Delaunay in the driving frame does not know what a lip is: where the inner lips meet, the
+    upper and lower lip points lie on one line and the triangulation joins upper-lip points to
+    the lower lip (and the reverse). Driven from a reference whose mouth is open, such a
+    triangle spans the reference's open mouth, and the lower lip shows the dark inside as
+    spikes hanging from the lip line (issue 18). Triangulated on an opened mouth, every lip
+    triangle stays in its lip; the triangles between the inner lips are flat or turned over
+    in the driving frame and show nothing (:func:`dense_flow`): the lips meet, as they do."""
+    if len(points) < NUM_POINTS:
+        return points
+    c0, c1 = points[INNER_MOUTH_CORNERS[0]], points[INNER_MOUTH_CORNERS[1]]
+    axis = c1 - c0
+    width = float(np.hypot(*axis))
+    if width < 1e-6:
+        return points
+    normal = np.array([-axis[1], axis[0]]) / width
+    if float((points[OUTER_LIP_MIDDLE[1]] - points[OUTER_LIP_MIDDLE[0]]) @ normal) < 0:
+        normal = -normal  # towards the lower lip
+    upper = [u for u, _ in INNER_LIPS]
+    lower = [v for _, v in INNER_LIPS]
+    gap = (points[lower] - points[upper]) @ normal
+    along = (((points[upper] + points[lower]) / 2 - c0) @ axis) / width**2
+    target = MOUTH_TOPOLOGY_GAP * width * np.clip(4 * along * (1 - along), 0.0, 1.0)
+    shift = np.maximum(target - gap, 0.0) / 2
+    if not shift.any():
+        return points
+    out = np.array(points, dtype=np.float64, copy=True)
+    out[upper] -= shift[:, None] * normal
+    out[lower] += shift[:, None] * normal
+    return out
 
 
 FACE_FLOW_CACHE = "face_flow"
@@ -166,19 +221,113 @@ def face_flow(reference: Reference, keypoints: np.ndarray, grid: int = 2) -> np.
     if cached is not None and cached[0] == key:
         return cached[1]
     ref_pts, drv_pts = control_points(reference.keypoints[:, :2], kp, width, height)
-    flow = dense_flow(ref_pts, drv_pts, width, height, grid)
+    flow = dense_flow(ref_pts, drv_pts, width, height, grid, topology=mouth_topology(drv_pts))
     flow.flags.writeable = False
     reference.cache[FACE_FLOW_CACHE] = (key, flow)
     return flow
 
 
-def _triangle_maps(
-    simplices: np.ndarray, drv_pts: np.ndarray, ref_pts: np.ndarray
-) -> np.ndarray | None:
-    """``(K, 3, 2)``: for each triangle ``k`` the affine map ``A_k`` with ``[x, y, 1] @ A_k`` the
-    reference point of driving point ``(x, y)``; ``None`` if a triangle is degenerate.
+OWNER_TOLERANCE = 1e-7
+"""A grid cell belongs to a triangle whose barycentric coordinates there are all above
+``-OWNER_TOLERANCE`` (a cell on a shared edge may go to either: both maps agree there)."""
+OWNER_JUMP = 0.25
+"""Cells of a triangle whose linear map differs from a neighbour's by more than this
+(Frobenius norm) are checked to lie inside it (:func:`_owners`)."""
+OWNER_WALK = 8
+"""Steps of the walk from the rasterised owner to the true one before qhull is asked."""
 
-    ``A_k = S_k^-1 R_k`` with ``S_k`` the rows ``[x, y, 1]`` of the triangle's driving corners,
+
+def _owners(
+    tri: Delaunay,
+    drv_pts: np.ndarray,
+    query: np.ndarray,
+    barycentric: np.ndarray,
+    affine: np.ndarray,
+    usable: np.ndarray,
+    grid: int,
+    shape: tuple[int, int],
+) -> np.ndarray:
+    """The triangle that holds each query point (the grid cell centres), among the ``usable``
+    ones (the others own nothing; -1: no triangle near the cell at all).
+
+    OpenCV rasterises the triangle index of every cell (1/16 px precision), but it fills the
+    cells a triangle's *edges* touch as well as those inside it, and a later triangle
+    overwrites an earlier one there: about a fifth of the cells go to a neighbour of the
+    triangle that holds them, whose map is then extrapolated by up to a cell. Between
+    triangles whose maps are alike nothing shows (the maps agree along the shared edge). A
+    sliver, though (the inner lips of a closed mouth, an eyelid in a blink: a driving triangle
+    a fraction of a pixel high whose reference triangle is not), has a map that magnifies
+    across it many times, and half a cell outside it lands pixels away in the reference: the
+    dark and bright speckles along the lip line of decoded frames (issue 18,
+    ``benchmarks/lips.py``). So the cells of every triangle whose linear map jumps by more
+    than :data:`OWNER_JUMP` to a neighbour's (or that borders an unusable one) are checked
+    by their barycentric coordinates, and those outside walk to the neighbour across the edge
+    they lie beyond (one step almost always); the rare rest, and cells no triangle was
+    rasterised on, take the triangle they are least outside of. Elsewhere a cell's flow is
+    within ``OWNER_JUMP`` x a cell of the exact one (0.35 px at ``grid`` 2)."""
+    off = (grid - 1) / 2
+    owner = np.full(shape, -1, dtype=np.int32)
+    corners = np.round((drv_pts - off) / grid * 16).astype(np.int32)
+    polygons = corners[tri.simplices]  # (K, 3, 2), gathered once
+    for k in np.flatnonzero(usable).tolist():
+        cv2.fillConvexPoly(owner, polygons[k], k, cv2.LINE_8, 4)
+    simplex = owner.ravel()
+    linear = affine[:, :2, :].reshape(-1, 4)  # (K, 4): each triangle's linear part
+    neighbours = tri.neighbors  # (K, 3), -1 at the hull
+    step = linear[:, None, :] - linear[neighbours]
+    jump = np.where(neighbours >= 0, (step * step).sum(axis=2), 0.0).max(axis=1)
+    jump[~usable] = np.inf
+    # A misplaced cell may lie in a triangle that shares only a corner with its owner: the
+    # check covers every triangle at a corner of a jump.
+    at_corner = np.zeros(len(drv_pts))
+    np.maximum.at(at_corner, tri.simplices, jump[:, None])
+    risky = np.append(at_corner[tri.simplices].max(axis=1) > OWNER_JUMP**2, False)
+    todo = np.flatnonzero(risky[simplex])  # simplex -1 reads the appended False
+    rows = [np.ascontiguousarray(barycentric[:, i]) for i in range(3)]  # (K, 3) each
+    for _ in range(OWNER_WALK):
+        k = simplex[todo]
+        coords = query[todo, :1] * rows[0][k] + query[todo, 1:] * rows[1][k] + rows[2][k]
+        beyond = coords.argmin(axis=1)
+        outside = coords[np.arange(len(todo)), beyond] < -OWNER_TOLERANCE
+        todo, beyond = todo[outside], beyond[outside]
+        if not len(todo):
+            break
+        # Across the edge opposite the most negative coordinate; -1 there is the hull's edge.
+        simplex[todo] = neighbours[simplex[todo], beyond]
+        todo = todo[simplex[todo] >= 0]
+    lost = simplex < 0  # cells no triangle was rasterised on, walks off the hull or too long
+    lost[todo] = True
+    candidates = np.flatnonzero(usable)
+    for start in range(0, int(lost.sum()), 256):
+        cells = np.flatnonzero(lost)[start : start + 256]
+        coords = (
+            query[cells, :1, None] * rows[0][candidates][None]
+            + query[cells, 1:, None] * rows[1][candidates][None]
+            + rows[2][candidates][None]
+        ).min(axis=2)  # (cells, candidates): how far outside each triangle
+        simplex[cells] = candidates[coords.argmax(axis=1)]
+    return simplex
+
+
+def _doubled_areas(simplices: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """``(K,)``: twice the signed area of each triangle of ``points``."""
+    p = points[simplices]
+    a, b = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
+    return a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]
+
+
+NEVER_INSIDE = np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [-1.0, -1.0, -1.0]])
+"""The barycentric matrix of a triangle that may hold no point (every coordinate -1)."""
+
+
+def _barycentric_matrices(
+    simplices: np.ndarray, drv_pts: np.ndarray, usable: np.ndarray | None = None
+) -> np.ndarray | None:
+    """``(K, 3, 3)``: for each triangle ``k`` the matrix ``B_k`` with ``[x, y, 1] @ B_k`` the
+    barycentric coordinates of driving point ``(x, y)``; ``None`` if a triangle is degenerate
+    (:data:`NEVER_INSIDE` for it instead where ``usable`` marks it as not to be used).
+
+    ``B_k = S_k^-1`` with ``S_k`` the rows ``[x, y, 1]`` of the triangle's driving corners,
     inverted in closed form (cofactors over the determinant): 0.32 ms for 1,100 triangles
     instead of 0.56 ms through ``np.linalg.solve`` on one thread (2.9 ms where OpenBLAS
     spreads the small systems over two), and the same float32 flow on the 79 frames of
@@ -187,7 +336,7 @@ def _triangle_maps(
     x0, x1, x2 = x[:, 0], x[:, 1], x[:, 2]
     y0, y1, y2 = y[:, 0], y[:, 1], y[:, 2]
     f0, f1, f2 = x1 * y2 - x2 * y1, x2 * y0 - x0 * y2, x0 * y1 - x1 * y0
-    inverse = np.stack(
+    adjugate = np.stack(
         [
             np.stack([y1 - y2, y2 - y0, y0 - y1], axis=1),
             np.stack([x2 - x1, x0 - x2, x1 - x0], axis=1),
@@ -195,8 +344,26 @@ def _triangle_maps(
         ],
         axis=1,
     )  # (K, 3, 3): the adjugate of S_k
+    det = f0 + f1 + f2
+    if usable is not None:
+        det = np.where(usable, det, 1.0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        maps = (inverse / (f0 + f1 + f2)[:, None, None]) @ ref_pts[simplices]
+        inverse = adjugate / det[:, None, None]
+    if usable is not None:
+        inverse[~usable] = NEVER_INSIDE
+    return inverse if np.isfinite(inverse).all() else None
+
+
+def _triangle_maps(
+    simplices: np.ndarray, drv_pts: np.ndarray, ref_pts: np.ndarray
+) -> np.ndarray | None:
+    """``(K, 3, 2)``: for each triangle ``k`` the affine map ``A_k = S_k^-1 R_k`` with
+    ``[x, y, 1] @ A_k`` the reference point of driving point ``(x, y)``
+    (:func:`_barycentric_matrices`); ``None`` if a triangle is degenerate."""
+    barycentric = _barycentric_matrices(simplices, drv_pts)
+    if barycentric is None:
+        return None
+    maps = barycentric @ ref_pts[simplices]
     return maps if np.isfinite(maps).all() else None
 
 
