@@ -167,7 +167,77 @@ def report(rows: list[dict], anchors: Path, command: str, metrics: list[str]) ->
         lines.append(f"| {q} | {np.mean([p['kbps'] for p in sel]):.2f} | {vals} |")
     lines += ["", "Hull on LPIPS-Alex (every configuration and variant):", ""]
     lines += [f"- {k:.2f} kbit/s: {q:.4f} ({label})" for k, q, label in hull(means)]
+    lines += ["", *bd_lines(rows, vvc, clips, metrics)]
     return "\n".join(lines) + "\n"
+
+
+def _curve(rows: list[dict], clips: list[str], metric: str, pick) -> list[tuple[float, float]]:
+    """Clip-averaged (kbps, metric) of the configurations ``pick(row)`` selects."""
+    keys = sorted({(r["mode"], r["u"], r["variant"]) for r in rows if pick(r)}, key=str)
+    out = []
+    for key in keys:
+        sel = [r for r in rows if (r["mode"], r["u"], r["variant"]) == key]
+        if len(sel) == len(clips) and all(r.get(metric) is not None for r in sel):
+            out.append(
+                (float(np.mean([r["kbps"] for r in sel])), float(np.mean([r[metric] for r in sel])))
+            )
+    return out
+
+
+def _front(points: list[tuple[float, float]], metric: str) -> list[tuple[float, float]]:
+    """The points no other beats on rate and quality (the convex-hull ladder's candidates)."""
+    from keyface.eval.registry import METRICS
+
+    lower = METRICS[metric].direction == "lower"
+    best: list[tuple[float, float]] = []
+    for k, q in sorted(points):
+        if not best or (q < best[-1][1] if lower else q > best[-1][1]):
+            best.append((k, q))
+    return best
+
+
+def bd_lines(rows: list[dict], vvc: list[dict], clips: list[str], metrics: list[str]) -> list[str]:
+    """BD-rate against VVC of each mode's own curve and of the hull over every mode."""
+    from keyface.eval.bdrate import bd_rate
+
+    fused = {"anim", "aux"}
+    curves = {
+        "animation": lambda r: r["mode"] == "animation",
+        "hybrid (best fusion per point)": lambda r: (
+            r["mode"] == "hybrid" and r["variant"] not in fused
+        ),
+        "bidirectional (best fusion per point)": lambda r: (
+            r["mode"] == "bidirectional" and r["variant"] not in fused
+        ),
+        "hull over all": lambda r: r["mode"] == "animation" or r["variant"] not in fused,
+    }
+    out = ["BD-rate against VVC (negative: fewer bits; on the clip-averaged fronts):", ""]
+    out += ["| curve | " + " | ".join(metrics) + " |", "|---" * (1 + len(metrics)) + "|"]
+    for name, pick in curves.items():
+        cells = []
+        for m in metrics:
+            test = _front(_curve(rows, clips, m, pick), m)
+            anchor = []
+            for q in sorted({p["param"] for p in vvc}):
+                sel = [p for p in vvc if p["param"] == q and p["metrics"].get(m) is not None]
+                if len(sel) == len(clips):
+                    anchor.append(
+                        (np.mean([p["kbps"] for p in sel]), np.mean([p["metrics"][m] for p in sel]))
+                    )
+            anchor.sort()
+            if len(test) < 2 or len(anchor) < 2:
+                cells.append("n/a")
+                continue
+            r = bd_rate(
+                [a[0] for a in anchor],
+                [a[1] for a in anchor],
+                [t[0] for t in test],
+                [t[1] for t in test],
+                m,
+            )
+            cells.append("n/a" if r.value is None else f"{r.value:+.1f} %")
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
+    return out
 
 
 def main() -> None:
@@ -181,6 +251,8 @@ def main() -> None:
     parser.add_argument("--modes", default="animation,hybrid,bidirectional")
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--limit", type=int, default=None, help="at most this many clips")
+    parser.add_argument("--start", type=int, default=0, help="skip this many clips first")
+    parser.add_argument("--merge", type=Path, nargs="*", default=[], help="earlier TAG.json rows")
     parser.add_argument("--tag", default="sweep", help="output file names: TAG.json, TAG.md")
     parser.add_argument("--grid", type=int, default=None, help="only the first N configurations")
     args = parser.parse_args()
@@ -190,9 +262,10 @@ def main() -> None:
     clips = sorted(p for p in (args.bench / "cache").iterdir() if (p / "analysis.npz").is_file())
     fusions = [f for f in args.fusions.split(",") if f]
     metrics = args.metrics.split(",")
-    tasks = [(str(c), grid, fusions, metrics, args.slow_every) for c in clips[: args.limit]]
+    end = None if args.limit is None else args.start + args.limit
+    tasks = [(str(c), grid, fusions, metrics, args.slow_every) for c in clips[args.start : end]]
     t0 = time.perf_counter()
-    rows: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = [r for path in args.merge for r in json.loads(path.read_text())]
     with ProcessPoolExecutor(args.jobs) as pool:
         for k, clip_rows in enumerate(pool.map(run_clip, tasks), 1):
             rows.extend(clip_rows)
