@@ -266,3 +266,22 @@ def test_a_lost_aux_packet_falls_back_to_animation_until_a_refresh(
         for packet in packets:
             if packet is not lost:
                 file_decoder.receive(packet)
+
+
+def test_bidirectional_groups_without_an_aux_stream(carphone_analysis) -> None:
+    """``aux_scale=0``: the groups and the keyframe reuse as with one, each frame's keyframe
+    chosen against the source and signalled; no AUX packet, nothing to fuse."""
+    config = replace(BASE, mode="bidirectional", gop=8, aux_scale=0)
+    result = encode_analysis(carphone_analysis, config)
+    parsed = read_stream(result.data)
+    assert parsed.header.version == 2 and not parsed.header.has_aux_stream
+    assert not any(isinstance(p, AuxPacket) for p in parsed.packets)
+    assert result.stats.aux_bytes == 0
+    decoded = decode_bytes(result.data)
+    assert decoded.complete
+    for d, frame in zip(result.stats.decisions, decoded.frames, strict=True):
+        assert frame.reference_frame == d.reference_frame and frame.aux is None
+    with pytest.raises(BitstreamError, match="no auxiliary stream"):
+        decode_bytes(result.data, aux_only=True)
+    with pytest.raises(ValueError, match="hybrid mode needs an aux stream"):
+        replace(BASE, mode="hybrid", aux_scale=0)

@@ -130,6 +130,9 @@ class StreamMode(IntEnum):
     auxiliary picture; ``gop - 1`` frames of delay."""
 
 
+NO_AUX: Final = "none"
+"""``aux_codec`` of a bidirectional stream without an aux stream (``aux_scale`` 0)."""
+
 MIN_GOP: Final = 5
 MAX_GOP: Final = 30
 
@@ -141,7 +144,8 @@ class AuxInfo:
     mode: StreamMode
     """``HYBRID`` or ``BIDIRECTIONAL``."""
     codec: str
-    """The aux stream's codec (e.g. ``"x265"``)."""
+    """The aux stream's codec (e.g. ``"x265"``); :data:`NO_AUX` (bidirectional only, with
+    scale 0): groups without an aux stream."""
     scale: int
     """Downsampling factor (2, 4 or 8): the aux picture is ``width / scale`` (even) wide."""
     qp: int
@@ -159,7 +163,10 @@ class AuxInfo:
         _set(self, "mode", StreamMode(mode))
         _set(self, "codec", check_ascii(w, "aux_codec", self.codec))
         scale = check_int(w, "aux_scale", self.scale, 0, 0xFF)
-        if scale not in (2, 4, 8):
+        if self.codec == NO_AUX:
+            if scale != 0 or mode != StreamMode.BIDIRECTIONAL:
+                raise FieldError(w, "aux_codec none needs the bidirectional mode and aux_scale 0")
+        elif scale not in (2, 4, 8):
             raise FieldError(w, f"aux_scale must be 2, 4 or 8, got {scale}")
         _set(self, "scale", scale)
         _set(self, "qp", check_int(w, "aux_qp", self.qp, 0, 51))
@@ -286,6 +293,11 @@ class StreamHeader:
     def mode(self) -> StreamMode:
         """How the stream's frames are made."""
         return StreamMode.ANIMATION if self.aux is None else self.aux.mode
+
+    @property
+    def has_aux_stream(self) -> bool:
+        """Whether AUX packets carry an aux stream (hybrid, bidirectional with one)."""
+        return self.aux is not None and self.aux.codec != NO_AUX
 
     @property
     def delay_frames(self) -> int:

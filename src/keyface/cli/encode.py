@@ -113,7 +113,10 @@ def add_codec_arguments(p: argparse.ArgumentParser) -> None:
         "delay) or auto (default: the mode the measured ladder puts at that quality or rate)",
     )
     hybrid.add_argument(
-        "--aux-scale", type=int, choices=(2, 4, 8), help="aux stream downsampling (default 4)"
+        "--aux-scale",
+        type=int,
+        choices=(0, 2, 4, 8),
+        help="aux stream downsampling (default 4); 0: no aux stream (bidirectional only)",
     )
     hybrid.add_argument("--aux-qp", type=int, choices=range(52), metavar="0..51", help="aux QP")
     hybrid.add_argument(

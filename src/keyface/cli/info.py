@@ -100,7 +100,7 @@ def describe(data: bytes) -> dict[str, Any]:
         else {
             "codec": h.aux.codec,
             "scale": h.aux.scale,
-            "side": h.width // h.aux.scale & ~1,
+            "side": h.width // h.aux.scale & ~1 if h.aux.scale else None,
             "qp": h.aux.qp,
             "fusion": h.aux.fusion,
             "gop": h.aux.gop or None,

@@ -100,7 +100,8 @@ class CodecConfig:
     stream, fused at the decoder) or ``"bidirectional"`` (groups of ``gop`` frames between two
     keyframes, plus the auxiliary stream); docs/hybrid.md."""
     aux_scale: int = 4
-    """The auxiliary stream's downsampling factor (2, 4 or 8)."""
+    """The auxiliary stream's downsampling factor (2, 4 or 8); 0: none (bidirectional only:
+    the encoder then chooses each frame's keyframe against the source and signals it)."""
     aux_qp: int = 40
     """The auxiliary stream's constant QP (0..51)."""
     aux_codec: str = "x265"
@@ -131,8 +132,10 @@ class CodecConfig:
             raise ValueError("reset_interval must be >= 1 or None")
         if self.mode not in (*MODES, "auto"):
             raise ValueError(f"mode must be one of {', '.join(MODES)} or auto, got {self.mode!r}")
-        if self.aux_scale not in (2, 4, 8):
-            raise ValueError(f"aux_scale must be 2, 4 or 8, got {self.aux_scale}")
+        if self.aux_scale not in (0, 2, 4, 8):
+            raise ValueError(f"aux_scale must be 2, 4 or 8 (or 0: none), got {self.aux_scale}")
+        if self.aux_scale == 0 and self.mode == "hybrid":
+            raise ValueError("the hybrid mode needs an aux stream (aux_scale 2, 4 or 8)")
         if not 0 <= self.aux_qp <= 51:
             raise ValueError(f"aux_qp must be in 0..51, got {self.aux_qp}")
         if not MIN_GOP <= self.gop <= MAX_GOP:

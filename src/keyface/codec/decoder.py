@@ -111,7 +111,8 @@ class DecoderCore:
         self._aux_next = 0
         self._aux_last: np.ndarray | None = None
         self.fusion = None
-        if header.aux is not None:
+        if header.has_aux_stream:
+            assert header.aux is not None
             from keyface.fusion import UnknownFusionError, available_fusions, get_fusion
 
             try:
@@ -128,7 +129,7 @@ class DecoderCore:
             except UnknownFusionError as exc:
                 raise BitstreamError(str(exc)) from None
         elif aux_only:
-            raise BitstreamError("the stream has no auxiliary stream (it is animation only)")
+            raise BitstreamError("the stream has no auxiliary stream")
 
     @property
     def frames_decoded(self) -> int:

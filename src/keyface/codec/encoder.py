@@ -39,6 +39,7 @@ import numpy as np
 
 from keyface.auxstream import AuxDecoder, AuxEncoder, downsample
 from keyface.bitstream import (
+    NO_AUX,
     AuxInfo,
     AuxPacket,
     BackgroundPacket,
@@ -202,7 +203,13 @@ class EncoderCore:
         self._aux: AuxEncoder | None = None
         self._aux_mirror: AuxDecoder | None = None
         """The decoder's aux pictures, for the bidirectional choice of keyframe."""
-        if self.mode != StreamMode.ANIMATION:
+        if self.mode != StreamMode.ANIMATION and config.aux_scale == 0:
+            # Bidirectional groups without an aux stream: the encoder chooses each frame's
+            # keyframe against the source itself and signals it.
+            aux_info = AuxInfo(
+                mode=self.mode, codec=NO_AUX, scale=0, qp=0, fusion="", gop=config.gop
+            )
+        elif self.mode != StreamMode.ANIMATION:
             from keyface.fusion import DEFAULT_FUSION
 
             aux_info = AuxInfo(
@@ -574,12 +581,16 @@ class EncoderCore:
         """Bidirectional mode: code the collected group. Its last frame becomes a keyframe
         (it also opens the next group); every other frame is animated from the past or the
         future keyframe, whichever :func:`choose_keyframe` prefers against the frame's aux
-        picture, as the decoder will see it. Packets: AUX, KEYFRAME (+ DETAIL), MOTION."""
-        assert self._aux is not None and self._aux_mirror is not None
+        picture, as the decoder will see it (without an aux stream: against the frame itself,
+        downsampled 4x). Packets: AUX, KEYFRAME (+ DETAIL), MOTION."""
         group, self._group = self._group, []
         size = self.config.size
-        pictures = [self._aux.encode(image) for _, image, _ in group]
-        aux = [self._aux_mirror.decode(p) for p in pictures]
+        if self._aux is not None and self._aux_mirror is not None:
+            pictures = [self._aux.encode(image) for _, image, _ in group]
+            aux = [self._aux_mirror.decode(p) for p in pictures]
+        else:
+            pictures = []
+            aux = [downsample(image, size // 4) for _, image, _ in group]
         coded = []
         for index, _, landmarks in group:
             params = self._params(landmarks)
