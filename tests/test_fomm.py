@@ -390,3 +390,19 @@ def test_cli_encode_and_decode_with_a_model_file(
     assert f"digest {tiny_model.digest:08x}" in err and len(err.strip().splitlines()) == 1
     assert main([*args[:4], "--motion", "fomm", "-y"]) == 2
     assert "needs its model file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"mode": "hybrid"}, {"mode": "bidirectional", "gop": 5}, {"quant_level": 7}],
+    ids=["hybrid", "bidirectional", "positions-only"],
+)
+def test_other_modes_and_levels_code_fomm(tiny_model, change: dict[str, object]) -> None:
+    rng = np.random.default_rng(0)
+    big = np.kron((rng.random((64, 64, 3)) * 255).astype(np.uint8), np.ones((4, 4, 1), np.uint8))
+    frames = [np.roll(big, i, axis=1) for i in range(7)]
+    encoder = EncoderCore(replace(FOMM_CONFIG, **change), Fraction(25))
+    packets = [p for im in frames for p in encoder.encode(im, None)] + encoder.flush()
+    decoder = DecoderCore(encoder.header, renderer=get_renderer(MOTION_NAME))
+    out = sorted((f for p in packets for f in decoder.receive(p)), key=lambda f: f.index)
+    assert [f.index for f in out] == list(range(7))
