@@ -388,6 +388,11 @@ def test_cli_encode_and_decode_with_a_model_file(
     )
     err = capsys.readouterr().err
     assert f"digest {tiny_model.digest:08x}" in err and len(err.strip().splitlines()) == 1
+    for extra in (["--generator", "warp"], ["--full-frame"]):
+        assert (
+            main(["decode", str(kf), "-o", str(tmp_path / "w.y4m"), "--model", model, *extra]) == 2
+        )
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
     assert main([*args[:4], "--motion", "fomm", "-y"]) == 2
     assert "needs its model file" in capsys.readouterr().err
 

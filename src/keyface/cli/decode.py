@@ -71,9 +71,14 @@ def _generator(args: argparse.Namespace, data: bytes) -> str:
             "the stream was coded with a FOMM model file: give it with --model FILE "
             f"(CRC-32 {header.motion_digest:08x})"
         )
-    if args.generator is not None:
-        return str(args.generator)
-    return MOTION_NAME if fomm else DEFAULT_RENDERER
+    if fomm:
+        # The warp, the enhancer and the paste-back work on face-mesh keypoints.
+        if args.generator not in (None, MOTION_NAME):
+            raise UserError("a fomm stream is rendered by its model's generator: drop --generator")
+        if args.full_frame:
+            raise UserError("--full-frame needs face-mesh keypoints: not for fomm streams yet")
+        return MOTION_NAME
+    return DEFAULT_RENDERER if args.generator is None else str(args.generator)
 
 
 def run(args: argparse.Namespace) -> int:
