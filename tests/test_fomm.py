@@ -411,3 +411,25 @@ def test_other_modes_and_levels_code_fomm(tiny_model, change: dict[str, object])
     decoder = DecoderCore(encoder.header, renderer=get_renderer(MOTION_NAME))
     out = sorted((f for p in packets for f in decoder.receive(p)), key=lambda f: f.index)
     assert [f.index for f in out] == list(range(7))
+
+
+def test_renderer_survives_singular_jacobians(tiny_model) -> None:
+    rep = get_representation(MOTION_NAME)
+    params = rep.neutral()
+    params[20:] = -np.tile([1.0, 0.0, 0.0, 1.0], 10)  # every Jacobian zero
+    renderer = get_renderer(MOTION_NAME)
+    image = np.full((256, 256, 3), 128, np.uint8)
+    ref = renderer.prepare(image, rep.keypoints(rep.neutral(), 256))
+    out = renderer.render(ref, rep.keypoints(params, 256))
+    assert out.shape == (256, 256, 3) and out.dtype == np.uint8
+
+
+def test_scale_factor_one_has_no_blur_buffer() -> None:
+    config = replace(TINY, kp_scale_factor=1.0, kp_num_blocks=3, dm_scale_factor=0.5)
+    layout = upstream_layout(config)
+    assert "down.weight" not in layout["kp_detector"]
+    assert layout["generator"]["dense_motion_network.down.weight"] == (3, 1, 5, 5)
+    nets = FommNetworks(config).eval()
+    with torch.no_grad():
+        kp = nets.kp_detector(_picture())
+        assert nets.generator(_picture(), kp, kp).prediction.shape == (1, 3, 64, 64)

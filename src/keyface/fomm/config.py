@@ -54,7 +54,7 @@ class FommConfig:
                 raise ValueError(
                     f"{what}: image_size * scale ({side:g}) must be a multiple of 2**{blocks}"
                 )
-            if 1 / scale != int(1 / scale):
+            if not 0 < scale <= 1 or 1 / scale != int(1 / scale):
                 raise ValueError(f"{what}: scale factor must be 1/N, got {scale}")
         if self.image_size % (2**self.gen_num_down_blocks):
             raise ValueError("image_size must be a multiple of 2**gen_num_down_blocks")

@@ -91,11 +91,16 @@ class KPDetector(nn.Module):
             self.jacobian.bias.copy_(torch.tensor([1.0, 0.0, 0.0, 1.0]).repeat(c.num_kp))
         self.temperature = c.kp_temperature
         self.num_kp = c.num_kp
-        self.down = AntiAliasInterpolation2d(c.num_channels, c.kp_scale_factor)
+        # Upstream has (and stores) the blur only when it downsamples.
+        self.down = (
+            AntiAliasInterpolation2d(c.num_channels, c.kp_scale_factor)
+            if c.kp_scale_factor != 1
+            else None
+        )
 
     def forward(self, image: torch.Tensor) -> Keypoints:
         _check(image, (None, 3, None, None), "image")
-        features = self.predictor(self.down(image))
+        features = self.predictor(self.down(image) if self.down is not None else image)
         logits = self.kp(features)
         b, k, h, w = logits.shape
         heatmap = F.softmax(logits.reshape(b, k, h * w) / self.temperature, dim=2)
@@ -125,7 +130,11 @@ class DenseMotionNetwork(nn.Module):
         )
         self.num_kp = c.num_kp
         self.kp_variance = c.kp_variance
-        self.down = AntiAliasInterpolation2d(c.num_channels, c.dm_scale_factor)
+        self.down = (
+            AntiAliasInterpolation2d(c.num_channels, c.dm_scale_factor)
+            if c.dm_scale_factor != 1
+            else None
+        )
 
     def sparse_motions(
         self, height: int, width: int, driving: Keypoints, source: Keypoints
@@ -142,7 +151,7 @@ class DenseMotionNetwork(nn.Module):
     def forward(
         self, source_image: torch.Tensor, driving: Keypoints, source: Keypoints
     ) -> DenseMotion:
-        small = self.down(source_image)
+        small = self.down(source_image) if self.down is not None else source_image
         b, c, h, w = small.shape
         k1 = self.num_kp + 1
         heat = gaussian_heatmaps(driving.value, h, w, self.kp_variance) - gaussian_heatmaps(

@@ -20,6 +20,11 @@ from keyface.fomm.networks import Keypoints
 from keyface.render import Reference
 from keyface.types import check_image
 
+MIN_DETERMINANT = 1e-3
+"""Driving Jacobians with a smaller ``|det|`` are taken as the identity: the dense motion
+inverts them, and a damaged or hostile stream must not make the renderer fail (trained models
+give determinants near 1)."""
+
 
 class FommRenderer:
     """Renders frames of a ``fomm`` stream with the generator of the stream's model."""
@@ -30,6 +35,8 @@ class FommRenderer:
 
     def _keypoints(self, keypoints: np.ndarray, size: int) -> Keypoints:
         pos, jac = split_keypoints(keypoints, size)
+        singular = np.abs(np.linalg.det(jac)) < MIN_DETERMINANT
+        jac[singular] = np.eye(2)
         value = to_normalised(pos, self.model.config.image_size, size)
         return Keypoints(torch.from_numpy(value).float()[None], torch.from_numpy(jac).float()[None])
 
