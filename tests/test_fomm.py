@@ -194,7 +194,9 @@ def test_import_fomm_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[st
             assert torch.equal(expected, b.generator(source, kq_d, kq_s).prediction)
 
 
-def test_import_tolerates_module_prefix_and_missing_batch_counters(tmp_path: Path) -> None:
+def test_import_reads_old_checkpoints_with_prefix_and_without_batch_counters(
+    tmp_path: Path,
+) -> None:
     nets = _randomised()
     data = {
         name: {
@@ -204,8 +206,14 @@ def test_import_tolerates_module_prefix_and_missing_batch_counters(tmp_path: Pat
         }
         for name in ("kp_detector", "generator")
     }
+    # As PyTorch 1.0 wrote them: the legacy (not zip) format, with an optimiser's state.
+    data["optimizer_generator"] = {
+        "state": {0: {"step": 3, "exp_avg": torch.zeros(2)}},
+        "param_groups": [{"lr": 2e-4, "betas": (0.5, 0.999), "params": [0]}],
+    }
+    data["epoch"] = 99
     ckpt = tmp_path / "old.pth.tar"
-    torch.save(data, ckpt)
+    torch.save(data, ckpt, _use_new_zipfile_serialization=False)
     out = tmp_path / "m.safetensors"
     code = main(
         ["import-fomm", str(ckpt), "-o", str(out), "--config", str(_tiny_config_file(tmp_path))]
