@@ -25,7 +25,7 @@ LAYERS = [
     {"entropy"},
     {"render"},
     {"generator"},
-    {"renderers", "fusion"},
+    {"renderers", "fusion", "fomm"},
     {"codec"},
     {"compose", "pipeline"},
     {"eval", "train", "server", "fuzzing"},

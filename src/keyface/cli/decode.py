@@ -6,9 +6,10 @@ import argparse
 import sys
 from typing import Any
 
-from keyface.bitstream import BitstreamError
+from keyface.bitstream import BitstreamError, StreamHeader
 from keyface.cli._common import add_force_argument, existing_file, output_file, progress_bar
 from keyface.cli.main import UserError
+from keyface.fomm import MOTION_NAME
 from keyface.io import VIDEO_OUTPUT_FORMATS, VIDEO_OUTPUT_SUFFIXES, atomic_output
 from keyface.pipeline import StreamDecoder, UserInputError, check_full_frame, decode_to_file
 from keyface.renderers import DEFAULT_RENDERER, get_renderer
@@ -31,9 +32,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--generator",
-        default=DEFAULT_RENDERER,
         help=f"renderer: warp, a shipped generator or a .safetensors file "
-        f"(default: {DEFAULT_RENDERER})",
+        f"(default: {DEFAULT_RENDERER}; for --motion fomm streams, the model's generator)",
+    )
+    p.add_argument(
+        "--model",
+        metavar="FILE",
+        help="the FOMM model file a --motion fomm stream was coded with (checked by digest)",
     )
     p.add_argument(
         "--fusion", help="hybrid streams: the fusion to use (default: the one the stream names)"
@@ -48,6 +53,34 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     return p
 
 
+def _generator(args: argparse.Namespace, data: bytes) -> str:
+    """The renderer to decode with: ``--generator``, else the model's generator for a stream
+    of learned keypoints (``--model``), else the default."""
+    header, _ = StreamHeader.parse(data)  # a damaged header: the one-line BitstreamError
+    fomm = header.motion_name == MOTION_NAME
+    if args.model is not None:
+        if not fomm:
+            raise UserError(
+                f"--model is for --motion fomm streams; this one codes {header.motion_name}"
+            )
+        from keyface.fomm import use_model
+
+        use_model(existing_file(args.model))
+    elif fomm:
+        raise UserError(
+            "the stream was coded with a FOMM model file: give it with --model FILE "
+            f"(CRC-32 {header.motion_digest:08x})"
+        )
+    if fomm:
+        # The warp, the enhancer and the paste-back work on face-mesh keypoints.
+        if args.generator not in (None, MOTION_NAME):
+            raise UserError("a fomm stream is rendered by its model's generator: drop --generator")
+        if args.full_frame:
+            raise UserError("--full-frame needs face-mesh keypoints: not for fomm streams yet")
+        return MOTION_NAME
+    return DEFAULT_RENDERER if args.generator is None else str(args.generator)
+
+
 def run(args: argparse.Namespace) -> int:
     source = existing_file(args.input)
     out = output_file(
@@ -55,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.aux_only and args.full_frame:
         raise UserError("--aux-only shows the face crop's auxiliary stream: drop --full-frame")
-    renderer = get_renderer(args.generator)
+    data = source.read_bytes()
+    renderer = get_renderer(_generator(args, data))
     if args.fusion is not None:
         from keyface.fusion import UnknownFusionError, get_fusion
 
@@ -64,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         except UnknownFusionError as exc:
             raise UserError(str(exc)) from None
     stream = StreamDecoder(  # checks the header
-        source.read_bytes(), renderer=renderer, fusion=args.fusion, aux_only=args.aux_only
+        data, renderer=renderer, fusion=args.fusion, aux_only=args.aux_only
     )
     if args.full_frame:
         try:

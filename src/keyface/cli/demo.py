@@ -80,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
     if stream is not None:
         write_bytes_atomic(stream, result.data)
     a = result.analysis
+    if args.motion == "fomm":  # frames of a fomm stream are rendered by its generator
+        args.generator = "fomm"
     decoded = StreamDecoder(result.data, renderer=get_renderer(args.generator))
     scores = []
     with (

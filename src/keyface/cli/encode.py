@@ -83,6 +83,19 @@ def add_codec_arguments(p: argparse.ArgumentParser) -> None:
         "--chunk", type=positive_int, help="frames per motion packet (1 = lowest latency)"
     )
     p.add_argument(
+        "--motion",
+        choices=("facemesh", "fomm"),
+        default="facemesh",
+        help="motion representation: the face mesh (default) or the learned keypoints and "
+        "Jacobians of a First Order Motion Model (needs --model; docs/motion.md)",
+    )
+    p.add_argument(
+        "--model",
+        metavar="FILE",
+        help="--motion fomm: the keyface model file (.safetensors, from keyface import-fomm); "
+        "its generator renders the frames",
+    )
+    p.add_argument(
         "--no-motion-field",
         action="store_true",
         help="do not send the body-motion grid (hair, shoulders and background held still)",
@@ -157,6 +170,7 @@ def config_from_args(args: argparse.Namespace) -> CodecConfig:
         overrides["motion_chunk"] = args.chunk
     if getattr(args, "no_motion_field", False):
         overrides["motion_field"] = False
+    overrides.update(_motion_overrides(args))
     content = getattr(args, "content", None)
     if content == "off":
         overrides["content_refresh"] = False
@@ -181,6 +195,22 @@ def config_from_args(args: argparse.Namespace) -> CodecConfig:
         return replace(config, **overrides)
     except ValueError as exc:
         raise UserError(str(exc)) from None
+
+
+def _motion_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """``--motion fomm --model FILE``: load the model (once) and code and render with it."""
+    motion = getattr(args, "motion", "facemesh")
+    model = getattr(args, "model", None)
+    if motion != "fomm":
+        if model is not None:
+            raise UserError("--model is the model file of --motion fomm")
+        return {}
+    if model is None:
+        raise UserError("--motion fomm needs its model file: --model FILE (keyface import-fomm)")
+    from keyface.fomm import MOTION_NAME, use_model
+
+    use_model(existing_file(model))
+    return {"motion": MOTION_NAME, "generator": MOTION_NAME}
 
 
 def encode_from_args(args: argparse.Namespace) -> EncodeResult:

@@ -5,6 +5,8 @@ Each sub-command lives in ``keyface/cli/<name>.py`` and exposes two functions:
 * ``add_parser(subparsers) -> argparse.ArgumentParser`` registers its arguments;
 * ``run(args: argparse.Namespace) -> int`` does the work and returns the exit code.
 
+A command with a dash lives in the module with an underscore (``import-fomm``: ``import_fomm.py``).
+
 Expected failures (bad input, damaged streams) raise :class:`UserError` or one of the library's
 own error types listed in ``_USER_ERRORS``; they are printed as one line on stderr with exit
 code 2, never as a traceback.
@@ -31,6 +33,7 @@ COMMANDS: tuple[str, ...] = (
     "serve",
     "send",
     "token",
+    "import-fomm",
 )
 
 
@@ -48,6 +51,7 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
         ("keyface.face", "FaceNotFoundError"),
         ("keyface.renderers", "UnknownRendererError"),
         ("keyface.generator.weights", "GeneratorWeightsError"),
+        ("keyface.fomm.model", "FommModelError"),
         ("keyface.server.client", "JoinRefused"),
         ("keyface.server.client", "ConnectionLost"),
     ):
@@ -83,10 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:
+        module_name = f"keyface.cli.{name.replace('-', '_')}"
         try:
-            module = importlib.import_module(f"keyface.cli.{name}")
+            module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
-            if exc.name == f"keyface.cli.{name}":
+            if exc.name == module_name:
                 continue  # sub-command not built in this installation
             raise
         sub_parser = module.add_parser(sub)

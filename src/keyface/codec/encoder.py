@@ -62,6 +62,7 @@ from keyface.motion import (
     FaceState,
     FaceStateSource,
     FieldComponent,
+    ImageMotionSource,
     body_weight,
     estimate_field,
     get_representation,
@@ -187,6 +188,10 @@ class EncoderCore:
         self._field_part: FieldComponent | None = self.representation.field_component
         rep = self.representation
         self._face: FaceStateSource | None = rep if isinstance(rep, FaceStateSource) else None
+        self._image_source: ImageMotionSource | None = (
+            rep if isinstance(rep, ImageMotionSource) else None
+        )
+        """Where the parameters come from when not from landmarks (learned keypoints)."""
         """Where the mouth and eyes are and how open (``None``: keypoints without them)."""
         if config.mode == "auto":
             raise ValueError("mode 'auto' is a ladder: resolve it with ratecontrol.config_at")
@@ -293,7 +298,7 @@ class EncoderCore:
             for p in packets:
                 self.stats.add_packet(p)
             return packets
-        params = self._params(landmarks)
+        params = self._params(image, landmarks)
         q = self.state.quantize(params)
         keypoints = self.representation.keypoints(self.state.dequantize(q), size)
 
@@ -370,7 +375,9 @@ class EncoderCore:
         return packets
 
     # -- internals ------------------------------------------------------------------------
-    def _params(self, landmarks: np.ndarray | None) -> np.ndarray:
+    def _params(self, image: np.ndarray, landmarks: np.ndarray | None) -> np.ndarray:
+        if self._image_source is not None:  # measured on the picture, face or not
+            return self._image_source.analyze_image(image)
         if landmarks is not None:
             params = self.representation.analyze(landmarks, self.config.size)
             self._last_params = params
@@ -592,8 +599,8 @@ class EncoderCore:
             pictures = []
             aux = [downsample(image, size // 4) for _, image, _ in group]
         coded = []
-        for index, _, landmarks in group:
-            params = self._params(landmarks)
+        for index, image, landmarks in group:
+            params = self._params(image, landmarks)
             q = self.state.quantize(params)
             keypoints = self.representation.keypoints(self.state.dequantize(q), size)
             coded.append((index, params, q, keypoints))

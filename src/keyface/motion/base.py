@@ -99,6 +99,17 @@ class FaceStateSource(Protocol):
 
 
 @runtime_checkable
+class ImageMotionSource(Protocol):
+    """Optional part of a representation that measures motion on the picture itself (learned
+    keypoints, FOMM) instead of on face-mesh landmarks. The encoder then takes every frame's
+    parameters from :meth:`analyze_image`, whether the face mesh found a face or not."""
+
+    def analyze_image(self, image: np.ndarray) -> np.ndarray:
+        """Parameters ``(num_params,)`` float64 of an ``(S, S, 3)`` uint8 RGB crop."""
+        ...
+
+
+@runtime_checkable
 class MotionRepresentation(Protocol):
     """Per-frame motion: measured on the encoder, rebuilt into keypoints on the decoder."""
 
