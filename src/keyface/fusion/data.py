@@ -148,3 +148,40 @@ def prepare_fusion_clip(
         info["aux"][f"s{scale}_q{qp}"] = 8 * nbytes / 1000 / seconds
     done.write_text(json.dumps(info, indent=1))
     return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m keyface.fusion.data``: prepare fusion material for training people."""
+    import argparse
+    import time
+
+    from keyface.clips import select_clips
+    from keyface.threads import apply_thread_policy
+
+    parser = argparse.ArgumentParser(description="Prepare fusion training material.")
+    parser.add_argument("--clips", required=True, help="a MANIFEST.tsv or folder of videos")
+    parser.add_argument("--split", required=True, help="splits/*.json (its train people only)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--count", type=int, default=30, help="clips (one per person, random)")
+    parser.add_argument("--frames", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=13)
+    args = parser.parse_args(argv)
+    apply_thread_policy()
+    clips = select_clips(args.clips, split=args.split, subset="train", frames=args.frames)
+    rng = np.random.default_rng(args.seed)
+    picked = [clips[i] for i in rng.permutation(len(clips))[: args.count]]
+    for k, clip in enumerate(picked):
+        t0 = time.perf_counter()
+        # One animation low on the ladder, one high (u in 0..0.45 and 0.6..1.4).
+        us = (round(float(rng.uniform(0.0, 0.45)), 2), round(float(rng.uniform(0.6, 1.4)), 2))
+        try:
+            info = prepare_fusion_clip(clip.path, args.out / clip.name, frames=args.frames, us=us)
+        except Exception as exc:  # a clip without a face: skip it, say so
+            print(f"{k} {clip.name}: skipped ({exc})", flush=True)
+            continue
+        print(f"{k} {clip.name} {time.perf_counter() - t0:.1f} s {info['anim']}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
