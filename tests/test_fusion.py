@@ -184,3 +184,26 @@ def test_tiny_training_run_resumes(tmp_path) -> None:
     fusion = LearnedFusion.from_file(tmp_path / "run" / "fusion.safetensors")
     src = _smooth(7, 64)
     assert fusion.fuse(src, _down(src, 4)).shape == (64, 64, 3)
+
+
+def test_numpy_folding_matches_the_network_in_torch() -> None:
+    import torch
+
+    from keyface.fusion.learned import LearnedFusion
+    from keyface.fusion.net import FusionNet, FusionNetConfig
+
+    torch.manual_seed(0)
+    net = FusionNet(FusionNetConfig(channels=8, layers=2))
+    torch.nn.init.normal_(net.out.weight, std=0.05)
+    src = _smooth(8)
+    anim, aux = np.roll(src, 1, axis=0), _down(src, 4)
+    parts = get_fusion("aligned").parts(anim, aux)  # type: ignore[attr-defined]
+
+    def t(im: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(im).permute(2, 0, 1)[None].float() / 127.5 - 1
+
+    with torch.no_grad():
+        ref = net(t(parts["fused"]), t(parts["aux_up"]), t(parts["aligned"]))
+    ref = ((ref[0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).numpy()
+    out = LearnedFusion(net, "x").fuse(anim, aux)
+    assert np.abs(out.astype(int) - ref.astype(int)).max() <= 1

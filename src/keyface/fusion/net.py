@@ -53,10 +53,14 @@ class FusionNet(nn.Module):
         """``(B, 3, H, W)`` each in [-1, 1] (H, W multiples of ``fold``) -> the refined frame."""
         f = self.config.fold
         x = F.pixel_unshuffle(torch.cat([fused, aux_up, aligned], dim=1), f)
-        h = F.relu(self.inp(x))
+        return fused + F.pixel_shuffle(self.residual(x), f)
+
+    def residual(self, folded: torch.Tensor) -> torch.Tensor:
+        """The residual, folded: ``(B, 9 fold^2, H/fold, W/fold)`` -> ``(B, 3 fold^2, ...)``."""
+        h = F.relu(self.inp(folded))
         for i, conv in enumerate(self.body):
             h = h + F.relu(conv(h)) if i else F.relu(conv(h))
-        return fused + F.pixel_shuffle(self.out(h), f)
+        return self.out(h)
 
     def metadata(self) -> dict[str, str]:
         return {"format": FORMAT, "config": json.dumps(self.config.to_dict())}
