@@ -11,6 +11,10 @@ Stages timed separately, best of ``--repeat`` runs:
 - decoder: bitstream parsing, keyframe decoding, motion decoding and rendering with
   ``--generator`` (the default renderer, the keyframe enhancer, unless named; the encoder
   renders with the same one; 25 frames/s target).
+
+``--mode animation,hybrid,bidirectional`` times each stream mode on the same analysis (the
+hybrid modes add the aux stream's coding, decoding and the fusion; targets: hybrid decode and
+encode >= 25 frames/s at 256x256 with the HEVC aux stream, docs/hybrid.md).
 """
 
 from __future__ import annotations
@@ -54,6 +58,13 @@ def main() -> None:
         default=DEFAULT_RENDERER,
         help=f"encoder and decoder renderer (default {DEFAULT_RENDERER}; warp, a name, a file)",
     )
+    parser.add_argument(
+        "--mode", default="animation", help="comma-separated stream modes to time (see above)"
+    )
+    parser.add_argument("--aux-scale", type=int, default=4)
+    parser.add_argument("--aux-qp", type=int, default=40)
+    parser.add_argument("--gop", type=int, default=15)
+    parser.add_argument("--fusion", help="hybrid modes: the fusion (default: keyface.fusion's)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     apply_thread_policy()  # keyface.threads: KEYFACE_THREADS or the default
@@ -65,27 +76,49 @@ def main() -> None:
     config = replace(config, generator=args.generator)
 
     t_ana, analysis = best_of(args.repeat, lambda: analyze(source, max_frames=args.frames))
-    t_enc, result = best_of(args.repeat, lambda: encode_analysis(analysis, config))
     renderer = get_renderer(args.generator)
-    t_dec, decoded = best_of(args.repeat, lambda: decode_bytes(result.data, renderer=renderer))
     n = analysis.frame_count
-    report = {
-        "input": str(source),
-        "frames": n,
-        "size": analysis.size,
-        "cpu_count": os.cpu_count(),
-        "refresh": args.refresh,
-        "intra": config.intra_codec,
-        "keyframes": result.stats.keyframes,
-        "kbps": result.kbps,
-        "analysis_fps": n / t_ana,
-        "coding_fps": n / t_enc,
-        "encoder_fps": n / (t_ana + t_enc),
-        "generator": args.generator,
-        "decoder_fps": len(decoded.frames) / t_dec,
-    }
-    for key, value in report.items():
-        print(f"{key:<14} {value:.2f}" if isinstance(value, float) else f"{key:<14} {value}")
+    reports = []
+    for mode in args.mode.split(","):
+        cfg = replace(config, mode=mode, aux_scale=args.aux_scale, aux_qp=args.aux_qp, gop=args.gop)
+        t_enc, result = best_of(args.repeat, lambda c=cfg: encode_analysis(analysis, c))
+        t_dec, decoded = best_of(
+            args.repeat,
+            lambda r=result: decode_bytes(r.data, renderer=renderer, fusion=args.fusion),
+        )
+        report = {
+            "input": str(source),
+            "frames": n,
+            "size": analysis.size,
+            "cpu_count": os.cpu_count(),
+            "threads": os.environ.get("KEYFACE_THREADS", "default"),
+            "mode": mode,
+            "refresh": args.refresh,
+            "intra": config.intra_codec,
+            "keyframes": result.stats.keyframes,
+            "kbps": result.kbps,
+            "analysis_fps": n / t_ana,
+            "coding_fps": n / t_enc,
+            "encoder_fps": n / (t_ana + t_enc),
+            "generator": args.generator,
+            "decoder_fps": len(decoded.frames) / t_dec,
+        }
+        if mode != "animation":
+            from keyface.fusion import DEFAULT_FUSION
+
+            report |= {
+                "aux_scale": args.aux_scale,
+                "aux_qp": args.aux_qp,
+                "aux_kbps": 8 * result.stats.aux_bytes / 1000 / (n / float(analysis.fps)),
+                "fusion": args.fusion or DEFAULT_FUSION,
+            }
+            if mode == "bidirectional":
+                report["gop"] = args.gop
+        reports.append(report)
+        for key, value in report.items():
+            print(f"{key:<14} {value:.2f}" if isinstance(value, float) else f"{key:<14} {value}")
+        print()
+    report = reports[0] if len(reports) == 1 else {"modes": reports}  # type: ignore[assignment]
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
 

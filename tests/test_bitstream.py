@@ -507,7 +507,7 @@ def test_random_payloads_with_valid_crcs_only_ever_raise_bitstream_error() -> No
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", r"^not a keyface stream \(magic b'\\x89PNG'\)$"),
         (b"RIFF\x24\x00\x00\x00WAVE", r"^not a keyface stream \(magic b'RIFF'\)$"),
         (b"KFAC", r"^truncated stream header at byte 0 \(ends after 4 bytes, before the version"),
-        (b"KFAC\x07\x00", r"^unsupported keyface stream version 7 \(this build reads 1\)$"),
+        (b"KFAC\x07\x00", r"^unsupported keyface stream version 7 \(this build reads 1 and 2\)$"),
         (
             b"KFAC\x01",
             r"^truncated stream header at byte 0 \(ends after 5 bytes, inside header_len",

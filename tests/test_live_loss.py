@@ -67,13 +67,14 @@ def _call(
     drop_ack: Callable[[int], bool] = lambda i: False,
     drop_reliable: Callable[[int], bool] = lambda i: False,
     keyframes_at: tuple[int, ...] = (),
+    config: CodecConfig | None = None,
 ) -> Call:
     """Frame ``i`` at ``i / FPS``; ``drop(i)``: its unreliable datagram is lost;
     ``drop_ack(i)``: the acknowledgement sent after it is lost; ``drop_reliable(i)``: its
     reliable FRAME datagram is lost; ``keyframes_at``: frames forced to be (non-IDR)
     keyframes."""
     sender = SenderSession(
-        CodecConfig(size=analysis.size),
+        config or CodecConfig(size=analysis.size),
         analysis.fps,
         crop=analysis.crop,
         feedback=feedback,
@@ -347,3 +348,26 @@ def test_loss_models_are_seeded_and_have_their_rates() -> None:
     assert isinstance(loss_model(0.1, 3.0, 0, (1.0, 2.0)), Outage)
     with pytest.raises(ValueError):
         GilbertElliott(0.9, 1.0)
+
+
+def test_hybrid_call_falls_back_to_animation_after_a_lost_aux_picture(
+    carphone_analysis, crops
+) -> None:
+    """A hybrid sender's datagrams carry the frame's aux picture; when one is lost the server
+    shows the next frames as animation only (no frame frozen or dropped), asks for a
+    random-access aux picture, and fuses again from it."""
+    config = CodecConfig(size=carphone_analysis.size, mode="hybrid", aux_qp=36)
+    dropped = {12, 25}
+    call = _call(carphone_analysis, crops, lambda i: i in dropped, config=config)
+    assert all(_frame(call.datagrams[i]).aux is not None for i in range(len(crops)))
+    assert [f.index for f in call.shown] == list(range(len(crops)))
+    stats, sender = call.stats, call.sender.stats
+    assert stats.aux_refresh_requests >= 1 and sender.aux_refreshes == stats.aux_refresh_requests
+    assert sender.aux_bits > 0
+    # The frames fused are exactly the lossless ones; the rest differ (animation only) and
+    # are few: from a loss to the refresh one round trip later.
+    fused = [
+        f for f in call.shown if not f.concealed and np.array_equal(f.image, call.lossless[f.index])
+    ]
+    assert len(fused) >= len(crops) - 3 * len(dropped) - 2
+    assert stats.fused >= len(crops) - 3 * len(dropped) - 2 - sender.keyframes

@@ -287,10 +287,19 @@ class StreamDecoder:
     indices. Raises :class:`BitstreamError` at construction if even the header is damaged.
     """
 
-    def __init__(self, data: bytes, *, renderer: Renderer | None = None) -> None:
+    def __init__(
+        self,
+        data: bytes,
+        *,
+        renderer: Renderer | None = None,
+        fusion: str | None = None,
+        aux_only: bool = False,
+    ) -> None:
         self._parsed = read_stream(data)
         self.header: StreamHeader = self._parsed.header
-        self._decoder = DecoderCore(self.header, renderer=renderer)
+        self._decoder = DecoderCore(
+            self.header, renderer=renderer, fusion=fusion, aux_only=aux_only
+        )
         self.error: BitstreamError | None = self._parsed.error
         self.complete = False
         self.frames = 0
@@ -336,10 +345,13 @@ def decode_bytes(
     *,
     renderer: Renderer | None = None,
     progress: ProgressFn | None = None,
+    fusion: str | None = None,
+    aux_only: bool = False,
 ) -> DecodeResult:
     """Decode a whole stream into memory; what was decoded before any damage is kept (see
-    ``error``). Files: :func:`decode_to_file` streams instead of holding every frame."""
-    stream = StreamDecoder(data, renderer=renderer)
+    ``error``). Files: :func:`decode_to_file` streams instead of holding every frame.
+    ``fusion`` and ``aux_only``: see :class:`keyface.codec.decoder.DecoderCore`."""
+    stream = StreamDecoder(data, renderer=renderer, fusion=fusion, aux_only=aux_only)
     frames: list[DecodedFrame] = []
     for frame in stream:
         frames.append(frame)

@@ -1,4 +1,4 @@
-"""The keyface container format (v1): stream header, packets, readers and writers.
+"""The keyface container format (v1 and v2): stream header, packets, readers and writers.
 
 A keyface stream is a header followed by packets::
 
@@ -32,18 +32,25 @@ from ._wire import (
     encode_varint,
 )
 from .header import (
+    FLAG_AUX,
     FLAG_BACKGROUND,
     FLAG_CROPPED,
     FLAG_PROMOTES,
     MAGIC,
+    MAX_GOP,
+    MIN_GOP,
+    READ_VERSIONS,
     VERSION,
+    AuxInfo,
     CropGeometry,
     RefreshMode,
     StreamHeader,
+    StreamMode,
 )
 from .packets import (
     MOTION_FLAG_RESET,
     PACKET_TYPES,
+    AuxPacket,
     BackgroundPacket,
     DetailPacket,
     EndPacket,
@@ -57,15 +64,21 @@ from .packets import (
 from .stream import Event, ParsedStream, StreamReader, read_stream, write_stream
 
 __all__ = [
+    "FLAG_AUX",
     "FLAG_BACKGROUND",
     "FLAG_CROPPED",
     "FLAG_PROMOTES",
     "MAGIC",
+    "MAX_GOP",
     "MAX_HEADER_LEN",
     "MAX_PAYLOAD_LEN",
+    "MIN_GOP",
     "MOTION_FLAG_RESET",
     "PACKET_TYPES",
+    "READ_VERSIONS",
     "VERSION",
+    "AuxInfo",
+    "AuxPacket",
     "BackgroundPacket",
     "BitstreamError",
     "CropGeometry",
@@ -79,6 +92,7 @@ __all__ = [
     "RefreshMode",
     "RefreshRequestPacket",
     "StreamHeader",
+    "StreamMode",
     "StreamReader",
     "UnknownPacket",
     "decode_varint",

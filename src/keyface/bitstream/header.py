@@ -42,8 +42,14 @@ from ._wire import (
 MAGIC: Final = b"KFAC"
 """The four bytes every keyface stream starts with."""
 
-VERSION: Final = 1
-"""The format version this build writes and reads."""
+VERSION: Final = 2
+"""The newest format version this build writes; it reads :data:`READ_VERSIONS`. A stream
+without an auxiliary stream is written as version 1 (byte for byte what earlier builds wrote,
+so they still read it); one with an auxiliary stream (hybrid, bidirectional) as version 2,
+which earlier builds refuse with "unsupported keyface stream version 2"."""
+
+READ_VERSIONS: Final = (1, 2)
+"""The format versions this build reads."""
 
 FLAG_CROPPED: Final = 0x01
 """Header ``flags`` bit 0: crop geometry follows."""
@@ -56,7 +62,12 @@ FLAG_PROMOTES: Final = 0x04
 reference (docs/bitstream.md §9.2). Readers that predate it reject the stream (a set reserved
 bit) instead of decoding it with the wrong references."""
 
+FLAG_AUX: Final = 0x08
+"""Header ``flags`` bit 3 (version 2 only): the stream carries an auxiliary stream; its
+section (:class:`AuxInfo`) follows ``generator``."""
+
 _KNOWN_FLAGS = FLAG_CROPPED | FLAG_BACKGROUND | FLAG_PROMOTES
+_KNOWN_FLAGS_V2 = _KNOWN_FLAGS | FLAG_AUX
 _HEADER = "header"
 _MAX_VARINT = VARINT_LIMIT - 1
 
@@ -106,6 +117,77 @@ class CropGeometry:
         _set(self, "side", side)
 
 
+class StreamMode(IntEnum):
+    """How frames are made (``--mode``)."""
+
+    ANIMATION = 0
+    """Keyframes and motion only (version 1 streams)."""
+    HYBRID = 1
+    """Animation fused with a low-delay auxiliary stream; past keyframes only, no delay."""
+    BIDIRECTIONAL = 2
+    """Groups of ``gop`` frames between two keyframes (the last one opens the next group);
+    each frame is animated from the past or the future keyframe, whichever is closer to its
+    auxiliary picture; ``gop - 1`` frames of delay."""
+
+
+MIN_GOP: Final = 5
+MAX_GOP: Final = 30
+
+
+@dataclass(frozen=True)
+class AuxInfo:
+    """The auxiliary-stream section of a version 2 header (docs/bitstream.md §13)."""
+
+    mode: StreamMode
+    """``HYBRID`` or ``BIDIRECTIONAL``."""
+    codec: str
+    """The aux stream's codec (e.g. ``"x265"``)."""
+    scale: int
+    """Downsampling factor (2, 4 or 8): the aux picture is ``width / scale`` (even) wide."""
+    qp: int
+    """The aux codec's quantisation parameter (informative, 0..51)."""
+    fusion: str
+    """The fusion the encoder assumed (the decoder's default)."""
+    gop: int = 0
+    """Frames per group, both keyframes included (bidirectional, 5..30); 0 in hybrid mode."""
+
+    def __post_init__(self) -> None:
+        w = "header aux section"
+        mode = check_int(w, "mode", self.mode, 0, 0xFF)
+        if mode not in (StreamMode.HYBRID, StreamMode.BIDIRECTIONAL):
+            raise FieldError(w, f"mode must be 1 (hybrid) or 2 (bidirectional), got {mode}")
+        _set(self, "mode", StreamMode(mode))
+        _set(self, "codec", check_ascii(w, "aux_codec", self.codec))
+        scale = check_int(w, "aux_scale", self.scale, 0, 0xFF)
+        if scale not in (2, 4, 8):
+            raise FieldError(w, f"aux_scale must be 2, 4 or 8, got {scale}")
+        _set(self, "scale", scale)
+        _set(self, "qp", check_int(w, "aux_qp", self.qp, 0, 51))
+        _set(self, "fusion", check_ascii(w, "fusion", self.fusion))
+        gop = check_int(w, "gop", self.gop, 0, 0xFF)
+        if self.mode == StreamMode.BIDIRECTIONAL and not MIN_GOP <= gop <= MAX_GOP:
+            raise FieldError(w, f"gop must be in {MIN_GOP}..{MAX_GOP}, got {gop}")
+        if self.mode == StreamMode.HYBRID and gop != 0:
+            raise FieldError(w, f"gop must be 0 in hybrid mode, got {gop}")
+        _set(self, "gop", gop)
+
+    def encode(self) -> bytes:
+        return (
+            u8(self.mode)
+            + u8(self.gop)
+            + str8(self.codec)
+            + u8(self.scale)
+            + u8(self.qp)
+            + str8(self.fusion)
+        )
+
+    @classmethod
+    def parse(cls, c: Cursor) -> AuxInfo:
+        mode, gop = c.u8("mode"), c.u8("gop")
+        codec, scale, qp = c.str8("aux_codec"), c.u8("aux_scale"), c.u8("aux_qp")
+        return cls(mode=mode, gop=gop, codec=codec, scale=scale, qp=qp, fusion=c.str8("fusion"))  # type: ignore[arg-type]  # validated
+
+
 @dataclass(frozen=True)
 class StreamHeader:
     """Everything a decoder needs before the first packet.
@@ -149,6 +231,9 @@ class StreamHeader:
     """The renderer the encoder assumed (e.g. ``"warp"``)."""
     promotes: bool = False
     """Whether DETAIL packets may turn predicted frames into references (flags bit 2)."""
+    aux: AuxInfo | None = None
+    """The auxiliary stream (hybrid and bidirectional modes; flags bit 3, version 2), or
+    ``None`` (animation only)."""
     extension: bytes = b""
     """Header bytes after the v1 fields: reserved for later versions, kept verbatim."""
 
@@ -180,6 +265,8 @@ class StreamHeader:
         _set(self, "buffer_size", check_int(w, "buffer_size", self.buffer_size, 1, 5))
         _set(self, "refresh_threshold", check_f32(w, "refresh_threshold", self.refresh_threshold))
         _set(self, "generator", check_ascii(w, "generator", self.generator))
+        if self.aux is not None and not isinstance(self.aux, AuxInfo):
+            raise FieldError(w, f"aux must be an AuxInfo or None, got {type(self.aux).__name__}")
         _set(self, "extension", check_bytes(w, "extension", self.extension))
         size = len(self.encode_fields())
         if size > MAX_HEADER_LEN:
@@ -191,12 +278,30 @@ class StreamHeader:
         return Fraction(self.fps_num, self.fps_den)
 
     @property
+    def version(self) -> int:
+        """The format version this header is written with: 2 with an aux stream, else 1."""
+        return 2 if self.aux is not None else 1
+
+    @property
+    def mode(self) -> StreamMode:
+        """How the stream's frames are made."""
+        return StreamMode.ANIMATION if self.aux is None else self.aux.mode
+
+    @property
+    def delay_frames(self) -> int:
+        """Frames the encoder holds back before it can send a frame (bidirectional: the rest
+        of the group, ``gop - 1``; else 0)."""
+        aux = self.aux
+        return aux.gop - 1 if aux is not None and aux.mode == StreamMode.BIDIRECTIONAL else 0
+
+    @property
     def flags(self) -> int:
         """The header ``flags`` byte these fields encode to."""
         return (
             (FLAG_CROPPED if self.crop is not None else 0)
             | (FLAG_BACKGROUND if self.has_background else 0)
             | (FLAG_PROMOTES if self.promotes else 0)
+            | (FLAG_AUX if self.aux is not None else 0)
         )
 
     def encode_fields(self) -> bytes:
@@ -222,6 +327,7 @@ class StreamHeader:
             u8(self.buffer_size),
             f32(self.refresh_threshold),
             str8(self.generator),
+            self.aux.encode() if self.aux is not None else b"",
             self.extension,
         ]
         return b"".join(parts)
@@ -229,11 +335,11 @@ class StreamHeader:
     def __bytes__(self) -> bytes:
         """The whole file prefix: magic, version, header length, header and its CRC."""
         body = self.encode_fields()
-        return MAGIC + u8(VERSION) + encode_varint(len(body)) + body + u32(crc32(body))
+        return MAGIC + u8(self.version) + encode_varint(len(body)) + body + u32(crc32(body))
 
     @classmethod
-    def parse_fields(cls, body: bytes) -> StreamHeader:
-        """Decode the ``header`` bytes alone (no magic, length or CRC)."""
+    def parse_fields(cls, body: bytes, version: int = 1) -> StreamHeader:
+        """Decode the ``header`` bytes alone (no magic, length or CRC) of format ``version``."""
         c = Cursor(bytes(body), _HEADER)
         width = c.u16("width")
         height = c.u16("height")
@@ -241,12 +347,15 @@ class StreamHeader:
         fps_den = c.varint("fps_den")
         frame_count = c.varint("frame_count")
         flags = c.u8("flags")
-        if flags & ~_KNOWN_FLAGS:
+        known = _KNOWN_FLAGS_V2 if version >= 2 else _KNOWN_FLAGS
+        if flags & ~known:
             raise FieldError(
                 _HEADER,
-                f"flags 0x{flags:02x} sets bits reserved in v1 (only 0x{_KNOWN_FLAGS:02x} is "
+                f"flags 0x{flags:02x} sets bits reserved in v{version} (only 0x{known:02x} is "
                 "defined)",
             )
+        if version >= 2 and not flags & FLAG_AUX:
+            raise FieldError(_HEADER, "a version 2 header must have an aux section (flag 0x08)")
         crop = None
         if flags & FLAG_CROPPED:
             crop = CropGeometry(
@@ -256,6 +365,18 @@ class StreamHeader:
                 cy=c.f32("crop_cy"),
                 side=c.f32("crop_side"),
             )
+        fields = {
+            "motion_name": c.str8("motion_name"),
+            "motion_version": c.u8("motion_version"),
+            "motion_digest": c.u32("motion_digest"),
+            "quant_level": c.u8("quant_level"),
+            "intra_codec": c.str8("intra_codec"),
+            "refresh_mode": c.u8("refresh_mode"),
+            "buffer_size": c.u8("buffer_size"),
+            "refresh_threshold": c.f32("refresh_threshold"),
+            "generator": c.str8("generator"),
+        }
+        aux = AuxInfo.parse(c) if flags & FLAG_AUX else None
         return cls(
             width=width,
             height=height,
@@ -264,17 +385,10 @@ class StreamHeader:
             frame_count=frame_count,
             crop=crop,
             has_background=bool(flags & FLAG_BACKGROUND),
-            motion_name=c.str8("motion_name"),
-            motion_version=c.u8("motion_version"),
-            motion_digest=c.u32("motion_digest"),
-            quant_level=c.u8("quant_level"),
-            intra_codec=c.str8("intra_codec"),
-            refresh_mode=c.u8("refresh_mode"),  # type: ignore[arg-type]  # validated
-            buffer_size=c.u8("buffer_size"),
-            refresh_threshold=c.f32("refresh_threshold"),
-            generator=c.str8("generator"),
             promotes=bool(flags & FLAG_PROMOTES),
+            aux=aux,
             extension=c.rest(),
+            **fields,  # type: ignore[arg-type]  # validated
         )
 
     @classmethod
@@ -309,9 +423,10 @@ def header_size(buf: bytes | bytearray, end: int) -> int | None:
     if end <= len(MAGIC):
         return None
     version = buf[len(MAGIC)]
-    if version != VERSION:
+    if version not in READ_VERSIONS:
+        readable = " and ".join(str(v) for v in READ_VERSIONS)
         raise BitstreamError(
-            f"unsupported keyface stream version {version} (this build reads {VERSION})", 4
+            f"unsupported keyface stream version {version} (this build reads {readable})", 4
         )
     try:
         length, pos = scan_varint(buf, 5, end)
@@ -359,4 +474,4 @@ def decode_header_record(record: bytes) -> StreamHeader:
             f" (stored 0x{stored:08x}, computed 0x{computed:08x})",
             0,
         )
-    return StreamHeader.parse_fields(body)
+    return StreamHeader.parse_fields(body, record[len(MAGIC)])

@@ -285,6 +285,62 @@ class DetailPacket(_PacketBase):
 
 
 @dataclass(frozen=True, repr=False)
+class AuxPacket(_PacketBase):
+    """Pictures of the auxiliary stream for frames ``first_frame .. first_frame + n - 1``
+    (type 0x06, format v2; docs/bitstream.md §13).
+
+    ``pictures[k]`` is frame ``first_frame + k``'s coded aux picture (the packed form of
+    :mod:`keyface.auxstream`, in the header's ``aux_codec``), or ``b""`` when the frame has
+    none (the decoder keeps the previous aux picture). On the wire::
+
+        first_frame varint | n varint | n x (length varint | picture bytes)
+
+    It precedes the MOTION packet that covers the same frames.
+    """
+
+    TYPE: ClassVar[int] = 0x06
+    NAME: ClassVar[str] = "AUX"
+
+    first_frame: int
+    pictures: tuple[bytes, ...]
+
+    def __post_init__(self) -> None:
+        w = "AUX packet"
+        _set(self, "first_frame", check_int(w, "first_frame", self.first_frame, 0, _MAX_VARINT))
+        if not isinstance(self.pictures, (tuple, list)) or not self.pictures:
+            raise FieldError(w, "pictures must be a non-empty sequence of bytes")
+        pictures = tuple(check_bytes(w, "picture", p) for p in self.pictures)
+        _set(self, "pictures", pictures)
+        _check_payload_size(w, len(self.encode_payload()))
+
+    @property
+    def frames(self) -> range:
+        """The frame indices this packet covers."""
+        return range(self.first_frame, self.first_frame + len(self.pictures))
+
+    def encode_payload(self) -> bytes:
+        parts = [encode_varint(self.first_frame), encode_varint(len(self.pictures))]
+        for picture in self.pictures:
+            parts += [encode_varint(len(picture)), picture]
+        return b"".join(parts)
+
+    @classmethod
+    def parse_payload(cls, payload: bytes) -> AuxPacket:
+        """Decode an AUX payload; raises :class:`BitstreamError` if it is invalid (a count
+        larger than the payload can hold is refused before anything is allocated)."""
+        c = Cursor(bytes(payload), "AUX packet")
+        first_frame = c.varint("first_frame")
+        n = c.varint("n")
+        if n == 0 or n > len(payload):
+            raise FieldError("AUX packet", f"n = {n} pictures does not fit the payload")
+        pictures = []
+        for k in range(n):
+            pictures.append(c.take(c.varint(f"picture {k} length"), f"picture {k}"))
+        c.finish()
+        return cls(first_frame=first_frame, pictures=tuple(pictures))
+
+
+@dataclass(frozen=True, repr=False)
 class EndPacket(_PacketBase):
     """The last packet of a complete stream; ``frame_count`` frames were coded (type 0x7F)."""
 
@@ -352,13 +408,20 @@ Packet = Union[  # noqa: UP007  (a runtime alias that also works with isinstance
     BackgroundPacket,
     RefreshRequestPacket,
     DetailPacket,
+    AuxPacket,
     EndPacket,
     UnknownPacket,
 ]
 """Any packet :func:`parse_packet` can return."""
 
 KnownPacket = Union[  # noqa: UP007
-    KeyframePacket, MotionPacket, BackgroundPacket, RefreshRequestPacket, DetailPacket, EndPacket
+    KeyframePacket,
+    MotionPacket,
+    BackgroundPacket,
+    RefreshRequestPacket,
+    DetailPacket,
+    AuxPacket,
+    EndPacket,
 ]
 
 PACKET_TYPES: dict[int, type[KnownPacket]] = {
@@ -369,11 +432,12 @@ PACKET_TYPES: dict[int, type[KnownPacket]] = {
         BackgroundPacket,
         RefreshRequestPacket,
         DetailPacket,
+        AuxPacket,
         EndPacket,
     )
 }
-"""The packet classes of format v1, by type byte (DETAIL was added within v1: a reader
-without it skips it as an unknown type)."""
+"""The packet classes, by type byte (DETAIL was added within v1: a reader without it skips it
+as an unknown type; AUX belongs to v2 streams, which v1 readers refuse by their version)."""
 
 PACKET_CLASSES: tuple[type, ...] = (*PACKET_TYPES.values(), UnknownPacket)
 

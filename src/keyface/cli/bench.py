@@ -61,6 +61,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help=f"keyface renderer (default: {DEFAULT_RENDERER})",
     )
     c.add_argument(
+        "--modes",
+        help="also measure these stream modes on their own ladders (comma-separated of "
+        "animation,hybrid,bidirectional); the keyface curve is the one ladder over all modes",
+    )
+    c.add_argument(
         "--keyface",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -158,6 +163,8 @@ def canonical_command(args: argparse.Namespace, cfg: Any) -> str:
     parts += ["--frames", str(cfg.frames), "--size", str(cfg.size)]
     if cfg.keyface:
         parts += ["--u", ",".join(f"{u:g}" for u in cfg.u_values), "--generator", cfg.generator]
+        if cfg.modes:
+            parts += ["--modes", ",".join(cfg.modes)]
     else:
         parts.append("--no-keyface")
     parts += ["--anchors", ",".join(cfg.anchors) or "none"]
@@ -174,6 +181,16 @@ def canonical_command(args: argparse.Namespace, cfg: Any) -> str:
         parts += ["--slow-every", str(cfg.slow_every)]
     parts += ["--out", str(cfg.out), "--jobs", str(cfg.jobs)]
     return shlex.join(parts)
+
+
+def _modes(text: str | None) -> tuple[str, ...]:
+    from keyface.codec.config import MODES
+
+    modes = tuple(_split_list(text) or ())
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        raise UserError(f"unknown mode {unknown[0]!r} (choose from {', '.join(MODES)})")
+    return modes
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
@@ -219,6 +236,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
             progress=not args.quiet,
             min_overlap=args.min_overlap,
             slow_every=args.slow_every,
+            modes=_modes(args.modes),
         )
     except (bench.BenchError, ClipSelectionError) as exc:
         raise UserError(str(exc)) from None

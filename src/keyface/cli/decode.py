@@ -35,6 +35,14 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help=f"renderer: warp, a shipped generator or a .safetensors file "
         f"(default: {DEFAULT_RENDERER})",
     )
+    p.add_argument(
+        "--fusion", help="hybrid streams: the fusion to use (default: the one the stream names)"
+    )
+    p.add_argument(
+        "--aux-only",
+        action="store_true",
+        help="hybrid streams: show the auxiliary stream alone, upsampled (no animation)",
+    )
     add_force_argument(p)
     p.add_argument("-q", "--quiet", action="store_true")
     return p
@@ -45,8 +53,19 @@ def run(args: argparse.Namespace) -> int:
     out = output_file(
         args.output, inputs=[source], force=args.force, suffixes=VIDEO_OUTPUT_SUFFIXES
     )
+    if args.aux_only and args.full_frame:
+        raise UserError("--aux-only shows the face crop's auxiliary stream: drop --full-frame")
     renderer = get_renderer(args.generator)
-    stream = StreamDecoder(source.read_bytes(), renderer=renderer)  # checks the header
+    if args.fusion is not None:
+        from keyface.fusion import UnknownFusionError, get_fusion
+
+        try:
+            get_fusion(args.fusion)
+        except UnknownFusionError as exc:
+            raise UserError(str(exc)) from None
+    stream = StreamDecoder(  # checks the header
+        source.read_bytes(), renderer=renderer, fusion=args.fusion, aux_only=args.aux_only
+    )
     if args.full_frame:
         try:
             check_full_frame(stream.header)

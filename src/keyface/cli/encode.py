@@ -7,7 +7,7 @@ import sys
 from dataclasses import replace
 from typing import Any
 
-from keyface.bitstream import RefreshMode
+from keyface.bitstream import MAX_GOP, MIN_GOP, RefreshMode
 from keyface.cli._common import (
     Progress,
     add_force_argument,
@@ -22,7 +22,7 @@ from keyface.cli._common import (
     stage_bars,
 )
 from keyface.cli.main import UserError
-from keyface.codec.config import CodecConfig
+from keyface.codec.config import MODES, CodecConfig
 from keyface.codec.encoder import EncoderStats
 from keyface.codec.ratecontrol import QUALITY_PRESETS, SEARCH_TRIALS_MAX, config_for_preset
 from keyface.intra import available_intra_codecs
@@ -104,6 +104,26 @@ def add_codec_arguments(p: argparse.ArgumentParser) -> None:
         choices=["eyes,mouth", "eyes", "mouth"],
         help="which parts --detail-boost codes again (default eyes,mouth)",
     )
+    hybrid = p.add_argument_group("hybrid modes (docs/hybrid.md)")
+    hybrid.add_argument(
+        "--mode",
+        choices=(*MODES, "auto"),
+        help="animation (keyframes + motion), hybrid (+ a low-delay auxiliary stream fused at "
+        "the decoder), bidirectional (groups between two keyframes; adds gop-1 frames of "
+        "delay) or auto (default: the mode the measured ladder puts at that quality or rate)",
+    )
+    hybrid.add_argument(
+        "--aux-scale", type=int, choices=(2, 4, 8), help="aux stream downsampling (default 4)"
+    )
+    hybrid.add_argument("--aux-qp", type=int, choices=range(52), metavar="0..51", help="aux QP")
+    hybrid.add_argument(
+        "--gop",
+        type=int,
+        choices=range(MIN_GOP, MAX_GOP + 1),
+        metavar=f"{MIN_GOP}..{MAX_GOP}",
+        help="bidirectional: frames per group, both keyframes included (default 15)",
+    )
+    hybrid.add_argument("--fusion", help="the fusion the header names as the decoder's default")
     p.add_argument("--max-frames", type=positive_int, help="code only the first N frames")
     p.add_argument(
         "--full-frame",
@@ -114,7 +134,8 @@ def add_codec_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> CodecConfig:
-    config = config_for_preset(args.quality or "medium")
+    mode = getattr(args, "mode", None) or "auto"
+    config = config_for_preset(args.quality or "medium", CodecConfig(mode=mode))
     overrides: dict[str, Any] = {"size": args.size}
     if args.intra:
         overrides["intra_codec"] = args.intra
@@ -143,6 +164,16 @@ def config_from_args(args: argparse.Namespace) -> CodecConfig:
         overrides["detail_boost"] = args.detail_boost
     if getattr(args, "detail_parts", None) is not None:
         overrides["detail_parts"] = tuple(args.detail_parts.split(","))
+    for name in ("aux_scale", "aux_qp", "gop", "fusion"):
+        if getattr(args, name, None) is not None:
+            overrides[name] = getattr(args, name)
+    if overrides.get("fusion") is not None:
+        from keyface.fusion import UnknownFusionError, get_fusion
+
+        try:
+            get_fusion(overrides["fusion"])
+        except UnknownFusionError as exc:
+            raise UserError(str(exc)) from None
     try:
         return replace(config, **overrides)
     except ValueError as exc:
@@ -170,7 +201,9 @@ def encode_from_args(args: argparse.Namespace) -> EncodeResult:
     except UserInputError as exc:
         raise UserError(str(exc)) from None
     if args.kbps is not None:
-        return _encode_at_kbps(analysis, config, args.kbps, args.full_frame, quiet)
+        # The search walks the ladder of the mode asked for (auto: the one over all modes).
+        ladder = replace(config, mode=getattr(args, "mode", None) or "auto")
+        return _encode_at_kbps(analysis, ladder, args.kbps, args.full_frame, quiet)
     with progress_bar(analysis.frame_count, "encode", not quiet) as tick:
         return encode_analysis(analysis, config, with_background=args.full_frame, progress=tick)
 
@@ -231,6 +264,10 @@ def _parts(s: EncoderStats) -> str:
     ]
     if s.detail_bytes:
         parts.append(f"{s.updates} detail updates {human_bytes(s.detail_bytes)}")
+    if s.aux_bytes:
+        parts.append(
+            f"aux {human_bytes(s.aux_bytes)} = {8 * s.aux_bytes / max(s.frames, 1):.0f} bits/frame"
+        )
     if s.background_bytes:
         parts.append(f"background {human_bytes(s.background_bytes)}")
     if s.other_bytes:

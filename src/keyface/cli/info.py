@@ -9,6 +9,7 @@ from collections import Counter
 from typing import Any
 
 from keyface.bitstream import (
+    AuxPacket,
     BackgroundPacket,
     BitstreamError,
     DetailPacket,
@@ -62,6 +63,8 @@ def describe(data: bytes) -> dict[str, Any]:
             row.update(frame=p.frame_index)
         elif isinstance(p, DetailPacket):
             row.update(frame=p.frame_index, rect=[p.x, p.y, p.width, p.height], quality=p.quality)
+        elif isinstance(p, AuxPacket):
+            row.update(first_frame=p.first_frame, frames=len(p.pictures))
         elif isinstance(p, EndPacket):
             row.update(frame_count=p.frame_count)
         packets.append(row)
@@ -90,6 +93,21 @@ def describe(data: bytes) -> dict[str, Any]:
         f"buffer {h.buffer_size}",
         "generator": h.generator,
         "promotes": h.promotes,
+        "format_version": h.version,
+        "mode": h.mode.name.lower(),
+        "aux": None
+        if h.aux is None
+        else {
+            "codec": h.aux.codec,
+            "scale": h.aux.scale,
+            "side": h.width // h.aux.scale & ~1,
+            "qp": h.aux.qp,
+            "fusion": h.aux.fusion,
+            "gop": h.aux.gop or None,
+        },
+        "added_latency": f"{h.delay_frames} frames = {1000 * h.delay_frames / fps:.0f} ms"
+        if fps
+        else None,
         "parts": {k: {"packets": counts[k], "bytes": sizes[k]} for k in sorted(sizes)},
         "motion_bits_per_frame": round(8 * sizes["motion"] / frames, 1) if frames else None,
         "complete": parsed.complete,

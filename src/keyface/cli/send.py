@@ -61,6 +61,16 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--size", type=int, default=256, choices=(256, 384, 512), help="crop size")
     p.add_argument(
+        "--mode",
+        choices=("animation", "hybrid"),
+        help="animation (default) or hybrid: a low-delay auxiliary stream fused at the server "
+        "(docs/hybrid.md); a lost aux picture falls back to animation until a refresh",
+    )
+    p.add_argument(
+        "--aux-scale", type=int, choices=(2, 4, 8), help="hybrid: aux downsampling (default 4)"
+    )
+    p.add_argument("--aux-qp", type=int, choices=range(52), metavar="0..51", help="hybrid: aux QP")
+    p.add_argument(
         "--reset-interval",
         type=non_negative_int,
         default=DEFAULT_RESET_INTERVAL,
@@ -144,7 +154,7 @@ keyframe), for ~0-9 % more bits (docs/server.md)."""
 
 
 def _config(args: argparse.Namespace) -> CodecConfig:
-    config = config_for_preset(args.quality)
+    config = config_for_preset(args.quality, CodecConfig(mode=args.mode or "animation"))
     overrides: dict[str, Any] = {"size": args.size}
     if args.intra:
         overrides["intra_codec"] = args.intra
@@ -152,6 +162,9 @@ def _config(args: argparse.Namespace) -> CodecConfig:
         overrides["intra_codec"] = LIVE_INTRA
     if args.keyframe_quality is not None:
         overrides["keyframe_quality"] = args.keyframe_quality
+    for name in ("aux_scale", "aux_qp"):
+        if getattr(args, name, None) is not None:
+            overrides[name] = getattr(args, name)
     try:
         return replace(config, **overrides)
     except ValueError as exc:

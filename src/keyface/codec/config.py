@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from keyface.bitstream import CropGeometry, RefreshMode
+from keyface.bitstream import MAX_GOP, MIN_GOP, CropGeometry, RefreshMode
 from keyface.codec.limits import MAX_FRAMES_PER_PACKET
 from keyface.intra import DEFAULT_INTRA_CODEC
 from keyface.motion import DEFAULT_REPRESENTATION, FIELD_REPRESENTATION, FaceState
@@ -17,6 +17,9 @@ from keyface.renderers import DEFAULT_RENDERER
 from keyface.types import CropBox
 
 MAX_BUFFER = 5
+MODES = ("animation", "hybrid", "bidirectional")
+"""The stream modes (``CodecConfig.mode``, ``keyface encode --mode``); ``"auto"`` also names the
+one ladder over them (``keyface.codec.ratecontrol.config_at`` resolves it to one of these)."""
 
 
 def crop_geometry(box: CropBox) -> CropGeometry:
@@ -92,6 +95,20 @@ class CodecConfig:
     """Render each frame only from references that hold its mouth and eye state, and code a
     keyframe when none does (:mod:`keyface.codec.content`; representations with a face state
     only, not in ``RefreshMode.FIXED``). Encoder-side: streams decode the same either way."""
+    mode: str = "animation"
+    """``"animation"`` (keyframes and motion), ``"hybrid"`` (plus the low-delay auxiliary
+    stream, fused at the decoder) or ``"bidirectional"`` (groups of ``gop`` frames between two
+    keyframes, plus the auxiliary stream); docs/hybrid.md."""
+    aux_scale: int = 4
+    """The auxiliary stream's downsampling factor (2, 4 or 8)."""
+    aux_qp: int = 40
+    """The auxiliary stream's constant QP (0..51)."""
+    aux_codec: str = "x265"
+    gop: int = 15
+    """Frames per group in the bidirectional mode, both keyframes included (5..30)."""
+    fusion: str | None = None
+    """The fusion written in the header as the decoder's default (``None``: the default of
+    :mod:`keyface.fusion`)."""
 
     def __post_init__(self) -> None:
         if not 16 <= self.size <= 1024:
@@ -112,6 +129,16 @@ class CodecConfig:
             raise ValueError(f"detail_parts must name eyes and/or mouth, got {self.detail_parts}")
         if self.reset_interval is not None and self.reset_interval < 1:
             raise ValueError("reset_interval must be >= 1 or None")
+        if self.mode not in (*MODES, "auto"):
+            raise ValueError(f"mode must be one of {', '.join(MODES)} or auto, got {self.mode!r}")
+        if self.aux_scale not in (2, 4, 8):
+            raise ValueError(f"aux_scale must be 2, 4 or 8, got {self.aux_scale}")
+        if not 0 <= self.aux_qp <= 51:
+            raise ValueError(f"aux_qp must be in 0..51, got {self.aux_qp}")
+        if not MIN_GOP <= self.gop <= MAX_GOP:
+            raise ValueError(f"gop must be in {MIN_GOP}..{MAX_GOP}, got {self.gop}")
+        if self.mode == "bidirectional" and self.buffer_size < 2:
+            raise ValueError("the bidirectional mode needs buffer_size >= 2")
 
     @property
     def motion_representation(self) -> str:

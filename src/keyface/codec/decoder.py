@@ -11,7 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from keyface.auxstream import AuxDecoder, AuxError
 from keyface.bitstream import (
+    AuxPacket,
     BackgroundPacket,
     BitstreamError,
     DetailPacket,
@@ -20,6 +22,7 @@ from keyface.bitstream import (
     MotionPacket,
     Packet,
     StreamHeader,
+    StreamMode,
 )
 from keyface.codec import limits
 from keyface.codec.config import BufferEntry, ReferenceBuffer
@@ -47,17 +50,27 @@ class DecodedFrame:
     reference: Reference | None = None
     """The prepared reference it was rendered from (what full-frame composition holds the
     body with); for a keyframe, its own."""
+    aux: np.ndarray | None = None
+    """The frame's decoded auxiliary picture (small; hybrid modes), if it had one."""
 
 
 class DecoderCore:
     """Decode the packets of one stream in order."""
 
     def __init__(
-        self, header: StreamHeader, renderer: Renderer | None = None, keep_states: int = 0
+        self,
+        header: StreamHeader,
+        renderer: Renderer | None = None,
+        keep_states: int = 0,
+        fusion: str | None = None,
+        aux_only: bool = False,
     ) -> None:
         """``keep_states``: hold the motion-coder state after each of the newest that many
         frames, so that a live link can continue from any of them (:meth:`continue_from`);
-        at most ``limits.MAX_BASE_BACK``."""
+        at most ``limits.MAX_BASE_BACK``. ``fusion``: the fusion of hybrid streams (default:
+        the one the header names, else :data:`keyface.fusion.DEFAULT_FUSION`). ``aux_only``:
+        output the auxiliary stream alone, upsampled (no keyframes decoded, nothing
+        rendered)."""
         if not 0 <= keep_states <= limits.MAX_BASE_BACK:
             raise ValueError(f"keep_states must be in 0..{limits.MAX_BASE_BACK}")
         self.header = header
@@ -89,6 +102,33 @@ class DecoderCore:
         self.finished = False
         self._keep_states = keep_states
         self._states: dict[int, MotionSnapshot] = {}
+        self.mode = header.mode
+        self.aux_only = aux_only
+        self.live = keep_states > 0
+        """A live link (``keep_states``): lost AUX packets fall back to animation only."""
+        self._aux: AuxDecoder | None = None
+        self._aux_frames: dict[int, np.ndarray] = {}
+        self._aux_next = 0
+        self._aux_last: np.ndarray | None = None
+        self.fusion = None
+        if header.aux is not None:
+            from keyface.fusion import UnknownFusionError, available_fusions, get_fusion
+
+            try:
+                self._aux = AuxDecoder(header.width, header.aux.scale, header.aux.codec)
+            except ValueError as exc:
+                raise BitstreamError(f"header: {exc}") from None
+            if header.width != header.height:
+                raise BitstreamError("header: hybrid streams need a square picture")
+            name = fusion
+            if name is None:
+                name = header.aux.fusion if header.aux.fusion in available_fusions() else None
+            try:
+                self.fusion = get_fusion(name)
+            except UnknownFusionError as exc:
+                raise BitstreamError(str(exc)) from None
+        elif aux_only:
+            raise BitstreamError("the stream has no auxiliary stream (it is animation only)")
 
     @property
     def frames_decoded(self) -> int:
@@ -99,6 +139,7 @@ class DecoderCore:
         skipped; the next MOTION packet must start there and carry the reset flag.
         ``clear_buffer`` drops the references too (the sender coded an IDR keyframe)."""
         self._next_frame = frame_index
+        self._aux_frames = {k: v for k, v in self._aux_frames.items() if k >= frame_index}
         self._keyframes = {k: v for k, v in self._keyframes.items() if k >= frame_index}
         self._promotions = {k: v for k, v in self._promotions.items() if k >= frame_index}
         if clear_buffer:
@@ -124,7 +165,16 @@ class DecoderCore:
         """Process one packet; returns the frames it completes (in display order)."""
         if self.finished:
             raise BitstreamError("packet after the END packet")
+        if isinstance(packet, AuxPacket):
+            return self._aux_packet(packet)
+        if self.aux_only:
+            if isinstance(packet, EndPacket):
+                self._next_frame = self._aux_next
+            elif isinstance(packet, MotionPacket):
+                return []
         if isinstance(packet, KeyframePacket):
+            if self.aux_only:
+                return []
             if packet.frame_index < self._next_frame:
                 raise BitstreamError(f"KEYFRAME for frame {packet.frame_index} arrives too late")
             if packet.frame_index in self._promotions:
@@ -148,6 +198,71 @@ class DecoderCore:
             self.finished = True
             return []
         return []  # packets of later versions / other uses are skipped
+
+    def _aux_packet(self, packet: AuxPacket) -> list[DecodedFrame]:
+        """Decode the aux pictures of ``packet`` (in order; they wait for their frames'
+        motion), or, with ``aux_only``, output them upsampled."""
+        if self._aux is None:
+            raise BitstreamError("AUX packet in a stream without an auxiliary stream")
+        first = packet.first_frame
+        if first != self._aux_next:
+            if first < self._aux_next or not self._live_gap_ok(first):
+                raise BitstreamError(
+                    f"AUX packet starts at frame {first}, expected {self._aux_next}"
+                )
+            self._aux.reset()  # pictures were lost: wait for a random-access one
+            self._aux_last = None
+        if len(packet.pictures) > limits.MAX_FRAMES_PER_PACKET:
+            raise BitstreamError(
+                f"AUX packet covers {len(packet.pictures)} frames "
+                f"(this decoder takes at most {limits.MAX_FRAMES_PER_PACKET})"
+            )
+        count = self.header.frame_count
+        if count and packet.frames.stop > count:
+            raise BitstreamError(
+                f"AUX packet covers frames up to {packet.frames.stop - 1}: the stream has "
+                f"{count} frames"
+            )
+        if first >= self._next_frame + limits.MAX_KEYFRAME_LEAD or (
+            len(self._aux_frames) + len(packet.pictures) > 2 * limits.MAX_FRAMES_PER_PACKET
+        ):
+            raise BitstreamError(f"AUX packet for frame {first} is too far ahead of the motion")
+        out: list[DecodedFrame] = []
+        for index, data in zip(packet.frames, packet.pictures, strict=True):
+            if data:
+                try:
+                    self._aux_last = self._aux.decode(data)
+                except AuxError as exc:
+                    if not self.live:
+                        raise BitstreamError(f"frame {index}: {exc}") from None
+                    self._aux_last = None  # animation only until a random-access picture
+            if self._aux_last is None:
+                continue
+            if self.aux_only:
+                from keyface.fusion import upsample_aux
+
+                image = upsample_aux(self._aux_last, self.header.width)
+                empty = np.zeros((0, 2), np.float32)
+                out.append(DecodedFrame(index, image, False, index, empty, aux=self._aux_last))
+            else:
+                self._aux_frames[index] = self._aux_last
+        self._aux_next = packet.frames.stop
+        return out
+
+    def _live_gap_ok(self, first: int) -> bool:
+        return self.live
+
+    @property
+    def aux_synced(self) -> bool:
+        """Whether aux pictures are being decoded (hybrid modes; a live receiver that lost
+        one waits for a random-access picture and asks the sender for it)."""
+        return self._aux is not None and self._aux.synced
+
+    def _fuse(self, index: int, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        aux = self._aux_frames.pop(index, None)
+        if aux is None or self.fusion is None:
+            return image, aux
+        return self.fusion.fuse(image, aux), aux
 
     def _detail(self, packet: DetailPacket) -> None:
         """Blend a DETAIL rectangle into its pending keyframe picture, or hold it for the
@@ -242,16 +357,20 @@ class DecoderCore:
         except MotionCodingError as exc:
             raise BitstreamError(str(exc)) from None
         size, height = self.header.width, self.header.height
+        bidirectional = self.mode == StreamMode.BIDIRECTIONAL
         # Every frame's motion is checked before any is rendered: damage in a packet loses
         # that packet, never leaves the renderer with absurd keypoints.
         motion = []
         held = len(self.buffer)  # what the buffer will hold when the frame is rendered
+        if bidirectional:  # the packet's keyframes enter the buffer before any frame renders
+            held = min(held + sum(is_key), self.buffer.capacity)
         for index, frame in zip(indices, coded, strict=True):
             params = self.state.dequantize(frame.q)
             keypoints = self.representation.keypoints(params, size)
             limits.check_keypoints(keypoints, size, height, index)
             if frame.reference is None:
-                held = min(held + 1, self.buffer.capacity)
+                if not bidirectional:
+                    held = min(held + 1, self.buffer.capacity)
             elif frame.reference >= held:
                 raise BitstreamError(
                     f"frame {index} names reference {frame.reference}, buffer holds {held}"
@@ -260,14 +379,25 @@ class DecoderCore:
                 held = min(held + 1, self.buffer.capacity)
             motion.append((index, frame, params, keypoints))
         out: list[DecodedFrame] = []
+        if bidirectional:
+            keys = [m for m in motion if m[1].reference is None]
+            for index, frame, _, keypoints in keys:
+                ref = self.renderer.prepare(self._keyframes.pop(index), keypoints)
+                self.buffer.push(BufferEntry(frame_index=index, reference=ref, q=frame.q))
+            motion = [m for m in motion if m[1].reference is not None] + keys
         for index, frame, params, keypoints in motion:
             if frame.reference is None:
-                image = self._keyframes.pop(index)
-                ref = self.renderer.prepare(image, keypoints)
-                self.buffer.push(BufferEntry(frame_index=index, reference=ref, q=frame.q))
+                if bidirectional:
+                    entry = next(e for e in self.buffer if e.frame_index == index)
+                    ref = entry.reference
+                else:
+                    image = self._keyframes.pop(index)
+                    ref = self.renderer.prepare(image, keypoints)
+                    self.buffer.push(BufferEntry(frame_index=index, reference=ref, q=frame.q))
                 # The renderer may have enhanced the keyframe: show what the frames after it
                 # are rendered from.
-                out.append(DecodedFrame(index, ref.image, True, index, keypoints, ref))
+                aux = self._aux_frames.pop(index, None)
+                out.append(DecodedFrame(index, ref.image, True, index, keypoints, ref, aux))
                 continue
             entry = self.buffer[frame.reference]
             field = self._field_part.field(params) if self._field_part is not None else None
@@ -279,9 +409,14 @@ class DecoderCore:
                 promoted = self.renderer.prepare(image, keypoints)
                 self.buffer.push(BufferEntry(frame_index=index, reference=promoted, q=frame.q))
                 image = promoted.image
+            image, aux = self._fuse(index, image)
             out.append(
-                DecodedFrame(index, image, False, entry.frame_index, keypoints, entry.reference)
+                DecodedFrame(
+                    index, image, False, entry.frame_index, keypoints, entry.reference, aux
+                )
             )
+        if bidirectional:
+            out.sort(key=lambda f: f.index)
         self._next_frame = indices.stop
         if self._keep_states:
             last = indices.stop - 1

@@ -37,7 +37,10 @@ from fractions import Fraction
 
 import numpy as np
 
+from keyface.auxstream import AuxDecoder, AuxEncoder, downsample
 from keyface.bitstream import (
+    AuxInfo,
+    AuxPacket,
     BackgroundPacket,
     DetailPacket,
     EndPacket,
@@ -46,6 +49,7 @@ from keyface.bitstream import (
     Packet,
     RefreshMode,
     StreamHeader,
+    StreamMode,
 )
 from keyface.codec.config import BufferEntry, CodecConfig, ReferenceBuffer, crop_geometry
 from keyface.codec.content import ContentRule
@@ -109,6 +113,8 @@ class EncoderStats:
     background_bytes: int = 0
     detail_bytes: int = 0
     """DETAIL rectangles of promoted frames (those of keyframes count as keyframe bytes)."""
+    aux_bytes: int = 0
+    """AUX packets (the auxiliary stream of the hybrid and bidirectional modes)."""
     updates: int = 0
     """Predicted frames promoted to references with DETAIL rectangles."""
     other_bytes: int = 0
@@ -122,6 +128,7 @@ class EncoderStats:
             + self.motion_bytes
             + self.background_bytes
             + self.detail_bytes
+            + self.aux_bytes
             + self.other_bytes
         )
 
@@ -140,6 +147,8 @@ class EncoderStats:
             self.motion_bytes += n
         elif isinstance(packet, BackgroundPacket):
             self.background_bytes += n
+        elif isinstance(packet, AuxPacket):
+            self.aux_bytes += n
         else:
             self.other_bytes += n
 
@@ -178,13 +187,41 @@ class EncoderCore:
         rep = self.representation
         self._face: FaceStateSource | None = rep if isinstance(rep, FaceStateSource) else None
         """Where the mouth and eyes are and how open (``None``: keypoints without them)."""
-        self._content = self._face is not None and config.content_refresh
+        if config.mode == "auto":
+            raise ValueError("mode 'auto' is a ladder: resolve it with ratecontrol.config_at")
+        self.mode = StreamMode[config.mode.upper()]
+        bidirectional = self.mode == StreamMode.BIDIRECTIONAL
+        self._content = self._face is not None and config.content_refresh and not bidirectional
         self.content_rule = ContentRule()
         self._promote = (
             self._content
             and config.content_update == "detail"
             and RefreshMode(config.refresh_mode) == RefreshMode.MOTION
         )
+        aux_info: AuxInfo | None = None
+        self._aux: AuxEncoder | None = None
+        self._aux_mirror: AuxDecoder | None = None
+        """The decoder's aux pictures, for the bidirectional choice of keyframe."""
+        if self.mode != StreamMode.ANIMATION:
+            from keyface.fusion import DEFAULT_FUSION
+
+            aux_info = AuxInfo(
+                mode=self.mode,
+                codec=config.aux_codec,
+                scale=config.aux_scale,
+                qp=config.aux_qp,
+                fusion=config.fusion or DEFAULT_FUSION,
+                gop=config.gop if bidirectional else 0,
+            )
+            self._aux = AuxEncoder(
+                config.size, config.aux_scale, config.aux_qp, self.fps, config.aux_codec
+            )
+            if bidirectional:
+                self._aux_mirror = AuxDecoder(config.size, config.aux_scale, config.aux_codec)
+        self._aux_pending: list[bytes] = []
+        self._group: list[tuple[int, np.ndarray, np.ndarray | None]] = []
+        """Bidirectional mode: the frames of the group being collected (index, image,
+        landmarks); the group is coded when its last frame (a keyframe) arrives."""
         """Send missing eyes or mouth as DETAIL rectangles on a rendered frame, not a keyframe."""
         self._pending: list[CodedFrame] = []
         self._pending_first = 0
@@ -211,10 +248,11 @@ class EncoderCore:
             motion_digest=self.representation.digest,
             quant_level=config.quant_level,
             intra_codec=config.intra_codec,
-            refresh_mode=RefreshMode(config.refresh_mode),
+            refresh_mode=RefreshMode.FIXED if bidirectional else RefreshMode(config.refresh_mode),
             buffer_size=config.buffer_size,
-            refresh_threshold=config.threshold,
+            refresh_threshold=config.gop - 1 if bidirectional else config.threshold,
             generator=config.generator,
+            aux=aux_info,
         )
         self.stats.header_bytes = len(bytes(self.header))
 
@@ -234,10 +272,6 @@ class EncoderCore:
             raise ValueError(f"frame must be {size}x{size}, got {image.shape[1]}x{image.shape[0]}")
         index = self._next_index
         self._next_index += 1
-        params = self._params(landmarks)
-        q = self.state.quantize(params)
-        keypoints = self.representation.keypoints(self.state.dequantize(q), size)
-
         packets: list[Packet] = []
         if self._with_background and not self._background_sent:
             if background is None:
@@ -245,6 +279,16 @@ class EncoderCore:
             data = self.intra.encode(background, self.config.keyframe_quality)
             packets.append(BackgroundPacket(frame_index=index, data=data))
             self._background_sent = True
+        if self.mode == StreamMode.BIDIRECTIONAL:
+            self._group.append((index, image, landmarks))
+            if index == 0 or len(self._group) >= self.config.gop - 1:
+                packets.extend(self._code_group())
+            for p in packets:
+                self.stats.add_packet(p)
+            return packets
+        params = self._params(landmarks)
+        q = self.state.quantize(params)
+        keypoints = self.representation.keypoints(self.state.dequantize(q), size)
 
         state = self._face.face_state(keypoints) if self._content and self._face else None
         decision, field_q, reason = self._decide(index, image, keypoints, params, state)
@@ -256,7 +300,7 @@ class EncoderCore:
                 packets.extend(detail_packets)
         if decision is None:
             if self.config.reset_at_keyframes and self._pending:
-                packets.append(self._flush_motion())  # the keyframe starts its own packet
+                packets.extend(self._flush_motion())  # the keyframe starts its own packet
             keyframe_packets, decision = self._keyframe(index, image, keypoints, q, state, reason)
             packets.extend(keyframe_packets)
         elif field_q is not None:
@@ -271,9 +315,11 @@ class EncoderCore:
         self.stats.decisions.append(decision)
         self.stats.frames += 1
         self._pending.append(CodedFrame(q=q, reference=decision.reference))
+        if self._aux is not None:
+            self._aux_pending.append(self._aux.encode(image))
         self._last_q = q
         if len(self._pending) >= self.config.motion_chunk:
-            packets.append(self._flush_motion())
+            packets.extend(self._flush_motion())
         for p in packets:
             self.stats.add_packet(p)
         return packets
@@ -293,6 +339,12 @@ class EncoderCore:
             raise RuntimeError("continue_motion needs one frame per MOTION packet")
         self.state.restore(snapshot, distance)
 
+    def refresh_aux(self) -> None:
+        """Code the next frame's aux picture as a random-access one (hybrid modes: a receiver
+        that lost aux pictures asked for it)."""
+        if self._aux is not None:
+            self._aux.refresh()
+
     def reset_motion(self) -> None:
         """Start the next MOTION packet with a coder reset (decodable without earlier motion),
         whatever the reset policy says."""
@@ -301,8 +353,10 @@ class EncoderCore:
     def flush(self) -> list[Packet]:
         """Emit the motion still pending and the END packet."""
         packets: list[Packet] = []
+        if self._group:
+            packets.extend(self._code_group())
         if self._pending:
-            packets.append(self._flush_motion())
+            packets.extend(self._flush_motion())
         packets.append(EndPacket(frame_count=self._next_index))
         for p in packets:
             self.stats.add_packet(p)
@@ -516,7 +570,55 @@ class EncoderCore:
             packets.append(DetailPacket(index, x, y, w, h, quality, data))
         return picture
 
-    def _flush_motion(self) -> MotionPacket:
+    def _code_group(self) -> list[Packet]:
+        """Bidirectional mode: code the collected group. Its last frame becomes a keyframe
+        (it also opens the next group); every other frame is animated from the past or the
+        future keyframe, whichever :func:`choose_keyframe` prefers against the frame's aux
+        picture, as the decoder will see it. Packets: AUX, KEYFRAME (+ DETAIL), MOTION."""
+        assert self._aux is not None and self._aux_mirror is not None
+        group, self._group = self._group, []
+        size = self.config.size
+        pictures = [self._aux.encode(image) for _, image, _ in group]
+        aux = [self._aux_mirror.decode(p) for p in pictures]
+        coded = []
+        for index, _, landmarks in group:
+            params = self._params(landmarks)
+            q = self.state.quantize(params)
+            keypoints = self.representation.keypoints(self.state.dequantize(q), size)
+            coded.append((index, params, q, keypoints))
+            self._last_q = q
+        last, image_last, _ = group[-1]
+        reason = "first" if len(self.buffer) == 0 else "gop"
+        packets, key_decision = self._keyframe(
+            last, image_last, coded[-1][3], coded[-1][2], None, reason
+        )
+        self._pending_first = group[0][0]
+        self._pending_reset = self._reset_due(self._pending_first, True)
+        for k, ((index, params, q, keypoints), (_, image, _)) in enumerate(
+            zip(coded, group, strict=True)
+        ):
+            if index == last:
+                decision = key_decision
+            else:
+                ref = choose_keyframe([e.reference.image for e in self.buffer][:2], aux[k])
+                entry = self.buffer[ref]
+                if self._field_part is not None:
+                    q = self._field(entry, image, keypoints, params)[0]
+                decision = FrameDecision(index, False, ref, entry.frame_index, 0.0)
+            if k == 0 and self._pending_reset:
+                decision = replace(decision, motion_reset=True)
+            self.stats.decisions.append(decision)
+            self.stats.frames += 1
+            self._pending.append(CodedFrame(q=q, reference=decision.reference))
+        self._aux_pending = pictures
+        return [*packets, *self._flush_motion()]
+
+    def _flush_motion(self) -> list[Packet]:
+        """The pending frames' AUX packet (hybrid modes) and MOTION packet."""
+        aux: list[Packet] = []
+        if self._aux_pending:
+            aux = [AuxPacket(first_frame=self._pending_first, pictures=tuple(self._aux_pending))]
+            self._aux_pending = []
         reset = self._pending_reset
         if reset:
             self.state.reset()
@@ -527,4 +629,14 @@ class EncoderCore:
             first_frame=self._pending_first, n_frames=len(self._pending), reset=reset, data=data
         )
         self._pending = []
-        return packet
+        return [*aux, packet]
+
+
+def choose_keyframe(pictures: list[np.ndarray], aux: np.ndarray) -> int:
+    """The bidirectional choice of keyframe (the paper's Algorithm 1): the index of the picture
+    in ``pictures`` (buffer order: 0 the future keyframe, 1 the past one) whose downsampled
+    version has the highest PSNR against the frame's decoded aux picture ``aux``. Encoder and
+    decoder call this on the same pictures, so they agree; the encoder also signals it."""
+    side = aux.shape[0]
+    scores = [psnr(downsample(p, side), aux) for p in pictures]
+    return int(np.argmax(scores))

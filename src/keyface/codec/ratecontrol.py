@@ -39,9 +39,22 @@ QUALITY_PRESETS: dict[str, float] = {"low": 0.2, "medium": 0.6, "high": 1.0, "be
 
 
 def config_at(u: float, base: CodecConfig | None = None) -> CodecConfig:
-    """The encoder settings at ladder position ``u`` (0 = fewest bits)."""
+    """The encoder settings at ladder position ``u`` (0 = fewest bits) of ``base``'s mode:
+    ``animation``, ``hybrid`` and ``bidirectional`` each have their own ladder
+    (:func:`animation_config_at`, :func:`hybrid_config_at`); ``auto`` is the one ladder
+    over all modes, :data:`LADDER` (what ``--quality`` and ``--kbps`` use by default)."""
     base = base or CodecConfig()
     u = min(max(u, 0.0), U_MAX)
+    if base.mode == "auto":
+        mode, u = ladder_position(u)
+        base = replace(base, mode=mode)
+    if base.mode == "animation":
+        return animation_config_at(u, base)
+    return hybrid_config_at(u, base)
+
+
+def animation_config_at(u: float, base: CodecConfig) -> CodecConfig:
+    """The animation ladder: keyframe quality, refresh threshold and motion quantiser."""
     quality = min(95, round(10 + 20 * u))
     level = 4 if u < 0.15 else 3 if u < 0.3 else 2 if u < 2.0 else 1
     mode = RefreshMode(base.refresh_mode)
@@ -61,6 +74,39 @@ def config_at(u: float, base: CodecConfig | None = None) -> CodecConfig:
         quant_level=level,
         refresh_threshold=threshold,
     )
+
+
+HYBRID_ANIMATION_SHARE = 0.4
+"""The hybrid ladders code their animation at this share of their own ladder position."""
+
+
+def hybrid_config_at(u: float, base: CodecConfig) -> CodecConfig:
+    """The hybrid and bidirectional ladders: the animation at ``HYBRID_ANIMATION_SHARE * u``
+    on the animation ladder, and the aux stream from x4 at QP 46 (u = 0) to x4 at QP 36
+    (u < 1.25), then x2 from QP 46 to QP 36 (u = 2.5); bidirectional groups of 30 frames
+    below u = 1.25, 15 above."""
+    config = animation_config_at(HYBRID_ANIMATION_SHARE * u, base)
+    if u < 1.25:
+        scale, qp = 4, round(46 - 8 * u)
+    else:
+        scale, qp = 2, round(46 - 8 * (u - 1.25))
+    gop = 30 if u < 1.25 else 15
+    return replace(config, aux_scale=scale, aux_qp=qp, gop=gop)
+
+
+LADDER: tuple[tuple[float, str, float], ...] = ((0.0, "animation", 0.0),)
+"""The one ladder (``mode="auto"``): ``(u_start, mode, mode_u_start)`` segments; ladder
+position ``u`` in a segment is ``mode_u_start + (u - u_start)`` on that mode's ladder. Chosen
+from the measured hull over the modes (docs/hybrid.md)."""
+
+
+def ladder_position(u: float) -> tuple[str, float]:
+    """``(mode, position on that mode's ladder)`` of position ``u`` of the one ladder."""
+    start, mode, mode_start = LADDER[0]
+    for segment in LADDER:
+        if u >= segment[0]:
+            start, mode, mode_start = segment
+    return mode, mode_start + (u - start)
 
 
 def config_for_preset(name: str, base: CodecConfig | None = None) -> CodecConfig:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from keyface.bitstream import (
+    AuxPacket,
     BitstreamError,
     KeyframePacket,
     MotionPacket,
@@ -26,13 +27,17 @@ DATAGRAM_VERSION = 1
 KIND_HEADER = 1
 """Body: the stream header record (``bytes(StreamHeader)``). Reliable channel."""
 KIND_FRAME = 2
-"""Body: the keyface packets of one frame: [KEYFRAME] MOTION. Reliable if it has a keyframe."""
+"""Body: the keyface packets of one frame: [KEYFRAME] [AUX] MOTION (AUX: hybrid streams, one
+picture, the frame's). Reliable if it has a keyframe."""
 KIND_FEEDBACK = 3
 """Body: one REFRESH_REQUEST packet (server -> sender). Reliable channel."""
 KIND_ACK = 4
 """Body: ``newest`` varint, ``held`` u32 LE: the receiver holds the motion-coder state after
 frame ``newest`` and after frame ``newest - 1 - i`` for every set bit ``i`` (server -> sender,
 unreliable channel). A sender that sees acknowledgements codes from acknowledged frames."""
+KIND_AUX_REFRESH = 5
+"""Body: ``frame_index`` varint: the receiver lost aux pictures and asks for a random-access
+one at or after that frame (server -> sender, reliable channel; hybrid streams)."""
 FLAG_IDR = 0x08
 """FRAME only: the sender emptied its reference buffer before this keyframe."""
 FLAG_BASED = 0x10
@@ -102,6 +107,10 @@ class ParsedDatagram:
     as the receiver needs them (MOTION packet, ``key_back``, ``base_back`` and ``keys``; never
     a keyframe)."""
     ack: Ack | None = None
+    aux: AuxPacket | None = None
+    """The frame's aux picture (hybrid streams)."""
+    aux_refresh: int | None = None
+    """KIND_AUX_REFRESH: the frame from which a random-access aux picture is asked for."""
 
     @property
     def key_index(self) -> int:
@@ -177,6 +186,10 @@ def encode_feedback_datagram(request: RefreshRequestPacket) -> bytes:
     return _tag(KIND_FEEDBACK) + bytes(request)
 
 
+def encode_aux_refresh_datagram(frame_index: int) -> bytes:
+    return _tag(KIND_AUX_REFRESH) + encode_varint(frame_index)
+
+
 def encode_ack_datagram(ack: Ack) -> bytes:
     if ack.newest < 0 or not 0 <= ack.held < 1 << ACK_SPAN:
         raise ValueError("ack out of range")
@@ -221,6 +234,11 @@ def parse_datagram(data: bytes) -> ParsedDatagram:
             if len(data) != pos + 4:
                 raise DatagramError("ack datagram must be newest varint + 4 bytes")
             return ParsedDatagram(kind, ack=Ack(newest, int.from_bytes(data[pos:], "little")))
+        if kind == KIND_AUX_REFRESH:
+            frame_index, pos = decode_varint(data, 1)
+            if pos != len(data):
+                raise DatagramError("aux refresh datagram must be one varint")
+            return ParsedDatagram(kind, aux_refresh=frame_index)
         if kind != KIND_FRAME:
             raise DatagramError(f"unknown datagram kind {kind}")
         frame_index, pos = decode_varint(data, 1)
@@ -235,14 +253,18 @@ def parse_datagram(data: bytes) -> ParsedDatagram:
         packets = _packets(data, pos)
     except BitstreamError as exc:
         raise DatagramError(str(exc)) from None
-    keyframe = packets[0] if len(packets) == 2 else None
+    aux = packets[-2] if len(packets) >= 2 and isinstance(packets[-2], AuxPacket) else None
+    keyframe = packets[0] if len(packets) == 2 + (aux is not None) else None
     motion = packets[-1] if packets else None
     if (
-        len(packets) not in (1, 2)
+        not 1 <= len(packets) <= 3
         or not isinstance(motion, MotionPacket)
         or (keyframe is not None and not isinstance(keyframe, KeyframePacket))
+        or (len(packets) == 3 and (keyframe is None or aux is None))
     ):
-        raise DatagramError("frame datagram must hold [KEYFRAME] MOTION")
+        raise DatagramError("frame datagram must hold [KEYFRAME] [AUX] MOTION")
+    if aux is not None and (aux.first_frame != frame_index or len(aux.pictures) != 1):
+        raise DatagramError("AUX packet does not hold exactly the datagram's frame")
     if motion.first_frame != frame_index or motion.n_frames != 1:
         raise DatagramError("MOTION packet does not cover exactly the datagram's frame")
     if keyframe is not None and (keyframe.frame_index != frame_index or key_back != 0):
@@ -260,6 +282,7 @@ def parse_datagram(data: bytes) -> ParsedDatagram:
         base_back=base_back,
         keys=keys,
         copies=copies,
+        aux=aux,
     )
 
 

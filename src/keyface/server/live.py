@@ -12,6 +12,7 @@ from fractions import Fraction
 import numpy as np
 
 from keyface.bitstream import (
+    AuxPacket,
     KeyframePacket,
     MotionPacket,
     StreamHeader,
@@ -59,6 +60,10 @@ def live_codec_config(config: CodecConfig, reset_interval: int | None) -> CodecC
     DETAIL rectangles are coded."""
     if reset_interval is not None and reset_interval < 1:
         raise ValueError("reset_interval must be >= 1 or None")
+    if config.mode == "bidirectional":
+        raise ValueError(
+            "live calls code the animation or the hybrid mode (bidirectional adds a group's delay)"
+        )
     return replace(
         config,
         motion_chunk=1,
@@ -91,6 +96,10 @@ class SenderStats:
     """Copies carried (at most ``MAX_COPIES`` a frame)."""
     losses_seen: int = 0
     """Unreliable frames the acknowledgements showed the receiver never decoded."""
+    aux_bits: int = 0
+    """Hybrid streams: AUX packets as sent."""
+    aux_refreshes: int = 0
+    """Random-access aux pictures coded because the receiver asked."""
 
 
 @dataclass(frozen=True)
@@ -211,6 +220,7 @@ class SenderSession:
         )
         out.append(Datagram("reliable" if keyframe else "unreliable", payload))
         self.stats.motion_bits += 8 * len(bytes(motion))
+        self.stats.aux_bits += sum(8 * len(bytes(p)) for p in packets if isinstance(p, AuxPacket))
         if copies:
             self.stats.redundant += 1
             self.stats.copies += len(copies)
@@ -236,7 +246,7 @@ class SenderSession:
             self._now = max(self._now, now)
         try:
             d = parse_datagram(payload)
-            if d.refresh is None and d.ack is None:
+            if d.refresh is None and d.ack is None and d.aux_refresh is None:
                 raise DatagramError("not a feedback datagram")
         except DatagramError as exc:
             self.stats.bad_feedback += 1
@@ -244,6 +254,10 @@ class SenderSession:
             return
         if d.ack is not None:
             self._acknowledge(d.ack.newest, d.ack.frames())
+            return
+        if d.aux_refresh is not None:
+            self.stats.aux_refreshes += 1
+            self.encoder.refresh_aux()
             return
         assert d.refresh is not None
         self.stats.refresh_requests += 1

@@ -28,6 +28,7 @@ from keyface.server.datagram import (
     DatagramError,
     ParsedDatagram,
     encode_ack_datagram,
+    encode_aux_refresh_datagram,
     encode_feedback_datagram,
     parse_datagram,
 )
@@ -65,6 +66,10 @@ class ReceiverStats:
     undecodable: int = 0
     lost_keyframes: int = 0
     refresh_requests: int = 0
+    aux_refresh_requests: int = 0
+    """Hybrid streams: random-access aux pictures asked for after aux pictures were lost."""
+    fused: int = 0
+    """Hybrid streams: frames shown fused with their aux picture (the others: animation only)."""
     recovered: int = 0
     """Frames decoded from the copy of their motion that the next frame's datagram carried."""
     acks: int = 0
@@ -127,6 +132,7 @@ class ParticipantDecoder:
         self._copies: set[int] = set()
         """Pending frames that came as a redundant copy in a later frame's datagram."""
         self._ack_due = False
+        self._aux_refresh_at: float | None = None
 
     # -- public ------------------------------------------------------------------------------
     def receive(self, payload: bytes, now: float) -> list[RenderedFrame]:
@@ -305,6 +311,9 @@ class ParticipantDecoder:
         try:
             if d.keyframe is not None:
                 self.decoder.receive(d.keyframe)
+            if d.aux is not None:
+                self.decoder.receive(d.aux)
+                self._check_aux(f, now)
             frames = self.decoder.receive(d.motion)
         except BitstreamError as exc:
             self.stats.undecodable += 1
@@ -320,6 +329,7 @@ class ParticipantDecoder:
             self._last_image, self._last_keypoints = frame.image, frame.keypoints
             self._last_reference = frame.reference
             self.stats.decoded += 1
+            self.stats.fused += frame.aux is not None and not frame.keyframe
             if self._unusable_since is not None:
                 self.stats.recoveries.append(frame.index - self._unusable_since)
                 self._unusable_since = None
@@ -363,6 +373,20 @@ class ParticipantDecoder:
         self.synced = False
         self._mark_unusable(index)
         self._request_refresh(now)
+
+    def _check_aux(self, index: int, now: float) -> None:
+        """Ask for a random-access aux picture while aux pictures cannot be decoded (one was
+        lost): frames are shown as animation only meanwhile. Repeated ``refresh_retry_s``
+        apart while none comes."""
+        assert self.decoder is not None
+        if self.decoder.aux_synced:
+            self._aux_refresh_at = None
+            return
+        if self._aux_refresh_at is not None and now - self._aux_refresh_at < self.refresh_retry_s:
+            return
+        self._aux_refresh_at = now
+        self.stats.aux_refresh_requests += 1
+        self._outbox.append(Datagram("reliable", encode_aux_refresh_datagram(index + 1)))
 
     def _refresh_answered(self) -> None:
         """The sender sent an IDR: the next request (if any) goes at once, without back-off."""

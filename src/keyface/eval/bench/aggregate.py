@@ -35,7 +35,7 @@ def average_points(points: list[dict[str, Any]], cfg: BenchConfig) -> list[dict[
                 {
                     "codec": codec,
                     "param": param,
-                    "param_name": "u" if codec == cfg.keyface_codec else "qp",
+                    "param_name": "u" if cfg.is_keyface(codec) else "qp",
                     "clips": len(group),
                     "bytes": _num(float(np.mean([p["bytes"] for p in group])), 2),
                     "kbps": _num(float(np.mean([p["kbps"] for p in group]))),

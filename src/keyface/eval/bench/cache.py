@@ -135,10 +135,12 @@ def _point_key(cfg: BenchConfig, codec: str, param: float | int) -> dict[str, An
     from keyface import __version__
 
     key: dict[str, Any] = {"codec": codec, "param": param, "keyface": __version__}
-    if codec == cfg.keyface_codec:
+    if cfg.is_keyface(codec):
+        from keyface.codec.config import CodecConfig
         from keyface.codec.ratecontrol import config_at
+        from keyface.eval.bench.config import keyface_mode
 
-        conf = dataclasses.asdict(config_at(float(param)))
+        conf = dataclasses.asdict(config_at(float(param), CodecConfig(mode=keyface_mode(codec))))
         conf["refresh_mode"] = int(conf["refresh_mode"])
         key["config"] = conf
         key["generator"] = cfg.generator

@@ -69,19 +69,37 @@ class BenchConfig:
     """BD values whose curves share at most this fraction of their range are reported null."""
     slow_every: int = 1
     """Measure :data:`SLOW_METRICS` on every N-th frame only (1: every frame)."""
+    modes: tuple[str, ...] = ()
+    """Stream modes measured on their own ladders besides keyface's one ladder (``auto``):
+    each is the codec ``<keyface codec>@<mode>`` of the results (``--modes``)."""
 
     @property
     def keyface_codec(self) -> str:
-        """Codec label of keyface in results: ``keyface``, or ``keyface-<generator>``."""
+        """Codec label of keyface's one ladder in results: ``keyface``, or
+        ``keyface-<generator>``."""
         return KEYFACE if self.generator == "warp" else f"{KEYFACE}-{self.generator}"
 
+    def keyface_codecs(self) -> list[str]:
+        """The one ladder's label, then one per extra mode."""
+        if not self.keyface:
+            return []
+        return [self.keyface_codec] + [f"{self.keyface_codec}@{m}" for m in self.modes]
+
+    def is_keyface(self, codec: str) -> bool:
+        return codec in self.keyface_codecs()
+
     def codecs(self) -> list[str]:
-        return ([self.keyface_codec] if self.keyface else []) + list(self.anchors)
+        return self.keyface_codecs() + list(self.anchors)
 
     def params(self, codec: str) -> list[float] | list[int]:
-        if codec == self.keyface_codec:
+        if self.is_keyface(codec):
             return [float(u) for u in self.u_values]
         return [int(q) for q in self.qps[codec]]
+
+
+def keyface_mode(codec: str) -> str:
+    """The stream mode a keyface codec label measures (``auto``: the one ladder)."""
+    return codec.split("@", 1)[1] if "@" in codec else "auto"
 
 
 def default_metrics(device: str = "cpu") -> tuple[str, ...]:

@@ -23,6 +23,7 @@ from keyface.eval.bench.config import (
     BenchConfig,
     BenchError,
     check_metric_weights,
+    keyface_mode,
 )
 from keyface.eval.bench.records import BenchReport, PointTask, PrepareTask
 from keyface.eval.bench.runner import _bar, _cached_point, _Runner
@@ -122,7 +123,7 @@ def run_bench(cfg: BenchConfig, *, log: Callable[[str], None] | None = None) -> 
                             person=c.person,
                             codec=codec,
                             param=param,
-                            is_keyface=codec == cfg.keyface_codec,
+                            is_keyface=cfg.is_keyface(codec),
                             generator=cfg.generator,
                             preset=cfg.presets.get(codec),
                             metrics=tuple(cfg.metrics),
@@ -136,7 +137,7 @@ def run_bench(cfg: BenchConfig, *, log: Callable[[str], None] | None = None) -> 
                         )
                     )
         # Slow jobs first (VVC, keyface decodes) so that the pool does not end on one long job.
-        weight = {"vvc": 0, cfg.keyface_codec: 1}
+        weight = {"vvc": 0} | {k: 1 for k in cfg.keyface_codecs()}
         point_tasks.sort(key=lambda t: (weight.get(t.codec, 2), t.clip))
         bar = _bar(len(point_tasks), "points", cfg.progress)
         for task, rec in runner.map_unordered(run_point, point_tasks):
@@ -158,7 +159,7 @@ def run_bench(cfg: BenchConfig, *, log: Callable[[str], None] | None = None) -> 
             "person": persons[r["clip"]],
             "codec": r["codec"],
             "param": r["param"],
-            "param_name": "u" if r["codec"] == cfg.keyface_codec else "qp",
+            "param_name": "u" if cfg.is_keyface(r["codec"]) else "qp",
             "bytes": r["bytes"],
             "kbps": r["kbps"],
             "frames": r["frames"],
@@ -195,11 +196,11 @@ def run_bench(cfg: BenchConfig, *, log: Callable[[str], None] | None = None) -> 
             ],
             "codecs": {
                 codec: {
-                    "param_name": "u" if codec == cfg.keyface_codec else "qp",
+                    "param_name": "u" if cfg.is_keyface(codec) else "qp",
                     "params": cfg.params(codec),
                     **(
-                        {"generator": cfg.generator}
-                        if codec == cfg.keyface_codec
+                        {"generator": cfg.generator, "mode": keyface_mode(codec)}
+                        if cfg.is_keyface(codec)
                         else {"preset": cfg.presets.get(codec, DEFAULT_PRESETS[codec])}
                     ),
                 }

@@ -131,12 +131,15 @@ def load_analysis(clip_dir: Path, meta: dict[str, Any]) -> Any:
 def _code_keyface(task: PointTask, clip_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
     from dataclasses import replace
 
+    from keyface.codec.config import CodecConfig
     from keyface.codec.ratecontrol import config_at
+    from keyface.eval.bench.config import keyface_mode
     from keyface.pipeline import decode_bytes, encode_analysis
     from keyface.renderers import get_renderer
 
     analysis = load_analysis(clip_dir, meta)
-    config = replace(config_at(float(task.param)), generator=task.generator)
+    base = CodecConfig(mode=keyface_mode(task.codec))
+    config = replace(config_at(float(task.param), base), generator=task.generator)
     t0 = time.perf_counter()
     result = encode_analysis(analysis, config)
     encode_seconds = time.perf_counter() - t0
@@ -155,6 +158,8 @@ def _code_keyface(task: PointTask, clip_dir: Path, meta: dict[str, Any]) -> dict
             "keyframes": result.stats.keyframes,
             "keyframe_bytes": result.stats.keyframe_bytes,
             "motion_bytes": result.stats.motion_bytes,
+            "mode": config.mode,
+            **({"aux_bytes": result.stats.aux_bytes} if result.stats.aux_bytes else {}),
         },
     }
 

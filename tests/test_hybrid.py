@@ -1,0 +1,260 @@
+"""The hybrid and bidirectional modes: the auxiliary stream, its packets and header section,
+the group structure, the keyframe choice, and the fallback when aux pictures are lost.
+
+Uses synthetic pictures for the aux codec and the carphone clip (40 frames) for the codec.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from keyface.auxstream import AuxDecoder, AuxEncoder, AuxError, pack_frame, unpack_frame
+from keyface.bitstream import (
+    AuxInfo,
+    AuxPacket,
+    BitstreamError,
+    KeyframePacket,
+    MotionPacket,
+    StreamHeader,
+    StreamMode,
+    parse_packet,
+    read_stream,
+)
+from keyface.codec.config import CodecConfig
+from keyface.codec.decoder import DecoderCore
+from keyface.codec.encoder import EncoderCore, choose_keyframe
+from keyface.pipeline import decode_bytes, encode_analysis
+
+BASE = CodecConfig(intra_codec="hevc", keyframe_quality=40, motion_chunk=8)
+
+
+def moving_pictures(n: int = 12, size: int = 64) -> list[np.ndarray]:
+    """A smooth picture drifting to the right: something a P-frame codec predicts well."""
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32)
+    out = []
+    for k in range(n):
+        r = 128 + 80 * np.sin((x - 2 * k) / 9.0) * np.cos(y / 13.0)
+        g = 128 + 60 * np.cos((x + y - 2 * k) / 17.0)
+        b = 128 + 40 * np.sin(y / 7.0)
+        out.append(np.clip(np.stack([r, g, b], -1), 0, 255).astype(np.uint8))
+    return out
+
+
+# -- the aux codec ----------------------------------------------------------------------------
+def test_aux_codec_round_trips_one_small_picture_per_frame() -> None:
+    frames = moving_pictures(size=128)
+    enc, dec = AuxEncoder(128, scale=4, qp=30), AuxDecoder(128, scale=4)
+    coded = [enc.encode(f) for f in frames]
+    assert all(coded), "low delay: every frame gives its picture at once"
+    assert len(coded[0]) > 3 * max(len(c) for c in coded[1:]), "only the first is intra"
+    for frame, data in zip(frames, coded, strict=True):
+        small = dec.decode(data)
+        assert small.shape == (32, 32, 3)
+        reference = frame.reshape(32, 4, 32, 4, 3).mean(axis=(1, 3))
+        assert np.abs(small.astype(float) - reference).mean() < 6
+
+
+def test_packed_pictures_leave_out_the_p_slice_header_and_refuse_damage() -> None:
+    annexb = b"\x00\x00\x00\x01\x02\x01\xaa\xbb" + b"\x00\x00\x01\x4e\x01\x05"  # P slice + SEI
+    packed = pack_frame(annexb)
+    assert packed == bytes([2 << 1 | 1]) + b"\xaa\xbb", "SEI dropped, slice header implied"
+    assert unpack_frame(packed) == (b"\x00\x00\x00\x01\x02\x01\xaa\xbb", False)
+    for bad in (b"", b"\x09\xaa", bytes([2 << 1]) + b"\x80\x01"):
+        with pytest.raises(AuxError):
+            unpack_frame(bad)
+
+
+def test_a_decoder_that_lost_pictures_waits_for_a_refresh() -> None:
+    frames = moving_pictures(size=64)
+    enc = AuxEncoder(64, scale=2, qp=30)
+    coded = [enc.encode(f) for f in frames[:6]]
+    enc.refresh()
+    coded += [enc.encode(f) for f in frames[6:]]
+    assert unpack_frame(coded[6])[1], "a refresh is a random-access picture"
+    dec = AuxDecoder(64, scale=2)
+    assert not dec.synced
+    dec.decode(coded[0])
+    dec.reset()  # the caller saw a gap
+    with pytest.raises(AuxError, match="waiting for a refresh"):
+        dec.decode(coded[3])
+    assert dec.decode(coded[6]).shape == (32, 32, 3) and dec.synced
+    with pytest.raises(AuxError, match="32x32"):
+        AuxDecoder(128, scale=2).decode(coded[6])  # another size than the stream's
+
+
+# -- packets and header -----------------------------------------------------------------------
+def test_aux_packet_round_trips_and_refuses_impossible_counts() -> None:
+    packet = AuxPacket(first_frame=7, pictures=(b"abc", b"", b"\x00" * 300))
+    parsed, end = parse_packet(bytes(packet))
+    assert parsed == packet and end == len(bytes(packet)) and parsed.frames == range(7, 10)
+    with pytest.raises(BitstreamError):
+        AuxPacket.parse_payload(b"\x00\xff\xff\xff\x0f")  # 4 billion pictures in 5 bytes
+    with pytest.raises(BitstreamError):
+        AuxPacket.parse_payload(b"\x00\x02\x03ab")  # a picture cut short
+    with pytest.raises(BitstreamError):
+        AuxPacket(first_frame=0, pictures=())
+
+
+def header(**fields) -> StreamHeader:
+    base = dict(
+        width=256,
+        height=256,
+        fps_num=30,
+        fps_den=1,
+        frame_count=10,
+        crop=None,
+        has_background=False,
+        motion_name="m",
+        motion_version=1,
+        motion_digest=0,
+        quant_level=2,
+        intra_codec="hevc",
+        refresh_mode=1,
+        buffer_size=5,
+        refresh_threshold=0.3,
+        generator="warp",
+    )
+    return StreamHeader(**(base | fields))
+
+
+def test_aux_section_makes_a_version_2_header_and_animation_stays_version_1() -> None:
+    plain = header()
+    assert bytes(plain)[4] == 1 and plain.mode == StreamMode.ANIMATION
+    aux = AuxInfo(StreamMode.BIDIRECTIONAL, "x265", 4, 40, "band", gop=15)
+    hybrid = header(aux=aux)
+    data = bytes(hybrid)
+    assert data[4] == 2
+    parsed, _ = StreamHeader.parse(data)
+    assert parsed == hybrid and parsed.delay_frames == 14
+    # A v1 header may not set the aux flag: an old-format stream cannot smuggle one in.
+    body = bytearray(hybrid.encode_fields())
+    from keyface.bitstream._wire import crc32, encode_varint, u32
+
+    v1 = b"KFAC\x01" + encode_varint(len(body)) + bytes(body) + u32(crc32(bytes(body)))
+    with pytest.raises(BitstreamError, match="reserved in v1"):
+        StreamHeader.parse(v1)
+    with pytest.raises(BitstreamError, match="gop"):
+        AuxInfo(StreamMode.BIDIRECTIONAL, "x265", 4, 40, "band", gop=3)
+    with pytest.raises(BitstreamError, match="aux_scale"):
+        AuxInfo(StreamMode.HYBRID, "x265", 3, 40, "band")
+
+
+# -- the modes on a real clip -----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def carphone_crops(carphone_analysis) -> list[np.ndarray]:
+    return [image for _, image in carphone_analysis.frames()]
+
+
+@pytest.fixture(scope="module")
+def hybrid_stream(carphone_analysis):
+    return encode_analysis(carphone_analysis, replace(BASE, mode="hybrid", aux_qp=36))
+
+
+def test_hybrid_stream_carries_one_aux_picture_per_frame_before_its_motion(
+    hybrid_stream, carphone_analysis
+) -> None:
+    parsed = read_stream(hybrid_stream.data)
+    assert parsed.header.version == 2 and parsed.header.mode == StreamMode.HYBRID
+    covered: list[int] = []
+    for k, packet in enumerate(parsed.packets):
+        if isinstance(packet, MotionPacket):
+            previous = parsed.packets[k - 1]
+            assert isinstance(previous, AuxPacket) and previous.frames == packet.frames
+            covered += list(packet.frames)
+    assert covered == list(range(carphone_analysis.frame_count))
+    assert hybrid_stream.stats.aux_bytes > 0
+
+
+def test_hybrid_decode_fuses_and_aux_only_shows_the_aux_stream(hybrid_stream) -> None:
+    fused = decode_bytes(hybrid_stream.data)
+    plain = decode_bytes(hybrid_stream.data, fusion="band")
+    assert fused.error is None and fused.complete
+    predicted = [f for f in fused.frames if not f.keyframe]
+    assert predicted and all(f.aux is not None and f.aux.shape == (64, 64, 3) for f in predicted)
+    assert all(
+        np.array_equal(a.image, b.image) for a, b in zip(fused.frames, plain.frames, strict=True)
+    )
+    aux_only = decode_bytes(hybrid_stream.data, aux_only=True)
+    assert aux_only.complete and len(aux_only.frames) == len(fused.frames)
+    assert aux_only.frames[5].image.shape == (256, 256, 3)
+    with pytest.raises(BitstreamError, match="unknown fusion"):
+        decode_bytes(hybrid_stream.data, fusion="nope")
+
+
+def test_truncated_hybrid_streams_keep_the_frames_before_the_damage(hybrid_stream) -> None:
+    data = hybrid_stream.data
+    full = decode_bytes(data)
+    for cut in range(len(data) // 3, len(data), len(data) // 7):
+        partial = decode_bytes(data[:cut])
+        assert partial.error is not None and not partial.complete
+        for a, b in zip(partial.frames, full.frames, strict=False):
+            assert np.array_equal(a.image, b.image)
+
+
+def test_bidirectional_groups_share_keyframes_and_agree_on_the_choice(carphone_analysis) -> None:
+    gop = 8
+    config = replace(BASE, mode="bidirectional", gop=gop, aux_qp=36)
+    result = encode_analysis(carphone_analysis, config)
+    parsed = read_stream(result.data)
+    n = carphone_analysis.frame_count
+    sent = [p.frame_index for p in parsed.packets if isinstance(p, KeyframePacket)]
+    expected = list(range(0, n, gop - 1))
+    if expected[-1] != n - 1:
+        expected.append(n - 1)  # the last, shorter group ends with a keyframe too
+    assert sent == expected, "group ends are keyframes, each sent once"
+    assert parsed.header.delay_frames == gop - 1
+    decisions = result.stats.decisions
+    assert [d.index for d in decisions if d.keyframe] == expected
+    # Every predicted frame comes from its own group's past or future keyframe ...
+    for d in decisions:
+        if not d.keyframe:
+            past = max(k for k in expected if k < d.index)
+            future = min(k for k in expected if k > d.index)
+            assert d.reference_frame in (past, future)
+    assert {d.reference for d in decisions if not d.keyframe} == {0, 1}, "both are used"
+    # ... and the decoder, choosing by its own aux pictures, names the same one.
+    decoded = decode_bytes(result.data)
+    assert decoded.complete and [f.index for f in decoded.frames] == list(range(n))
+    pictures = {f.index: f.image for f in decoded.frames if f.keyframe}
+    for d, frame in zip(decisions, decoded.frames, strict=True):
+        assert frame.reference_frame == d.reference_frame
+        if not d.keyframe:
+            future = min(k for k in expected if k > d.index)
+            past = max(k for k in expected if k < d.index)
+            choice = choose_keyframe([pictures[future], pictures[past]], frame.aux)
+            assert [future, past][choice] == d.reference_frame
+
+
+def test_a_lost_aux_packet_falls_back_to_animation_until_a_refresh(
+    carphone_analysis, carphone_crops
+) -> None:
+    config = replace(BASE, mode="hybrid", aux_qp=36, motion_chunk=1)
+    encoder = EncoderCore(config, carphone_analysis.fps, frame_count=len(carphone_crops))
+    packets = []
+    for k, (image, landmarks) in enumerate(
+        zip(carphone_crops, carphone_analysis.landmarks, strict=True)
+    ):
+        if k == 20:
+            encoder.refresh_aux()  # what a live sender does when the receiver asks
+        packets += encoder.encode(image, landmarks)
+    packets += encoder.flush()
+    lost = next(p for p in packets if isinstance(p, AuxPacket) and p.first_frame == 10)
+    decoder = DecoderCore(encoder.header, keep_states=4)  # a live receiver
+    frames = []
+    for packet in packets:
+        if packet is not lost:
+            frames += decoder.receive(packet)
+            if 11 < len(frames) < 20:  # the gap shows at the next AUX packet
+                assert not decoder.aux_synced
+    assert len(frames) == len(carphone_crops), "no frame is lost or frozen"
+    assert all(f.aux is None for f in frames[10:20]), "animation only while aux is lost"
+    assert all(f.aux is not None for f in frames[20:]), "fused again after the refresh"
+    # A file decoder refuses the gap instead.
+    file_decoder = DecoderCore(encoder.header)
+    with pytest.raises(BitstreamError, match="AUX packet starts at frame 11"):
+        for packet in packets:
+            if packet is not lost:
+                file_decoder.receive(packet)
