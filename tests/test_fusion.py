@@ -161,7 +161,7 @@ def test_untrained_network_is_the_training_free_fusion() -> None:
 
 def test_tiny_training_run_resumes(tmp_path) -> None:
     from keyface.fusion.learned import LearnedFusion
-    from keyface.fusion.train import main
+    from keyface.train.fusion import main
 
     rng = np.random.default_rng(0)
     for c in range(3):

@@ -52,7 +52,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         default="generator",
         choices=("generator", "enhancer", "fusion"),
         help="the per-frame generator, the keyframe enhancer, or the aux-stream fusion "
-        "(--data from `python -m keyface.fusion.data`; docs/fusion.md)",
+        "(--data from `python -m keyface.train.fusion_data`; docs/fusion.md)",
     )
     fit.add_argument("--steps", type=int, default=2000)
     fit.add_argument("--batch", type=int, default=8)
@@ -180,8 +180,8 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _fit_fusion(args: argparse.Namespace) -> int:
-    """``--task fusion``: :mod:`keyface.fusion.train` with the shared options."""
-    from keyface.fusion.train import main
+    """``--task fusion``: :mod:`keyface.train.fusion` with the shared options."""
+    from keyface.train.fusion import main
 
     argv = ["--data", args.data, "--run", args.run, "--steps", str(args.steps)]
     argv += ["--batch", str(args.batch), "--patch", str(args.patch), "--lr", str(args.lr)]

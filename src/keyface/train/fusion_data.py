@@ -151,7 +151,7 @@ def prepare_fusion_clip(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m keyface.fusion.data``: prepare fusion material for training people."""
+    """``python -m keyface.train.fusion_data``: prepare fusion material for training people."""
     import argparse
     import time
 

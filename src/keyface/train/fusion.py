@@ -1,8 +1,8 @@
 """Training of the learned fusion (:mod:`keyface.fusion.net`) on material from
-:mod:`keyface.fusion.data`: real face crops, keyface's own animated frames and the real
+:mod:`keyface.train.fusion_data`: real face crops, keyface's own animated frames and the real
 auxiliary stream's decoded frames at several scales and QPs.
 
-    python -m keyface.fusion.train --data /tmp/fusion_train --run runs/fuse_v1 --steps 1500
+    python -m keyface.train.fusion --data /tmp/fusion_train --run runs/fuse_v1 --steps 1500
 
 Each step draws frames (a clip, a frame, one of its animations, one of its auxiliary streams),
 runs the training-free fusion on the whole frame exactly as the decoder does, crops a patch
@@ -169,8 +169,8 @@ def train(args: argparse.Namespace) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m keyface.fusion.train", description=__doc__)
-    p.add_argument("--data", required=True, help="folder of keyface.fusion.data clip folders")
+    p = argparse.ArgumentParser(prog="python -m keyface.train.fusion", description=__doc__)
+    p.add_argument("--data", required=True, help="folder of keyface.train.fusion_data clip folders")
     p.add_argument("--run", required=True, help="run folder (checkpoint, log, weights)")
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch", type=int, default=6)
