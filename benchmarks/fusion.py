@@ -32,13 +32,9 @@ METRICS = ["psnr", "lpips_alex", "dists"]
 
 
 def _fusion(name: str) -> Any:
-    if name.endswith(".safetensors"):
-        from keyface.fusion.learned import LearnedFusion
-
-        return LearnedFusion.from_file(Path(name))
     from keyface.fusion import get_fusion
 
-    return get_fusion(name)
+    return get_fusion(name)  # a registered name or a learned fusion's .safetensors
 
 
 def _material(clip_dir: Path, work: Path, frames: int, us: list[float], aux: list) -> dict:

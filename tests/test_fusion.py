@@ -207,3 +207,14 @@ def test_numpy_folding_matches_the_network_in_torch() -> None:
     ref = ((ref[0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).numpy()
     out = LearnedFusion(net, "x").fuse(anim, aux)
     assert np.abs(out.astype(int) - ref.astype(int)).max() <= 1
+
+
+def test_a_weights_file_is_a_learned_fusion(tmp_path) -> None:
+    from keyface.fusion.net import FusionNet
+    from keyface.fusion.weights import save_fusion
+
+    path = tmp_path / "mine.safetensors"
+    save_fusion(path, FusionNet())
+    assert get_fusion(str(path)).name == "mine"
+    with pytest.raises(UnknownFusionError, match="not found"):
+        get_fusion(str(tmp_path / "missing.safetensors"))
