@@ -218,3 +218,20 @@ def test_a_weights_file_is_a_learned_fusion(tmp_path) -> None:
     assert get_fusion(str(path)).name == "mine"
     with pytest.raises(UnknownFusionError, match="not found"):
         get_fusion(str(tmp_path / "missing.safetensors"))
+
+
+def test_weights_are_checked_against_their_checksum(tmp_path) -> None:
+    from keyface.fusion.net import FusionNet, FusionNetConfig
+    from keyface.fusion.weights import FusionWeightsError, load_fusion, save_fusion
+
+    path = tmp_path / "w.safetensors"
+    sha = save_fusion(path, FusionNet(FusionNetConfig(channels=8, layers=1)))
+    assert load_fusion(path, sha).config == FusionNetConfig(channels=8, layers=1)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(FusionWeightsError, match="corrupted"):
+        load_fusion(path, sha)
+    path.write_bytes(b"not safetensors")
+    with pytest.raises(FusionWeightsError, match="not a readable"):
+        load_fusion(path)
