@@ -82,6 +82,9 @@ class AlignedParams:
     core: float = 16.0
     """Low-band differences (RMS over the colours, levels) well below this are coding noise of
     the auxiliary frame and dropped; well above it they are kept whole."""
+    core_noise: float = 0.0
+    """Experimental (0: off): the coring threshold rises to this many times the frame's median
+    RMS low-band difference (an estimate of the aux stream's noise)."""
     corr_sigma: float = 1.5
     """Gaussian blur (auxiliary pixels) of the low-band correction: its block edges go."""
     fallback: float = 40.0
@@ -156,7 +159,10 @@ class AlignedFusion:
         la = _down(aligned, small).astype(np.float32)
         d = x - la
         e2 = (d * d) @ _THIRDS
-        keep = 1.0 - np.exp(-e2 / (p.core * p.core))  # coring: small differences are noise
+        core = p.core
+        if p.core_noise > 0:
+            core = max(core, p.core_noise * float(np.sqrt(np.median(e2))))
+        keep = 1.0 - np.exp(-e2 / (core * core))  # coring: small differences are noise
         corr = d * keep[..., None]
         if p.corr_sigma > 0:
             corr = cv2.GaussianBlur(corr, (0, 0), p.corr_sigma)
