@@ -27,6 +27,7 @@ from keyface.bitstream import (
 from keyface.codec.config import CodecConfig
 from keyface.codec.decoder import DecoderCore
 from keyface.codec.encoder import EncoderCore, choose_keyframe
+from keyface.fusion import DEFAULT_FUSION
 from keyface.pipeline import decode_bytes, encode_analysis
 
 BASE = CodecConfig(intra_codec="hevc", keyframe_quality=40, motion_chunk=8)
@@ -172,7 +173,7 @@ def test_hybrid_stream_carries_one_aux_picture_per_frame_before_its_motion(
 
 def test_hybrid_decode_fuses_and_aux_only_shows_the_aux_stream(hybrid_stream) -> None:
     fused = decode_bytes(hybrid_stream.data)
-    plain = decode_bytes(hybrid_stream.data, fusion="band")
+    plain = decode_bytes(hybrid_stream.data, fusion=DEFAULT_FUSION)  # the header names it
     assert fused.error is None and fused.complete
     predicted = [f for f in fused.frames if not f.keyframe]
     assert predicted and all(f.aux is not None and f.aux.shape == (64, 64, 3) for f in predicted)

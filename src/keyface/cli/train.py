@@ -50,8 +50,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     fit.add_argument(
         "--task",
         default="generator",
-        choices=("generator", "enhancer"),
-        help="the per-frame generator or the keyframe enhancer",
+        choices=("generator", "enhancer", "fusion"),
+        help="the per-frame generator, the keyframe enhancer, or the aux-stream fusion "
+        "(--data from `python -m keyface.train.fusion_data`; docs/fusion.md)",
     )
     fit.add_argument("--steps", type=int, default=2000)
     fit.add_argument("--batch", type=int, default=8)
@@ -178,7 +179,20 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fit_fusion(args: argparse.Namespace) -> int:
+    """``--task fusion``: :mod:`keyface.train.fusion` with the shared options."""
+    from keyface.train.fusion import main
+
+    argv = ["--data", args.data, "--run", args.run, "--steps", str(args.steps)]
+    argv += ["--batch", str(args.batch), "--patch", str(args.patch), "--lr", str(args.lr)]
+    argv += ["--vgg-layers", str(args.vgg_layers), "--seed", str(args.seed)]
+    argv += ["--val-every", str(args.val_every), "--threads", str(args.threads or 1)]
+    return main([*argv, *(["-q"] if args.quiet else [])])
+
+
 def _fit(args: argparse.Namespace) -> int:
+    if args.task == "fusion":
+        return _fit_fusion(args)
     from tqdm import tqdm
 
     from keyface.generator.enhancer import EnhancerConfig
