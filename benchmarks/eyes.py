@@ -21,7 +21,6 @@ import argparse
 import json
 import math
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -72,7 +71,14 @@ def _mean(points: list[dict], u: float, key: str) -> float:
     return float(np.mean(vals)) if vals else math.nan
 
 
-def report(bench: Path, before_dir: Path, after_dir: Path, out: Path, gallery_u: float) -> str:
+def report(
+    bench: Path,
+    before_dir: Path,
+    after_dir: Path,
+    out: Path,
+    gallery_u: float,
+    before_src: Path | None = None,
+) -> str:
     before = json.loads((before_dir / "points.json").read_text())
     after = json.loads((after_dir / "points.json").read_text())
     keys = {(p["clip"], p["u"]) for p in after}
@@ -120,21 +126,55 @@ def report(bench: Path, before_dir: Path, after_dir: Path, out: Path, gallery_u:
     text = "\n".join(lines) + "\n"
     out.mkdir(parents=True, exist_ok=True)
     (out / "tables.md").write_text(text)
-    gallery(bench, before, after, out / "gallery", gallery_u)
+    gallery(bench, before, after, out / "gallery", gallery_u, before_src)
     return text
 
 
-def gallery(bench: Path, before: list, after: list, folder: Path, u: float) -> None:
-    """Per clip, the frame whose eye state disagreed before and changed most: the two eyes as
-    source | before | after (the squares ``region_box`` places, 96 px), one image per clip
-    and all of them in ``gallery.jpg``."""
+def crops(bench: Path, clip: str, u: float, frames: list[int], out: Path) -> None:
+    """The decoded pictures of ``frames`` of ``clip`` coded at ``u`` with the default
+    configuration of the ``keyface`` that is imported (``out``: an ``.npz``)."""
     from keyface.codec.ratecontrol import config_at
     from keyface.eval.bench.worker import load_analysis
+    from keyface.pipeline import decode_bytes, encode_analysis
+    from keyface.threads import apply_thread_policy
+
+    apply_thread_policy()
+    clip_dir = bench / "cache" / clip
+    meta = json.loads((clip_dir / "meta.json").read_text())
+    coded = encode_analysis(load_analysis(clip_dir, meta), config_at(u))
+    decoded = decode_bytes(coded.data).frames
+    np.savez(out, **{str(t): decoded[t].image for t in frames})
+
+
+def _decoded(bench: Path, clip: str, u: float, frames: list[int], src: Path | None) -> dict:
+    """:func:`crops` run with ``PYTHONPATH=src`` (another checkout), or this one's."""
+    import os
+    import subprocess
+    import tempfile
+
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "crops.npz"
+        cmd = [sys.executable, __file__, "crops", "--bench", str(bench), "--clip", clip]
+        cmd += ["--u", str(u), "--frames", ",".join(map(str, frames)), "--out", str(out)]
+        subprocess.run(cmd, env=env, check=True, capture_output=True)
+        data = np.load(out)
+        return {int(k): data[k] for k in data.files}
+
+
+def gallery(
+    bench: Path, before: list, after: list, folder: Path, u: float, before_src: Path | None
+) -> None:
+    """Per clip, the frame whose eye state disagreed before and changed most: the two eyes as
+    source | before | after (the squares ``region_box`` places, 96 px), one image per clip
+    and all of them in ``gallery.jpg``. ``before`` is decoded by the checkout ``before_src``
+    (its ``src`` folder)."""
     from keyface.eval.regions import region_box
     from keyface.face.landmarks import LandmarkTracker
     from keyface.facemesh import LEFT_EYE, RIGHT_EYE
     from keyface.io import read_frames
-    from keyface.pipeline import decode_bytes, encode_analysis
 
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -151,12 +191,10 @@ def gallery(bench: Path, before: list, after: list, folder: Path, u: float) -> N
             t = int(np.argmax(eb * (10 + eb - ea) + (lb - la)))
             clip_dir = bench / "cache" / clip
             meta = json.loads((clip_dir / "meta.json").read_text())
-            analysis = load_analysis(clip_dir, meta)
             source = [f.image for f in read_frames(clip_dir / "crop.y4m", meta["frames"])][t]
             pictures = [source]
-            for overrides in ({"eye_check": False}, {}):
-                coded = encode_analysis(analysis, replace(config_at(u), **overrides))
-                pictures.append(decode_bytes(coded.data).frames[t].image)
+            pictures.append(_decoded(bench, clip, u, [t], before_src)[t])
+            pictures.append(_decoded(bench, clip, u, [t], None)[t])
             marks = tracker.process(source)
             if marks is None:
                 continue
@@ -193,11 +231,23 @@ def main() -> None:
     p.add_argument("--after", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--gallery-u", type=float, default=0.0)
+    p.add_argument("--before-src", type=Path, default=None, help="src of the before checkout")
+    c = sub.add_parser("crops")
+    c.add_argument("--bench", type=Path, required=True)
+    c.add_argument("--clip", required=True)
+    c.add_argument("--u", type=float, required=True)
+    c.add_argument("--frames", required=True)
+    c.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     if args.command == "run":
         run(args.bench, args.before, args.out)
+    elif args.command == "crops":
+        frames = [int(t) for t in args.frames.split(",")]
+        crops(args.bench, args.clip, args.u, frames, args.out)
     else:
-        print(report(args.bench, args.before, args.after, args.out, args.gallery_u))
+        print(
+            report(args.bench, args.before, args.after, args.out, args.gallery_u, args.before_src)
+        )
 
 
 if __name__ == "__main__":
