@@ -14,7 +14,7 @@ import pytest
 
 from keyface.bitstream import DetailPacket, RefreshMode, read_stream, write_stream
 from keyface.codec.config import CodecConfig
-from keyface.codec.content import ContentRule
+from keyface.codec.content import ContentRule, unread_eyes
 from keyface.codec.decoder import DecoderCore
 from keyface.codec.encoder import EncoderCore
 from keyface.facemesh import INNER_MOUTH, LEFT_EYE_LIDS, RIGHT_EYE_LIDS
@@ -35,7 +35,7 @@ def test_rule_opening_needs_a_reference_that_shows_it() -> None:
     assert rule.holds(replace(closed, mouth=0.4), closed), "closing a mouth by warping is fine"
     blink = replace(closed, eyes=(0.05, 0.3))
     assert rule.missing(blink, closed) == "eyes", "a blink keyframe cannot show an open eye"
-    assert rule.holds(closed, blink), "closing an eye by warping is fine"
+    assert rule.holds(closed, replace(closed, eyes=(0.2, 0.3))), "narrowing an eye is fine"
     assert rule.holds(replace(closed, mouth=0.1), replace(closed, mouth=0.19))
 
 
@@ -152,3 +152,81 @@ def test_a_detail_update_promotes_the_rendered_frame_instead_of_a_keyframe(face)
     [(x, y, w, h)] = [(p.x, p.y, p.width, p.height) for p in details]
     cut = np.s_[y : y + h, x : x + w]
     assert psnr(frames[4].image[cut], image[cut]) > psnr(plain_frames[4].image[cut], image[cut]) + 3
+
+
+def test_unread_eyes_are_the_open_eyes_a_picture_shows_less_open() -> None:
+    """Issue 18: at the lowest rungs a keyframe's eyes blur shut, and every frame warped from it
+    keeps them shut; the encoder reads the eyes of each reference picture against the source."""
+    assert unread_eyes((0.3, 0.3), (0.29, 0.31)) == []
+    assert unread_eyes((0.3, 0.3), (0.15, 0.3)) == [0]
+    assert unread_eyes((0.3, 0.25), (0.1, 0.1)) == [0, 1]
+    assert unread_eyes((0.05, 0.3), (0.01, 0.3)) == [], "a blink in the source is not checked"
+    assert unread_eyes((0.3, 0.3), None) == [], "no face found in the picture: not judged"
+
+
+class SharpnessEyes:
+    """A stand-in for the face mesh: an eye reads open (0.3) as far as its rectangle keeps the
+    source's fine detail (Laplacian energy), the way coarse coding blurs an eye shut."""
+
+    def __init__(self, source: np.ndarray, boxes) -> None:
+        self.source, self.boxes = source, boxes
+        self.reads = 0
+
+    def energy(self, image: np.ndarray, box) -> float:
+        import cv2
+
+        x, y, w, h = box
+        grey = cv2.cvtColor(image[y : y + h, x : x + w], cv2.COLOR_RGB2GRAY).astype(np.float64)
+        return float(np.abs(cv2.Laplacian(grey, cv2.CV_64F)).mean())
+
+    def ears(self, image: np.ndarray) -> tuple[float, float]:
+        self.reads += 1
+        share = [min(1.0, self.energy(image, b) / self.energy(self.source, b)) for b in self.boxes]
+        return 0.3 * share[0], 0.3 * share[1]
+
+
+def test_eyes_a_coarse_keyframe_blurs_shut_are_coded_again_until_they_read_open(face) -> None:
+    """The eye check (``CodecConfig.eye_check``): a keyframe coded so coarsely that its eyes do
+    not read open gets its eyes again as DETAIL rectangles, at the first quality step that
+    shows them open; the decoder holds the same picture. Without it, no rectangles."""
+    from keyface.codec.detail import detail_boxes
+
+    image, lm = face
+    config = replace(CONFIG, content_update="detail", keyframe_quality=5)
+    sequence = [(image, lm)] * 3
+    rep = get_representation("facemesh-pca").for_level(config.quant_level)
+    kp = rep.keypoints(rep.analyze(lm, 256), 256)
+    boxes = detail_boxes(rep.detail_regions(kp)["eyes"], 256, 256)
+    reader = SharpnessEyes(image, boxes)
+
+    encoder = EncoderCore(config, fps=25)
+    assert encoder.eye_reader is not None, "on by default where DETAIL packets may be sent"
+    encoder.eye_reader = reader
+    packets = [p for im, m in sequence for p in encoder.encode(im, m)] + encoder.flush()
+    details = [p for p in packets if isinstance(p, DetailPacket)]
+    assert {p.frame_index for p in details} == {0}
+    assert len(details) in (1, 2) and all(p.quality > config.keyframe_quality for p in details)
+    assert encoder.stats.eye_details == 1
+    held = encoder.buffer[0].reference.image
+    assert not unread_eyes(reader.ears(image), reader.ears(held)), "the eyes read open now"
+
+    stream = read_stream(write_stream(encoder.header, packets))
+    decoder = DecoderCore(stream.header)
+    for p in stream.packets:
+        decoder.receive(p)
+    assert np.array_equal(decoder.buffer[0].reference.image, held)
+
+    plain_packets, _ = states(replace(config, eye_check=False), sequence)
+    assert not [p for p in plain_packets if isinstance(p, DetailPacket)]
+
+
+def test_rule_a_blink_needs_a_reference_that_shows_it_closed() -> None:
+    """A warp squeezes only what lies between the lid points: a blink rendered from open eyes
+    kept the lashes, white and iris beside them and read open (``benchmarks/eye_causes.py``).
+    An eye closed below ``blink_share`` of the reference's is content the reference lacks."""
+    rule = ContentRule()
+    open_eyes = FaceState(mouth=0.02, eyes=(0.3, 0.3))
+    assert rule.missing(open_eyes, replace(open_eyes, eyes=(0.3, 0.03))) == "eyes"
+    assert rule.holds(open_eyes, replace(open_eyes, eyes=(0.3, 0.2))), "narrowing is fine"
+    blink = replace(open_eyes, eyes=(0.04, 0.04))
+    assert rule.holds(blink, replace(blink, eyes=(0.03, 0.05)))

@@ -91,6 +91,12 @@ class CodecConfig:
     rectangles, promoted to a reference: a few hundred bytes instead of a keyframe;
     ``RefreshMode.MOTION`` only) or ``"keyframe"`` (a new keyframe; what live senders use, their
     datagrams carry no DETAIL packets). Measured in docs/codec.md."""
+    eye_check: bool = True
+    """Run the face mesh on every reference picture (keyframe or promoted frame) and code the
+    eyes that it shows less open than the source (:func:`keyface.codec.content.unread_eyes`)
+    again as DETAIL rectangles, better, until they read open: the lowest rungs blur eyes shut,
+    and every frame warped from such a picture keeps them shut (issue 18). Needs
+    ``content_refresh`` and ``content_update="detail"``; encoder-side only."""
     content_refresh: bool = True
     """Render each frame only from references that hold its mouth and eye state, and code a
     keyframe when none does (:mod:`keyface.codec.content`; representations with a face state

@@ -21,7 +21,11 @@ with ``benchmarks/content_refresh.py`` on the validation people (docs/codec.md).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
 
 from keyface.motion import FaceState
 
@@ -30,6 +34,11 @@ MOUTH_MARGIN = 0.12
 mouth width: closed 0-0.05, talking 0.1-0.4, laughing 0.5-0.8)."""
 EYE_SHARE = 0.65
 """A reference holds an eye whose aspect ratio is at most ``1 / EYE_SHARE`` times its own."""
+BLINK_SHARE = 0.25
+"""A reference does not hold an eye closed below this share of its own aspect ratio: a warp
+squeezes only what lies between the lid points, and a blink rendered from open eyes kept the
+lashes, the white and the iris beside them (it read open in 25-37 eyes of the 12 validation
+clips at every rung, ``benchmarks/eye_causes.py``)."""
 
 
 @dataclass(frozen=True)
@@ -38,11 +47,13 @@ class ContentRule:
 
     mouth_margin: float = MOUTH_MARGIN
     eye_share: float = EYE_SHARE
+    blink_share: float = BLINK_SHARE
 
     def missing_parts(self, reference: FaceState, frame: FaceState) -> list[str]:
         """Every part ``frame`` shows that ``reference`` lacks (``"eyes"``, ``"mouth"``)."""
         parts = []
-        if any(r < self.eye_share * e for r, e in zip(reference.eyes, frame.eyes, strict=True)):
+        pairs = list(zip(reference.eyes, frame.eyes, strict=True))
+        if any(r < self.eye_share * e or e < self.blink_share * r for r, e in pairs):
             parts.append("eyes")
         if frame.mouth > reference.mouth + self.mouth_margin:
             parts.append("mouth")
@@ -57,3 +68,58 @@ class ContentRule:
     def holds(self, reference: FaceState, frame: FaceState) -> bool:
         """Whether ``reference`` can be warped into ``frame`` without inventing content."""
         return self.missing(reference, frame) is None
+
+
+EYE_READ_SHARE = 0.75
+"""A reference picture shows an eye open when the face mesh, run on the decoded picture, reads
+its aspect ratio at least this share of what it reads on the source frame."""
+EYE_READ_OPEN = 0.12
+"""Only eyes the source shows at least this open are checked (a blink is below 0.1)."""
+EYE_READ_STEPS = (10, 20, 30)
+"""Quality steps above the keyframe quality at which an eye that does not read open is coded
+again (DETAIL rectangles), the first that reads kept (the last where none does)."""
+
+
+class EyeReader(Protocol):
+    """Reads the eye aspect ratios (right, left) of the face in a picture, ``None``: no face."""
+
+    def ears(self, image: np.ndarray) -> tuple[float, float] | None: ...
+
+
+class MeshEyeReader:
+    """:class:`EyeReader` with the face mesh on still images (the tracker is started on first
+    use: about 15 ms a picture on one core, run on the few reference pictures only)."""
+
+    def __init__(self) -> None:
+        self._tracker: Any = None
+
+    def ears(self, image: np.ndarray) -> tuple[float, float] | None:
+        from keyface.facemesh import LEFT_EYE_EAR, RIGHT_EYE_EAR, eye_aspect_ratio
+
+        if self._tracker is None:
+            from keyface.face.landmarks import LandmarkTracker
+
+            self._tracker = LandmarkTracker(video=False)
+        marks = self._tracker.process(image)
+        if marks is None:
+            return None
+        return eye_aspect_ratio(marks, RIGHT_EYE_EAR), eye_aspect_ratio(marks, LEFT_EYE_EAR)
+
+
+def unread_eyes(
+    source: Sequence[float],
+    picture: Sequence[float] | None,
+    share: float = EYE_READ_SHARE,
+    open_min: float = EYE_READ_OPEN,
+) -> list[int]:
+    """The eyes (0 right, 1 left) that ``source`` shows open and ``picture`` does not: a coded
+    reference picture whose eyes were blurred shut (issue 18: at the lowest rungs most frames
+    whose decoded eyes read closed were warped from such a picture, ``benchmarks/eye_causes.py``).
+    A picture in which no face is found (``None``) is not judged."""
+    if picture is None:
+        return []
+    return [
+        e
+        for e, (s, p) in enumerate(zip(source, picture, strict=True))
+        if s >= open_min and p < share * s
+    ]

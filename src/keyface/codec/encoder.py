@@ -53,7 +53,13 @@ from keyface.bitstream import (
     StreamMode,
 )
 from keyface.codec.config import BufferEntry, CodecConfig, ReferenceBuffer, crop_geometry
-from keyface.codec.content import ContentRule
+from keyface.codec.content import (
+    EYE_READ_STEPS,
+    ContentRule,
+    EyeReader,
+    MeshEyeReader,
+    unread_eyes,
+)
 from keyface.codec.detail import UPDATE_BOOST, blend_detail, detail_boxes
 from keyface.entropy import CodedFrame, MotionCoderState, MotionSnapshot, encode_frames
 from keyface.imageops import psnr
@@ -119,6 +125,9 @@ class EncoderStats:
     """AUX packets (the auxiliary stream of the hybrid and bidirectional modes)."""
     updates: int = 0
     """Predicted frames promoted to references with DETAIL rectangles."""
+    eye_details: int = 0
+    """Reference pictures whose eyes were coded again because they did not read open
+    (``CodecConfig.eye_check``)."""
     other_bytes: int = 0
     decisions: list[FrameDecision] = field(default_factory=list)
 
@@ -204,6 +213,11 @@ class EncoderCore:
             and config.content_update == "detail"
             and RefreshMode(config.refresh_mode) == RefreshMode.MOTION
         )
+        self.eye_reader: EyeReader | None = (
+            MeshEyeReader() if self._promote and config.eye_check else None
+        )
+        """Reads the eyes of reference pictures (``CodecConfig.eye_check``; streams that carry
+        DETAIL packets only); replaceable (tests)."""
         aux_info: AuxInfo | None = None
         self._aux: AuxEncoder | None = None
         self._aux_mirror: AuxDecoder | None = None
@@ -511,6 +525,8 @@ class EncoderCore:
             groups = [group for part in self.config.detail_parts for group in regions[part]]
             quality_detail = min(100, quality + self.config.detail_boost)
             decoded = self._rectangles(index, image, groups, quality_detail, decoded, packets)
+        if self.eye_reader is not None:
+            decoded = self._readable_eyes(index, image, keypoints, decoded, quality, packets)
         idr = len(self.buffer) == 0
         if idr:
             self.last_idr = index
@@ -549,14 +565,25 @@ class EncoderCore:
         assert entry.state is not None
         parts = self.content_rule.missing_parts(entry.state, state) or [reason]
         regions = self._face.detail_regions(keypoints)
-        groups = [g for part in parts for g in regions[part]]
         quality = min(
             100, self.config.keyframe_quality + max(UPDATE_BOOST, self.config.detail_boost)
         )
         packets: list[Packet] = []
-        picture = self._rectangles(index, image, groups, quality, picture, packets)
+        if self.eye_reader is None or "eyes" not in parts:
+            groups = [g for part in parts for g in regions[part]]
+            picture = self._rectangles(index, image, groups, quality, picture, packets)
+        else:  # the eyes at the first quality that shows them open
+            groups = [g for part in parts if part != "eyes" for g in regions[part]]
+            picture = self._rectangles(index, image, groups, quality, picture, packets)
+            picture = self._readable_eyes(
+                index, image, keypoints, picture, quality, packets, missing=True
+            )
         if not packets:
             return None
+        if self.eye_reader is not None and "eyes" not in parts:
+            picture = self._readable_eyes(
+                index, image, keypoints, picture, self.config.keyframe_quality, packets
+            )
         reference = self.renderer.prepare(picture, keypoints)
         self.buffer.push(BufferEntry(index, reference=reference, q=q, state=state, promoted=True))
         self.stats.updates += 1
@@ -564,6 +591,49 @@ class EncoderCore:
             index, False, best, entry.frame_index, dists[best], promoted=True, refresh=reason
         )
         return decision, q, packets
+
+    def _readable_eyes(
+        self,
+        index: int,
+        image: np.ndarray,
+        keypoints: np.ndarray,
+        picture: np.ndarray,
+        quality: int,
+        packets: list[Packet],
+        missing: bool = False,
+    ) -> np.ndarray:
+        """``picture`` (a reference to be) with the eyes that the face mesh reads less open on it
+        than on the source ``image`` coded again as DETAIL rectangles (appended to
+        ``packets``) at the first of ``quality`` + :data:`EYE_READ_STEPS` (``missing``: both
+        eyes, starting at ``quality`` itself: the eyes a content update must send) after which
+        they read open; at the last step where none does. Without an eye reader, a face in
+        ``image`` or an eye that fails, ``picture`` as it was (``missing``: the eyes at
+        ``quality``)."""
+        assert self._face is not None
+        eyes = self._face.detail_regions(keypoints)["eyes"]
+        source = self.eye_reader.ears(image) if self.eye_reader is not None else None
+        if missing:
+            todo = list(range(len(eyes)))
+            qualities = [quality]
+        else:
+            todo = unread_eyes(source, self.eye_reader.ears(picture)) if source else []
+            qualities = []
+        if not todo:
+            return picture
+        base = self.config.keyframe_quality
+        qualities += [min(100, base + s) for s in EYE_READ_STEPS if base + s > quality]
+        if source is None:
+            qualities = qualities[:1]
+        for k, q in enumerate(qualities):
+            trial: list[Packet] = []
+            out = self._rectangles(index, image, [eyes[e] for e in todo], q, picture, trial)
+            last = k == len(qualities) - 1
+            if last or (source and not unread_eyes(source, self.eye_reader.ears(out))):
+                packets.extend(trial)
+                if not missing or k > 0:
+                    self.stats.eye_details += 1
+                return out
+        return picture
 
     def _rectangles(
         self,
