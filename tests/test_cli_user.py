@@ -316,6 +316,7 @@ def test_readme_flow_matches_the_bench_protocol(
     protocol (crop.y4m, coded with --no-crop, metrics against crop.y4m) on the same clip and
     operating point: the same crop, the same stream, the same numbers (up to the decoded
     video's 4:2:0)."""
+    from keyface.codec.config import CodecConfig
     from keyface.codec.ratecontrol import QUALITY_PRESETS, config_at
     from keyface.eval import compute_metrics
     from keyface.eval.bench.records import PrepareTask
@@ -337,7 +338,8 @@ def test_readme_flow_matches_the_bench_protocol(
                                     frames=n, size=256, force=False))  # fmt: skip
     assert (bench_dir / "crop.y4m").read_bytes() == crop.read_bytes()  # the same reference
     analysis = load_analysis(bench_dir, meta)
-    coded = encode_analysis(analysis, config_at(QUALITY_PRESETS["medium"]))
+    ladder = CodecConfig(mode="auto")  # the one ladder over the modes, as encode and bench use
+    coded = encode_analysis(analysis, config_at(QUALITY_PRESETS["medium"], ladder))
     assert coded.data == kf.read_bytes()  # the same stream
     renderer = get_renderer(DEFAULT_RENDERER)
     out = [f.image for f in decode_bytes(coded.data, renderer=renderer).frames]

@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     total = stream.header.frame_count or None
     with atomic_output(out) as tmp, progress_bar(total, "decode", not args.quiet) as tick:
         summary = decode_to_file(stream, tmp, full=args.full_frame, progress=tick)
-    if summary.frames and not args.quiet:
+    if summary.frames and not args.quiet and summary.error is None:  # else: the error says it
         fps = summary.frames / max(summary.decode_seconds, 1e-9)
         print(
             f"{summary.frames} frames {summary.size[0]}x{summary.size[1]} -> {out} "

@@ -46,8 +46,10 @@ def config_at(u: float, base: CodecConfig | None = None) -> CodecConfig:
     base = base or CodecConfig()
     u = min(max(u, 0.0), U_MAX)
     if base.mode == "auto":
-        mode, u = ladder_position(u)
+        mode, u, aux = ladder_position(u)
         base = replace(base, mode=mode)
+        if not aux:
+            return replace(hybrid_config_at(min(u, U_MAX), base), aux_scale=0)
     if base.mode == "animation":
         return animation_config_at(u, base)
     return hybrid_config_at(u, base)
@@ -94,19 +96,26 @@ def hybrid_config_at(u: float, base: CodecConfig) -> CodecConfig:
     return replace(config, aux_scale=scale, aux_qp=qp, gop=gop)
 
 
-LADDER: tuple[tuple[float, str, float], ...] = ((0.0, "animation", 0.0),)
-"""The one ladder (``mode="auto"``): ``(u_start, mode, mode_u_start)`` segments; ladder
-position ``u`` in a segment is ``mode_u_start + (u - u_start)`` on that mode's ladder. Chosen
-from the measured hull over the modes (docs/hybrid.md)."""
+LADDER: tuple[tuple[float, str, float, float, bool], ...] = (
+    (0.0, "animation", 0.0, 1.0, True),
+    (0.6, "bidirectional", 0.0, 1.2, False),
+)
+"""The one ladder (``mode="auto"``): ``(u_start, mode, mode_u_start, slope, aux)`` segments;
+position ``u`` of a segment is ``mode_u_start + slope * (u - u_start)`` on that mode's ladder,
+``aux=False`` without an aux stream. Chosen from the measured hull over the modes
+(docs/hybrid.md, results/hybrid/sweep.md: on 12 validation people the animation is best up
+to ~7.5 kbit/s, the bidirectional groups without an aux stream from ~8 to ~25 kbit/s; the
+hybrid fusions lie behind them there)."""
 
 
-def ladder_position(u: float) -> tuple[str, float]:
-    """``(mode, position on that mode's ladder)`` of position ``u`` of the one ladder."""
-    start, mode, mode_start = LADDER[0]
+def ladder_position(u: float) -> tuple[str, float, bool]:
+    """``(mode, position on that mode's ladder, with an aux stream)`` of position ``u`` of
+    the one ladder."""
+    start, mode, mode_start, slope, aux = LADDER[0]
     for segment in LADDER:
         if u >= segment[0]:
-            start, mode, mode_start = segment
-    return mode, mode_start + (u - start)
+            start, mode, mode_start, slope, aux = segment
+    return mode, mode_start + slope * (u - start), aux
 
 
 def config_for_preset(name: str, base: CodecConfig | None = None) -> CodecConfig:
