@@ -220,6 +220,7 @@ def bd_lines(rows: list[dict], vvc: list[dict], clips: list[str], metrics: list[
         "bidirectional (best fusion per point)": lambda r: (
             r["mode"] == "bidirectional" and r["variant"] not in fused
         ),
+        "bidirectional without aux": lambda r: r["mode"] == "bidirectional-noaux",
         "hull over all": lambda r: (
             r["mode"] in ("animation", "bidirectional-noaux") or r["variant"] not in fused
         ),
