@@ -172,21 +172,29 @@ def _select(args: argparse.Namespace) -> list[Any]:
 def _prepare_fomm(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from keyface.train.fomm_data import FommPrepareConfig, prepare_fomm_clip
+    from keyface.train.fomm_data import FommPrepareConfig, prepare_fomm_clips
 
     if args.size < 16 or args.stride < 1:
         raise UserError("--size must be at least 16 and --stride at least 1")
     clips = _select(args)
     config = FommPrepareConfig(size=args.size, max_frames=args.max_frames, stride=args.stride)
-    failed = 0
-    for clip in tqdm(clips, desc="prepare", unit="clip", disable=args.quiet):
-        try:
-            prepare_fomm_clip(clip.path, Path(args.out), clip.person, config)
-        except Exception as exc:  # one bad clip must not stop the others
-            failed += 1
-            tqdm.write(f"keyface train prepare: skipped {clip.path.name}: {exc}", file=sys.stderr)
-    print(f"prepared {len(clips) - failed} of {len(clips)} clips in {args.out}")
-    return 1 if failed == len(clips) else 0
+    bar = tqdm(total=len(clips), desc="prepare", unit="clip", disable=args.quiet)
+
+    def progress(name: str, error: str | None) -> None:
+        bar.update(1)
+        if error:
+            tqdm.write(f"keyface train prepare: skipped {name}: {error}", file=sys.stderr)
+
+    failed = prepare_fomm_clips(
+        [(c.path, c.person) for c in clips],
+        Path(args.out),
+        config,
+        workers=args.workers,
+        progress=progress,
+    )
+    bar.close()
+    print(f"prepared {len(clips) - len(failed)} of {len(clips)} clips in {args.out}")
+    return 1 if failed and len(failed) == len(clips) else 0
 
 
 def _prepare(args: argparse.Namespace) -> int:

@@ -17,7 +17,8 @@ The clips themselves never enter the repository; the cache is written outside it
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +68,41 @@ def prepare_fomm_clip(path: Path, out_dir: Path, person: str, config: FommPrepar
     )
     tmp.replace(out)  # last: its presence marks the clip done
     return out
+
+
+def prepare_fomm_clips(
+    clips: Sequence[tuple[Path, str]],
+    out_dir: Path,
+    config: FommPrepareConfig,
+    *,
+    workers: int = 1,
+    progress: Callable[[str, str | None], None] | None = None,
+) -> list[str]:
+    """:func:`prepare_fomm_clip` for ``(path, person)`` clips on ``workers`` processes (clips
+    already in ``out_dir`` are kept); returns the names of the clips that failed."""
+    failed = []
+    jobs = [(path, out_dir, person, config) for path, person in clips]
+    if workers <= 1:
+        results = map(_guarded, jobs)
+    else:
+        pool = ProcessPoolExecutor(max_workers=workers)
+        results = pool.map(_guarded, jobs)
+    for (path, *_), error in zip(jobs, results, strict=True):
+        if error:
+            failed.append(path.name)
+        if progress:
+            progress(path.name, error)
+    if workers > 1:
+        pool.shutdown()
+    return failed
+
+
+def _guarded(job: tuple[Path, Path, str, FommPrepareConfig]) -> str | None:
+    try:
+        prepare_fomm_clip(*job)
+    except Exception as exc:  # one bad clip must not stop the others
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def resize(image: np.ndarray, size: int) -> np.ndarray:
