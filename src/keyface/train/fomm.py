@@ -179,7 +179,15 @@ class RandomTransform:
 def equivariance_losses(
     kp_driving: Keypoints, kp_transformed: Keypoints, transform: RandomTransform
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(value, Jacobian) terms: ``|kp_D - T(kp_TD)|`` and ``|I - J_D^-1 (dT J_TD)|``."""
+    """(value, Jacobian) terms: ``|kp_D - T(kp_TD)|`` and ``|I - J_D^-1 (dT J_TD)|``, in
+    float32 also under autocast."""
+    with torch.autocast(kp_driving.value.device.type, enabled=False):
+        return _equivariance(kp_driving, kp_transformed, transform)
+
+
+def _equivariance(
+    kp_driving: Keypoints, kp_transformed: Keypoints, transform: RandomTransform
+) -> tuple[torch.Tensor, torch.Tensor]:
     value = (kp_driving.value - transform.warp_coordinates(kp_transformed.value)).abs().mean()
     jac_t = torch.matmul(transform.jacobian(kp_transformed.value), kp_transformed.jacobian)
     value_j = torch.matmul(torch.inverse(kp_driving.jacobian), jac_t)
