@@ -26,13 +26,21 @@ from keyface.train.fomm import (
     model_config,
     train_fomm,
 )
-from keyface.train.fomm_data import FommClip, FommPairs, fixed_pairs, synthetic_clips
+from keyface.train.fomm_data import (
+    FommClip,
+    FommPairs,
+    FommPrepareConfig,
+    fixed_pairs,
+    load_fomm_clips,
+    prepare_fomm_clip,
+    synthetic_clips,
+)
 
 SIZE = 32
 CONFIG = FommTrainConfig(
     model=FommConfig.tiny(image_size=SIZE),
     steps=6,
-    batch=4,
+    batch=2,
     lr=1e-3,
     log_every=1,
     checkpoint_every=3,
@@ -66,6 +74,19 @@ def test_transform_jacobian_is_the_derivative_of_the_warp() -> None:
     gx = torch.autograd.grad(warped[..., 0].sum(), coords, retain_graph=True)[0]
     gy = torch.autograd.grad(warped[..., 1].sum(), coords)[0]
     assert torch.allclose(t.jacobian(coords), torch.stack([gx, gy], dim=-2), atol=1e-5)
+
+
+def test_prepare_crops_a_clip_once(tmp_path: Path, carphone_path: Path) -> None:
+    config = FommPrepareConfig(size=32, max_frames=12, stride=3)
+    out = prepare_fomm_clip(carphone_path, tmp_path, "carphone", config)
+    (clip,) = load_fomm_clips(tmp_path)
+    assert clip.frames.shape == (4, 32, 32, 3) and clip.frames.dtype == np.uint8
+    assert clip.person == "carphone" and clip.name == carphone_path.name
+    assert load_fomm_clips(tmp_path, size=16)[0].frames.shape == (4, 16, 16, 3)
+    assert load_fomm_clips(tmp_path, people={"someone else"}) == []
+    mtime = out.stat().st_mtime_ns
+    prepare_fomm_clip(carphone_path, tmp_path, "carphone", config)  # kept, not redone
+    assert out.stat().st_mtime_ns == mtime
 
 
 def test_pairs_are_of_one_clip_and_reproducible() -> None:
