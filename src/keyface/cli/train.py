@@ -1,5 +1,5 @@
-"""``keyface train prepare|fit``: train the learned networks (per-frame generator, keyframe
-enhancer) on a folder of videos."""
+"""``keyface train prepare|fit|eval-fomm``: train the learned networks (per-frame generator,
+keyframe enhancer, the First Order Motion Model) on a folder of videos."""
 
 from __future__ import annotations
 
@@ -37,6 +37,15 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     prep.add_argument("--workers", type=int, default=2)
     prep.add_argument("--seed", type=int, default=0)
+    prep.add_argument(
+        "--task",
+        default="generator",
+        choices=("generator", "fomm"),
+        help="fomm: face crops only (no face mesh, no codec), --size x --size, every "
+        "--stride-th of the first --max-frames frames (docs/motion.md, training fomm)",
+    )
+    prep.add_argument("--size", type=int, default=128, help="fomm: crop side in the cache")
+    prep.add_argument("--stride", type=int, default=3, help="fomm: keep every N-th frame")
     prep.add_argument("-q", "--quiet", action="store_true")
 
     fit = steps.add_parser("fit", help="train (or resume) a generator run")
@@ -50,14 +59,26 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     fit.add_argument(
         "--task",
         default="generator",
-        choices=("generator", "enhancer", "fusion"),
-        help="the per-frame generator, the keyframe enhancer, or the aux-stream fusion "
-        "(--data from `python -m keyface.train.fusion_data`; docs/fusion.md)",
+        choices=("generator", "enhancer", "fusion", "fomm"),
+        help="the per-frame generator, the keyframe enhancer, the aux-stream fusion (--data "
+        "from `python -m keyface.train.fusion_data`; docs/fusion.md) or the First Order Motion "
+        "Model (data from `prepare --task fomm`)",
     )
     fit.add_argument("--steps", type=int, default=2000)
     fit.add_argument("--batch", type=int, default=8)
     fit.add_argument("--patch", type=int, default=96, help="training patch side (0: whole)")
-    fit.add_argument("--lr", type=float, default=3e-4)
+    fit.add_argument("--lr", type=float, help="learning rate (default 3e-4; fomm: 2e-4)")
+    fit.add_argument(
+        "--config",
+        default="tiny",
+        choices=("tiny", "small", "vox256"),
+        help="fomm: network shape (tiny 80 k parameters, small 1.2 M, vox256 59.8 M)",
+    )
+    fit.add_argument("--size", type=int, default=128, help="fomm: picture side the model sees")
+    fit.add_argument(
+        "--minutes", type=float, default=0.0, help="fomm: stop after this wall time (0: none)"
+    )
+    fit.add_argument("--checkpoint-every", type=int, default=100, help="fomm: steps")
     fit.add_argument("--near", type=int, default=6, help="near-target window (frames)")
     fit.add_argument("--near-share", type=float, default=0.85, help="share of near targets")
     fit.add_argument(
@@ -100,6 +121,16 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--val-every", type=int, default=200)
     fit.add_argument("-q", "--quiet", action="store_true")
+
+    ev = steps.add_parser(
+        "eval-fomm", help="reconstruction quality of a FOMM model on held-out pairs"
+    )
+    ev.add_argument("--model", required=True, help="FOMM model file (.safetensors)")
+    ev.add_argument("--data", required=True, help="data cache from `prepare --task fomm`")
+    ev.add_argument("--split", help="splits/*.json: pairs of its validation people")
+    ev.add_argument("--pairs", type=int, default=64)
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--json", help="also write the figures to this JSON file")
     return p
 
 
@@ -117,16 +148,8 @@ def _people(split: str | None) -> tuple[set[str] | None, set[str] | None]:
         raise UserError(f"{split}: not a split file (no {exc.args[0]}_people)") from None
 
 
-def _prepare(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
+def _select(args: argparse.Namespace) -> list[Any]:
     from keyface.clips import ClipSelectionError, select_clips
-    from keyface.train.data import (
-        KeyframeConfig,
-        PrepareConfig,
-        prepare_all_keyframes,
-        prepare_clips,
-    )
 
     try:
         clips = []
@@ -144,6 +167,50 @@ def _prepare(args: argparse.Namespace) -> int:
             )
     except ClipSelectionError as exc:
         raise UserError(str(exc)) from None
+    return clips
+
+
+def _prepare_fomm(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from keyface.train.fomm_data import FommPrepareConfig, prepare_fomm_clips
+
+    if args.size < 16 or args.stride < 1:
+        raise UserError("--size must be at least 16 and --stride at least 1")
+    clips = _select(args)
+    config = FommPrepareConfig(size=args.size, max_frames=args.max_frames, stride=args.stride)
+    bar = tqdm(total=len(clips), desc="prepare", unit="clip", disable=args.quiet)
+
+    def progress(name: str, error: str | None) -> None:
+        bar.update(1)
+        if error:
+            tqdm.write(f"keyface train prepare: skipped {name}: {error}", file=sys.stderr)
+
+    failed = prepare_fomm_clips(
+        [(c.path, c.person) for c in clips],
+        Path(args.out),
+        config,
+        workers=args.workers,
+        progress=progress,
+    )
+    bar.close()
+    print(f"prepared {len(clips) - len(failed)} of {len(clips)} clips in {args.out}")
+    return 1 if failed and len(failed) == len(clips) else 0
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from keyface.train.data import (
+        KeyframeConfig,
+        PrepareConfig,
+        prepare_all_keyframes,
+        prepare_clips,
+    )
+
+    if args.task == "fomm":
+        return _prepare_fomm(args)
+    clips = _select(args)
     config = PrepareConfig(max_frames=args.max_frames, references=args.references, codec=args.codec)
     bar = tqdm(total=len(clips), desc="prepare", unit="clip", disable=args.quiet)
 
@@ -184,7 +251,8 @@ def _fit_fusion(args: argparse.Namespace) -> int:
     from keyface.train.fusion import main
 
     argv = ["--data", args.data, "--run", args.run, "--steps", str(args.steps)]
-    argv += ["--batch", str(args.batch), "--patch", str(args.patch), "--lr", str(args.lr)]
+    lr = args.lr if args.lr is not None else 3e-4
+    argv += ["--batch", str(args.batch), "--patch", str(args.patch), "--lr", str(lr)]
     argv += ["--vgg-layers", str(args.vgg_layers), "--seed", str(args.seed)]
     argv += ["--val-every", str(args.val_every), "--threads", str(args.threads or 1)]
     return main([*argv, *(["-q"] if args.quiet else [])])
@@ -204,6 +272,8 @@ def _fit(args: argparse.Namespace) -> int:
     data = Path(args.data)
     if not data.is_dir():
         raise UserError(f"{data}: no such data cache (run `keyface train prepare` first)")
+    if args.task == "fomm":
+        return _fit_fomm(args)
     train_people, val_people = _people(args.split)
     train_clips = load_prepared(data, train_people)
     val_clips = load_prepared(data, val_people) if val_people else []
@@ -230,7 +300,7 @@ def _fit(args: argparse.Namespace) -> int:
         task=args.task,
         steps=args.steps,
         batch=args.batch,
-        lr=args.lr,
+        lr=3e-4 if args.lr is None else args.lr,
         vgg_layers=args.vgg_layers,
         vgg_mode=args.vgg_mode,
         vgg_scales=tuple(float(v) for v in args.vgg_scales.split(",")),
@@ -274,7 +344,123 @@ def _fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fit_fomm(args: argparse.Namespace) -> int:
+    import json
+    import time
+    from dataclasses import replace
+
+    from tqdm import tqdm
+
+    from keyface.threads import apply_thread_policy, current_policy, set_thread_policy
+    from keyface.train.fomm import MODEL, FommTrainConfig, model_config, train_fomm
+    from keyface.train.fomm_data import load_fomm_clips
+
+    if args.threads and args.threads != current_policy().compute:
+        set_thread_policy(replace(current_policy(), compute=args.threads, source="--threads"))
+    apply_thread_policy()
+    run_dir = Path(args.run)
+    saved = run_dir / "config.json"
+    if (run_dir / "checkpoint.pt").is_file() and saved.is_file():
+        # A resumed run keeps its network and picture size (train_fomm reads them).
+        args.size = int(json.loads(saved.read_text())["model"]["image_size"])
+    try:
+        model = model_config(args.config, args.size)
+    except ValueError as exc:
+        raise UserError(f"--config {args.config} --size {args.size}: {exc}") from None
+    train_people, val_people = _people(args.split)
+    data = Path(args.data)
+    train_clips = load_fomm_clips(data, train_people, args.size)
+    val_clips = load_fomm_clips(data, val_people, args.size) if val_people else []
+    if not train_clips:
+        raise UserError(f"{data}: no clip of the training people (`prepare --task fomm`)")
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda: no CUDA device here")
+    config = FommTrainConfig(
+        model=model,
+        steps=args.steps,
+        batch=args.batch,
+        lr=2e-4 if args.lr is None else args.lr,
+        seed=args.seed,
+        device=args.device,
+        amp=args.amp,
+        val_every=args.val_every,
+        checkpoint_every=args.checkpoint_every,
+    )
+    print(
+        f"train: {len(train_clips)} clips of {len({c.person for c in train_clips})} people, "
+        f"validation: {len(val_clips)} clips of {len({c.person for c in val_clips})} people",
+        file=sys.stderr,
+    )
+    bar = tqdm(total=args.steps, desc="train fomm", unit="step", disable=args.quiet)
+    deadline = time.monotonic() + 60 * args.minutes if args.minutes > 0 else None
+
+    def progress(step: int, record: dict[str, float]) -> None:
+        bar.n = step
+        if "total" in record:
+            bar.set_postfix(loss=f"{record['total']:.2f}")
+        bar.refresh()
+        if "val_lpips" in record:
+            tqdm.write(
+                f"step {step}: validation L1 {record['val_l1']:.4f} LPIPS "
+                f"{record['val_lpips']:.4f} (source frame: L1 {record['val_l1_source']:.4f} "
+                f"LPIPS {record['val_lpips_source']:.4f})",
+                file=sys.stderr,
+            )
+
+    train_fomm(
+        run_dir,
+        train_clips,
+        val_clips,
+        config,
+        progress=progress,
+        stop=None if deadline is None else (lambda: time.monotonic() > deadline),
+    )
+    bar.close()
+    print(f"model: {run_dir / MODEL}")
+    return 0
+
+
+def _eval_fomm(args: argparse.Namespace) -> int:
+    import json
+
+    from keyface.fomm.model import FommModelError, load_model
+    from keyface.train.fomm import Validator
+    from keyface.train.fomm_data import fixed_pairs, load_fomm_clips
+
+    try:
+        model = load_model(args.model)
+    except FommModelError as exc:
+        raise UserError(str(exc)) from None
+    _, val_people = _people(args.split)
+    size = model.config.image_size
+    clips = load_fomm_clips(Path(args.data), val_people, size)
+    if not clips:
+        raise UserError(f"{args.data}: no clip of the validation people (`prepare --task fomm`)")
+    result = Validator(*fixed_pairs(clips, args.pairs, args.seed), "cpu").run(model.networks)
+    figures = {
+        "model": str(args.model),
+        "pairs": args.pairs,
+        "clips": len(clips),
+        "people": len({c.person for c in clips}),
+        "size": size,
+        **vars(result),
+    }
+    print(
+        f"{args.pairs} pairs of {figures['people']} people at {size}x{size}: "
+        f"L1 {result.l1:.4f} LPIPS {result.lpips:.4f} "
+        f"(source frame unwarped: L1 {result.l1_source:.4f} LPIPS {result.lpips_source:.4f})"
+    )
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=1) + "\n")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     if args.train_command == "prepare":
         return _prepare(args)
+    if args.train_command == "eval-fomm":
+        return _eval_fomm(args)
     return _fit(args)
