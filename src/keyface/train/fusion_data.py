@@ -38,10 +38,8 @@ AUX_GRID: tuple[tuple[int, int], ...] = (
 
 def code_aux(frames: Sequence[np.ndarray], scale: int, qp: int) -> tuple[list[np.ndarray], int]:
     """The auxiliary stream of ``frames`` (all one size): (decoded low-resolution frames, bytes)."""
-    try:
-        from keyface.auxstream import AuxDecoder, AuxEncoder  # type: ignore[attr-defined]
-    except ImportError:
-        return _code_aux_x265(frames, scale, qp)
+    from keyface.auxstream import AuxDecoder, AuxEncoder
+
     size = frames[0].shape[0]
     enc, dec = AuxEncoder(size, scale, qp), AuxDecoder(size, scale)
     out, total = [], 0
@@ -50,51 +48,6 @@ def code_aux(frames: Sequence[np.ndarray], scale: int, qp: int) -> tuple[list[np
         total += len(data)
         out.append(dec.decode(data))
     return out, total
-
-
-def _code_aux_x265(
-    frames: Sequence[np.ndarray], scale: int, qp: int
-) -> tuple[list[np.ndarray], int]:
-    import av
-    import cv2
-
-    from keyface.intra._color import rgb_to_yuv420, yuv420_to_rgb
-    from keyface.intra.hevc import frame_to_planes, planes_to_frame
-
-    side = frames[0].shape[0] // scale
-    enc = av.CodecContext.create("libx265", "w")
-    enc.width = enc.height = side
-    enc.pix_fmt = "yuv420p"
-    enc.time_base = Fraction(1, 25)
-    params = (
-        "log-level=none:info=0:hash=0:aud=0:annexb=1:repeat-headers=1:keyint=100000:"
-        f"min-keyint=100000:scenecut=0:bframes=0:rc-lookahead=0:frame-threads=1:qp={qp}"
-    )
-    enc.options = {"preset": "fast", "tune": "zerolatency", "x265-params": params}
-    dec = av.CodecContext.create("hevc", "r")
-    dec.thread_type = "NONE"
-    dec.thread_count = 1
-    out: list[np.ndarray] = []
-    size = 0
-
-    def take(packets: list) -> None:
-        nonlocal size
-        for p in packets:
-            size += p.size
-            for d in dec.decode(p):
-                out.append(yuv420_to_rgb(*frame_to_planes(d, np.dtype(np.uint8))))
-
-    for i, f in enumerate(frames):
-        small = cv2.resize(f, (side, side), interpolation=cv2.INTER_AREA)
-        frame = planes_to_frame(rgb_to_yuv420(small), "yuv420p")
-        frame.pts = i
-        take(list(enc.encode(frame)))
-    take(list(enc.encode(None)))
-    for d in dec.decode(None):
-        out.append(yuv420_to_rgb(*frame_to_planes(d, np.dtype(np.uint8))))
-    if len(out) != len(frames):
-        raise RuntimeError(f"aux stream decoded {len(out)} frames of {len(frames)}")
-    return out, size
 
 
 def animate(clip_dir: Path, meta: dict, u: float) -> tuple[list[np.ndarray], int]:
