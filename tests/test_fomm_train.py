@@ -203,16 +203,3 @@ def test_cli_fit_resume_and_eval(tmp_path: Path, capsys: pytest.CaptureFixture[s
     figures = json.loads(result.read_text())
     assert figures["people"] == 1 and figures["size"] == 32 and figures["lpips_source"] > 0
     assert main([*args, "--steps", "1", "--device", "cuda:9"]) == 2 or torch.cuda.is_available()
-
-
-def test_the_shipped_cpu_model_is_intact() -> None:
-    import hashlib
-
-    import keyface.fomm
-
-    path = Path(keyface.fomm.__file__).parent / "weights" / "kf-fomm-small64-v1.safetensors"
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    assert digest == "e1418e80b484b8458b461a63accff763be9ead5906403340defb10f95d17b068"
-    model = load_model(path)
-    assert model.config == model_config("small", 64)
-    assert "1821 steps" in model.metadata["provenance"]
