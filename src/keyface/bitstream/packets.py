@@ -402,7 +402,7 @@ class UnknownPacket(_PacketBase):
         return cls(type=packet_type, payload=bytes(payload))
 
 
-Packet = Union[  # noqa: UP007  (a runtime alias that also works with isinstance)
+KnownPacket = Union[  # noqa: UP007  (a runtime alias that also works with isinstance)
     KeyframePacket,
     MotionPacket,
     BackgroundPacket,
@@ -410,19 +410,10 @@ Packet = Union[  # noqa: UP007  (a runtime alias that also works with isinstance
     DetailPacket,
     AuxPacket,
     EndPacket,
-    UnknownPacket,
 ]
-"""Any packet :func:`parse_packet` can return."""
 
-KnownPacket = Union[  # noqa: UP007
-    KeyframePacket,
-    MotionPacket,
-    BackgroundPacket,
-    RefreshRequestPacket,
-    DetailPacket,
-    AuxPacket,
-    EndPacket,
-]
+Packet = Union[KnownPacket, UnknownPacket]  # noqa: UP007
+"""Any packet :func:`parse_packet` can return."""
 
 PACKET_TYPES: dict[int, type[KnownPacket]] = {
     cls.TYPE: cls

@@ -204,7 +204,7 @@ class DecoderCore:
             raise BitstreamError("AUX packet in a stream without an auxiliary stream")
         first = packet.first_frame
         if first != self._aux_next:
-            if first < self._aux_next or not self._live_gap_ok(first):
+            if first < self._aux_next or not self.live:
                 raise BitstreamError(
                     f"AUX packet starts at frame {first}, expected {self._aux_next}"
                 )
@@ -246,9 +246,6 @@ class DecoderCore:
                 self._aux_frames[index] = self._aux_last
         self._aux_next = packet.frames.stop
         return out
-
-    def _live_gap_ok(self, first: int) -> bool:
-        return self.live
 
     @property
     def aux_synced(self) -> bool:
