@@ -64,8 +64,8 @@ def run_clip(task: tuple[str, list[tuple], list[str], list[str], int | None]) ->
         gop = config.gop if config.mode == "bidirectional" else 0
         coded = encode_analysis(analysis, config)
         parsed = read_stream(coded.data)
-        decoder = DecoderCore(parsed.header)
-        decoder.fusion = None  # the animated frames and the aux pictures, unfused
+        # the animated frames and the aux pictures, unfused
+        decoder = DecoderCore(parsed.header, fusion="none")
         frames = []
         t0 = time.perf_counter()
         for packet in parsed.packets:

@@ -59,7 +59,7 @@ def test_training_free_fusions_do_not_import_torch() -> None:
     code = (
         "import sys, numpy as np\n"
         "from keyface.fusion import get_fusion\n"
-        "for n in ('band', 'aligned'):\n"
+        "for n in ('none', 'band', 'aligned'):\n"
         "    get_fusion(n).fuse(np.zeros((64, 64, 3), np.uint8), np.zeros((16, 16, 3), np.uint8))\n"
         "print('torch' in sys.modules)\n"
     )
@@ -67,7 +67,7 @@ def test_training_free_fusions_do_not_import_torch() -> None:
     assert out.stdout.strip() == "False"
 
 
-@pytest.mark.parametrize("name", ["band", "aligned"])
+@pytest.mark.parametrize("name", ["none", "band", "aligned"])
 @pytest.mark.parametrize("k", [2, 4, 8])
 def test_shapes_dtypes_and_determinism(name: str, k: int) -> None:
     src = _smooth(k)
@@ -76,6 +76,13 @@ def test_shapes_dtypes_and_determinism(name: str, k: int) -> None:
     assert out.shape == src.shape and out.dtype == np.uint8
     again = get_fusion(name).fuse(src, _down(src, k))
     assert np.array_equal(out, again)
+
+
+def test_none_is_the_animation_alone() -> None:
+    """``--fusion none``: the animated frame untouched, whatever the aux picture says."""
+    src = _smooth(4)
+    out = get_fusion("none").fuse(src, np.zeros((32, 32, 3), np.uint8))
+    assert np.array_equal(out, src)
 
 
 def test_bad_inputs_are_refused() -> None:

@@ -8,11 +8,12 @@ is in the right place but blurry and blocky. A :class:`Fusion` makes one frame o
     fusion = get_fusion()                 # DEFAULT_FUSION
     frame = fusion.fuse(animated, aux)    # (S, S, 3) uint8, (S/k, S/k, 3) uint8 -> (S, S, 3)
 
-Names (``available_fusions()``): ``"band"`` (the naive band split, the ablation baseline),
-``"aligned"`` (training-free: the animation aligned to the auxiliary frame, its low band
-corrected where they disagree, the auxiliary frame where the animation cannot be placed) and
-each shipped learned fusion (:mod:`keyface.fusion.catalog`; torch is imported only when one is
-looked up). Fusions keep no state between frames: frames may be skipped or reordered.
+Names (``available_fusions()``): ``"none"`` (the animation alone), ``"band"`` (the naive
+band split, the ablation baseline), ``"aligned"`` (training-free: the animation aligned to the
+auxiliary frame, its low band corrected where they disagree, the auxiliary frame where the
+animation cannot be placed) and each shipped learned fusion (:mod:`keyface.fusion.catalog`;
+torch is imported only when one is looked up). Fusions keep no state between frames: frames
+may be skipped or reordered.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Protocol
 import numpy as np
 
 from keyface.fusion.catalog import SHIPPED, ShippedFusion
-from keyface.fusion.classic import AlignedFusion, BandFusion, upsample_aux
+from keyface.fusion.classic import AlignedFusion, BandFusion, NoFusion, upsample_aux
 from keyface.registry import Registry
 
 
@@ -46,6 +47,9 @@ DEFAULT_FUSION = "aligned"
 ship."""
 
 FUSIONS: Registry[Fusion] = Registry("fusion", error=UnknownFusionError)
+FUSIONS.register("none", summary="the animation alone (aux decoded, not used)", cached=False)(
+    NoFusion
+)
 FUSIONS.register("band", summary="aux low band + animation high band (baseline)", cached=False)(
     BandFusion
 )
@@ -97,6 +101,7 @@ __all__ = [
     "AlignedFusion",
     "BandFusion",
     "Fusion",
+    "NoFusion",
     "UnknownFusionError",
     "available_fusions",
     "get_fusion",

@@ -57,6 +57,17 @@ def _to_u8(image: np.ndarray) -> np.ndarray:
     return np.clip(image + 0.5, 0, 255).astype(np.uint8)
 
 
+class NoFusion:
+    """The animated frame as it is (the aux picture is still decoded and kept): the ablation
+    baseline, and ``keyface decode --fusion none``."""
+
+    name = "none"
+
+    def fuse(self, animated: np.ndarray, aux: np.ndarray) -> np.ndarray:
+        check_pair(animated, aux)
+        return animated
+
+
 class BandFusion:
     """``up(aux) + anim - up(down(anim))`` (module doc)."""
 
