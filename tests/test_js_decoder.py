@@ -780,3 +780,33 @@ def assert_same_decode(got: dict[str, Any], want: dict[str, Any]) -> None:
             assert g["field"] is None
         else:
             np.testing.assert_allclose(g["field"], w["field"], atol=1e-9, rtol=0)
+
+
+def test_the_server_serves_the_decoder_modules_and_the_model() -> None:
+    """``keyface serve`` hands the page the decoder's modules (as JavaScript) and the model
+    files byte for byte, and nothing outside the decoder's folder."""
+    import asyncio
+
+    import aiohttp
+
+    from keyface.server.conference import ServerConfig
+    from keyface.server.http import start_server
+
+    async def main() -> None:
+        server = await start_server(ServerConfig(secret=b"s" * 32), port=0)
+        try:
+            async with aiohttp.ClientSession() as session:
+                base = f"{server.url}/static/decoder/"
+                async with session.get(base + "decoder.js") as r:
+                    assert r.status == 200
+                    assert "javascript" in r.content_type
+                for name, data in web_model_files().items():
+                    async with session.get(base + "models/" + name) as r:
+                        assert r.status == 200 and await r.read() == data
+                for bad in ("../http.py", "..%2Fhttp.py", "nothing.js"):
+                    async with session.get(base + bad) as r:
+                        assert r.status in (403, 404), bad
+        finally:
+            await server.close()
+
+    asyncio.run(asyncio.wait_for(main(), 60))
