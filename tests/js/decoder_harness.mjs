@@ -12,6 +12,7 @@ import { parseDatagram } from "../../src/keyface/server/static/decoder/datagram.
 import { MotionDecoder } from "../../src/keyface/server/static/decoder/decoder.js";
 import { parseHeader } from "../../src/keyface/server/static/decoder/header.js";
 import { MotionModels } from "../../src/keyface/server/static/decoder/model.js";
+import { MotionCoderState, decodeFrames } from "../../src/keyface/server/static/decoder/motion.js";
 import { parsePacket } from "../../src/keyface/server/static/decoder/packets.js";
 import { StreamReader, readStream } from "../../src/keyface/server/static/decoder/stream.js";
 
@@ -122,6 +123,36 @@ function decodeLive(models, datagrams) {
   return { frames, error: null };
 }
 
+/** Best of `repeat` timed decodes of a valid stream: the motion symbols alone (range decoding
+ * and the coder state), and the whole MotionDecoder (symbols, keypoints, field, checks). */
+function bench(models, data, repeat) {
+  const parsed = readStream(data);
+  const header = parsed.header;
+  let symbolsMs = Infinity;
+  let decodeMs = Infinity;
+  let frames = 0;
+  for (let r = 0; r < repeat; r++) {
+    const rep = models.forHeader(header);
+    const state = new MotionCoderState(rep.steps, rep.mean, rep.spread, rep.deltaSpread);
+    const keys = new Set();
+    let t = performance.now();
+    for (const p of parsed.packets) {
+      if (p.type === 1) keys.add(p.frameIndex);
+      if (p.type !== 2) continue;
+      if (p.reset) state.reset();
+      const isKey = Array.from({ length: p.nFrames }, (_, k) => keys.has(p.firstFrame + k));
+      decodeFrames(state, p.data, isKey);
+    }
+    symbolsMs = Math.min(symbolsMs, performance.now() - t);
+    const decoder = new MotionDecoder(header, models);
+    t = performance.now();
+    frames = 0;
+    for (const p of parsed.packets) frames += decoder.receive(p).length;
+    decodeMs = Math.min(decodeMs, performance.now() - t);
+  }
+  return { frames, symbols_ms: symbolsMs, decode_ms: decodeMs };
+}
+
 function run(task, models) {
   const data = task.data === undefined ? null : bytes(task.data);
   switch (task.op) {
@@ -180,6 +211,8 @@ function run(task, models) {
       return decodeStream(models, data);
     case "live":
       return decodeLive(models, task.datagrams);
+    case "bench":
+      return bench(models, data, task.repeat);
     default:
       throw new Error(`unknown op ${task.op}`);
   }
