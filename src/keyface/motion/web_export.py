@@ -3,9 +3,10 @@
 
 The receiver page decodes motion itself, so it needs the same model the Python decoder
 rebuilds keypoints with: ``models.json`` (a versioned manifest: per model its name, version,
-the CRC-32 digest streams name it by, the quantiser levels, the body-field constants, and the
-file, size and SHA-256 of its arrays) and ``facemesh_pca_v1.bin`` (the float32 little-endian
-arrays, exactly the values of ``facemesh_pca_v1.npz``). The page checks the SHA-256 before it
+the CRC-32 digest streams name it by, the quantiser levels, the file, size and SHA-256 of its
+arrays; the body-field constants and the face-mesh index tables the warp needs) and
+``facemesh_pca_v1.bin`` (the float32 little-endian arrays, exactly the values of
+``facemesh_pca_v1.npz``). The page checks the SHA-256 before it
 uses the arrays and the digest against every stream header.
 
 :func:`export_web_model` writes both; ``python -m keyface.motion.web_export`` rewrites the
@@ -22,7 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from keyface.facemesh import FACE_OVAL
+from keyface.facemesh import (
+    FACE_OVAL,
+    INNER_LIPS,
+    INNER_MOUTH_CORNERS,
+    NUM_POINTS,
+    OUTER_LIP_MIDDLE,
+)
 from keyface.motion.facemesh_pca import MODEL_FILE, FaceMeshPCA
 from keyface.motion.field import (
     FACE_FEATHER,
@@ -87,8 +94,14 @@ def web_model_files(model_path: str | Path | None = None) -> dict[str, bytes]:
                 "level_num_coeffs": level_k,
                 "num_pose": 6,
                 "reference_size": 256,
-                "face_oval": list(FACE_OVAL),
             }
+        },
+        "facemesh": {
+            "num_points": NUM_POINTS,
+            "face_oval": list(FACE_OVAL),
+            "inner_lips": [list(pair) for pair in INNER_LIPS],
+            "inner_mouth_corners": list(INNER_MOUTH_CORNERS),
+            "outer_lip_middle": list(OUTER_LIP_MIDDLE),
         },
         "field": {
             "name": "facemesh-pca-field",
