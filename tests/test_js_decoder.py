@@ -810,3 +810,49 @@ def test_the_server_serves_the_decoder_modules_and_the_model() -> None:
             await server.close()
 
     asyncio.run(asyncio.wait_for(main(), 60))
+
+
+@needs_node
+def test_reader_fed_a_byte_at_a_time_keeps_up_on_a_long_stream() -> None:
+    """The incremental reader drops consumed bytes (the stream is longer than its 64 KiB
+    compaction threshold): one-byte feeds give the events and offsets of the reference."""
+    data = synthetic_motion_stream(np.random.default_rng(5), "facemesh-pca-field", 2, 1000)
+    assert len(data) > 65536
+    chunks = [1] * len(data)
+    (got,) = run_js([{"op": "reader", "data": data.hex(), "chunks": chunks}])
+    assert got == py_reader(data, chunks)
+
+
+@needs_node
+def test_pictures_are_checked_before_the_browser_decodes_them() -> None:
+    """AVIF keyframes: the boxes and the size the file declares (its ``ispe``) are checked
+    against the decoder's limit before any decoding, with DecoderCore's messages."""
+    from keyface.codec import limits
+    from keyface.intra import IntraCodecError
+    from keyface.intra.avif import AvifIntraCodec
+
+    avif = AvifIntraCodec(speed=8)
+    good = avif.encode(np.full((64, 48, 3), 90, np.uint8), 50)
+    at = good.index(b"ispe") + 8
+    huge = good[:at] + (65535).to_bytes(4, "big") * 2 + good[at + 8 :]
+    inputs = [good, huge, good[:-1], good + b"\x00", good[:15], b"\x00" * 32, good[: at - 20]]
+    tasks = [
+        {"op": "picture", "data": d.hex(), "codec": "avif", "width": 48, "height": 64}
+        for d in inputs
+    ]
+    tasks.append({"op": "picture", "data": good.hex(), "codec": "avif", "width": 8, "height": 8})
+    got = run_js(tasks)
+    for task, result in zip(tasks, got, strict=True):
+        data = bytes.fromhex(task["data"])
+        max_pixels = limits.intra_max_pixels((task["width"], task["height"]))
+        try:
+            avif.decode(data, max_pixels=max_pixels)
+            want = None
+        except IntraCodecError as exc:
+            want = {"error": f"undecodable keyframe picture ({exc})", "offset": None}
+        if want is None or "exceeds" in want["error"] or "corrupt avif data (t" in want["error"]:
+            assert result == want, (task, result, want)
+        else:  # Pillow's words for other damage are its own; the JS check refuses it too
+            assert result is not None and result["error"].startswith("undecodable keyframe")
+    refused = "avif picture of 65535x65535 exceeds the 28672-pixel limit)"
+    assert got[1]["error"].endswith(refused), got[1]

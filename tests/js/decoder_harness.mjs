@@ -14,6 +14,7 @@ import { parseHeader } from "../../src/keyface/server/static/decoder/header.js";
 import { MotionModels } from "../../src/keyface/server/static/decoder/model.js";
 import { MotionCoderState, decodeFrames } from "../../src/keyface/server/static/decoder/motion.js";
 import { parsePacket } from "../../src/keyface/server/static/decoder/packets.js";
+import { checkPicture } from "../../src/keyface/server/static/decoder/picture.js";
 import { StreamReader, readStream } from "../../src/keyface/server/static/decoder/stream.js";
 
 const SKIP = new Set(["name"]);
@@ -211,6 +212,14 @@ function run(task, models) {
       return decodeStream(models, data);
     case "live":
       return decodeLive(models, task.datagrams);
+    case "picture": {
+      try {
+        checkPicture(data, task.codec, task.width, task.height);
+        return null;
+      } catch (exc) {
+        return error(exc);
+      }
+    }
     case "bench":
       return bench(models, data, task.repeat);
     default:

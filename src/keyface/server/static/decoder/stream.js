@@ -26,7 +26,9 @@ function ruleViolation(header, packet) {
  */
 export class StreamReader {
   constructor() {
-    this.buf = new Uint8Array(0);
+    this.store = new Uint8Array(1024); // bytes fed; this.buf views the filled part
+    this.buf = this.store.subarray(0, 0);
+    this.base = 0; // stream offset of buf[0] (consumed bytes are discarded now and then)
     this.pos = 0;
     this.header = null;
     this.ended = false;
@@ -35,15 +37,26 @@ export class StreamReader {
   }
 
   get offset() {
-    return this.pos;
+    return this.base + this.pos;
   }
 
+  /** Append received bytes (amortised: the store doubles, consumed bytes are dropped). */
   feed(data) {
     if (this.closed) throw new Error("StreamReader.feed() called after close()");
-    const grown = new Uint8Array(this.buf.length + data.length);
-    grown.set(this.buf);
-    grown.set(data, this.buf.length);
-    this.buf = grown;
+    let used = this.buf.length;
+    if (this.header !== null && this.pos >= 65536 && 2 * this.pos >= used) {
+      this.store.copyWithin(0, this.pos, used);
+      used -= this.pos;
+      this.base += this.pos;
+      this.pos = 0;
+    }
+    if (used + data.length > this.store.length) {
+      const grown = new Uint8Array(Math.max(2 * this.store.length, used + data.length));
+      grown.set(this.store.subarray(0, used));
+      this.store = grown;
+    }
+    this.store.set(data, used);
+    this.buf = this.store.subarray(0, used + data.length);
   }
 
   nextEvent() {
@@ -62,16 +75,16 @@ export class StreamReader {
     if (this.header === null) {
       const size = headerSize(buf, buf.length);
       if (size === null || size > avail) return null;
-      this.header = decodeHeaderRecord(buf.subarray(0, size));
+      this.header = decodeHeaderRecord(buf.slice(0, size)); // a copy: the store is reused
       this.pos += size;
       return { kind: "header", header: this.header };
     }
     if (avail === 0) return null;
-    const at = this.pos;
+    const at = this.offset;
     if (this.ended) throw new BitstreamError(`unexpected data after the END packet at byte ${at}`, at);
     const size = packetSize(buf, this.pos, buf.length, at);
     if (size === null || size > avail) return null;
-    const packet = decodePacket(buf.subarray(this.pos, this.pos + size), at);
+    const packet = decodePacket(buf.slice(this.pos, this.pos + size), at); // a copy, as above
     const problem = ruleViolation(this.header, packet);
     if (problem !== null) throw new BitstreamError(`${describeType(packet.type)} at byte ${at}: ${problem}`, at);
     this.pos += size;
@@ -88,7 +101,7 @@ export class StreamReader {
       const size = headerSize(this.buf, avail);
       if (size === null || size > avail) throw headerTruncated(this.buf, avail);
     } else if (this.buf.length - this.pos) {
-      const at = this.pos;
+      const at = this.offset;
       if (this.ended) throw new BitstreamError(`unexpected data after the END packet at byte ${at}`, at);
       const size = packetSize(this.buf, this.pos, avail, at);
       if (size === null || size > this.buf.length - this.pos) throw packetTruncated(this.buf, this.pos, avail, at);
