@@ -260,3 +260,50 @@ def test_chromium_plays_an_avif_stream_like_the_python_decoder() -> None:
     )
     assert [f["index"] for f in got["frames"]] == sorted(want)
     assert min(values) >= MIN_PSNR
+
+
+def test_the_player_page_plays_an_avif_stream(tmp_path) -> None:
+    """``/static/decoder/play.html``: a stream chosen in the page plays to its last frame,
+    which is the Python decoder's (with the warp) within the warp's PSNR."""
+    import io
+
+    from PIL import Image
+    from playwright.async_api import async_playwright
+
+    data = avif_stream()
+    path = tmp_path / "carphone_avif.kf"
+    path.write_bytes(data)
+    parsed = read_stream(data)
+    decoder = DecoderCore(parsed.header, renderer=WarpRenderer())
+    last = [f.image for p in parsed.packets for f in decoder.receive(p)][-1]
+
+    async def main() -> tuple[dict[str, Any], str]:
+        server = await start_server(ServerConfig(secret=b"s" * 32), port=0)
+        try:
+            async with async_playwright() as p:
+                browser = await p.chromium.launch(
+                    executable_path=CHROMIUM, headless=True, args=ARGS
+                )
+                try:
+                    page = await browser.new_page()
+                    await page.goto(f"{server.url}/static/decoder/play.html")
+                    await page.set_input_files("#file", str(path))
+                    await page.wait_for_function("window.keyfacePlayer.done", timeout=120_000)
+                    state = await page.evaluate("window.keyfacePlayer")
+                    png = await page.evaluate(
+                        "document.getElementById('screen').toDataURL('image/png')"
+                    )
+                    return state, png
+                finally:
+                    await browser.close()
+        finally:
+            await server.close()
+
+    state, png = asyncio.run(asyncio.wait_for(main(), 300))
+    assert state["error"] is None and state["frames"] == 12, state
+    shown = np.asarray(
+        Image.open(io.BytesIO(base64.b64decode(png.split(",", 1)[1]))).convert("RGB")
+    )
+    value = psnr(shown, last)
+    print(f"player page, last frame vs DecoderCore + warp: {value:.2f} dB")
+    assert value >= MIN_PSNR
