@@ -6,6 +6,8 @@ POST    ``/room/<name>/join``       ``{"sdp","type":"offer","token","role"}`` ->
 GET     ``/room/<name>/state``      participants and their figures (token: ``Authorization:
                                     Bearer <token>`` or ``?token=``)
 GET     ``/healthz``                ``ok``
+GET     ``/static/decoder/<file>``  the browser decoder's ES modules and motion model
+                                    (``static/decoder``, docs/browser.md)
 ======  ==========================  ============================================================
 
 Errors are JSON ``{"error": "..."}`` with status 400 (malformed body or offer), 401 (missing,
@@ -55,6 +57,11 @@ time) or a bracket."""
 
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
+
+
+def decoder_dir() -> str:
+    """The browser decoder's folder shipped with the package (``/static/decoder/``)."""
+    return str(resources.files("keyface.server").joinpath("static", "decoder"))
 
 
 def room_page() -> str:
@@ -150,6 +157,7 @@ def create_app(config: ServerConfig) -> web.Application:
     app.router.add_post("/room/{name}/join", _join)
     app.router.add_get("/room/{name}/state", _state)
     app.router.add_get("/healthz", _health)
+    app.router.add_static("/static/decoder/", decoder_dir())
 
     async def close(app: web.Application) -> None:
         await app[CONFERENCE].close()
