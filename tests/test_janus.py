@@ -12,14 +12,20 @@ installed (``scripts/install_janus.sh``).
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
+import json
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from keyface.codec.config import CodecConfig
 from keyface.pipeline import cropped_frames
@@ -110,12 +116,17 @@ class LiveLoop:
     """A live sender over the clip (ping-pong), coding each frame when it is due and applying
     the feedback the Janus sender client hands over (refresh requests) between frames."""
 
-    def __init__(self, clip: tuple[list[np.ndarray], list, Any], client: JanusSenderClient):
+    def __init__(
+        self,
+        clip: tuple[list[np.ndarray], list, Any],
+        client: JanusSenderClient,
+        intra: str = "hevc",
+    ):
         crops, landmarks, crop = clip
         self.crops, self.landmarks = crops, landmarks
         self.order = list(range(len(crops))) + list(range(len(crops) - 2, 0, -1))
         self.session = SenderSession(
-            CodecConfig(size=crops[0].shape[0], intra_codec="hevc"),
+            CodecConfig(size=crops[0].shape[0], intra_codec=intra),
             Fraction(int(FPS)),
             crop=crop,
             reset_interval=15,
@@ -244,3 +255,100 @@ def test_janus_room_pin_is_required(tmp_path: Path) -> None:
             janus.stop()
 
     _run(main())
+
+
+# -- a browser receiver ----------------------------------------------------------------------
+def _chromium() -> str | None:
+    from test_browser import CHROMIUM
+
+    return CHROMIUM
+
+
+@needs_janus
+@pytest.mark.slow
+@pytest.mark.skipif(_chromium() is None, reason="no Chromium found (scripts/install_chromium.sh)")
+@pytest.mark.skipif(
+    bool(os.environ.get("CI")) and not os.environ.get("KEYFACE_BROWSER_TEST"),
+    reason="CI: Chromium launches are opt-in (KEYFACE_BROWSER_TEST=1), see tests/test_browser.py",
+)
+def test_a_page_behind_janus_decodes_a_participant(tmp_path: Path, clip) -> None:
+    """``/static/decoder/janus.html`` in headless Chromium subscribes through Janus after the
+    sender started (so it asks for an IDR by a TextRoom whisper) and decodes the AVIF stream
+    with the page's decoder: the last frame it shows is the Python decoder's (warp renderer)
+    within the warp's PSNR (docs/browser.md). ``KEYFACE_JANUS_SCREENSHOT=PATH`` saves the page."""
+    from playwright.async_api import async_playwright
+    from test_js_browser import ARGS, MIN_PSNR, psnr
+
+    from keyface.server.conference import ServerConfig
+    from keyface.server.http import start_server
+
+    frames = 150
+
+    async def main() -> dict[str, Any]:
+        janus = JanusProcess(tmp_path / "janus")
+        await janus.start()
+        server = await start_server(ServerConfig(secret=b"s" * 32), port=0)
+        try:
+            await create_room(janus.url, ROOM, admin_key=janus.config.admin_key, pin=PIN)
+            sender = JanusSenderClient(janus.url, ROOM, "alice", pin=PIN)
+            await sender.connect()
+            live = LiveLoop(clip, sender, intra="avif")
+            async with async_playwright() as p:
+                browser = await p.chromium.launch(
+                    executable_path=_chromium(), headless=True, args=ARGS
+                )
+                try:
+                    page = await browser.new_page(viewport={"width": 640, "height": 520})
+                    query = urlencode(
+                        {"janus": janus.url, "room": ROOM, "participant": "alice", "pin": PIN}
+                    )
+                    sending = asyncio.ensure_future(live.run(frames))
+                    while len(live.sent) < 15:  # the page joins a running stream
+                        await asyncio.sleep(0.02)
+                    await page.goto(f"{server.url}/static/decoder/janus.html?{query}")
+                    await sending
+                    await page.wait_for_function(
+                        f"window.keyfaceJanus.lastIndex === {frames - 1}"
+                        " || window.keyfaceJanus.error !== null",
+                        timeout=150_000,
+                    )
+                    state = await page.evaluate("window.keyfaceJanus")
+                    png = await page.evaluate(
+                        "document.getElementById('screen').toDataURL('image/png')"
+                    )
+                    shot = os.environ.get("KEYFACE_JANUS_SCREENSHOT")
+                    if shot:
+                        await page.screenshot(path=shot)
+                finally:
+                    await browser.close()
+            stats = live.session.stats
+            await sender.close()
+            return {"state": state, "png": png, "sent": live.sent, "stats": stats}
+        finally:
+            await server.close()
+            janus.stop()
+
+    r = _run(main())
+    state = r["state"]
+    print(f"janus page: {state}; sender: {r['stats']}")
+    assert state["error"] is None, state
+    assert state["refreshes"] >= 1 and r["stats"].refresh_requests >= 1
+    assert state["firstIndex"] > 15 and state["lastIndex"] == frames - 1
+    reference = _reference(r["sent"], get_renderer("warp"))
+    shown = np.asarray(
+        Image.open(io.BytesIO(base64.b64decode(r["png"].split(",", 1)[1]))).convert("RGB")
+    )
+    value = psnr(shown, reference[frames - 1])
+    print(f"janus page, last frame vs DecoderCore + warp: {value:.2f} dB")
+    shot = os.environ.get("KEYFACE_JANUS_SCREENSHOT")
+    if shot:  # the figures beside the picture (results/janus/)
+        summary = {
+            "page": state,
+            "frames_sent": frames,
+            "sender_refresh_requests": r["stats"].refresh_requests,
+            "sender_idr_keyframes": r["stats"].idr_keyframes,
+            "sender_kbps": round(r["stats"].bits / 1000 / (frames / FPS), 2),
+            "last_frame_psnr_db_vs_python_warp": round(value, 2),
+        }
+        Path(shot).with_suffix(".json").write_text(json.dumps(summary, indent=1) + "\n")
+    assert value >= MIN_PSNR
