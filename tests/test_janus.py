@@ -16,6 +16,7 @@ import base64
 import io
 import json
 import os
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
@@ -352,3 +353,60 @@ def test_a_page_behind_janus_decodes_a_participant(tmp_path: Path, clip) -> None
         }
         Path(shot).with_suffix(".json").write_text(json.dumps(summary, indent=1) + "\n")
     assert value >= MIN_PSNR
+
+
+# -- the command line --------------------------------------------------------------------------
+@needs_janus
+@pytest.mark.slow
+def test_keyface_janus_room_and_send(tmp_path: Path, carphone_path: Path) -> None:
+    """``keyface janus room`` creates the rooms (a wrong admin key is one line, exit 2) and
+    ``keyface janus send`` (another process: face analysis, live coding, AVIF keyframes)
+    streams carphone to a Python receiver that decodes its frames."""
+    import subprocess
+    import sys
+
+    from keyface.cli.main import main as cli
+
+    async def main() -> tuple[int, str, list, int]:
+        janus = JanusProcess(tmp_path / "janus")
+        await janus.start()
+        try:
+            url, key = janus.url, janus.config.admin_key
+            loop = asyncio.get_running_loop()
+            bad = await loop.run_in_executor(
+                None, cli, ["janus", "room", "--janus", url, "--room", ROOM, "--admin-key", "x"]
+            )
+            assert bad == 2
+            args = ["janus", "room", "--janus", url, "--room", ROOM, "--admin-key", key]
+            assert await loop.run_in_executor(None, cli, [*args, "--pin", PIN]) == 0
+            send = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "keyface", "janus", "send",
+                "--input", str(carphone_path), "--max-frames", "75", "--janus", url,
+                "--room", ROOM, "--participant", "carol", "--pin", PIN, "-q",
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+            receiver = JanusReceiverClient(
+                url, ROOM, "carol", pin=PIN, renderer=get_renderer("warp"), keep_images=False
+            )
+            await receiver.connect(timeout=120)
+            out, _ = await send.communicate()
+            await asyncio.sleep(0.5)
+            await receiver.close()
+            code = send.returncode
+            assert code is not None
+            return code, out.decode(), receiver.frames, receiver.stats.feedback_sent
+        finally:
+            janus.stop()
+
+    code, out, frames, feedback = _run(main())
+    print(out)
+    assert code == 0, out
+    match = re.search(r"sent (\d+) frames", out)
+    assert match is not None, out
+    sent = int(match.group(1))  # source frames the analysis skipped on a busy machine are not
+    assert sent >= 20, out
+    decoded = [f for f in frames if not f.concealed]
+    # The receiver subscribes once carol publishes, possibly after her first frames (it then
+    # asks for an IDR and decodes from there), and decodes to her last frame.
+    assert decoded and decoded[-1].index == sent - 1, (len(decoded), feedback)
+    assert len(decoded) >= sent // 2

@@ -286,7 +286,12 @@ class JanusSession:
 
     async def create(self) -> JanusSession:
         self._http = aiohttp.ClientSession()
-        answer = await self._post(self.url, {"janus": "create"})
+        try:
+            answer = await self._post(self.url, {"janus": "create"})
+        except BaseException:
+            await self._http.close()
+            self._http = None
+            raise
         self.id = int(answer["data"]["id"])
         self._poller = asyncio.ensure_future(self._poll())
         return self
