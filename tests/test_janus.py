@@ -240,6 +240,48 @@ def test_janus_carries_a_live_stream_and_a_late_joiner_gets_an_idr(tmp_path: Pat
 
 @needs_janus
 @pytest.mark.slow
+def test_lost_motion_is_concealed_behind_janus(tmp_path: Path, clip) -> None:
+    """The sender drops 10 % of its motion datagrams (seeded): the receiver emits every frame,
+    conceals the lost ones until the next motion reset, and every frame it decodes is the
+    loss-free decode's."""
+    renderer = get_renderer("warp")
+
+    async def main() -> tuple[list, list, int]:
+        janus = JanusProcess(tmp_path / "janus")
+        await janus.start()
+        try:
+            await create_room(janus.url, ROOM, admin_key=janus.config.admin_key)
+            sender = JanusSenderClient(janus.url, ROOM, "alice", loss=0.1, seed=3)
+            await sender.connect()
+            receiver = JanusReceiverClient(janus.url, ROOM, "alice", renderer=renderer)
+            await receiver.connect()
+            live = LiveLoop(clip, sender)
+            await live.run(90)
+            await _settle([receiver], 89, 15.0)
+            dropped = sender.stats.dropped_motion
+            await receiver.close()
+            await sender.close()
+            return live.sent, receiver.frames, dropped
+        finally:
+            janus.stop()
+
+    sent, frames, dropped = _run(main())
+    reference = _reference(sent, renderer)
+    assert dropped >= 3
+    # every frame in order (the last one, if lost, is never given up: no later frame comes)
+    assert [f.index for f in frames] == list(range(len(frames))) and len(frames) >= 89
+    concealed = [f.index for f in frames if f.concealed]
+    print(
+        f"janus, 10 % motion loss: {dropped} dropped, {len(concealed)} of {len(frames)} concealed"
+    )
+    assert len(concealed) >= dropped
+    for f in frames:
+        if not f.concealed:
+            assert np.array_equal(f.image, reference[f.index]), f.index
+
+
+@needs_janus
+@pytest.mark.slow
 def test_janus_room_pin_is_required(tmp_path: Path) -> None:
     async def main() -> None:
         janus = JanusProcess(tmp_path / "janus")

@@ -31,15 +31,17 @@ import logging
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import numpy as np
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 
 from keyface.render import Renderer
@@ -192,8 +194,6 @@ admin: {{ admin_http = false }}
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
@@ -297,13 +297,13 @@ class JanusSession:
         return self
 
     async def attach(self, plugin: str) -> JanusHandle:
-        answer = await self._post(self._session_url, {"janus": "attach", "plugin": plugin})
+        answer = await self._post(self.session_url, {"janus": "attach", "plugin": plugin})
         handle = JanusHandle(self, int(answer["data"]["id"]), plugin)
         self.handles[handle.id] = handle
         return handle
 
     @property
-    def _session_url(self) -> str:
+    def session_url(self) -> str:
         return f"{self.url}/{self.id}"
 
     async def _post(self, url: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -316,9 +316,7 @@ class JanusSession:
             raise JanusError(str(error.get("reason", "janus error")), error.get("code"))
         return dict(answer)
 
-    async def _request_async(
-        self, url: str, body: dict[str, Any], timeout: float
-    ) -> dict[str, Any]:
+    async def request(self, url: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
         """A request Janus acknowledges at once and answers with an event (same transaction)."""
         transaction = _transaction()
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
@@ -336,7 +334,7 @@ class JanusSession:
         while True:
             try:
                 async with self._http.get(
-                    f"{self._session_url}?maxev=10", timeout=aiohttp.ClientTimeout(total=40)
+                    f"{self.session_url}?maxev=10", timeout=aiohttp.ClientTimeout(total=40)
                 ) as response:
                     events = await response.json(content_type=None)
             except asyncio.CancelledError:
@@ -372,7 +370,7 @@ class JanusSession:
         if self._http is not None:
             if self.id is not None:
                 with contextlib.suppress(aiohttp.ClientError, JanusError, asyncio.TimeoutError):
-                    await self._post(self._session_url, {"janus": "destroy"})
+                    await self._post(self.session_url, {"janus": "destroy"})
             await self._http.close()
             self._http = None
 
@@ -388,7 +386,7 @@ class JanusHandle:
 
     @property
     def url(self) -> str:
-        return f"{self.session._session_url}/{self.id}"
+        return f"{self.session.session_url}/{self.id}"
 
     async def message(
         self, body: dict[str, Any], jsep: dict[str, str] | None = None, timeout: float = 15.0
@@ -398,7 +396,7 @@ class JanusHandle:
         request: dict[str, Any] = {"janus": "message", "body": body}
         if jsep is not None:
             request["jsep"] = jsep
-        answer = await self.session._request_async(self.url, request, timeout)
+        answer = await self.session.request(self.url, request, timeout)
         data = dict(answer.get("plugindata", {}).get("data", {}))
         if "error_code" in data or "error" in data:
             raise JanusError(str(data.get("error", "plugin error")), data.get("error_code"))
@@ -854,8 +852,4 @@ class JanusReceiverClient:
 
 
 def _without_image(f: RenderedFrame) -> RenderedFrame:
-    from dataclasses import replace
-
-    import numpy as np
-
     return replace(f, image=np.zeros((0, 0, 3), np.uint8), reference=None)
