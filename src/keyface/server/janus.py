@@ -735,6 +735,8 @@ class JanusReceiverClient:
     on_frame: Callable[[RenderedFrame], None] | None = None
     renderer: Renderer | None = None
     """The decoder's renderer (default: ``keyface.renderers.get_renderer()``)."""
+    decode: bool = True
+    """``False``: only count what arrives (``stats``; load benchmarks)."""
 
     def __post_init__(self) -> None:
         self.number = janus_room_id(self.room)
@@ -786,7 +788,8 @@ class JanusReceiverClient:
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         await handle.message({"request": "start"}, jsep=_jsep(self.pc), timeout=timeout)
         await _opened(self._ready, timeout)
-        self._ticker = asyncio.ensure_future(self._tick())
+        if self.decode:
+            self._ticker = asyncio.ensure_future(self._tick())
 
     def _channel(self, channel: RTCDataChannel) -> None:
         self.channels.append(channel.label)
@@ -797,7 +800,8 @@ class JanusReceiverClient:
             return
         self.stats.messages += 1
         self.stats.bytes += len(message)
-        self._decode(self.decoder.receive, message, time.monotonic())
+        if self.decode:
+            self._decode(self.decoder.receive, message, time.monotonic())
 
     def _decode(self, job: Callable[..., list[RenderedFrame]], *args: Any) -> None:
         """Decoding and rendering run on this receiver's worker thread, one job at a time
