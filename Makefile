@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup chromium demo test test-browser lint bench clean
+.PHONY: setup chromium janus demo test test-browser lint bench clean
 
 PIP := $(PY) -m pip --disable-pip-version-check
 
@@ -32,6 +32,10 @@ setup: $(VENV)/.installed
 # Playwright drives this system browser: `playwright install` is never run.
 chromium:
 	sh scripts/install_chromium.sh
+
+# Debian's janus for the stock-SFU test (tests/test_janus.py, docs/janus.md); skipped without.
+janus:
+	sh scripts/install_janus.sh
 
 demo: setup
 	$(VENV)/bin/keyface demo --force

@@ -34,6 +34,7 @@ COMMANDS: tuple[str, ...] = (
     "send",
     "token",
     "import-fomm",
+    "janus",
 )
 
 
