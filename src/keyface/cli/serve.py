@@ -21,7 +21,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         description=(
             "Run the conference server: senders join over WebRTC data channels, the server "
             "decodes and renders each of them and publishes a video track per sender; "
-            "receivers open GET /room/<name> in a browser."
+            "receivers open GET /room/<name> in a browser. With --relay the server forwards "
+            "the datagrams to receivers that decode them (docs/server.md, relay mode)."
         ),
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
@@ -46,6 +47,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--ice-server", action="append", default=[], help="STUN/TURN URL (repeatable; default none)"
+    )
+    p.add_argument(
+        "--relay",
+        action="store_true",
+        help="relay mode: forward each sender's datagrams to the receivers, which decode them "
+        "(join with mode relay); the server decodes and renders nothing",
     )
     p.add_argument(
         "--stamp-frames",
@@ -94,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
         stamp_frames=args.stamp_frames,
         workers=args.workers,
         ice_servers=tuple(args.ice_server),
+        relay=args.relay,
     )
     try:
         asyncio.run(serve_forever(config, args.host, args.port))

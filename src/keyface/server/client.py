@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -28,10 +29,20 @@ from keyface.server.conference import (
     LABEL_AVATAR,
     LABEL_BACKGROUND,
     LABEL_MOTION,
+    LABEL_RELAY,
+    LABEL_RELAY_MOTION,
     LABEL_RELIABLE,
 )
+from keyface.server.datagram import KIND_FRAME, DatagramError, parse_datagram
 from keyface.server.lossmodel import LossModel, RandomLoss
 from keyface.server.media import picture_stats, read_stamp
+from keyface.server.receiver import ParticipantDecoder
+from keyface.server.relay import (
+    MSG_BACKGROUND,
+    MSG_DATAGRAM,
+    encode_relay_message,
+    parse_relay_message,
+)
 from keyface.server.session import Datagram
 from keyface.server.tokens import Role
 
@@ -67,16 +78,20 @@ async def join_room(
     token: str,
     role: Role,
     resume: str | None = None,
+    mode: str | None = None,
 ) -> dict[str, Any]:
     """Offer ``pc`` to the server, apply its answer; returns the answer JSON. ``resume``: the
     ``resume`` key of this client's previous answer, to replace that connection while it is
-    still connected (docs/server.md, replayed tokens)."""
+    still connected (docs/server.md, replayed tokens). ``mode``: a receiver's ``video`` or
+    ``relay`` (default: the server's)."""
     offer = await pc.createOffer()
     await pc.setLocalDescription(offer)
     local = pc.localDescription
     body: dict[str, Any] = {"sdp": local.sdp, "type": local.type, "token": token, "role": role}
     if resume is not None:
         body["resume"] = resume
+    if mode is not None:
+        body["mode"] = mode
     async with (
         aiohttp.ClientSession() as http,
         http.post(_room_url(server, room, "/join"), json=body) as response,
@@ -302,3 +317,184 @@ class ReceiverClient:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+
+@dataclass
+class RelayedStream:
+    """What a :class:`RelayReceiverClient` got of one sender."""
+
+    participant: str
+    id: int
+    decoder: ParticipantDecoder | None
+    messages: int = 0
+    bytes: int = 0
+    """Envelope bytes received for this stream (its share of the downlink payload)."""
+    keyframes: int = 0
+    idrs: int = 0
+    malformed: int = 0
+    arrivals: list[tuple[float, int]] = field(default_factory=list)
+    """(``time.monotonic()``, frame index) of each FRAME datagram, as it arrived."""
+    frames: list[ReceivedFrame] = field(default_factory=list)
+    """Decoded (or held) pictures; ``stamp`` is the frame index."""
+    background: bytes | None = None
+    avatar: bytes | None = None
+    ended: bool = False
+
+
+class RelayReceiverClient:
+    """A receiver of a relaying server in Python: joins with ``mode`` relay, opens
+    ``keyface-relay`` and ``keyface-relay-motion``, and per sender stream counts what arrives
+    and (``decode=True``) decodes it with the sans-I/O :class:`ParticipantDecoder`, as the
+    server does in transcoding mode. The decoder's refresh and aux-refresh requests go back
+    to the server in envelopes; its acknowledgements are not sent (a relay ignores them).
+
+    ``renderer``: a ``keyface.render.Renderer`` shared by the decoders (default: the
+    decoder's own). ``keep_images`` keeps the decoded pictures. Decoding runs on the event
+    loop (tests and benchmarks with a few streams)."""
+
+    def __init__(
+        self,
+        server: str,
+        room: str,
+        token: str,
+        *,
+        decode: bool = True,
+        keep_images: bool = False,
+        renderer: Any = None,
+        ice_servers: tuple[str, ...] = (),
+        tick_s: float = 0.05,
+    ) -> None:
+        self.server, self.room, self.token = server, room, token
+        self.decode, self.keep_images, self.renderer = decode, keep_images, renderer
+        self.tick_s = tick_s
+        self.pc = RTCPeerConnection(rtc_configuration(ice_servers))
+        self.reliable = self.pc.createDataChannel(LABEL_RELAY)
+        self.motion = self.pc.createDataChannel(LABEL_RELAY_MOTION, ordered=False, maxRetransmits=0)
+        self.reliable.on("message", self._on_message)
+        self.motion.on("message", self._on_message)
+        self.streams: dict[int, RelayedStream] = {}
+        self.bytes = 0
+        """Payload bytes of every message received (the downlink, without SCTP/DTLS/UDP)."""
+        self.messages = 0
+        self.first_at: float | None = None
+        self.last_at: float | None = None
+        self.feedback_sent = 0
+        self.control: list[dict[str, Any]] = []
+        self.participant = ""
+        self._ticker: asyncio.Task[None] | None = None
+
+    async def connect(self, timeout: float = 15.0) -> dict[str, Any]:
+        """Join as a relay receiver and wait until both channels are open."""
+        answer = await join_room(
+            self.pc, self.server, self.room, self.token, "receive", mode="relay"
+        )
+        self.participant = str(answer.get("participant", ""))
+        for channel in (self.reliable, self.motion):
+            await _opened(channel, timeout)
+        if self.decode:
+            self._ticker = asyncio.ensure_future(self._tick_forever())
+        return answer
+
+    def by_participant(self, name: str) -> RelayedStream | None:
+        """The newest stream of sender ``name``."""
+        found = [s for s in self.streams.values() if s.participant == name]
+        return max(found, key=lambda s: s.id) if found else None
+
+    def _on_message(self, message: object) -> None:
+        now = time.monotonic()
+        if isinstance(message, str):
+            self._control(message)
+            return
+        if not isinstance(message, bytes):
+            return
+        self.messages += 1
+        self.bytes += len(message)
+        self.first_at = self.first_at if self.first_at is not None else now
+        self.last_at = now
+        try:
+            m = parse_relay_message(message)
+        except DatagramError:
+            return
+        stream = self.streams.get(m.stream)
+        if stream is None:
+            return
+        stream.messages += 1
+        stream.bytes += len(message)
+        if m.kind != MSG_DATAGRAM:
+            if m.kind == MSG_BACKGROUND:
+                stream.background = m.payload
+            else:
+                stream.avatar = m.payload
+            return
+        tag = m.payload[0]
+        if tag & 0x07 == KIND_FRAME:
+            try:
+                d = parse_datagram(m.payload)
+            except DatagramError:
+                stream.malformed += 1
+                d = None
+            if d is not None:
+                stream.arrivals.append((now, d.frame_index))
+                stream.keyframes += d.keyframe is not None
+                stream.idrs += d.idr
+        if stream.decoder is not None:
+            self._take(stream, stream.decoder.receive(m.payload, now), now)
+
+    def _control(self, text: str) -> None:
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return
+        if not isinstance(data, dict):
+            return
+        self.control.append(data)
+        sid = data.get("stream")
+        if data.get("type") == "stream" and isinstance(sid, int):
+            name = str(data.get("participant", sid))
+            decoder = ParticipantDecoder(name, renderer=self.renderer) if self.decode else None
+            self.streams[sid] = RelayedStream(name, sid, decoder)
+        elif data.get("type") == "end" and sid in self.streams:
+            self.streams[sid].ended = True
+
+    def _take(self, stream: RelayedStream, frames: list[Any], now: float) -> None:
+        for f in frames:
+            mean, std = picture_stats(f.image)
+            stream.frames.append(
+                ReceivedFrame(
+                    participant=stream.participant,
+                    time=now,
+                    stamp=f.index,
+                    width=int(f.image.shape[1]),
+                    height=int(f.image.shape[0]),
+                    mean=mean,
+                    std=std,
+                    image=f.image if self.keep_images else None,
+                )
+            )
+        assert stream.decoder is not None
+        for d in stream.decoder.datagrams_to_send():
+            if d.channel != "reliable" or self.reliable.readyState != "open":
+                continue  # acknowledgements: a relay ignores them
+            self.reliable.send(encode_relay_message(MSG_DATAGRAM, stream.id, d.payload))
+            self.feedback_sent += 1
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick_s)
+            now = time.monotonic()
+            for stream in list(self.streams.values()):
+                if stream.decoder is not None and not stream.ended:
+                    self._take(stream, stream.decoder.tick(now), now)
+
+    def downlink_kbps(self) -> float:
+        """Mean payload kbit/s from the first message to the last."""
+        if self.first_at is None or self.last_at is None or self.last_at <= self.first_at:
+            return 0.0
+        return 8 * self.bytes / 1000 / (self.last_at - self.first_at)
+
+    async def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._ticker
+        await self.pc.close()

@@ -53,6 +53,13 @@ from aiortc import (
 from keyface.renderers import DEFAULT_RENDERER, get_renderer
 from keyface.server.media import ParticipantVideo, SubscriberTrack
 from keyface.server.pictures import SenderPictures
+from keyface.server.relay import (
+    DEFAULT_REFRESH_INTERVAL_S,
+    MSG_AVATAR,
+    MSG_BACKGROUND,
+    Outgoing,
+    RelayRoom,
+)
 from keyface.server.session import (
     Channel,
     Datagram,
@@ -71,6 +78,15 @@ LABEL_RELIABLE = "keyface-reliable"
 LABEL_MOTION = "keyface-motion"
 LABEL_BACKGROUND = "keyface-background"
 LABEL_AVATAR = "keyface-avatar"
+LABEL_RELAY = "keyface-relay"
+"""A relay receiver's reliable, ordered channel: stream announcements, HEADER and keyframe
+datagrams, backgrounds and avatar photos down; refresh requests up."""
+LABEL_RELAY_MOTION = "keyface-relay-motion"
+"""A relay receiver's unordered channel without retransmissions: motion datagrams down."""
+RELAY_CHANNELS = (LABEL_RELAY, LABEL_RELAY_MOTION)
+MODES = ("video", "relay")
+"""What a receiver gets: ``video`` (the server decodes and sends a video track per sender)
+or ``relay`` (the senders' datagrams over data channels; the receiver decodes)."""
 CHANNELS: dict[str, Channel] = {
     LABEL_RELIABLE: "reliable",
     LABEL_MOTION: "unreliable",
@@ -142,6 +158,19 @@ class ServerConfig:
     """Window of the uplink kbit/s and frames/s figures."""
     ice_servers: tuple[str, ...] = ()
     """STUN/TURN URLs; none by default (host candidates: loopback and LAN)."""
+    relay: bool = False
+    """Relay mode (``keyface serve --relay``): senders' datagrams are forwarded to receivers
+    that decode them; the server builds no decoder or renderer and refuses ``video``
+    receivers."""
+    relay_refresh_interval_s: float = DEFAULT_REFRESH_INTERVAL_S
+    """Fewest seconds between two refresh requests the relay sends one sender for its
+    receivers (``keyface.server.relay.RefreshGate``)."""
+    relay_motion_buffer: int = 64 * 1024
+    """Bytes queued on a relay receiver's motion channel beyond which its motion datagrams
+    are shed (a receiver that cannot keep up skips frames instead of falling behind)."""
+    relay_max_buffer: int = 1024 * 1024
+    """Bytes queued on a relay receiver's reliable channel beyond which everything for it
+    is shed (its decoder notices a missing keyframe and asks for a refresh)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.secret, bytes) or len(self.secret) < 16:
@@ -161,6 +190,8 @@ class JoinRequest:
     resume: str | None = None
     """The ``resume`` key of the join answer this client had: lets it replace its own
     connection while that one is still connected."""
+    mode: str | None = None
+    """A receiver's choice, ``video`` or ``relay`` (``None``: the server's mode)."""
 
     @classmethod
     def from_json(cls, body: object) -> JoinRequest:
@@ -186,7 +217,10 @@ class JoinRequest:
         resume = body.get("resume")
         if resume is not None and (not isinstance(resume, str) or len(resume) > 2 * RESUME_KEY_LEN):
             raise BadRequest("resume must be the string a join answer gave")
-        return cls(sdp=sdp, type=kind, token=token, role=role, resume=resume)
+        mode = body.get("mode")
+        if mode is not None and mode not in MODES:
+            raise BadRequest(f"mode must be one of {', '.join(MODES)}")
+        return cls(sdp=sdp, type=kind, token=token, role=role, resume=resume, mode=mode)
 
 
 @dataclass(frozen=True)
@@ -206,9 +240,12 @@ class JoinAnswer:
     streams: tuple[StreamInfo, ...] = ()
     resume: str = ""
     """Key that lets this client re-join (replace this connection) while it is connected."""
+    mode: str | None = None
+    """A receiver's mode (``video`` or ``relay``)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
+            **({"mode": self.mode} if self.mode is not None else {}),
             "sdp": self.sdp,
             "type": self.type,
             "participant": self.participant,
@@ -241,6 +278,7 @@ class Peer:
     """A participant's peer connection in a :class:`LiveRoom`."""
 
     role: Role = "receive"
+    mode: str | None = None
 
     def __init__(self, room: LiveRoom, participant: Participant, pc: RTCPeerConnection) -> None:
         self.room = room
@@ -267,7 +305,13 @@ class Peer:
         await self.pc.setLocalDescription(answer)
         local = self.pc.localDescription
         return JoinAnswer(
-            local.sdp, local.type, self.name, self.role, self._streams(), self.resume_key
+            local.sdp,
+            local.type,
+            self.name,
+            self.role,
+            self._streams(),
+            self.resume_key,
+            self.mode,
         )
 
     def _check_offer(self) -> None:
@@ -374,36 +418,18 @@ def release_memory() -> bool:
     return bool(trim(0)) if trim is not None else False
 
 
-class SenderPeer(Peer):
-    """A sending participant: data channels in, decoded pictures out to :attr:`video`."""
+class ChannelPeer(Peer):
+    """A sending participant's data channels (``CHANNELS``): each message is counted in the
+    uplink and checked against the room's limits, then handed to :meth:`_take`."""
 
     role: Role = "send"
 
     def __init__(self, room: LiveRoom, participant: Participant, pc: RTCPeerConnection) -> None:
         super().__init__(room, participant, pc)
-        assert participant.decoder is not None
-        self.decoder: ParticipantDecoder = participant.decoder
-        self.video = ParticipantVideo(self.name)
         self.channels: dict[str, RTCDataChannel] = {}
-        cfg = room.config
-        self.uplink = RateMeter(cfg.rate_window_s)
-        self.frames = RateMeter(cfg.rate_window_s)
-        self.concealed = 0
-        self.shed = 0
-        """Datagrams dropped because the worker was behind: motion at ``max_backlog`` queued
-        jobs, anything at ``max_queue``, a background or avatar photo while one waits."""
-        self._photos_waiting: set[str] = set()
-        self.worker_errors = 0
-        self.pictures = SenderPictures(
-            self.name, self.decoder, cfg.generator, stamp_frames=cfg.stamp_frames
-        )
-        """Decoding, full-frame composition and avatar mode: sans-I/O, run on the workers."""
-        self._jobs: asyncio.Queue[Job | None] = asyncio.Queue()
-        self._tick_pending = False
-        self._worker = asyncio.ensure_future(self._work())
+        self.uplink = RateMeter(room.config.rate_window_s)
         pc.on("datachannel", self._on_datachannel)
 
-    # -- event loop side ------------------------------------------------------------------------
     def _check_offer(self) -> None:
         if self.pc.sctp is None:
             raise ValueError("a sender's offer must negotiate data channels")
@@ -430,9 +456,106 @@ class SenderPeer(Peer):
             self._drop("text message on a binary channel")
             return
         self.uplink.add(now, 8 * len(message))
+        self._take(label, message, now)
+
+    def _take(self, label: str, message: bytes, now: float) -> None:
+        raise NotImplementedError
+
+    def send_feedback(self, channel: Channel, payload: bytes) -> None:
+        """Refresh requests reliably, acknowledgements on the motion channel."""
+        ch = self.channels.get(LABEL_RELIABLE if channel == "reliable" else LABEL_MOTION)
+        if ch is not None and ch.readyState == "open":
+            ch.send(payload)
+
+    def _forward(self, label: str, message: bytes, now: float) -> None:
+        """Hand an admitted message to the room's relay (its receivers, and the copies of the
+        newest header, IDR and photos it keeps for late joiners)."""
+        relay = self.room.relay
+        if label in (LABEL_BACKGROUND, LABEL_AVATAR):
+            kind = MSG_BACKGROUND if label == LABEL_BACKGROUND else MSG_AVATAR
+            self.room.route(relay.from_sender_photo(self.name, kind, message))
+        else:
+            self.room.route(relay.from_sender(self.name, CHANNELS[label], message, now))
+
+    def _release(self) -> None:
+        self.room.session.leave(self.name)
+        self.room.route(self.room.relay.remove_sender(self.name))
+
+    def state(self, now: float) -> dict[str, Any]:
+        out = super().state(now)
+        out.update(
+            uplink_kbps=round(self.uplink.rate(now) / 1000, 2),
+            uplink_kbps_mean=round(self.uplink.total / 1000 / max(now - self.joined_at, 1e-9), 2),
+            rate_limited=self.participant.rate_limited,
+            oversize=self.participant.oversize,
+        )
+        return out
+
+
+class RelaySenderPeer(ChannelPeer):
+    """A sending participant in relay mode: its datagrams go to the room's receivers as they
+    are (``keyface.server.relay``); nothing is decoded."""
+
+    def _take(self, label: str, message: bytes, now: float) -> None:
+        if self.room.session.check(self.name, CHANNELS[label], message, now) is None:
+            return  # counted by the room (size, rate, unknown)
+        self._forward(label, message, now)
+
+    def state(self, now: float) -> dict[str, Any]:
+        out = super().state(now)
+        stream = self.room.relay.streams.get(self.name)
+        if stream is not None:
+            r = stream.stats
+            out.update(
+                stream=stream.id,
+                relayed=r.datagrams,
+                relayed_bytes=r.bytes,
+                copies=r.copies,
+                copy_bytes=r.copy_bytes,
+                keyframes=r.keyframes,
+                idrs=r.idrs,
+                malformed=r.malformed + self.malformed_messages,
+                late_joins_served=r.late_joins_served,
+                refresh_asked=r.refresh_asked,
+                refresh_requests=r.refresh_sent,
+                aux_refresh_asked=r.aux_refresh_asked,
+                aux_refresh_requests=r.aux_refresh_sent,
+                subscribers=len(self.room.relay.receivers),
+            )
+        return out
+
+
+class SenderPeer(ChannelPeer):
+    """A sending participant: data channels in, decoded pictures out to :attr:`video` (and
+    its datagrams to the room's relay receivers, if any)."""
+
+    def __init__(self, room: LiveRoom, participant: Participant, pc: RTCPeerConnection) -> None:
+        super().__init__(room, participant, pc)
+        assert participant.decoder is not None
+        self.decoder: ParticipantDecoder = participant.decoder
+        self.video = ParticipantVideo(self.name)
+        cfg = room.config
+        self.frames = RateMeter(cfg.rate_window_s)
+        self.concealed = 0
+        self.shed = 0
+        """Datagrams dropped because the worker was behind: motion at ``max_backlog`` queued
+        jobs, anything at ``max_queue``, a background or avatar photo while one waits."""
+        self._photos_waiting: set[str] = set()
+        self.worker_errors = 0
+        self.pictures = SenderPictures(
+            self.name, self.decoder, cfg.generator, stamp_frames=cfg.stamp_frames
+        )
+        """Decoding, full-frame composition and avatar mode: sans-I/O, run on the workers."""
+        self._jobs: asyncio.Queue[Job | None] = asyncio.Queue()
+        self._tick_pending = False
+        self._worker = asyncio.ensure_future(self._work())
+
+    # -- event loop side ------------------------------------------------------------------------
+    def _take(self, label: str, message: bytes, now: float) -> None:
         decoder = self.room.session.admit(self.name, CHANNELS[label], message, now)
         if decoder is None:
             return  # counted by the room (size, rate, unknown)
+        self._forward(label, message, now)
         cfg = self.room.config
         backlog = self._jobs.qsize()
         if backlog >= cfg.max_queue or (label == LABEL_MOTION and backlog >= cfg.max_backlog):
@@ -517,17 +640,21 @@ class SenderPeer(Peer):
             self.video.publish(image, index)
             self.frames.add(now)
             self.concealed += concealed
-        for d in feedback:  # refresh requests reliably, acknowledgements on the motion channel
-            channel = self.channels.get(LABEL_RELIABLE if d.channel == "reliable" else LABEL_MOTION)
-            if channel is not None and channel.readyState == "open":
-                channel.send(d.payload)
+        relayed = bool(self.room.relay.receivers)
+        for d in feedback:
+            if relayed and d.channel == "unreliable":
+                # No acknowledgements while relay receivers listen: the sender would code
+                # from frames only the server holds, which a receiver that lost one cannot
+                # decode; without them it resets its motion every few frames (docs/server.md).
+                continue
+            self.send_feedback(d.channel, d.payload)
 
     @property
     def backlog(self) -> int:
         return self._jobs.qsize()
 
     def _release(self) -> None:
-        self.room.session.leave(self.name)
+        super()._release()
         self.video.close()
         self._jobs.put_nowait(None)
         self._worker.cancel()
@@ -538,8 +665,6 @@ class SenderPeer(Peer):
         out = super().state(now)
         image = self.video.image
         out.update(
-            uplink_kbps=round(self.uplink.rate(now) / 1000, 2),
-            uplink_kbps_mean=round(self.uplink.total / 1000 / max(now - self.joined_at, 1e-9), 2),
             fps=round(self.frames.rate(now), 2),
             frames=int(self.frames.total),
             concealed=self.concealed,
@@ -551,9 +676,7 @@ class SenderPeer(Peer):
             loss_episodes=len(s.recoveries),
             recovery_frames_mean=round(float(np.mean(s.recoveries)), 2) if s.recoveries else None,
             recovery_frames_max=max(s.recoveries) if s.recoveries else None,
-            rate_limited=self.participant.rate_limited,
             cpu_limited=self.participant.cpu_limited,
-            oversize=self.participant.oversize,
             shed=self.shed,
             worker_errors=self.worker_errors,
             backlog=self.backlog,
@@ -570,6 +693,7 @@ class ReceiverPeer(Peer):
     """A receiving participant: one subscriber track per sender present when it joined."""
 
     role: Role = "receive"
+    mode = "video"
 
     def __init__(self, room: LiveRoom, participant: Participant, pc: RTCPeerConnection) -> None:
         super().__init__(room, participant, pc)
@@ -622,7 +746,97 @@ class ReceiverPeer(Peer):
 
     def state(self, now: float) -> dict[str, Any]:
         out = super().state(now)
+        out["mode"] = self.mode
         out["streams"] = sorted(self.tracks)
+        return out
+
+
+class RelayReceiverPeer(Peer):
+    """A receiver in relay mode: the datagrams of every sender of the room over two data
+    channels it opened (``keyface-relay``, ``keyface-relay-motion``); its refresh requests
+    come back on ``keyface-relay`` and go to the senders through the relay's gates."""
+
+    role: Role = "receive"
+    mode = "relay"
+
+    def __init__(self, room: LiveRoom, participant: Participant, pc: RTCPeerConnection) -> None:
+        super().__init__(room, participant, pc)
+        self.channels: dict[str, RTCDataChannel] = {}
+        self.downlink = RateMeter(room.config.rate_window_s)
+        self.sent = 0
+        self.shed = 0
+        """Messages not sent because its channel's queue was over the limit
+        (``ServerConfig.relay_motion_buffer`` / ``relay_max_buffer``) or not open."""
+        pc.on("datachannel", self._on_datachannel)
+
+    def _check_offer(self) -> None:
+        if self.pc.sctp is None:
+            raise ValueError(
+                f"a relay receiver's offer must negotiate data channels ({LABEL_RELAY}, "
+                f"{LABEL_RELAY_MOTION})"
+            )
+
+    def _on_datachannel(self, channel: RTCDataChannel) -> None:
+        label = channel.label
+        if label not in RELAY_CHANNELS or label in self.channels:
+            self._drop(f"unexpected data channel {label!r}")
+            channel.close()
+            return
+        self.channels[label] = channel
+        channel.on("message", lambda message: self._on_message(label, message))
+        if label == LABEL_RELAY:  # subscribed from now on
+            now = time.monotonic()
+            self.room.route(self.room.relay.add_receiver(self.name, now))
+            channel.on("close", lambda: self.room.conference.spawn(self.close("channel closed")))
+
+    def _on_message(self, label: str, message: object) -> None:
+        if self.closed:
+            return
+        if not isinstance(message, bytes) or label != LABEL_RELAY:
+            self._drop("a relay receiver sends binary feedback on keyface-relay only")
+            return
+        now = time.monotonic()
+        if self.room.session.check(self.name, "reliable", message, now) is None:
+            return  # counted by the room (size, rate)
+        self.room.route(self.room.relay.from_receiver(self.name, message, now))
+
+    def send(self, channel: Channel, payload: bytes | str) -> None:
+        """One relayed message, unless this receiver's queue for it is full."""
+        cfg = self.room.config
+        ch = self.channels.get(LABEL_RELAY if channel == "reliable" else LABEL_RELAY_MOTION)
+        limit = cfg.relay_max_buffer if channel == "reliable" else cfg.relay_motion_buffer
+        if ch is None or ch.readyState != "open" or ch.bufferedAmount > limit:
+            self.shed += 1
+            return
+        ch.send(payload)
+        self.sent += 1
+        self.downlink.add(time.monotonic(), 8 * len(payload))
+
+    def tick(self, now: float) -> None:
+        if self.pc.connectionState == "connected":
+            self.participant.last_seen = now
+
+    def _release(self) -> None:
+        self.room.session.leave(self.name)
+        self.room.relay.remove_receiver(self.name)
+
+    def state(self, now: float) -> dict[str, Any]:
+        out = super().state(now)
+        relay = self.room.relay
+        subscribed = self.name in relay.receivers
+        out.update(
+            mode=self.mode,
+            streams=sorted(relay.streams) if subscribed else [],
+            downlink_kbps=round(self.downlink.rate(now) / 1000, 2),
+            downlink_kbps_mean=round(
+                self.downlink.total / 1000 / max(now - self.joined_at, 1e-9), 2
+            ),
+            relayed=self.sent,
+            shed=self.shed,
+            malformed=relay.receiver_malformed.get(self.name, 0) + self.malformed_messages,
+            rate_limited=self.participant.rate_limited,
+            oversize=self.participant.oversize,
+        )
         return out
 
 
@@ -634,7 +848,10 @@ class LiveRoom:
         self.conference = conference
         self.config = conference.config
         self.name = name
-        self.session = RoomSession(name, self.config.limits)
+        self.session = RoomSession(name, self.config.limits, decode=not self.config.relay)
+        self.relay = RelayRoom(self.config.relay_refresh_interval_s)
+        """Forwarding to relay receivers (every room has one: a transcoding server serves
+        relay receivers too)."""
         self.peers: dict[str, Peer] = {}
         self.lock = asyncio.Lock()
         self.created_at = time.monotonic()
@@ -648,10 +865,21 @@ class LiveRoom:
             except Exception:  # the timer must survive anything
                 logger.exception("room %s: tick failed", log_field(self.name))
 
+    def route(self, messages: list[Outgoing]) -> None:
+        """Send the relay's messages: to receivers on their relay channels, to senders
+        (refresh requests) on their reliable channel."""
+        for m in messages:
+            peer = self.peers.get(m.participant)
+            if isinstance(peer, RelayReceiverPeer):
+                peer.send(m.channel, m.payload)
+            elif isinstance(peer, ChannelPeer) and isinstance(m.payload, bytes):
+                peer.send_feedback(m.channel, m.payload)
+
     def tick(self, now: float) -> None:
         for peer in list(self.peers.values()):
-            if isinstance(peer, ReceiverPeer):
+            if isinstance(peer, (ReceiverPeer, RelayReceiverPeer)):
                 peer.tick(now)
+        self.route(self.relay.tick(now))
         for name in self.session.expire(now):
             peer = self.peers.get(name)
             if peer is not None:
@@ -683,7 +911,8 @@ class Conference:
     """All rooms of one server. Create and use it inside a running event loop."""
 
     def __init__(self, config: ServerConfig) -> None:
-        get_renderer(config.generator)  # fail now, not at the first sender, on a bad name
+        if not config.relay:  # relay mode renders nothing
+            get_renderer(config.generator)  # fail now, not at the first sender, on a bad name
         apply_thread_policy()  # the worker pool is the parallelism (keyface.threads)
         self.config = config
         self.rooms: dict[str, LiveRoom] = {}
@@ -714,6 +943,7 @@ class Conference:
         (400) or :class:`ServerBusy` (503); each has ``http_status``.
         """
         claims = verify_token(self.config.secret, request.token, room, time.time(), request.role)
+        kind = self._peer_kind(claims.role, request.mode)
         live = self.rooms.get(room)
         if live is None:
             if len(self.rooms) >= self.config.max_rooms:
@@ -728,9 +958,10 @@ class Conference:
                 now = time.monotonic()
                 participant = live.session.join(claims.participant, claims.role, now)
                 pc = RTCPeerConnection(self._rtc_configuration())
-                kind = SenderPeer if claims.role == "send" else ReceiverPeer
                 peer = kind(live, participant, pc)
                 live.peers[peer.name] = peer
+                if isinstance(peer, ChannelPeer):
+                    live.route(live.relay.add_sender(peer.name))
                 try:
                     answer = await asyncio.wait_for(peer.negotiate(request), NEGOTIATION_TIMEOUT_S)
                 except Exception as exc:
@@ -740,6 +971,18 @@ class Conference:
         finally:
             self._drop_room_if_empty(live)
         return answer
+
+    def _peer_kind(self, role: Role, mode: str | None) -> type[Peer]:
+        """The peer class of a join: a sender decodes or relays as the server does; a
+        receiver gets what it asks for (``mode``), by default the server's mode."""
+        if role == "send":
+            return RelaySenderPeer if self.config.relay else SenderPeer
+        mode = mode or ("relay" if self.config.relay else "video")
+        if mode == "video" and self.config.relay:
+            raise BadRequest(
+                "this server relays only (keyface serve --relay): join with mode relay"
+            )
+        return RelayReceiverPeer if mode == "relay" else ReceiverPeer
 
     @staticmethod
     def _check_replace(live: LiveRoom, old: Peer, request: JoinRequest) -> None:

@@ -2,7 +2,9 @@
 
 ======  ==========================  ============================================================
 GET     ``/room/<name>``            the receiver page (``static/room.html``)
-POST    ``/room/<name>/join``       ``{"sdp","type":"offer","token","role"}`` -> SDP answer JSON
+POST    ``/room/<name>/join``       ``{"sdp","type":"offer","token","role"[,"mode"]}`` -> SDP
+                                    answer JSON (``mode``, or ``?mode=``: a receiver's
+                                    ``video`` or ``relay``)
 GET     ``/room/<name>/state``      participants and their figures (token: ``Authorization:
                                     Bearer <token>`` or ``?token=``)
 GET     ``/healthz``                ``ok``
@@ -112,6 +114,9 @@ async def _join(request: web.Request) -> web.Response:
         body = parse_json_body(data)
     except ValueError as exc:
         return _error(400, str(exc))
+    mode = request.query.get("mode")  # ?mode=relay|video, where the body does not say
+    if mode is not None and isinstance(body, dict) and "mode" not in body:
+        body["mode"] = mode
     conference = request.app[CONFERENCE]
     try:
         answer = await conference.join(room, JoinRequest.from_json(body))

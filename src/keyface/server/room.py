@@ -139,8 +139,12 @@ class RoomSession:
         max_delay_s: float = 0.15,
         refresh_retry_s: float = 0.5,
         renderer: Renderer | None = None,
+        decode: bool = True,
     ) -> None:
         self.room = room
+        self.decode = decode
+        """Whether senders get a :class:`ParticipantDecoder` (``False``: relay mode, where the
+        room only forwards, ``keyface.server.relay``)."""
         self.limits = limits or RoomLimits()
         self.participants: dict[str, Participant] = {}
         self.unknown_datagrams = 0
@@ -167,7 +171,7 @@ class RoomSession:
             bytes=TokenBucket(lim.byte_rate, lim.byte_burst, now),
             cpu=TokenBucket(lim.cpu_share, lim.cpu_burst_s, now),
             decoder=ParticipantDecoder(participant, **self._decoder_options)  # type: ignore[arg-type]
-            if role == "send"
+            if role == "send" and self.decode
             else None,
         )
         self.participants[participant] = p
@@ -195,6 +199,25 @@ class RoomSession:
 
         A transport that decodes each sender on its own worker uses this on its event loop
         and calls ``decoder.receive(payload, now)`` on the worker."""
+        p = self.check(participant, channel, payload, now)
+        if p is None:
+            return None
+        if p.decoder is None:
+            p.rejected += 1
+            return None
+        if self.cpu_standing(participant, now) == "over":
+            p.cpu_limited += 1
+            return None
+        return p.decoder
+
+    def check(
+        self, participant: str, channel: Channel, payload: bytes, now: float
+    ) -> Participant | None:
+        """The limits every message of a participant passes, whatever its role or the room's
+        mode: the participant must be known, the message within the channel's size limit and
+        the participant's two token buckets (messages, bytes). Returns the participant, or
+        ``None`` when the message is dropped (and counted). Relay mode checks senders' and
+        receivers' messages with it (``keyface.server.relay``)."""
         p = self.participants.get(participant)
         if p is None:
             self.unknown_datagrams += 1
@@ -220,13 +243,7 @@ class RoomSession:
         if not p.packets.take(1, now) or not p.bytes.take(size, now):
             p.rate_limited += 1
             return None
-        if p.decoder is None:
-            p.rejected += 1
-            return None
-        if self.cpu_standing(participant, now) == "over":
-            p.cpu_limited += 1
-            return None
-        return p.decoder
+        return p
 
     def cpu_standing(self, participant: str, now: float) -> CpuStanding:
         """How ``participant``'s next job should run, from its CPU bucket (``normal`` for a
