@@ -29,7 +29,12 @@ from typing import Any
 import numpy as np
 from _common import CLIPS
 
-from keyface.server.client import ReceivedFrame, ReceiverClient, fetch_state
+from keyface.server.client import (
+    ReceivedFrame,
+    ReceiverClient,
+    RelayReceiverClient,
+    fetch_state,
+)
 from keyface.server.tokens import make_token
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -179,6 +184,10 @@ class SessionResult:
     """CPU seconds each process used while the receiver was connected (``server``,
     ``sender``: user + system, all threads; ``receiver``: this process) and ``stream_s``, the
     wall seconds that took: so start-up (imports, models) is left out."""
+    downlink: dict[str, Any] = field(default_factory=dict)
+    """What the receiver downloaded while connected: ``wire_kbps`` (every byte its DTLS
+    transport received: SRTP + RTCP for video, SCTP for relay), ``payload_kbps`` (relay: the
+    data channel messages), ``mode``."""
 
 
 def run_session(
@@ -189,10 +198,24 @@ def run_session(
     seed: int = 0,
     send_args: tuple[str, ...] = (),
     timeout_s: float = 300.0,
+    relay: bool = False,
 ) -> SessionResult:
-    """Server + ``keyface send`` (the clip in real time) + a Python receiver; one sender."""
-    with ServerProcess("--stamp-frames") as server:
-        return asyncio.run(_session(server, clip, frames, loss, seed, send_args, timeout_s))
+    """Server + ``keyface send`` (the clip in real time) + a Python receiver; one sender.
+    ``relay``: ``keyface serve --relay`` and a :class:`RelayReceiverClient` that decodes the
+    relayed datagrams (its pictures' stamps are the frame indices)."""
+    server_args = ("--relay",) if relay else ("--stamp-frames",)
+    with ServerProcess(*server_args) as server:
+        return asyncio.run(_session(server, clip, frames, loss, seed, send_args, timeout_s, relay))
+
+
+def wire_bytes_received(pc: Any) -> int:
+    """Bytes the connection's DTLS transport received (UDP payloads: SRTP/RTCP or SCTP).
+    aiortc publishes the figure only through an RTP receiver's stats, so a data-channel-only
+    connection is read through the transport's ``_get_stats`` (a benchmark, not the
+    library)."""
+    transport = pc.sctp.transport if pc.sctp is not None else pc.getReceivers()[0].transport
+    stats = transport._get_stats()
+    return int(sum(getattr(s, "bytesReceived", 0) for s in stats.values()))
 
 
 async def _session(
@@ -203,6 +226,7 @@ async def _session(
     seed: int,
     send_args: tuple[str, ...],
     timeout_s: float,
+    relay: bool = False,
 ) -> SessionResult:
     room = "bench"
     viewer = server.token(room, "viewer", "receive")
@@ -211,7 +235,11 @@ async def _session(
         cmd = sender_command(server, room, clip, frames, loss, seed, out, send_args)
         t0 = time.monotonic()
         sender = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        receiver = ReceiverClient(server.url, room, viewer)
+        receiver: Any = (
+            RelayReceiverClient(server.url, room, viewer)
+            if relay
+            else ReceiverClient(server.url, room, viewer)
+        )
         try:
             while True:  # join as soon as the sender is in the room
                 state = await fetch_state(server.url, room, viewer)
@@ -220,8 +248,10 @@ async def _session(
                 if sender.poll() is not None or time.monotonic() - t0 > 60:
                     raise RuntimeError(f"sender did not join: {sender.stderr.read()}")  # type: ignore[union-attr]
                 await asyncio.sleep(0.05)
-            await receiver.connect(streams=1)
+            await (receiver.connect() if relay else receiver.connect(streams=1))
             t_connect, own0 = time.monotonic(), time.process_time()
+            wire0 = wire_bytes_received(receiver.pc)
+            payload0 = receiver.bytes if relay else 0
             server0, sender0 = process_cpu_s(server.proc.pid), process_cpu_s(sender.pid)
             waited0 = children_cpu_s()
             entry: dict[str, Any] = {}
@@ -236,6 +266,8 @@ async def _session(
                 raise RuntimeError(f"sender failed: {sender.stderr.read()}")  # type: ignore[union-attr]
             sender_cpu = children_cpu_s() - waited0  # the sender, exactly, now it was waited for
             t_sent = time.monotonic()
+            wire1 = wire_bytes_received(receiver.pc)
+            payload1 = receiver.bytes if relay else 0
             await asyncio.sleep(1.0)
             server1 = process_cpu_s(server.proc.pid)
             cpu: dict[str, float] = {
@@ -250,13 +282,25 @@ async def _session(
             await receiver.close()
         wall = time.monotonic() - t0
         sent = json.loads(out.read_text())
-    got = receiver.frames.get("sender", [])
-    result = SessionResult(sent, entry, got, server.alive, wall, cpu_s=cpu)
+    if relay:
+        stream = receiver.by_participant("sender")
+        got = stream.frames if stream is not None else []
+    else:
+        got = receiver.frames.get("sender", [])
+    span = max(t_sent - t_connect, 1e-9)
+    downlink: dict[str, Any] = {
+        "mode": "relay" if relay else "video",
+        "wire_kbps": round(8 * (wire1 - wire0) / 1000 / span, 2),
+        "seconds": round(span, 2),
+    }
+    if relay:
+        downlink["payload_kbps"] = round(8 * (payload1 - payload0) / 1000 / span, 2)
+    result = SessionResult(sent, entry, got, server.alive, wall, cpu_s=cpu, downlink=downlink)
     captures = {int(k) % 16384: v for k, v in sent["capture_times"].items()}
     first_seen: dict[int, float] = {}
     for f in got:
-        if f.stamp is not None and f.stamp not in first_seen:
-            first_seen[f.stamp] = f.time
+        if f.stamp is not None and f.stamp % 16384 not in first_seen:
+            first_seen[f.stamp % 16384] = f.time
     result.latencies_ms = [
         1000 * (t - captures[s]) for s, t in sorted(first_seen.items()) if s in captures
     ]

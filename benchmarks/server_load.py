@@ -7,6 +7,8 @@ long soak of a fixed load; and whether an abusive sender in one room slows anoth
     python benchmarks/server_load.py --soak 600 --senders 2 --receivers 2 \\
         --json results/server/soak.json                    # 10 minutes, sampled every 5 s
     python benchmarks/server_load.py --abuse --phase 60 --json results/server/isolation.json
+    python benchmarks/server_load.py --relay --senders 50 --room-senders 5 --receivers 4 \
+        --seconds 20 --json results/server/relay_load.json   # relay mode: 50 x 200
 
 The clip's face crops (256x256) are analysed and coded once, live-style (``SenderSession``),
 then replayed by aiortc senders at the clip's frame rate. A replay longer than the coded clip
@@ -32,6 +34,19 @@ frame): the data channel, the server's reordering, decoding, rendering, stamping
 coding, RTP and the receiver's VP8 decoding; not the sender's capture and coding (the
 datagrams are coded in advance; ``server_stream.py`` measures those).
 
+**Relay** (``--relay``): ``keyface serve --relay``; ``--senders N`` in rooms of
+``--room-senders S`` with ``--receivers M`` relay receivers per room, each subscribed to
+every sender of its room (N x M subscriptions), for ``--seconds``. The senders and receivers
+run in ``--client-procs`` processes (whole rooms each) so that the clients' own aiortc work
+does not sit on one core; the receivers count each FRAME datagram's arrival against the
+time its sender handed it to the channel (one clock: CLOCK_MONOTONIC); one receiver also
+decodes one stream (``RelayReceiverClient``) to show that relayed frames decode. A load is
+held in real time when, over the second half of the run, every subscription received at
+least 90 % of its sender's frames and the arrival latency p99 stays under 200 ms. Reported:
+the server's CPU (cores, and per sender and per subscription), its RSS before the joins,
+after them and at the end (MB per sender), the latency percentiles, the receivers' downlink
+and the clients' CPU.
+
 **Isolation** (``--abuse``): room A has a legitimate sender and one receiver; room B gets an
 authenticated abusive sender whose content is valid but as expensive as the format allows
 a datagram to be: a 1024x1024 stream (the largest header the decoder accepts) with an IDR
@@ -49,6 +64,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import threading
 import time
@@ -66,7 +82,13 @@ from keyface.codec.config import CodecConfig
 from keyface.io import probe
 from keyface.pipeline import analyze, cropped_frames
 from keyface.renderers import DEFAULT_RENDERER
-from keyface.server.client import ReceivedFrame, ReceiverClient, SenderClient, fetch_state
+from keyface.server.client import (
+    ReceivedFrame,
+    ReceiverClient,
+    RelayReceiverClient,
+    SenderClient,
+    fetch_state,
+)
 from keyface.server.datagram import KIND_FRAME, encode_frame_datagram, parse_datagram
 from keyface.server.media import STAMP_MODULO
 from keyface.server.session import Datagram, SenderSession
@@ -320,6 +342,266 @@ LOAD_COLUMNS = [
     ("receiver_fps_min", "rx fps min", ".1f"),
     ("realtime", "real time", ""),
 ]
+
+
+# --------------------------------------------------------------------------------- relay
+@dataclass(frozen=True)
+class RelayRoomPlan:
+    """One room of a relay load: its senders' and receivers' names and tokens."""
+
+    room: str
+    senders: tuple[tuple[str, str], ...]
+    receivers: tuple[tuple[str, str], ...]
+
+
+async def _connect_all(clients: list[Any], batch: int = 8) -> None:
+    for i in range(0, len(clients), batch):
+        await asyncio.gather(*(c.connect() for c in clients[i : i + batch]))
+
+
+async def _relay_clients(
+    conn: Any, url: str, clip: CodedClip, plans: list[RelayRoomPlan], frames: int
+) -> dict[str, Any]:
+    """One client process: its rooms' senders and receivers (see :func:`run_relay_load`)."""
+    senders = {
+        name: SenderClient(url, plan.room, tok) for plan in plans for name, tok in plan.senders
+    }
+    await _connect_all(list(senders.values()))
+    for s in senders.values():
+        for d in clip.frame(0):  # the HEADER and the IDR: receivers join after it
+            s.send(d)
+    await asyncio.sleep(0.5)
+    receivers: list[tuple[RelayRoomPlan, str, RelayReceiverClient]] = []
+    for plan in plans:
+        for name, tok in plan.receivers:
+            client = RelayReceiverClient(url, plan.room, tok, decode=False)
+            receivers.append((plan, name, client))
+    await _connect_all([c for _, _, c in receivers])
+    loop = asyncio.get_running_loop()
+    conn.send("ready")
+    t0 = await loop.run_in_executor(None, conn.recv)
+    cpu0 = time.process_time()
+    sent: dict[str, dict[int, float]] = {name: {} for name in senders}
+    n = len(senders)
+    tasks = [
+        asyncio.ensure_future(_replay(s, clip, t0 + k / clip.fps / n, 1, frames, sent[name]))
+        for k, (name, s) in enumerate(senders.items())
+    ]
+    await asyncio.gather(*tasks)
+    await asyncio.sleep(1.0)  # the last datagrams arrive
+    cpu = time.process_time() - cpu0
+    half = frames // 2
+    subscriptions, latencies, downlink = [], [], []
+    for plan, rname, client in receivers:
+        downlink.append(client.downlink_kbps())
+        for sname, _ in plan.senders:
+            stream = client.by_participant(sname)
+            arrivals = stream.arrivals if stream is not None else []
+            seen = {i for _, i in arrivals if half <= i < frames}
+            for t, i in arrivals:
+                if i >= 1 and i in sent[sname]:
+                    latencies.append(round(1000 * (t - sent[sname][i]), 2))
+            subscriptions.append(
+                {"receiver": rname, "sender": sname, "second_half": len(seen) / (frames - half)}
+            )
+    for c in [*senders.values(), *(c for _, _, c in receivers)]:
+        await c.close()
+    return {
+        "subscriptions": subscriptions,
+        "latencies_ms": latencies,
+        "downlink_kbps": downlink,
+        "client_cpu_s": cpu,
+    }
+
+
+def _relay_worker(
+    conn: Any, url: str, clip: CodedClip, plans: list[RelayRoomPlan], frames: int
+) -> None:
+    try:
+        conn.send(asyncio.run(_relay_clients(conn, url, clip, plans, frames)))
+    except Exception as exc:  # reported to the parent, which fails the run
+        conn.send({"error": repr(exc)})
+
+
+async def _relay_decoder(conn: Any, url: str, room: str, tok: str, sender: str) -> dict[str, Any]:
+    """A receiver that decodes one relayed stream (its own process): relayed frames decode."""
+    client = RelayReceiverClient(url, room, tok, decode_only=frozenset({sender}))
+    await client.connect()
+    loop = asyncio.get_running_loop()
+    conn.send("ready")
+    end = await loop.run_in_executor(None, conn.recv)
+    cpu0 = time.process_time()
+    await asyncio.sleep(max(0.0, end - time.monotonic()) + 1.0)
+    stream = client.by_participant(sender)
+    assert stream is not None and stream.decoder is not None
+    st = stream.decoder.stats
+    out = {
+        "stream": f"{room}/{sender}",
+        "frames_arrived": len(stream.arrivals),
+        "decoded": st.decoded,
+        "concealed": st.concealed,
+        "lost": st.lost,
+        "refresh_requests": st.refresh_requests,
+        "cpu_s": round(time.process_time() - cpu0, 3),
+    }
+    await client.close()
+    return out
+
+
+def _relay_decoder_worker(conn: Any, url: str, room: str, tok: str, sender: str) -> None:
+    try:
+        conn.send(asyncio.run(_relay_decoder(conn, url, room, tok, sender)))
+    except Exception as exc:
+        conn.send({"error": repr(exc)})
+
+
+async def _relay_state(server: ServerProcess, rooms: list[str]) -> list[dict[str, Any]]:
+    entries = []
+    for room in rooms:
+        state = await fetch_state(server.url, room, server.token(room, "m", "receive"))
+        entries += state["participants"]
+    return entries
+
+
+def run_relay_load(
+    clip: CodedClip,
+    n: int,
+    room_senders: int,
+    receivers: int,
+    procs: int,
+    frames: int,
+    decode: bool = True,
+) -> dict[str, Any]:
+    """``n`` senders in rooms of ``room_senders``, ``receivers`` relay receivers per room,
+    all subscribed to every sender of their room, for ``frames`` frames; ``decode``: one
+    more receiver (its own process) decodes the first sender's stream."""
+    rooms = [f"relay-{r}" for r in range((n + room_senders - 1) // room_senders)]
+    server = _start_server(
+        "--relay",
+        "--max-participants",
+        str(room_senders + receivers + 1),
+        "--max-rooms",
+        str(max(64, len(rooms))),
+    )
+    pid = server.proc.pid
+    plans = []
+    for r, room in enumerate(rooms):
+        names = [f"s{i}" for i in range(r * room_senders, min(n, (r + 1) * room_senders))]
+        plans.append(
+            RelayRoomPlan(
+                room,
+                tuple((s, server.token(room, s, "send")) for s in names),
+                tuple(
+                    (f"v{r}-{j}", server.token(room, f"v{r}-{j}", "receive"))
+                    for j in range(receivers)
+                ),
+            )
+        )
+    ctx = multiprocessing.get_context("spawn")
+    workers, pipes = [], []
+    rss_idle = rss_mb(pid)
+    try:
+        for k in range(procs):
+            parent, child = ctx.Pipe()
+            mine = plans[k::procs]
+            p = ctx.Process(target=_relay_worker, args=(child, server.url, clip, mine, frames))
+            p.start()
+            workers.append(p)
+            pipes.append(parent)
+        if decode:  # one more receiver, in a process of its own, decodes one stream
+            parent, child = ctx.Pipe()
+            room0, sender0 = plans[0].room, plans[0].senders[0][0]
+            tok = server.token(room0, "decoder", "receive")
+            p = ctx.Process(
+                target=_relay_decoder_worker, args=(child, server.url, room0, tok, sender0)
+            )
+            p.start()
+            workers.append(p)
+            pipes.append(parent)
+        for parent, p in zip(pipes, workers, strict=True):
+            end = time.monotonic() + 300
+            while not parent.poll(1.0):
+                if not p.is_alive() or time.monotonic() > end:
+                    raise RuntimeError("a client process did not get ready")
+            ready = parent.recv()
+            if ready != "ready":
+                raise RuntimeError(f"client process: {ready}")
+        rss_joined = rss_mb(pid)
+        cpu0 = process_cpu_s(pid) or 0.0
+        t0 = time.monotonic() + 0.5
+        duration = (frames - 1) / clip.fps
+        for k, parent in enumerate(pipes):
+            parent.send(t0 if k < procs else t0 + duration)
+        samples = []
+        state: list[dict[str, Any]] = []
+        while time.monotonic() < t0 + duration:
+            time.sleep(1.0)
+            samples.append(
+                {
+                    "t": round(time.monotonic() - t0, 2),
+                    "cpu_s": process_cpu_s(pid),
+                    "rss_mb": rss_mb(pid),
+                }
+            )
+            if not state and time.monotonic() > t0 + duration - 2.5:
+                state = asyncio.run(_relay_state(server, rooms))
+        cpu = (process_cpu_s(pid) or 0.0) - cpu0
+        rss_end = rss_mb(pid)
+        results = []
+        for parent in pipes:
+            if not parent.poll(120):
+                raise RuntimeError("a client process did not report")
+            results.append(parent.recv())
+        errors = [r["error"] for r in results if "error" in r]
+        if errors:
+            raise RuntimeError(f"client processes failed: {errors}")
+        decoded = results[procs] if decode else None
+        results = results[:procs]
+    finally:
+        for p in workers:
+            p.join(30)
+            if p.is_alive():
+                p.kill()
+        server.stop()
+    subs = [s for r in results for s in r["subscriptions"]]
+    lat = [x for r in results for x in r["latencies_ms"]]
+    down = [x for r in results for x in r["downlink_kbps"]]
+    worst = min((s["second_half"] for s in subs), default=0.0)
+    pct = percentiles(lat)
+    senders_state = [p for p in state if p["role"] == "send"]
+    receivers_state = [p for p in state if p["role"] == "receive"]
+    realtime = worst >= 0.9 and pct["p99"] is not None and pct["p99"] <= 200
+    cores = cpu / duration
+    return {
+        "mode": "relay",
+        "senders": n,
+        "rooms": len(rooms),
+        "receivers": receivers * len(rooms),
+        "subscriptions": len(subs),
+        "duration_s": round(duration, 2),
+        "client_processes": procs,
+        "server_cpu_cores": round(cores, 3),
+        "server_cpu_ms_per_sender_second": round(1000 * cores / n, 2),
+        "server_cpu_ms_per_subscription_second": round(1000 * cores / max(len(subs), 1), 2),
+        "server_rss_mb": {"idle": rss_idle, "joined": rss_joined, "end": rss_end},
+        "server_rss_mb_per_sender": round(((rss_end or 0) - (rss_idle or 0)) / n, 2),
+        "worst_subscription_second_half": round(worst, 4),
+        "latency_ms": pct,
+        "latency_ms_max": max(lat) if lat else None,
+        "downlink_kbps_per_receiver": {
+            "mean": round(float(np.mean(down)), 2) if down else None,
+            "min": round(min(down), 2) if down else None,
+            "max": round(max(down), 2) if down else None,
+        },
+        "client_cpu_cores": [round(r["client_cpu_s"] / duration, 3) for r in results],
+        "decoding_receiver": decoded,
+        "server_shed": sum(p.get("shed", 0) for p in receivers_state),
+        "server_rate_limited": sum(p.get("rate_limited", 0) for p in senders_state),
+        "server_refresh_requests": sum(p.get("refresh_requests", 0) for p in senders_state),
+        "server_late_joins_served": sum(p.get("late_joins_served", 0) for p in senders_state),
+        "samples": samples,
+        "realtime": realtime,
+    }
 
 
 # ---------------------------------------------------------------------------------- soak
@@ -618,6 +900,16 @@ def main() -> None:
         help="extra keyface serve argument for --abuse (repeatable: --serve-arg=--cpu-share "
         "--serve-arg=1)",
     )
+    parser.add_argument("--relay", action="store_true", help="relay mode: --senders x --receivers")
+    parser.add_argument(
+        "--room-senders", type=int, default=5, help="--relay: senders per room (default 5)"
+    )
+    parser.add_argument(
+        "--client-procs", type=int, default=2, help="--relay: client processes (default 2)"
+    )
+    parser.add_argument(
+        "--no-decode", action="store_true", help="--relay: no extra receiver that decodes"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.receivers < 0:
@@ -626,7 +918,29 @@ def main() -> None:
     info = machine()
     fps = float(probe(clip).fps)
     out: dict[str, Any] = {"machine": info, "clip": clip.name, "fps": fps}
-    if args.abuse:
+    if args.relay:
+        frames = int(args.seconds * fps) + 1
+        coded = prepare(clip, frames)
+        result = run_relay_load(
+            coded,
+            args.senders,
+            args.room_senders,
+            args.receivers,
+            args.client_procs,
+            frames,
+            decode=not args.no_decode,
+        )
+        print(json.dumps({k: v for k, v in result.items() if k != "samples"}, indent=1))
+        print(
+            f"\nrelay: {result['senders']} senders x {result['receivers']} receivers "
+            f"({result['subscriptions']} subscriptions), {info['cpu_count']} CPUs: server "
+            f"{result['server_cpu_cores']:.2f} cores ({result['server_cpu_ms_per_sender_second']}"
+            f" ms/s per sender), RSS {result['server_rss_mb']}, latency {result['latency_ms']}, "
+            f"worst subscription {100 * result['worst_subscription_second_half']:.1f} % of "
+            f"frames; real time: {result['realtime']}"
+        )
+        out.update(result)
+    elif args.abuse:
         coded = prepare(clip, int(10 * fps))
         abuser = prepare_abuser(clip, args.abuse_frames)
         result = asyncio.run(

@@ -4,6 +4,7 @@ glass-to-glass latency.
     python benchmarks/server_stream.py                       # d6 dev clip (or carphone), 600 frames
     python benchmarks/server_stream.py --intra hevc --json results/server/stream_hevc.json
     python benchmarks/server_stream.py --full-frame --input CLIPS/KwaiVGI+LivePortrait__s18.mp4
+    python benchmarks/server_stream.py --mode video --mode relay --json results/server/downlink.json
 
 Three processes: ``keyface serve --stamp-frames``, ``keyface send`` (the clip played in real
 time: face crop + landmarks + live coding + data channels) and this script's aiortc receiver.
@@ -12,12 +13,18 @@ shows (the time the file source hands the frame over, as a camera would); both r
 CLOCK_MONOTONIC. It includes the sender's analysis and coding, the data channel, the server's
 reordering, decoding, rendering and VP8 coding, RTP and the receiver's VP8 decoding; it does
 not include a camera's exposure/readout or a display's refresh.
+
+``--mode relay`` runs ``keyface serve --relay`` and a Python receiver that decodes the relayed
+datagrams itself (``RelayReceiverClient``); its latency is capture to decoded picture (no VP8).
+Both modes report the receiver's downlink: every byte its connection received (wire kbit/s:
+SRTP + RTCP for video, SCTP over DTLS for relay) and, for relay, the data channel payloads.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -33,16 +40,21 @@ def measure(
     reset_interval: int | None = None,
     full_frame: bool = False,
     extra: tuple[str, ...] = (),
+    mode: str = "video",
 ) -> dict[str, Any]:
-    """One session; ``extra``: more ``keyface send`` arguments."""
+    """One session; ``extra``: more ``keyface send`` arguments; ``mode``: the receiver's
+    (``video``: the server transcodes; ``relay``: ``keyface serve --relay``)."""
     send_args: tuple[str, ...] = (("--intra", intra) if intra else ()) + extra
     if full_frame:
         send_args += ("--full-frame",)
     if reset_interval is not None:
         send_args += ("--reset-interval", str(reset_interval))
-    r = run_session(clip, frames, loss=loss, seed=seed, send_args=send_args)
+    r = run_session(clip, frames, loss=loss, seed=seed, send_args=send_args, relay=mode == "relay")
     s = r.sender["summary"]
     row: dict[str, Any] = {
+        "mode": mode,
+        "downlink_wire_kbps": r.downlink.get("wire_kbps"),
+        "downlink_payload_kbps": r.downlink.get("payload_kbps"),
         "clip": clip.name,
         "intra": intra or "default",
         "full_frame": full_frame,
@@ -91,10 +103,12 @@ def cpu_figures(cpu: dict[str, float], frames: int) -> dict[str, Any]:
 
 
 COLUMNS = [
+    ("mode", "mode", ""),
     ("intra", "intra", ""),
     ("frames_sent", "sent", "d"),
     ("uplink_kbps", "kbit/s", ".2f"),
     ("keyframes", "keys", "d"),
+    ("downlink_wire_kbps", "down kbit/s", ".2f"),
     ("distinct_frames", "shown", "d"),
     ("fps", "rx fps", ".1f"),
     ("latency_ms_median", "lat p50", ".0f"),
@@ -123,12 +137,19 @@ def main() -> None:
         help="send --full-frame: the server composes the face into the sender's background "
         "and publishes the full frame",
     )
+    parser.add_argument(
+        "--mode",
+        action="append",
+        choices=["video", "relay"],
+        help="receiver mode(s) to compare (repeatable; default video)",
+    )
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
     clip = args.input or default_clip()
     info = machine()
     rows = [
-        measure(clip, args.frames, intra, 0.0, 0, full_frame=args.full_frame)
+        measure(clip, args.frames, intra, 0.0, 0, full_frame=args.full_frame, mode=mode)
+        for mode in (args.mode or ["video"])
         for intra in (args.intra or [None])
     ]
     print(f"{clip.name}, {args.frames} frames, loopback, {info['cpu_count']} CPUs")
@@ -136,6 +157,7 @@ def main() -> None:
     print_table(table, COLUMNS)
     print("(CPU ms: each process's CPU time per frame sent, while the receiver was connected)")
     if args.json:
+        info["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"machine": info, "runs": rows}, indent=1))
 

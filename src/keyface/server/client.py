@@ -33,7 +33,7 @@ from keyface.server.conference import (
     LABEL_RELAY_MOTION,
     LABEL_RELIABLE,
 )
-from keyface.server.datagram import KIND_FRAME, DatagramError, parse_datagram
+from keyface.server.datagram import FLAG_IDR, DatagramError, frame_index_of
 from keyface.server.lossmodel import LossModel, RandomLoss
 from keyface.server.media import picture_stats, read_stamp
 from keyface.server.receiver import ParticipantDecoder
@@ -329,9 +329,7 @@ class RelayedStream:
     messages: int = 0
     bytes: int = 0
     """Envelope bytes received for this stream (its share of the downlink payload)."""
-    keyframes: int = 0
     idrs: int = 0
-    malformed: int = 0
     arrivals: list[tuple[float, int]] = field(default_factory=list)
     """(``time.monotonic()``, frame index) of each FRAME datagram, as it arrived."""
     frames: list[ReceivedFrame] = field(default_factory=list)
@@ -349,8 +347,9 @@ class RelayReceiverClient:
     to the server in envelopes; its acknowledgements are not sent (a relay ignores them).
 
     ``renderer``: a ``keyface.render.Renderer`` shared by the decoders (default: the
-    decoder's own). ``keep_images`` keeps the decoded pictures. Decoding runs on the event
-    loop (tests and benchmarks with a few streams)."""
+    decoder's own). ``keep_images`` keeps the decoded pictures. ``decode_only``: decode the
+    streams of these senders only (the others are counted). Decoding runs on the event loop
+    (tests and benchmarks with a few streams)."""
 
     def __init__(
         self,
@@ -361,11 +360,13 @@ class RelayReceiverClient:
         decode: bool = True,
         keep_images: bool = False,
         renderer: Any = None,
+        decode_only: frozenset[str] | None = None,
         ice_servers: tuple[str, ...] = (),
         tick_s: float = 0.05,
     ) -> None:
         self.server, self.room, self.token = server, room, token
         self.decode, self.keep_images, self.renderer = decode, keep_images, renderer
+        self.decode_only = decode_only
         self.tick_s = tick_s
         self.pc = RTCPeerConnection(rtc_configuration(ice_servers))
         self.reliable = self.pc.createDataChannel(LABEL_RELAY)
@@ -426,17 +427,10 @@ class RelayReceiverClient:
             else:
                 stream.avatar = m.payload
             return
-        tag = m.payload[0]
-        if tag & 0x07 == KIND_FRAME:
-            try:
-                d = parse_datagram(m.payload)
-            except DatagramError:
-                stream.malformed += 1
-                d = None
-            if d is not None:
-                stream.arrivals.append((now, d.frame_index))
-                stream.keyframes += d.keyframe is not None
-                stream.idrs += d.idr
+        index = frame_index_of(m.payload)
+        if index is not None:  # read from the tag and one varint: counting costs no parse
+            stream.arrivals.append((now, index))
+            stream.idrs += bool(m.payload[0] & FLAG_IDR)
         if stream.decoder is not None:
             self._take(stream, stream.decoder.receive(m.payload, now), now)
 
@@ -451,7 +445,8 @@ class RelayReceiverClient:
         sid = data.get("stream")
         if data.get("type") == "stream" and isinstance(sid, int):
             name = str(data.get("participant", sid))
-            decoder = ParticipantDecoder(name, renderer=self.renderer) if self.decode else None
+            wanted = self.decode and (self.decode_only is None or name in self.decode_only)
+            decoder = ParticipantDecoder(name, renderer=self.renderer) if wanted else None
             self.streams[sid] = RelayedStream(name, sid, decoder)
         elif data.get("type") == "end" and sid in self.streams:
             self.streams[sid].ended = True

@@ -196,6 +196,17 @@ def encode_ack_datagram(ack: Ack) -> bytes:
     return _tag(KIND_ACK) + encode_varint(ack.newest) + ack.held.to_bytes(4, "little")
 
 
+def frame_index_of(data: bytes) -> int | None:
+    """The frame index of a FRAME datagram from its tag byte and first varint alone, without
+    parsing its packets (``None`` for another kind or a broken start): for counting."""
+    if len(data) < 2 or data[0] >> 6 != DATAGRAM_VERSION or data[0] & _KIND_MASK != KIND_FRAME:
+        return None
+    try:
+        return decode_varint(data, 1)[0]
+    except BitstreamError:
+        return None
+
+
 def _packets(data: bytes, offset: int) -> list[Packet]:
     out = []
     while offset < len(data):
