@@ -43,13 +43,17 @@ from keyface.server.receiver import ParticipantDecoder
 from keyface.server.relay import (
     MSG_AVATAR,
     MSG_BACKGROUND,
+    MSG_BATCH,
     MSG_DATAGRAM,
+    Batcher,
     Outgoing,
     RefreshGate,
     RelayError,
     RelayRoom,
+    encode_batch,
     encode_relay_message,
     parse_relay_message,
+    relay_messages,
 )
 from keyface.server.session import Datagram, SenderSession
 
@@ -152,11 +156,28 @@ def test_relay_envelope_round_trip_and_errors() -> None:
             m = parse_relay_message(encode_relay_message(kind, stream, b"\x41xyz"))
             assert (m.kind, m.stream, m.payload) == (kind, stream, b"\x41xyz")
     assert encode_relay_message(MSG_DATAGRAM, 5, b"ab") == b"\x01\x05ab"  # golden bytes
-    for bad in [b"", b"\x01", b"\x01\x05", b"\x04\x01xx", b"\x00\x01xx", b"\x01\x80", "text"]:
+    for bad in [b"", b"\x01", b"\x01\x05", b"\x05\x01xx", b"\x00\x01xx", b"\x01\x80", "text"]:
         with pytest.raises(RelayError):
             parse_relay_message(bad)  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         encode_relay_message(9, 1, b"x")
+
+
+def test_batches_round_trip_and_stay_within_one_packet() -> None:
+    items = [encode_relay_message(MSG_DATAGRAM, i, bytes([0x42, i]) * 10) for i in range(1, 4)]
+    batch = encode_batch(items)
+    assert batch[:2] == bytes([MSG_BATCH, 0])
+    assert [bytes(m) for m in relay_messages(batch)] == items
+    assert [bytes(m) for m in relay_messages(items[0])] == items[:1]
+    for bad in [encode_batch([batch]), batch[:-1], encode_relay_message(MSG_BATCH, 0, b"\x80")]:
+        with pytest.raises(RelayError):
+            relay_messages(bad)
+    batcher = Batcher(max_bytes=100)
+    sent = [m for i in range(20) for m in batcher.add(items[i % 3])] + batcher.flush()
+    assert all(len(m) <= 100 for m in sent)
+    assert [bytes(x) for m in sent for x in relay_messages(m)] == [items[i % 3] for i in range(20)]
+    big = encode_relay_message(MSG_DATAGRAM, 1, b"\x42" * 200)
+    assert batcher.add(big) == [big] and batcher.flush() == []  # too large: sent alone
 
 
 def test_refresh_gate_coalesces_requests() -> None:

@@ -55,6 +55,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "(join with mode relay); the server decodes and renders nothing",
     )
     p.add_argument(
+        "--relay-batch-ms",
+        type=float,
+        default=20.0,
+        help="relay mode: gather a receiver's motion datagrams this long into one message "
+        "(default 20; 0: one message each)",
+    )
+    p.add_argument(
         "--stamp-frames",
         action="store_true",
         help="burn the frame index into the top 16 rows of each picture (latency benchmarks)",
@@ -86,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("aioice").setLevel(logging.WARNING)
     if not 0 <= args.port < 65536:
         raise UserError("--port must be in 0..65535")
+    if not 0 <= args.relay_batch_ms <= 1000:
+        raise UserError("--relay-batch-ms must be in 0..1000")
     if args.max_participants < 1 or args.max_rooms < 1:
         raise UserError("--max-participants and --max-rooms must be >= 1")
     limits = replace(RoomLimits(), max_participants=args.max_participants)
@@ -102,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         ice_servers=tuple(args.ice_server),
         relay=args.relay,
+        relay_batch_s=args.relay_batch_ms / 1000,
     )
     try:
         asyncio.run(serve_forever(config, args.host, args.port))

@@ -40,8 +40,9 @@ from keyface.server.receiver import ParticipantDecoder
 from keyface.server.relay import (
     MSG_BACKGROUND,
     MSG_DATAGRAM,
+    RelayMessage,
     encode_relay_message,
-    parse_relay_message,
+    relay_messages,
 )
 from keyface.server.session import Datagram
 from keyface.server.tokens import Role
@@ -327,8 +328,9 @@ class RelayedStream:
     id: int
     decoder: ParticipantDecoder | None
     messages: int = 0
+    """Envelopes received (a batch counts each it holds)."""
     bytes: int = 0
-    """Envelope bytes received for this stream (its share of the downlink payload)."""
+    """Bytes received for this stream (an envelope in a batch: its payload)."""
     idrs: int = 0
     arrivals: list[tuple[float, int]] = field(default_factory=list)
     """(``time.monotonic()``, frame index) of each FRAME datagram, as it arrived."""
@@ -413,14 +415,18 @@ class RelayReceiverClient:
         self.first_at = self.first_at if self.first_at is not None else now
         self.last_at = now
         try:
-            m = parse_relay_message(message)
+            envelopes = relay_messages(message)
         except DatagramError:
             return
+        for m in envelopes:
+            self._envelope(m, len(message) if len(envelopes) == 1 else len(m.payload), now)
+
+    def _envelope(self, m: RelayMessage, size: int, now: float) -> None:
         stream = self.streams.get(m.stream)
         if stream is None:
             return
         stream.messages += 1
-        stream.bytes += len(message)
+        stream.bytes += size
         if m.kind != MSG_DATAGRAM:
             if m.kind == MSG_BACKGROUND:
                 stream.background = m.payload

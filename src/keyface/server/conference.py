@@ -57,6 +57,7 @@ from keyface.server.relay import (
     DEFAULT_REFRESH_INTERVAL_S,
     MSG_AVATAR,
     MSG_BACKGROUND,
+    Batcher,
     Outgoing,
     RelayRoom,
 )
@@ -171,6 +172,10 @@ class ServerConfig:
     relay_max_buffer: int = 1024 * 1024
     """Bytes queued on a relay receiver's reliable channel beyond which everything for it
     is shed (its decoder notices a missing keyframe and asks for a refresh)."""
+    relay_batch_s: float = 0.02
+    """Motion datagrams for one relay receiver are gathered this long and sent as one
+    message (``keyface.server.relay.MSG_BATCH``); 0 sends each at once. Adds at most this
+    much latency; saves a message per sender of the room and frame (docs/server.md)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.secret, bytes) or len(self.secret) < 16:
@@ -767,6 +772,8 @@ class RelayReceiverPeer(Peer):
         self.shed = 0
         """Messages not sent because its channel's queue was over the limit
         (``ServerConfig.relay_motion_buffer`` / ``relay_max_buffer``) or not open."""
+        self._motion = Batcher()
+        self._flush_at: asyncio.TimerHandle | None = None
         pc.on("datachannel", self._on_datachannel)
 
     def _check_offer(self) -> None:
@@ -801,7 +808,25 @@ class RelayReceiverPeer(Peer):
         self.room.route(self.room.relay.from_receiver(self.name, message, now))
 
     def send(self, channel: Channel, payload: bytes | str) -> None:
-        """One relayed message, unless this receiver's queue for it is full."""
+        """One relayed message: motion gathered into batches (``relay_batch_s``), the rest
+        at once."""
+        batch_s = self.room.config.relay_batch_s
+        if channel == "reliable" or batch_s <= 0 or not isinstance(payload, bytes):
+            self._send(channel, payload)
+            return
+        for message in self._motion.add(payload):
+            self._send(channel, message)
+        if len(self._motion) and self._flush_at is None:
+            self._flush_at = asyncio.get_running_loop().call_later(batch_s, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_at = None
+        if not self.closed:
+            for message in self._motion.flush():
+                self._send("unreliable", message)
+
+    def _send(self, channel: Channel, payload: bytes | str) -> None:
+        """One message, unless this receiver's queue for it is full."""
         cfg = self.room.config
         ch = self.channels.get(LABEL_RELAY if channel == "reliable" else LABEL_RELAY_MOTION)
         limit = cfg.relay_max_buffer if channel == "reliable" else cfg.relay_motion_buffer
@@ -819,6 +844,8 @@ class RelayReceiverPeer(Peer):
     def _release(self) -> None:
         self.room.session.leave(self.name)
         self.room.relay.remove_receiver(self.name)
+        if self._flush_at is not None:
+            self._flush_at.cancel()
 
     def state(self, now: float) -> dict[str, Any]:
         out = super().state(now)

@@ -20,10 +20,11 @@ sender for an IDR through the gate.
 
 Envelope (server <-> receiver, binary data channel messages)::
 
-    u8      kind      1 DATAGRAM, 2 BACKGROUND, 3 AVATAR
-    varint  stream    the sender's stream id in this room (announced, below)
+    u8      kind      1 DATAGRAM, 2 BACKGROUND, 3 AVATAR, 4 BATCH
+    varint  stream    the sender's stream id in this room (announced, below); 0 for BATCH
     bytes   payload   DATAGRAM: a conference datagram (docs/bitstream.md 12) byte for byte;
-                      BACKGROUND: the sender's BACKGROUND packet record; AVATAR: its photo
+                      BACKGROUND: the sender's BACKGROUND packet record; AVATAR: its photo;
+                      BATCH: (varint length, envelope of kind 1-3) repeated
 
 and text messages (server -> receiver, reliable channel), JSON objects:
 ``{"type": "stream", "stream": ID, "participant": NAME}`` when a sender's stream becomes
@@ -69,7 +70,16 @@ MSG_BACKGROUND = 2
 """Envelope kind: the stream's BACKGROUND packet record (``keyface send --full-frame``)."""
 MSG_AVATAR = 3
 """Envelope kind: the stream's avatar photo, JPEG or PNG bytes (``keyface send --avatar``)."""
-MSG_KINDS = (MSG_DATAGRAM, MSG_BACKGROUND, MSG_AVATAR)
+MSG_BATCH = 4
+"""Envelope kind: several envelopes in one message (stream id 0; payload: ``varint length,
+envelope`` repeated; no batch inside a batch). The server batches what it sends a receiver
+on ``keyface-relay-motion`` over ``ServerConfig.relay_batch_s``: one SCTP message instead of
+one per sender (each costs the server and the receiver a packet, a DTLS record and an SCTP
+acknowledgement)."""
+MSG_KINDS = (MSG_DATAGRAM, MSG_BACKGROUND, MSG_AVATAR, MSG_BATCH)
+MAX_BATCH_BYTES = 1100
+"""Largest batch: one SCTP packet (aiortc's user data limit is 1200 bytes), so a lost batch
+costs one packet's worth, as unbatched datagrams would."""
 
 DEFAULT_REFRESH_INTERVAL_S = 1.0
 """Fewest seconds between two refresh requests the relay sends one sender. A 256x256 HEVC
@@ -115,6 +125,66 @@ def parse_relay_message(data: bytes) -> RelayMessage:
     if pos >= len(data):
         raise RelayError("relay message without a payload")
     return RelayMessage(data[0], stream, data[pos:])
+
+
+def encode_batch(envelopes: list[bytes]) -> bytes:
+    """One ``MSG_BATCH`` message holding ``envelopes`` (each a kind 1-3 envelope)."""
+    body = b"".join(encode_varint(len(e)) + e for e in envelopes)
+    return encode_relay_message(MSG_BATCH, 0, body)
+
+
+def relay_messages(data: bytes) -> list[RelayMessage]:
+    """The envelopes of one data channel message: itself, or a batch's contents. Raises
+    :class:`RelayError` when malformed (a batch inside a batch included)."""
+    m = parse_relay_message(data)
+    if m.kind != MSG_BATCH:
+        return [m]
+    out, pos, body = [], 0, m.payload
+    try:
+        while pos < len(body):
+            size, pos = decode_varint(body, pos)
+            if size > len(body) - pos:
+                raise RelayError("batch item runs past the end")
+            inner = parse_relay_message(body[pos : pos + size])
+            if inner.kind == MSG_BATCH:
+                raise RelayError("a batch inside a batch")
+            out.append(inner)
+            pos += size
+    except BitstreamError as exc:
+        raise RelayError(f"batch: {exc}") from None
+    return out
+
+
+class Batcher:
+    """Envelopes for one receiver's channel, gathered until :meth:`flush` (the transport's
+    timer) or until the next one would make the batch larger than ``max_bytes``."""
+
+    def __init__(self, max_bytes: int = MAX_BATCH_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self._items: list[bytes] = []
+        self._size = 0
+
+    def add(self, envelope: bytes) -> list[bytes]:
+        """Queue ``envelope``; returns the messages to send now (a full batch, or an
+        envelope too large to batch)."""
+        item = len(envelope) + len(encode_varint(len(envelope)))
+        out = []
+        if self._items and self._size + item > self.max_bytes - 2:
+            out = self.flush()
+        if item > self.max_bytes - 2:
+            return [*out, envelope]
+        self._items.append(envelope)
+        self._size += item
+        return out
+
+    def flush(self) -> list[bytes]:
+        items, self._items, self._size = self._items, [], 0
+        if not items:
+            return []
+        return [items[0] if len(items) == 1 else encode_batch(items)]
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 def announce(stream: int, participant: str) -> str:
