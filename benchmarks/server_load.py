@@ -66,6 +66,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import sys
 import threading
 import time
 from collections import deque
@@ -917,7 +918,12 @@ def main() -> None:
     clip = args.input or default_clip()
     info = machine()
     fps = float(probe(clip).fps)
-    out: dict[str, Any] = {"machine": info, "clip": clip.name, "fps": fps}
+    out: dict[str, Any] = {
+        "command": "python " + " ".join(sys.argv),
+        "machine": info,
+        "clip": clip.name,
+        "fps": fps,
+    }
     if args.relay:
         frames = int(args.seconds * fps) + 1
         coded = prepare(clip, frames)

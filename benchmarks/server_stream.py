@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -159,7 +160,9 @@ def main() -> None:
     if args.json:
         info["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"machine": info, "runs": rows}, indent=1))
+        command = "python " + " ".join(sys.argv)
+        out = {"command": command, "machine": info, "runs": rows}
+        args.json.write_text(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":
