@@ -335,7 +335,9 @@ class RelayedStream:
     arrivals: list[tuple[float, int]] = field(default_factory=list)
     """(``time.monotonic()``, frame index) of each FRAME datagram, as it arrived."""
     frames: list[ReceivedFrame] = field(default_factory=list)
-    """Decoded (or held) pictures; ``stamp`` is the frame index."""
+    """Decoded pictures (``stamp``: the frame index); held ones are only counted."""
+    concealed: int = 0
+    """Frames shown as the held last picture (lost, late or undecodable)."""
     background: bytes | None = None
     avatar: bytes | None = None
     ended: bool = False
@@ -459,6 +461,9 @@ class RelayReceiverClient:
 
     def _take(self, stream: RelayedStream, frames: list[Any], now: float) -> None:
         for f in frames:
+            if f.concealed:
+                stream.concealed += 1
+                continue
             mean, std = picture_stats(f.image)
             stream.frames.append(
                 ReceivedFrame(
