@@ -584,6 +584,7 @@ def run_relay_load(
         "server_cpu_cores": round(cores, 3),
         "server_cpu_ms_per_sender_second": round(1000 * cores / n, 2),
         "server_cpu_ms_per_subscription_second": round(1000 * cores / max(len(subs), 1), 2),
+        "server_cpu_ms_per_sent_frame": round(1000 * cpu / (n * (frames - 1)), 3),
         "server_rss_mb": {"idle": rss_idle, "joined": rss_joined, "end": rss_end},
         "server_rss_mb_per_sender": round(((rss_end or 0) - (rss_idle or 0)) / n, 2),
         "worst_subscription_second_half": round(worst, 4),
