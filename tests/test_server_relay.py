@@ -22,14 +22,28 @@ import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from aiortc import RTCPeerConnection
-from server_utils import reference_frames, test_config, token, wait_until
+from server_utils import (
+    drained,
+    encode_clip,
+    reference_frames,
+    replay,
+    test_config,
+    token,
+    wait_until,
+)
 
 from keyface.bitstream import AuxPacket, MotionPacket
 from keyface.codec.config import CodecConfig
 from keyface.pipeline import cropped_frames
 from keyface.renderers import DEFAULT_RENDERER, get_renderer
 from keyface.server import RoomLimits, RoomSession
-from keyface.server.client import RelayReceiverClient, SenderClient, fetch_state, rtc_configuration
+from keyface.server.client import (
+    ReceiverClient,
+    RelayReceiverClient,
+    SenderClient,
+    fetch_state,
+    rtc_configuration,
+)
 from keyface.server.conference import LABEL_RELAY, LABEL_RELAY_MOTION
 from keyface.server.datagram import (
     Ack,
@@ -518,3 +532,47 @@ def test_relay_end_to_end_late_join_and_no_decoder(
     assert entries["bob"]["mode"] == "relay" and entries["bob"]["streams"] == ["alice"]
     assert entries["bob"]["downlink_kbps_mean"] > 0
     assert early.downlink_kbps() > 0
+
+
+@pytest.mark.slow
+def test_a_transcoding_server_serves_relay_and_video_receivers_together(crops) -> None:
+    """Mixed room on a transcoding server: a relay receiver decodes the relayed datagrams,
+    a video receiver gets the server's track, and the server sends the sender no
+    acknowledgements while the relay receiver listens (docs/server.md, Acknowledgements)."""
+    images, landmarks, crop = crops
+    clip = encode_clip(images, landmarks, 60, crop=crop, reset_interval=10)
+
+    async def main() -> tuple:
+        server = await start_server(test_config(), port=0)
+        relayed = RelayReceiverClient(
+            server.url, "mix", token("mix", "r", "receive"), keep_images=True
+        )
+        video = ReceiverClient(server.url, "mix", token("mix", "v", "receive"))
+        client = SenderClient(server.url, "mix", token("mix", "s"))
+        try:
+            await relayed.connect()
+            await client.connect()
+            await replay(client, clip[:3])
+            await video.connect(streams=1)
+            await replay(client, clip[3:])
+            await drained(server, "mix")
+            await asyncio.sleep(0.5)
+            state = await fetch_state(server.url, "mix", token("mix", "m", "receive"))
+        finally:
+            for c in (client, relayed, video):
+                await c.close()
+            await server.close()
+        return relayed, video, client, state
+
+    relayed, video, client, state = _run(main())
+    stream = relayed.by_participant("s")
+    assert stream is not None and len(stream.frames) >= 40
+    reference = reference_frames(clip)
+    assert all(
+        np.array_equal(f.image, reference[f.stamp]) for f in stream.frames if f.image is not None
+    )
+    assert len(video.frames.get("s", [])) >= 10
+    entries = {p["name"]: p for p in state["participants"]}
+    assert entries["s"]["decoded"] >= 50  # the server decodes for its video receiver
+    assert entries["r"]["mode"] == "relay" and entries["v"]["mode"] == "video"
+    assert client.stats.feedback == 0  # no ACKs (and no refresh was needed)
