@@ -181,6 +181,7 @@ def test_batches_round_trip_and_stay_within_one_packet() -> None:
     items = [encode_relay_message(MSG_DATAGRAM, i, bytes([0x42, i]) * 10) for i in range(1, 4)]
     batch = encode_batch(items)
     assert batch[:2] == bytes([MSG_BATCH, 0])
+    assert encode_batch([b"\x01\x05ab"]) == bytes.fromhex("04 00 04 01 05 61 62")  # golden
     assert [bytes(m) for m in relay_messages(batch)] == items
     assert [bytes(m) for m in relay_messages(items[0])] == items[:1]
     for bad in [encode_batch([batch]), batch[:-1], encode_relay_message(MSG_BATCH, 0, b"\x80")]:
