@@ -54,6 +54,7 @@ def test_token_url_and_secret_from_environment(capsys, monkeypatch) -> None:
         (["serve", "--secret", "short"], "at least 16 bytes"),
         (["serve", "--secret", SECRET.decode(), "--generator", "nope"], "unknown generator"),
         (["serve", "--secret", SECRET.decode(), "--cpu-share", "0"], "--cpu-share"),
+        (["serve", "--secret", SECRET.decode(), "--relay", "--relay-batch-ms", "-1"], "batch"),
         (["send", "--input", "x.mp4", "--server", "http://h", "--room", "r"], "token"),
         (
             [
