@@ -577,3 +577,43 @@ def test_a_transcoding_server_serves_relay_and_video_receivers_together(crops) -
     assert entries["s"]["decoded"] >= 50  # the server decodes for its video receiver
     assert entries["r"]["mode"] == "relay" and entries["v"]["mode"] == "video"
     assert client.stats.feedback == 0  # no ACKs (and no refresh was needed)
+
+
+def test_a_slow_relay_receiver_is_shed_not_queued() -> None:
+    """Per-receiver bounds: past ``relay_motion_buffer`` queued bytes its motion is shed,
+    past ``relay_max_buffer`` everything; a receiver that keeps up gets batches."""
+    from keyface.server.conference import Conference, LiveRoom, RelayReceiverPeer
+
+    class Channel:
+        def __init__(self, buffered: int) -> None:
+            self.readyState, self.bufferedAmount, self.sent = "open", buffered, []
+
+        def send(self, payload: Any) -> None:
+            self.sent.append(payload)
+
+    async def main() -> None:
+        config = replace(test_config(), relay=True, relay_batch_s=0.01)
+        conference = Conference(config)
+        live = LiveRoom(conference, "r")
+        pc = RTCPeerConnection()
+        peer = RelayReceiverPeer(live, live.session.join("v", "receive", 0.0), pc)
+        slow_motion, slow_reliable = Channel(100_000), Channel(2_000_000)
+        peer.channels = {LABEL_RELAY_MOTION: slow_motion, LABEL_RELAY: slow_reliable}
+        motion = encode_relay_message(MSG_DATAGRAM, 1, b"\x42\x05\x00motion")
+        for _ in range(3):
+            peer.send("unreliable", motion)
+        peer.send("reliable", encode_relay_message(MSG_DATAGRAM, 1, b"\x42\x05\x00key"))
+        await asyncio.sleep(0.05)
+        assert slow_motion.sent == [] and slow_reliable.sent == [] and peer.shed == 2
+        fast = Channel(0)
+        peer.channels[LABEL_RELAY_MOTION] = fast
+        for _ in range(3):
+            peer.send("unreliable", motion)
+        await asyncio.sleep(0.05)
+        assert len(fast.sent) == 1  # one batch of three
+        assert [bytes(m) for m in relay_messages(fast.sent[0])] == [motion] * 3
+        live.stop()
+        await pc.close()
+        await conference.close()
+
+    _run(main())
