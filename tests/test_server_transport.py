@@ -378,10 +378,11 @@ def test_join_refused_is_reported_to_python_clients() -> None:
 
 
 def _watch_one_sender(
-    room: str, packets: list, setup: Callable[[SenderClient], None]
+    room: str, packets: list, setup: Callable[[SenderClient], Any]
 ) -> tuple[dict, list]:
-    """One sender streams ``packets`` to ``room`` (``setup`` sends its extra records first), a
-    receiver joins after the first three; returns the room state and the receiver's frames."""
+    """One sender streams ``packets`` to ``room`` (``setup`` sends its extra records first; a
+    coroutine is awaited), a receiver joins after the first three; returns the room state and
+    the receiver's frames."""
 
     async def main() -> tuple[dict, list]:
         server = await start_server(test_config(), port=0)
@@ -389,7 +390,9 @@ def _watch_one_sender(
         receiver = ReceiverClient(server.url, room, token(room, "v", "receive"), keep_images=True)
         try:
             await client.connect()
-            setup(client)
+            started = setup(client)
+            if asyncio.iscoroutine(started):
+                await started
             await replay(client, packets[:3])
             await receiver.connect(streams=1)
             await replay(client, packets[3:])
@@ -405,6 +408,23 @@ def _watch_one_sender(
     return _run(main())
 
 
+async def _after_malformed(client: SenderClient, count: int) -> None:
+    """Wait until the server has counted ``count`` malformed messages from ``client``: a
+    photo sent while another one waits is shed (docs/server.md), so the good photo that
+    follows a junk one must wait until the junk one has been looked at."""
+
+    async def counted() -> bool:
+        viewer = token(client.room, "m", "receive")
+        state = await fetch_state(client.server, client.room, viewer)
+        me = next((p for p in state["participants"] if p["name"] == client.participant), {})
+        return int(me.get("malformed", 0)) >= count
+
+    end = time.monotonic() + 60
+    while not await counted():
+        assert time.monotonic() < end, "the server never looked at the junk photo"
+        await asyncio.sleep(0.05)
+
+
 def test_avatar_mode_shows_the_avatar_not_the_sender(carphone_path, clip) -> None:
     """``keyface send --avatar``: the room sees the avatar photo moved by the sender's motion."""
     pytest.importorskip("keyface.compose.avatar")
@@ -413,8 +433,9 @@ def test_avatar_mode_shows_the_avatar_not_the_sender(carphone_path, clip) -> Non
     buf = io.BytesIO()
     Image.fromarray(photo).save(buf, format="PNG")
 
-    def setup(client: SenderClient) -> None:
+    async def setup(client: SenderClient) -> None:
         client.send_avatar(b"not a picture")  # dropped and counted
+        await _after_malformed(client, 1)
         client.send_avatar(buf.getvalue())
 
     state, got = _watch_one_sender("av", clip[:60], setup)
@@ -435,8 +456,9 @@ def test_full_frame_background_is_pasted(carphone_path, carphone_analysis, clip)
     data = get_intra_codec("hevc").encode(flatten_inside(first, a.crop), 60)
     background = bytes(BackgroundPacket(frame_index=0, data=data))
 
-    def setup(client: SenderClient) -> None:
+    async def setup(client: SenderClient) -> None:
         client.send_background(b"\x03\x00garbage")  # dropped and counted
+        await _after_malformed(client, 1)
         client.send_background(background)
 
     state, got = _watch_one_sender("ff", clip[:40], setup)
