@@ -81,6 +81,13 @@ PROMOTED_WEIGHT = 2.0
 """A promoted reference counts as this many times farther than its motion distance when the
 encoder picks the reference to render from: it is chosen only where it holds content the
 keyframes lack, or is much nearer."""
+REFERENCE_HOLD = 1.3
+"""The motion rule keeps rendering from the previous frame's reference while its (weighted)
+motion distance is within this factor of the nearest one's and under the gate's threshold.
+Without it the choice flipped between references whose distances were alike, every few
+frames: each flip swaps the whole picture for another keyframe's coding noise and background,
+the pumping that ``flicker`` and a viewer see behind the head (issue 18,
+``benchmarks/ripple.py``)."""
 
 
 @dataclass(frozen=True)
@@ -257,6 +264,8 @@ class EncoderCore:
         self._last_reset = -1
         self._last_params: np.ndarray | None = None
         self._last_q: np.ndarray | None = None
+        self._shown_from: int | None = None
+        """Frame index of the reference the previous frame was rendered from (or is)."""
         self._with_background = with_background
         self._background_sent = False
         self._force_keyframe = False
@@ -340,6 +349,9 @@ class EncoderCore:
                 decision = replace(decision, motion_reset=True)
         self.stats.decisions.append(decision)
         self.stats.frames += 1
+        self._shown_from = (
+            index if decision.keyframe or decision.promoted else decision.reference_frame
+        )
         self._pending.append(CodedFrame(q=q, reference=decision.reference))
         if self._aux is not None:
             self._aux_pending.append(self._aux.encode(image))
@@ -474,10 +486,18 @@ class EncoderCore:
                 return None, None, "gate"
             # Render from a keyframe where one will do: a promoted picture was warped once
             # already (PROMOTED_WEIGHT makes it look that much farther).
-            k = min(
-                candidates,
-                key=lambda i: dists[i] * (PROMOTED_WEIGHT if self.buffer[i].promoted else 1.0),
-            )
+            weighted = {
+                i: dists[i] * (PROMOTED_WEIGHT if self.buffer[i].promoted else 1.0)
+                for i in candidates
+            }
+            k = min(candidates, key=weighted.__getitem__)
+            held_on = [i for i in candidates if self.buffer[i].frame_index == self._shown_from]
+            if (
+                held_on
+                and dists[held_on[0]] <= threshold
+                and weighted[held_on[0]] <= REFERENCE_HOLD * weighted[k]
+            ):
+                k = held_on[0]  # no flip between alike references (REFERENCE_HOLD)
             entry = self.buffer[k]
             return FrameDecision(index, False, k, entry.frame_index, dists[k]), None, None
         # PSNR: render every candidate as the decoder would, with its own body-motion grid.
