@@ -88,6 +88,10 @@ Without it the choice flipped between references whose distances were alike, eve
 frames: each flip swaps the whole picture for another keyframe's coding noise and background,
 the pumping that ``flicker`` and a viewer see behind the head (issue 18,
 ``benchmarks/ripple.py``)."""
+HOLD_MOUTH_SLACK = 0.03
+"""The hold keeps a reference only while its mouth opening (inner-lip gap over width) is within
+this of being as near the frame's as the nearest reference's: held for its background alone, a
+reference with another mouth made lp_d6's mouth LPIPS 13 % worse."""
 
 
 @dataclass(frozen=True)
@@ -438,6 +442,14 @@ class EncoderCore:
         q = rep.quantize_field(measured, self.state.steps, self._last_q)
         return q, rep.field(self.state.dequantize(q))
 
+    def _mouth_as_near(self, held: int, nearest: int, state: FaceState | None) -> bool:
+        """Whether buffer entry ``held`` shows a mouth about as open as the frame's (``state``)
+        as the ``nearest`` one does (within ``HOLD_MOUTH_SLACK``); True without states."""
+        a, b = self.buffer[held].state, self.buffer[nearest].state
+        if state is None or a is None or b is None:
+            return True
+        return abs(a.mouth - state.mouth) <= abs(b.mouth - state.mouth) + HOLD_MOUTH_SLACK
+
     def _decide(
         self,
         index: int,
@@ -496,6 +508,7 @@ class EncoderCore:
                 held_on
                 and dists[held_on[0]] <= threshold
                 and weighted[held_on[0]] <= REFERENCE_HOLD * weighted[k]
+                and self._mouth_as_near(held_on[0], k, state)
             ):
                 k = held_on[0]  # no flip between alike references (REFERENCE_HOLD)
             entry = self.buffer[k]
