@@ -247,7 +247,8 @@ def test_a_swaying_head_leaves_the_picture_frame_behind_it_still() -> None:
     sways and tilts in front of a wall with a picture frame (straight dark lines): a head's
     radius away from the face oval, the rendered wall changes by 0.10 grey levels a frame
     (at most 0.35); with the rings that followed the head at fixed shares (1.0 at 1.3x the
-    oval, 0.7 at 1.75x) it changed by 11.4 (at most 14.7) and the lines bent. Next to the face the picture still follows the head (the hair moves with it)."""
+    oval, 0.7 at 1.75x) it changed by 11.4 (at most 14.7) and the lines bent. Next to the
+    face the picture still follows the head (the hair moves with it)."""
     import itertools
 
     import cv2
