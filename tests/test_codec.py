@@ -16,6 +16,7 @@ from keyface.bitstream import (
     MotionPacket,
     RefreshMode,
     read_stream,
+    write_stream,
 )
 from keyface.codec.config import CodecConfig
 from keyface.codec.decoder import DecoderCore
@@ -212,3 +213,49 @@ def test_an_encode_reads_the_video_twice_and_a_rate_search_no_more(
     assert len(reads) == 2
     reread = encode_analysis(replace(analysis, crops=None), config)
     assert len(reads) == 3 and reread.data == kept.data
+
+
+def test_the_motion_rule_does_not_flip_between_alike_references(carphone_analysis, monkeypatch):
+    """Issue 18 ("no rippling backgrounds"): a head that rests between two keyframes' poses
+    was rendered from one, then the other, every frame, and each flip swapped the picture for
+    the other keyframe's coding noise and background. The rule now keeps the previous frame's
+    reference while it is within ``REFERENCE_HOLD`` of the nearest; without that it flips."""
+    import keyface.codec.encoder as encoder_module
+
+    image = carphone_analysis.crops[0]
+    lm = carphone_analysis.landmarks[0].astype(np.float64)
+
+    def shifted(dx: float) -> np.ndarray:
+        out = lm.copy()
+        out[:, 0] += dx
+        return out
+
+    # Keyframes at -8 and +8 px (motion distance 0.13 > 0.1), then a head that rests in the
+    # middle with half a pixel of jitter (distances 0.06-0.07 to both).
+    sequence = [shifted(-8)] * 2 + [shifted(8)] * 2 + [shifted(s) for s in (-0.6, 0.6) * 4]
+    config = replace(
+        BASE,
+        refresh_mode=RefreshMode.MOTION,
+        refresh_threshold=0.1,
+        content_refresh=False,
+        motion_field=False,
+        generator="warp",
+    )
+
+    def code() -> tuple[list[int], int, list[int]]:
+        encoder = EncoderCore(config, fps=25)
+        packets = [p for lm_t in sequence for p in encoder.encode(image, lm_t)]
+        packets += encoder.flush()
+        decisions = encoder.stats.decisions
+        decoded = decode_bytes(write_stream(encoder.header, packets))
+        assert [f.reference_frame for f in decoded.frames] == [d.reference_frame for d in decisions]
+        keys = [d.index for d in decisions if d.keyframe]
+        return keys, encoder.stats.motion_bytes, [d.reference_frame for d in decisions[4:]]
+
+    keys, held_bytes, held = code()
+    assert keys == [0, 2]
+    assert held == [2] * 8, "the rested head stays on the newest keyframe"
+    monkeypatch.setattr(encoder_module, "REFERENCE_HOLD", 1.0)
+    keys, flip_bytes, flipping = code()
+    assert keys == [0, 2] and flipping == [0, 2] * 4, "without the hold it flips every frame"
+    assert held_bytes <= flip_bytes

@@ -141,12 +141,14 @@ def test_hold_keeps_the_body_still_and_the_head_moving() -> None:
     still = w <= 0.0
     np.testing.assert_array_equal(held[head], face[head])
     assert np.abs(held[still].astype(int) - image[still]).max() <= 1
-    # The warp alone moved the neck and shoulders near the bottom; the hold does not.
+    # The warp alone used to move the neck and shoulders near the bottom (its rings followed
+    # the head); since issue 18's head-follow share fades with the distance from the face it
+    # leaves them nearly still, and the hold keeps them still.
     chin = int(kp[list(FACE_OVAL), 1].max())
     body = np.zeros((256, 256), bool)
     body[chin + 40 : 256 - 21, 21:-21] = True
     assert body.sum() > 3000
-    assert np.abs(face[body].astype(int) - image[body]).mean() > 1.0
+    assert np.abs(face[body].astype(int) - image[body]).mean() < 0.5
     assert np.abs(held[body].astype(int) - image[body]).max() <= 1
     # No seam: one warp, so no step bigger than the picture's own steepest one (plus the stretch).
     own = max(np.abs(np.diff(image.astype(int), axis=a)).max() for a in (0, 1))

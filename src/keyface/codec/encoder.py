@@ -81,6 +81,17 @@ PROMOTED_WEIGHT = 2.0
 """A promoted reference counts as this many times farther than its motion distance when the
 encoder picks the reference to render from: it is chosen only where it holds content the
 keyframes lack, or is much nearer."""
+REFERENCE_HOLD = 1.3
+"""The motion rule keeps rendering from the previous frame's reference while its (weighted)
+motion distance is within this factor of the nearest one's and under the gate's threshold.
+Without it the choice flipped between references whose distances were alike, every few
+frames: each flip swaps the whole picture for another keyframe's coding noise and background,
+the pumping that ``flicker`` and a viewer see behind the head (issue 18,
+``benchmarks/ripple.py``)."""
+HOLD_MOUTH_SLACK = 0.03
+"""The hold keeps a reference only while its mouth opening (inner-lip gap over width) is within
+this of being as near the frame's as the nearest reference's: held for its background alone, a
+reference with another mouth made lp_d6's mouth LPIPS 13 % worse."""
 
 
 @dataclass(frozen=True)
@@ -257,6 +268,8 @@ class EncoderCore:
         self._last_reset = -1
         self._last_params: np.ndarray | None = None
         self._last_q: np.ndarray | None = None
+        self._shown_from: int | None = None
+        """Frame index of the reference the previous frame was rendered from (or is)."""
         self._with_background = with_background
         self._background_sent = False
         self._force_keyframe = False
@@ -340,6 +353,9 @@ class EncoderCore:
                 decision = replace(decision, motion_reset=True)
         self.stats.decisions.append(decision)
         self.stats.frames += 1
+        self._shown_from = (
+            index if decision.keyframe or decision.promoted else decision.reference_frame
+        )
         self._pending.append(CodedFrame(q=q, reference=decision.reference))
         if self._aux is not None:
             self._aux_pending.append(self._aux.encode(image))
@@ -426,6 +442,14 @@ class EncoderCore:
         q = rep.quantize_field(measured, self.state.steps, self._last_q)
         return q, rep.field(self.state.dequantize(q))
 
+    def _mouth_as_near(self, held: int, nearest: int, state: FaceState | None) -> bool:
+        """Whether buffer entry ``held`` shows a mouth about as open as the frame's (``state``)
+        as the ``nearest`` one does (within ``HOLD_MOUTH_SLACK``); True without states."""
+        a, b = self.buffer[held].state, self.buffer[nearest].state
+        if state is None or a is None or b is None:
+            return True
+        return abs(a.mouth - state.mouth) <= abs(b.mouth - state.mouth) + HOLD_MOUTH_SLACK
+
     def _decide(
         self,
         index: int,
@@ -474,10 +498,19 @@ class EncoderCore:
                 return None, None, "gate"
             # Render from a keyframe where one will do: a promoted picture was warped once
             # already (PROMOTED_WEIGHT makes it look that much farther).
-            k = min(
-                candidates,
-                key=lambda i: dists[i] * (PROMOTED_WEIGHT if self.buffer[i].promoted else 1.0),
-            )
+            weighted = {
+                i: dists[i] * (PROMOTED_WEIGHT if self.buffer[i].promoted else 1.0)
+                for i in candidates
+            }
+            k = min(candidates, key=weighted.__getitem__)
+            held_on = [i for i in candidates if self.buffer[i].frame_index == self._shown_from]
+            if (
+                held_on
+                and dists[held_on[0]] <= threshold
+                and weighted[held_on[0]] <= REFERENCE_HOLD * weighted[k]
+                and self._mouth_as_near(held_on[0], k, state)
+            ):
+                k = held_on[0]  # no flip between alike references (REFERENCE_HOLD)
             entry = self.buffer[k]
             return FrameDecision(index, False, k, entry.frame_index, dists[k]), None, None
         # PSNR: render every candidate as the decoder would, with its own body-motion grid.

@@ -1,11 +1,13 @@
 """Training-free renderer: a dense piecewise-affine backward warp of the reference frame.
 
 Control points are the face keypoints plus two rings around the head (hair, ears, neck) that
-follow the head's 2-D similarity motion, and fixed points on the crop border (the background and
-shoulders are held still). The points are triangulated in the *driving* frame (Delaunay, so the
-output has no holes or overlaps), each triangle maps affinely to the same triangle in the
-reference, and the reference is sampled there. The flow is computed on a half-resolution grid
-and upsampled; sampling is bicubic.
+follow a share of the head's 2-D similarity motion (:func:`follow_share`), and fixed points on
+the crop border (the background and shoulders are held still). The points are triangulated in
+the *driving* frame (Delaunay, so the output has no holes or overlaps), each triangle maps
+affinely to the same triangle in the reference, and the reference is sampled there. Outside the
+face oval the mesh gives way to a smooth flow that follows the head less with the distance from
+it (:func:`head_follow_flow`). The flow is computed on a half-resolution grid and upsampled;
+sampling is bicubic.
 """
 
 from __future__ import annotations
@@ -26,14 +28,6 @@ from keyface.facemesh import (
 )
 from keyface.motion.field import body_weight, upsample_field
 from keyface.types import check_image
-
-RINGS = ((1.3, 1.0), (1.75, 0.7))
-"""(radius factor relative to the face oval, share of the head motion) of each outer ring."""
-NECK_FOLLOW = 0.35
-"""Share of the head motion followed by ring points below the chin (the neck, shoulders)."""
-BORDER_POINTS = 9
-BORDER_CALM = 0.12
-"""Ring points closer to the crop border than this share of the side move proportionally less."""
 
 
 @dataclass
@@ -62,6 +56,67 @@ def similarity_fit(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.hstack([rot, (md - rot @ ms)[:, None]])
 
 
+HEAD_REACH = 0.25
+"""How far outside the face oval the picture follows the head, as a share of the oval's mean
+radius: the share of the head's motion falls as ``exp(-(d / (HEAD_REACH * R))^2 / 2)`` with
+the distance ``d`` from the oval (:func:`follow_share`). Hair near the face moves with the
+head, the background a head's width away stays still (issue 18: "no rippling backgrounds")."""
+NECK_FOLLOW = 0.35
+"""Share of the head motion followed below the chin (the neck, shoulders)."""
+NECK_RAMP = 0.15
+"""Below the chin the share falls to :data:`NECK_FOLLOW` over this share of the oval's radius."""
+BLEND_REACH = 0.3
+"""The mesh's flow gives way to the smooth head-follow flow (:func:`head_follow_flow`)
+between the face oval and this share of the oval's radius outside it (the first ring)."""
+BORDER_POINTS = 9
+BORDER_CALM = 0.12
+"""Points closer to the crop border than this share of the side move proportionally less."""
+
+
+FOLD_GUARD = 1.7
+"""The Gaussian's width and the neck's ramp are at least this many times the head's largest
+displacement (:func:`follow_share`'s ``motion``): the share's slope times the displacement
+stays under 0.4, so the picture around a head that moves far from its reference stretches
+instead of folding over itself (a fold shows hair twice, with notches: seen on lp_d12 with a
+fixed width of a quarter radius)."""
+
+
+def follow_share(
+    distance: np.ndarray,
+    y: np.ndarray,
+    margin: np.ndarray,
+    radius: float,
+    chin_y: float,
+    side: float,
+    motion: float = 0.0,
+) -> np.ndarray:
+    """The share of the head's motion a point outside the face follows: ``distance`` from the
+    face oval, its ``y``, its ``margin`` to the crop border (arrays of one shape), for an oval
+    of mean ``radius`` whose lowest point is at ``chin_y``, in a crop of shorter ``side``,
+    the head's similarity moving the oval by at most ``motion`` pixels.
+
+    A Gaussian of the distance (width :data:`HEAD_REACH` radii), lowered to
+    :data:`NECK_FOLLOW` below the chin over :data:`NECK_RAMP` radii and to 0 at the crop border
+    over :data:`BORDER_CALM`: one smooth function, so that what lies around the head bends
+    smoothly and still things stay still. Both widths grow to :data:`FOLD_GUARD` times
+    ``motion`` where that is more, so the warp never folds. (The rings of fixed shares it
+    replaces, 1.0 at 1.3x the oval and 0.7 at 1.75x, dragged the background a head's width
+    away with the head, and the mesh's large triangles between them bent straight lines into
+    kinks that moved from frame to frame: the ripples in the hair and the picture frame behind
+    a speaker, ``benchmarks/ripple.py``.)"""
+    reach = max(HEAD_REACH * radius, FOLD_GUARD * motion, 1e-6)
+    ramp = max(NECK_RAMP * radius, FOLD_GUARD * motion, 1e-6)
+    share = np.exp(-0.5 * (np.asarray(distance, dtype=np.float64) / reach) ** 2)
+    neck = np.clip((np.asarray(y, dtype=np.float64) - chin_y) / ramp, 0.0, 1.0)
+    share = share * (1.0 - (1.0 - NECK_FOLLOW) * neck)
+    return share * np.clip(np.asarray(margin, dtype=np.float64) / (BORDER_CALM * side), 0.0, 1.0)
+
+
+RINGS = (1.3, 1.75)
+"""Radius factors (relative to the face oval, from its centre) of the control-point rings around
+the head; they move by :func:`follow_share`."""
+
+
 def _border(width: int, height: int) -> np.ndarray:
     xs = np.linspace(-0.5, width - 0.5, BORDER_POINTS)
     ys = np.linspace(-0.5, height - 0.5, BORDER_POINTS)
@@ -81,10 +136,13 @@ def control_points(
     oval_drv = drv_kp[list(FACE_OVAL)]
     sim = similarity_fit(oval_ref, oval_drv)
     centre = oval_ref.mean(axis=0)
+    spoke = np.linalg.norm(oval_ref - centre, axis=1)
+    radius = float(spoke.mean())
     chin_y = oval_ref[:, 1].max()
+    motion = float(np.linalg.norm(oval_ref @ sim[:, :2].T + sim[:, 2] - oval_ref, axis=1).max())
     ring_ref, ring_drv = [], []
     size = np.array([width, height], dtype=np.float64)
-    for factor, follow in RINGS:
+    for factor in RINGS:
         pts = centre + factor * (oval_ref - centre)
         # Ring points outside the crop are dropped; near the border they move less, so the
         # border (background, shoulders) stays still.
@@ -92,14 +150,67 @@ def control_points(
         keep = margin > 2.0
         pts = pts[keep]
         moved = pts @ sim[:, :2].T + sim[:, 2]
-        share = np.where(pts[:, 1] > chin_y, NECK_FOLLOW * follow, follow)
-        share = share * np.clip(margin[keep] / (BORDER_CALM * size.min()), 0.0, 1.0)
+        share = follow_share(
+            (factor - 1.0) * spoke[keep],
+            pts[:, 1],
+            margin[keep],
+            radius,
+            chin_y,
+            size.min(),
+            motion,
+        )
         ring_ref.append(pts)
         ring_drv.append(pts + share[:, None] * (moved - pts))
     border = _border(width, height)
     ref = np.concatenate([ref_kp, *ring_ref, border])
     drv = np.concatenate([drv_kp, *ring_drv, border])
     return ref, drv
+
+
+FOLLOW_GRID = 4
+"""The head-follow flow is computed on a grid this many times coarser and upsampled (it is
+smooth); its blend starts one coarse cell outside the oval, so the face keeps the mesh's flow."""
+
+
+def head_follow_flow(
+    ref_kp: np.ndarray, drv_kp: np.ndarray, width: int, height: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(flow, blend)``: the smooth backward flow around the head, ``(height, width, 2)``
+    float32, and ``(height, width)`` float32 the weight with which it replaces the mesh's flow.
+
+    Each output pixel ``x`` samples the reference at ``x + a(x) (S^-1 x - x)``, with ``S`` the
+    similarity that carries the reference's face oval onto the driving one and ``a`` the
+    :func:`follow_share` of ``x``'s distance from the driving oval. ``blend`` is 0 inside the
+    oval and rises smoothly to 1 at :data:`BLEND_REACH` of its radius outside it, where the
+    first ring of control points moves by the same rule: the two flows meet without a seam.
+    Computed on a :data:`FOLLOW_GRID`-times coarser grid (distances by
+    ``cv2.distanceTransform``) and upsampled bilinearly: about 0.5 ms at 256x256."""
+    ref_kp = np.asarray(ref_kp, dtype=np.float64)
+    drv_kp = np.asarray(drv_kp, dtype=np.float64)
+    oval_ref = ref_kp[list(FACE_OVAL), :2]
+    oval_drv = drv_kp[list(FACE_OVAL), :2]
+    sim = similarity_fit(oval_drv, oval_ref)  # driving -> reference
+    radius = float(np.linalg.norm(oval_drv - oval_drv.mean(axis=0), axis=1).mean())
+    chin_y = float(oval_drv[:, 1].max())
+    motion = float(np.linalg.norm(oval_drv @ sim[:, :2].T + sim[:, 2] - oval_drv, axis=1).max())
+    q = FOLLOW_GRID
+    qw, qh = (width + q - 1) // q, (height + q - 1) // q
+    outside = np.full((qh, qw), 255, np.uint8)
+    cv2.fillPoly(outside, [np.round((oval_drv - (q - 1) / 2) / q).astype(np.int32)], 0)
+    distance = cv2.distanceTransform(outside, cv2.DIST_L2, 5).astype(np.float64) * q
+    xs, ys = np.meshgrid(np.arange(qw) * q + (q - 1) / 2, np.arange(qh) * q + (q - 1) / 2)
+    margin = np.minimum(np.minimum(xs, width - 1 - xs), np.minimum(ys, height - 1 - ys))
+    share = follow_share(distance, ys, margin, radius, chin_y, min(width, height), motion)
+    tx = sim[0, 0] * xs + sim[0, 1] * ys + sim[0, 2]
+    ty = sim[1, 0] * xs + sim[1, 1] * ys + sim[1, 2]
+    shift = np.stack([share * (tx - xs), share * (ty - ys)], axis=-1).astype(np.float32)
+    t = np.clip((distance - q) / max(BLEND_REACH * radius, 1e-6), 0.0, 1.0)
+    blend = (t * t * (3.0 - 2.0 * t)).astype(np.float32)
+    size = (qw * q, qh * q)
+    shift = cv2.resize(shift, size, interpolation=cv2.INTER_LINEAR)[:height, :width]
+    blend = cv2.resize(blend, size, interpolation=cv2.INTER_LINEAR)[:height, :width]
+    gx, gy = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+    return shift + np.stack([gx, gy], axis=-1), np.ascontiguousarray(blend)
 
 
 def dense_flow(
@@ -222,6 +333,8 @@ def face_flow(reference: Reference, keypoints: np.ndarray, grid: int = 2) -> np.
         return cached[1]
     ref_pts, drv_pts = control_points(reference.keypoints[:, :2], kp, width, height)
     flow = dense_flow(ref_pts, drv_pts, width, height, grid, topology=mouth_topology(drv_pts))
+    around, blend = head_follow_flow(reference.keypoints[:, :2], kp, width, height)
+    flow += blend[..., None] * (around - flow)
     flow.flags.writeable = False
     reference.cache[FACE_FLOW_CACHE] = (key, flow)
     return flow
