@@ -290,10 +290,14 @@ def cmd_report(args: argparse.Namespace) -> None:
     if len(small) % 2:
         small.append(np.zeros_like(small[0]))
     sheet = np.vstack([np.hstack(pair) for pair in zip(small[::2], small[1::2], strict=True)])
-    cv2.imwrite(str(out / "gallery.png"), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(
+        str(out / "gallery.jpg"),
+        cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR),
+        [cv2.IMWRITE_JPEG_QUALITY, 85],
+    )
     lines += [
         "",
-        f"Gallery (`gallery/` at full size, all clips at half size in `gallery.png`), u = "
+        f"Gallery (`gallery/` at full size, all clips at half size in `gallery.jpg`), u = "
         f"{gallery_u:g}: each clip's frame with the worst `flicker` before; top: source | before "
         "| after, bottom: the grey change from the previous frame x4 of each (mid-grey: no "
         "change).",
