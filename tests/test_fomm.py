@@ -26,6 +26,7 @@ from keyface.fomm import MOTION_NAME, FommConfig, forget_model, registered_model
 from keyface.fomm.checkpoint import save_upstream, upstream_layout
 from keyface.fomm.layers import AntiAliasInterpolation2d, coordinate_grid
 from keyface.fomm.model import FommNetworks, load_model, save_model
+from keyface.fomm.motion import VERSION as FOMM_VERSION
 from keyface.fomm.motion import split_keypoints
 from keyface.fomm.networks import Keypoints
 from keyface.motion import (
@@ -352,7 +353,7 @@ def test_codec_round_trip_reproduces_the_encoders_keypoints(tiny_model, carphone
     header = encoder.header
     assert (header.motion_name, header.motion_version, header.motion_digest) == (
         "fomm",
-        1,
+        FOMM_VERSION,
         tiny_model.digest,
     )
     decoder = DecoderCore(header, renderer=get_renderer(MOTION_NAME))

@@ -59,10 +59,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     fit.add_argument(
         "--task",
         default="generator",
-        choices=("generator", "enhancer", "fusion", "fomm"),
+        choices=("generator", "enhancer", "fusion", "fomm", "fomm-distill"),
         help="the per-frame generator, the keyframe enhancer, the aux-stream fusion (--data "
-        "from `python -m keyface.train.fusion_data`; docs/fusion.md) or the First Order Motion "
-        "Model (data from `prepare --task fomm`)",
+        "from `python -m keyface.train.fusion_data`; docs/fusion.md), the First Order Motion "
+        "Model (data from `prepare --task fomm`) or the MobileNetV2-style keypoint encoder "
+        "distilled from a FOMM model's detector (--teacher; docs/motion.md)",
     )
     fit.add_argument("--steps", type=int, default=2000)
     fit.add_argument("--batch", type=int, default=8)
@@ -79,6 +80,17 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "--minutes", type=float, default=0.0, help="fomm: stop after this wall time (0: none)"
     )
     fit.add_argument("--checkpoint-every", type=int, default=100, help="fomm: steps")
+    fit.add_argument("--teacher", help="fomm-distill: the FOMM model file whose detector teaches")
+    fit.add_argument(
+        "--width", type=float, default=1.0, help="fomm-distill: the student's channel multiplier"
+    )
+    fit.add_argument(
+        "--prune-last",
+        type=int,
+        default=0,
+        help="fomm-distill: inverted residual blocks left out at the end (with --init: the "
+        "unpruned student's student.safetensors, fine-tuned)",
+    )
     fit.add_argument("--near", type=int, default=6, help="near-target window (frames)")
     fit.add_argument("--near-share", type=float, default=0.85, help="share of near targets")
     fit.add_argument(
@@ -274,6 +286,8 @@ def _fit(args: argparse.Namespace) -> int:
         raise UserError(f"{data}: no such data cache (run `keyface train prepare` first)")
     if args.task == "fomm":
         return _fit_fomm(args)
+    if args.task == "fomm-distill":
+        return _fit_fomm_distill(args)
     train_people, val_people = _people(args.split)
     train_clips = load_prepared(data, train_people)
     val_clips = load_prepared(data, val_people) if val_people else []
@@ -420,6 +434,97 @@ def _fit_fomm(args: argparse.Namespace) -> int:
     )
     bar.close()
     print(f"model: {run_dir / MODEL}")
+    return 0
+
+
+def _fit_fomm_distill(args: argparse.Namespace) -> int:
+    import time
+    from dataclasses import replace
+
+    from tqdm import tqdm
+
+    from keyface.fomm.model import FommModelError, load_model
+    from keyface.fomm.student import StudentConfig, count_macs, parameter_bytes
+    from keyface.threads import apply_thread_policy, current_policy, set_thread_policy
+    from keyface.train.fomm_data import load_fomm_clips
+    from keyface.train.fomm_distill import ONNX, STUDENT, DistillConfig, distill, load_student
+
+    if args.threads and args.threads != current_policy().compute:
+        set_thread_policy(replace(current_policy(), compute=args.threads, source="--threads"))
+    apply_thread_policy()
+    if not args.teacher:
+        raise UserError("--task fomm-distill needs --teacher MODEL (a FOMM model file)")
+    try:
+        teacher = load_model(args.teacher)
+    except FommModelError as exc:
+        raise UserError(f"--teacher: {exc}") from None
+    size = teacher.config.image_size
+    try:
+        student = StudentConfig(
+            image_size=size,
+            num_kp=teacher.config.num_kp,
+            width=args.width,
+            prune_last=args.prune_last,
+        )
+    except ValueError as exc:
+        raise UserError(f"student: {exc}") from None
+    init = None
+    if args.init:
+        try:
+            init = load_student(Path(args.init))
+        except (OSError, ValueError) as exc:
+            raise UserError(f"--init: {exc}") from None
+    train_people, val_people = _people(args.split)
+    data = Path(args.data)
+    train_clips = load_fomm_clips(data, train_people, size)
+    val_clips = load_fomm_clips(data, val_people, size) if val_people else []
+    if not train_clips:
+        raise UserError(f"{data}: no clip of the training people (`prepare --task fomm`)")
+    config = DistillConfig(
+        student=student,
+        steps=args.steps,
+        batch=args.batch,
+        lr=1e-3 if args.lr is None else args.lr,
+        seed=args.seed,
+        val_every=args.val_every,
+        checkpoint_every=args.checkpoint_every,
+    )
+    from keyface.fomm.student import KeypointStudent
+
+    net = KeypointStudent(student)
+    print(
+        f"student: {count_macs(net, size) / 1e6:.1f} M MAC at {size}x{size}, "
+        f"{parameter_bytes(net) / 1e3:.0f} kB; train: {len(train_clips)} clips, "
+        f"validation: {len(val_clips)} clips",
+        file=sys.stderr,
+    )
+    bar = tqdm(total=args.steps, desc="distill", unit="step", disable=args.quiet)
+    deadline = time.monotonic() + 60 * args.minutes if args.minutes > 0 else None
+
+    def progress(step: int, record: dict[str, float]) -> None:
+        bar.n = step
+        if "total" in record:
+            bar.set_postfix(loss=f"{record['total']:.3f}")
+        bar.refresh()
+        if "val_px" in record:
+            tqdm.write(
+                f"step {step}: student vs teacher {record['val_px']:.2f} px at 256, "
+                f"Jacobian {record['val_jacobian']:.4f}",
+                file=sys.stderr,
+            )
+
+    distill(
+        Path(args.run),
+        teacher,
+        train_clips,
+        val_clips,
+        config,
+        init=init,
+        progress=progress,
+        stop=None if deadline is None else (lambda: time.monotonic() > deadline),
+    )
+    bar.close()
+    print(f"student: {Path(args.run) / STUDENT}, {Path(args.run) / ONNX}")
     return 0
 
 
