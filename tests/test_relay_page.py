@@ -218,3 +218,57 @@ def test_the_relay_page_decodes_a_relayed_stream(carphone_analysis) -> None:
     }
     print(json.dumps(figures, indent=1))
     (RESULTS / "relay_page.json").write_text(json.dumps(figures, indent=1) + "\n")
+
+
+def test_the_room_page_on_a_relay_server_goes_to_the_relay_page_and_names_the_codec(
+    carphone_analysis,
+) -> None:
+    """``/room/<name>`` without ``?mode=relay`` on a ``--relay`` server: the video join is
+    refused and the page goes to the relay page; HEVC keyframes are named as undecodable."""
+    from playwright.async_api import async_playwright
+
+    a = carphone_analysis
+    images = [img for _, img in cropped_frames(a.path, a.crop, a.size, a.frame_count)]
+
+    async def main() -> tuple[str, dict[str, Any], str]:
+        server = await start_server(replace(test_config(), relay=True), port=0)
+        session = SenderSession(
+            CodecConfig(size=256, intra_codec="hevc"), Fraction(30), crop=a.crop
+        )
+        client = SenderClient(server.url, "hevc", token("hevc", "bob"))
+        try:
+            async with async_playwright() as p:
+                browser = await p.chromium.launch(
+                    executable_path=CHROMIUM, headless=True, args=ARGS
+                )
+                try:
+                    page = await browser.new_page()
+                    await page.goto(f"{server.url}/room/hevc#token={token('hevc', 'r', 'receive')}")
+                    await page.wait_for_function(
+                        "window.keyfaceRelay && window.keyfaceRelay.connected", timeout=60_000
+                    )
+                    await client.connect()
+                    for i in range(5):
+                        for d in session.push_frame(images[i], a.landmarks[i], time.monotonic()):
+                            client.send(d)
+                        await asyncio.sleep(1 / FPS)
+                    await page.wait_for_function(
+                        "Object.values(window.keyfaceRelay.streams).some((s) => s.problem)",
+                        timeout=60_000,
+                    )
+                    return (
+                        page.url,
+                        await page.evaluate("window.keyfaceRelay"),
+                        await page.inner_text("figcaption"),
+                    )
+                finally:
+                    await browser.close()
+        finally:
+            await client.close()
+            await server.close()
+
+    url, relay, caption = asyncio.run(asyncio.wait_for(main(), 300))
+    assert "/static/decoder/relay.html?room=hevc" in url
+    (s,) = relay["streams"].values()
+    assert s["participant"] == "bob" and s["decoded"] == 0 and s["shown"] == 0
+    assert "keyframes in hevc" in s["problem"] and "--intra avif" in caption
