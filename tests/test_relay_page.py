@@ -272,3 +272,87 @@ def test_the_room_page_on_a_relay_server_goes_to_the_relay_page_and_names_the_co
     (s,) = relay["streams"].values()
     assert s["participant"] == "bob" and s["decoded"] == 0 and s["shown"] == 0
     assert "keyframes in hevc" in s["problem"] and "--intra avif" in caption
+
+
+def test_the_relay_page_asks_for_an_idr_and_resumes_after_lost_motion(carphone_analysis) -> None:
+    """The loss paths: the stream's first IDR never reaches the relay (so the page starts with
+    a HEADER and motion only and must ask for a refresh: the relay passes it to the sender, the
+    sender codes an IDR), and the motion datagrams of frames 24-26 are lost (the page resumes
+    at the next motion reset). The last drawn frame is the Python decoder's for the same
+    delivered datagrams."""
+    from PIL import Image
+    from playwright.async_api import async_playwright
+
+    a = carphone_analysis
+    images = [img for _, img in cropped_frames(a.path, a.crop, a.size, a.frame_count)]
+    n = 45
+    order = _ping_pong(len(images), n)
+
+    def lost(i: int, d: Datagram) -> bool:
+        frame = d.payload[0] & 0x07 == 2
+        return (i == 0 and frame) or (24 <= i <= 26 and d.channel != "reliable")
+
+    async def main() -> dict[str, Any]:
+        server = await start_server(replace(test_config(), relay=True), port=0)
+        feedback: list[bytes] = []
+        session = SenderSession(
+            CodecConfig(size=256, intra_codec="avif"), Fraction(30), crop=a.crop, reset_interval=10
+        )
+        client = SenderClient(server.url, "loss", token("loss", "eve"), on_feedback=feedback.append)
+        delivered: list[list[Datagram]] = []
+        try:
+            async with async_playwright() as p:
+                browser = await p.chromium.launch(
+                    executable_path=CHROMIUM, headless=True, args=ARGS
+                )
+                try:
+                    page = await browser.new_page()
+                    url = f"{server.url}/room/loss?mode=relay#token={token('loss', 'r', 'receive')}"
+                    await page.goto(url)
+                    await page.wait_for_function(
+                        "window.keyfaceRelay && window.keyfaceRelay.connected", timeout=60_000
+                    )
+                    await client.connect()
+                    start = time.monotonic()
+                    for i in range(n):
+                        delay = start + i / FPS - time.monotonic()
+                        if delay > 0:
+                            await asyncio.sleep(delay)
+                        while feedback:
+                            session.receive_feedback(feedback.pop(0), time.monotonic())
+                        k = order[i]
+                        datagrams = await asyncio.to_thread(
+                            session.push_frame, images[k], a.landmarks[k], time.monotonic()
+                        )
+                        kept = [d for d in datagrams if not lost(i, d)]
+                        delivered.append(kept)
+                        for d in kept:
+                            client.send(d)
+                    await page.wait_for_function(
+                        "Object.values(window.keyfaceRelay.streams).some("
+                        f"(s) => s.shownIndex >= {n - 1})",
+                        timeout=180_000,
+                    )
+                    relay = await page.evaluate("window.keyfaceRelay")
+                    png = await page.evaluate(
+                        "document.querySelector('figure canvas').toDataURL('image/png')"
+                    )
+                finally:
+                    await browser.close()
+        finally:
+            await client.close()
+            await server.close()
+        return {"delivered": delivered, "relay": relay, "png": png}
+
+    r = asyncio.run(asyncio.wait_for(main(), 400))
+    (s,) = r["relay"]["streams"].values()
+    print({k: s[k] for k in ("decoded", "shown", "refreshes", "idrs", "resumed", "dropped")})
+    assert s["refreshes"] >= 1 and s["idrs"] >= 1, s
+    assert s["resumed"] >= 1 and s["error"] is None, s
+    want = _python_frames(r["delivered"])
+    shown = np.asarray(
+        Image.open(io.BytesIO(base64.b64decode(r["png"].split(",", 1)[1]))).convert("RGB")
+    )
+    value = psnr(shown, want[s["shownIndex"]])
+    print(f"after loss, last drawn frame {s['shownIndex']}: {value:.2f} dB")
+    assert value >= MIN_PSNR
