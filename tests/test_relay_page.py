@@ -4,7 +4,10 @@ crops), the page opened as ``/room/<name>?mode=relay`` (which redirects to it) d
 relayed datagrams with StreamPlayer and the WebGL2 warp; its last drawn frame is the Python
 decoder's (``ParticipantDecoder`` with ``WarpRenderer``, fed the same datagrams) within the
 warp's PSNR. Writes ``results/browser/relay_page.png`` (a screenshot) and
-``results/browser/relay_page.json`` (decode speed, capture-to-draw latency).
+``results/browser/relay_page.json`` (decode speed, capture-to-draw latency). Also: the room
+page on a ``--relay`` server leads to the relay page, which names non-AVIF keyframes; and the
+loss paths (a withheld first IDR makes the page ask for a refresh; lost motion resumes at the
+next reset).
 
 Chromium as in ``tests/test_browser.py``; skipped without it, and in CI unless
 ``KEYFACE_BROWSER_TEST=1``.
