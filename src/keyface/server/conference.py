@@ -931,6 +931,7 @@ class LiveRoom:
             "max_participants": self.config.limits.max_participants,
             "participants": [p.state(now) for p in self.peers.values()],
             "unknown_datagrams": self.session.unknown_datagrams,
+            "server_mode": "relay" if self.config.relay else "video",
         }
 
 
@@ -1044,6 +1045,7 @@ class Conference:
                 "max_participants": self.config.limits.max_participants,
                 "participants": [],
                 "unknown_datagrams": 0,
+                "server_mode": "relay" if self.config.relay else "video",
             }
         return live.state()
 

@@ -20,8 +20,11 @@ export class StreamPlayer {
     this.uploaded = null;
   }
 
-  /** Process one packet; resolves to the frames it completes: [{index, keyframe, rgba}]. */
-  async receive(packet) {
+  /** Process one packet; resolves to the frames it completes: [{index, keyframe, rgba}].
+   *  `render` false (a live receiver that draws only its newest frame): predicted frames are
+   *  decoded (motion, references) but not warped; they come out with `rgba` null and a
+   *  `render()` that warps them when called (later, or never); promoted frames are warped. */
+  async receive(packet, render = true) {
     const { width, height, intraCodec } = this.header;
     if (packet.type === KEYFRAME) {
       this.motion.receive(packet);
@@ -54,6 +57,10 @@ export class StreamPlayer {
         continue;
       }
       const ref = this.refs.get(f.referenceFrame);
+      if (!render && !f.promoted) {
+        out.push({ index: f.index, keyframe: false, rgba: null, render: () => this.draw(ref, f) });
+        continue;
+      }
       if (this.uploaded !== ref) {
         this.warp.setReference(ref.rgba, ref.keypoints);
         this.uploaded = ref;
@@ -68,7 +75,18 @@ export class StreamPlayer {
       out.push({ index: f.index, keyframe: false, rgba });
     }
     const held = new Set(this.motion.buffer);
+    // refs no longer held are dropped here; a pending render() keeps its own reference
     for (const k of [...this.refs.keys()]) if (!held.has(k)) this.refs.delete(k);
     return out;
+  }
+
+  /** Warp one decoded predicted frame from its reference: RGBA bytes. */
+  draw(ref, f) {
+    if (this.uploaded !== ref) {
+      this.warp.setReference(ref.rgba, ref.keypoints);
+      this.uploaded = ref;
+    }
+    this.warp.render(f.keypoints, f.field);
+    return this.warp.readPixels();
   }
 }
