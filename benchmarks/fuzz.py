@@ -3,13 +3,21 @@
     python benchmarks/fuzz.py --target decode --seconds 600 --json results/fuzz/decode.json
     python benchmarks/fuzz.py --target all --inputs 20000
     python benchmarks/fuzz.py --make-seeds      # rewrite tests/data/fuzz from carphone
+    # the million-input decoder campaign (docs/bitstream.md, 13.1): resumable, splittable
+    python benchmarks/fuzz.py --target decode --corpus fast --seed 1 --inputs 1000000 \
+        --jobs 2 --max-rss-mb 1024 --seconds 36000 --log results/fuzz/decode_fast.jsonl \
+        --json results/fuzz/decode_fast.json
 
-Each input is a seed of ``tests/data/fuzz`` with 1-4 stacked mutations of
-``keyface.fuzzing`` (most keep every CRC valid, so they reach past the parser), fed to the
-target in this process. Reported: inputs, crashes (any exception a target may not raise;
-the input is saved under ``--out``), hangs (an input over ``--hang-s``, by SIGALRM), and the
-peak RSS; the run fails when the peak exceeds ``--max-rss-mb``. Seeded: the same ``--seed``
-replays the same inputs. One process, one core (``KEYFACE_THREADS=1`` is set).
+Each input is a seed of ``tests/data/fuzz`` (``--corpus carphone``: 12 frames of 256x256) or
+of ``tests/data/fuzz/fast`` (``--corpus fast``: 4-5 frames of 32x32, every packet type and
+mode, about 8x as many inputs a second) with 1-4 stacked mutations of ``keyface.fuzzing``
+(most keep every CRC valid, so they reach past the parser), fed to the target. Reported:
+inputs, crashes (any exception a target may not raise; the input is saved under ``--out``),
+hangs (an input over ``--hang-s``, by SIGALRM), and the peak RSS of each process; the run
+fails when a peak exceeds ``--max-rss-mb``. Input ``i`` of ``--seed s`` is made from its own
+generator (``keyface.fuzzing.input_rng``): ``--start i --inputs 1`` replays it, and a campaign
+splits into ranges, ``--jobs`` worker processes (one core each, ``KEYFACE_THREADS=1``) and
+runs resumed from ``--log``.
 """
 
 from __future__ import annotations
