@@ -484,7 +484,7 @@ def campaign(
         "hangs": sorted(i for r in everything for i in r["hangs"]),
         "memory": sorted(i for r in everything for i in r["memory"]),
         "slowest_input_s": max((r["slowest_input_s"] for r in everything), default=0.0),
-        "peak_rss_mb_start": max((r["peak_rss_mb_start"] for r in everything), default=0.0),
+        "peak_rss_mb_start": min((r["peak_rss_mb_start"] for r in everything), default=0.0),
         "peak_rss_mb": max((r["peak_rss_mb"] for r in everything), default=0.0),
         "max_rss_mb": max_rss_mb,
         "hang_s": hang_s,
