@@ -166,6 +166,24 @@ def mutate_stream(rng: random.Random, data: bytes, donors: Sequence[bytes] = ())
     return raw.join()
 
 
+def input_rng(seed: int, index: int) -> random.Random:
+    """The generator of input ``index`` of campaign ``seed``: each input is made on its own,
+    so any range of a campaign can be run, split across processes or replayed alone."""
+    return random.Random((seed << 40) + index)
+
+
+def make_input(
+    rng: random.Random, corpus: Sequence[bytes], mutate: Callable[..., bytes]
+) -> tuple[int, bytes]:
+    """``(which seed, input)``: a seed of ``corpus`` with 1-4 stacked ``mutate`` steps (the
+    other seeds are the donors of packets)."""
+    which = rng.randrange(len(corpus))
+    data = corpus[which]
+    for _ in range(rng.randint(1, 4)):
+        data = mutate(rng, data, corpus)
+    return which, data
+
+
 # ----------------------------------------------------------------------------- targets
 def parse_target(data: bytes) -> None:
     """The whole-file parser and the incremental reader agree on every input (a damaged
