@@ -1,10 +1,11 @@
-"""The one ladder's default against the animation ladder at the same rate, on decoded frames.
+"""The bidirectional groups against the animation ladder at the same rate, on decoded frames.
 
-For each clip, the ``--quality medium`` stream of the one ladder (``mode="auto"``: bidirectional
-groups without aux at medium) is coded, then the animation ladder is fitted to the same rate
-(``encode_at_kbps``). Both are decoded; for each clip the frame where the default is worst by
-LPIPS and the frame where the animation is worst are shown as source | animation | default
-(192x192 tiles). Prints each stream's rate, mean LPIPS and worst frames.
+For each clip, the groups without an aux stream at position ``--u`` of their ladder (u 0: what
+the first one-ladder version used at ``--quality medium``) are coded, then the animation ladder
+is fitted to the same rate (``encode_at_kbps``). Both are decoded; for each clip the frame
+where the groups are worst by LPIPS and the frame where the animation is worst are shown as
+source | animation | groups (192x192 tiles). Prints each stream's rate, mean LPIPS and worst
+frames.
 
     python scripts/look_modes.py --bench /tmp/bench12 carphone KwaiVGI+LivePortrait__d12 ...
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +25,7 @@ from PIL import Image
 
 from keyface.cli.demo import default_clip
 from keyface.codec.config import CodecConfig
-from keyface.codec.ratecontrol import QUALITY_PRESETS, config_at
+from keyface.codec.ratecontrol import config_at
 from keyface.eval.bench.worker import load_analysis
 from keyface.eval.metrics import compute_metrics
 from keyface.io import read_frames
@@ -45,19 +47,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("clips", nargs="+")
     parser.add_argument("--bench", type=Path, default=Path("/tmp/bench12"))
-    parser.add_argument("--quality", default="medium", choices=list(QUALITY_PRESETS))
+    parser.add_argument("--u", type=float, default=0.0, help="position on the groups' ladder")
     parser.add_argument("--out", type=Path, default=Path("results/hybrid/look_equal_rate.png"))
     args = parser.parse_args()
     apply_thread_policy()
     tiles = []
     for name in args.clips:
         analysis, ref = load(name, args.bench)
-        default = encode_analysis(
-            analysis, config_at(QUALITY_PRESETS[args.quality], CodecConfig(mode="auto"))
-        )
+        groups = replace(config_at(args.u, CodecConfig(mode="bidirectional")), aux_scale=0)
+        default = encode_analysis(analysis, groups)
         animation = encode_at_kbps(analysis, CodecConfig(mode="animation"), default.kbps)
         decoded, worst = [], []
-        for label, coded in (("animation", animation), ("default", default)):
+        for label, coded in (("animation", animation), ("groups", default)):
             images = [f.image for f in decode_bytes(coded.data).frames]
             m = compute_metrics(ref, images, ["lpips_alex"])
             decoded.append(images)
@@ -68,7 +69,7 @@ def main() -> None:
                 f"worst {shown}",
                 flush=True,
             )
-        for k in dict.fromkeys(reversed(worst)):  # the default's worst frame first
+        for k in dict.fromkeys(reversed(worst)):  # the groups' worst frame first
             row = [ref[k], decoded[0][k], decoded[1][k]]
             row = [np.asarray(Image.fromarray(x).resize((192, 192))) for x in row]
             tiles.append(np.concatenate(row, 1))

@@ -98,14 +98,20 @@ def hybrid_config_at(u: float, base: CodecConfig) -> CodecConfig:
 
 LADDER: tuple[tuple[float, str, float, float, bool], ...] = (
     (0.0, "animation", 0.0, 1.0, True),
-    (0.6, "bidirectional", 0.0, 1.2, False),
+    (1.0, "bidirectional", 1.5, 2 / 3, False),
 )
 """The one ladder (``mode="auto"``): ``(u_start, mode, mode_u_start, slope, aux)`` segments;
 position ``u`` of a segment is ``mode_u_start + slope * (u - u_start)`` on that mode's ladder,
-``aux=False`` without an aux stream. Chosen from the measured hull over the modes
-(docs/hybrid.md, results/hybrid/sweep.md: on 12 validation people the animation is best up
-to ~7.5 kbit/s, the bidirectional groups without an aux stream from ~8 to ~25 kbit/s; the
-hybrid fusions lie behind them there)."""
+``aux=False`` without an aux stream. The animation ladder up to u = 1 (~17 kbit/s), then the
+bidirectional groups without an aux stream from their u = 1.5 (~18 kbit/s) to 2.5 (~25 kbit/s).
+
+Chosen on the 12 validation people (docs/hybrid.md, "The one ladder"): on LPIPS alone the
+groups win from ~8 kbit/s (results/hybrid/noaux12.md), but their lowest rungs (keyframes of
+quality 10-20 every 29 frames, no content rule) lose the mouths and eyes the animation ladder
+keeps: at 7.7-9.3 kbit/s open-mouth LPIPS 0.105-0.120 and eye state wrong in 15-19 % of frames,
+against 0.078 and 6 % for the animation at 9 kbit/s (results/bench/report.md of 2026-12-06
+14:32 and of 08:27). From ~18 kbit/s the groups' keyframes are good enough (eye state 4.5 %,
+open-mouth LPIPS 0.066 at 25 kbit/s) and they lead on LPIPS and DISTS."""
 
 
 def ladder_position(u: float) -> tuple[str, float, bool]:
