@@ -290,6 +290,26 @@ def test_a_swaying_head_leaves_the_picture_frame_behind_it_still() -> None:
     assert step[near].mean() > 0.8 * 8.0
 
 
+def test_inside_oval_is_the_even_odd_rule_of_the_polygon() -> None:
+    """The head-follow flow's oval cells (computed the same way by the browser decoder's warp,
+    ``static/decoder/warp.js``): the grid points inside the polygon, as OpenCV's
+    ``pointPolygonTest`` sees them away from its edges."""
+    import cv2
+
+    from keyface.render.warp import inside_oval
+
+    rng = np.random.default_rng(5)
+    angle = np.linspace(0.0, 2 * np.pi, 36, endpoint=False)
+    oval = np.stack([120 + 50 * np.cos(angle), 130 + 65 * np.sin(angle)], axis=1)
+    oval += rng.normal(0.0, 2.0, oval.shape)
+    xs, ys = np.arange(64) * 4 + 1.5, np.arange(64) * 4 + 1.5
+    got = inside_oval(oval, xs, ys)
+    contour = oval.astype(np.float32)[:, None]
+    signed = np.array([[cv2.pointPolygonTest(contour, (x, y), True) for x in xs] for y in ys])
+    clear = np.abs(signed) > 1e-3
+    assert got.any() and (got[clear] == (signed[clear] > 0)).all()
+
+
 def test_follow_share_is_one_at_the_face_fades_smoothly_and_never_folds() -> None:
     """The share of the head's motion: 1 at the oval, falling with the distance (a Gaussian of
     ``HEAD_REACH`` radii), lower below the chin, 0 at the crop border; no steps. A head that

@@ -172,6 +172,26 @@ FOLLOW_GRID = 4
 smooth); its blend starts one coarse cell outside the oval, so the face keeps the mesh's flow."""
 
 
+def inside_oval(oval: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Whether each point of the grid ``xs`` (``(W,)``) x ``ys`` (``(H,)``) lies inside the
+    closed polygon ``oval`` (``(M, 2)``, even-odd rule): ``(H, W)`` bool.
+
+    Each edge that straddles a row (one end above it, the other at or below) crosses it at
+    ``x = ax + (y - ay) (bx - ax) / (by - ay)``, and a point is inside where an odd number of
+    crossings lie to its right. The browser decoder's warp rasterises the oval by the same rule
+    in doubles (``static/decoder/warp.js``, ``headFollow``), so both sides see the same cells
+    (``cv2.fillPoly`` has rasterisation rules of its own)."""
+    a = np.asarray(oval, dtype=np.float64)
+    b = np.roll(a, -1, axis=0)
+    y = np.asarray(ys, dtype=np.float64)[:, None]  # (H, 1) against (M,) edges
+    straddle = (a[:, 1] > y) != (b[:, 1] > y)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cross = a[:, 0] + (y - a[:, 1]) * (b[:, 0] - a[:, 0]) / (b[:, 1] - a[:, 1])
+    cross = np.where(straddle, cross, -np.inf)  # (H, M)
+    right = cross[:, :, None] > np.asarray(xs, dtype=np.float64)[None, None, :]
+    return (np.count_nonzero(right, axis=1) & 1).astype(bool)
+
+
 def head_follow_flow(
     ref_kp: np.ndarray, drv_kp: np.ndarray, width: int, height: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -183,8 +203,10 @@ def head_follow_flow(
     :func:`follow_share` of ``x``'s distance from the driving oval. ``blend`` is 0 inside the
     oval and rises smoothly to 1 at :data:`BLEND_REACH` of its radius outside it, where the
     first ring of control points moves by the same rule: the two flows meet without a seam.
-    Computed on a :data:`FOLLOW_GRID`-times coarser grid (distances by
-    ``cv2.distanceTransform``) and upsampled bilinearly: about 0.5 ms at 256x256."""
+    Computed on a :data:`FOLLOW_GRID`-times coarser grid (the oval's cells by
+    :func:`inside_oval`, their exact Euclidean distance by ``cv2.distanceTransform`` with
+    ``DIST_MASK_PRECISE``) and upsampled bilinearly: about 0.5 ms at 256x256. The browser
+    decoder's warp computes the same (``static/decoder/warp.js``, ``headFollow``)."""
     ref_kp = np.asarray(ref_kp, dtype=np.float64)
     drv_kp = np.asarray(drv_kp, dtype=np.float64)
     oval_ref = ref_kp[list(FACE_OVAL), :2]
@@ -195,10 +217,11 @@ def head_follow_flow(
     motion = float(np.linalg.norm(oval_drv @ sim[:, :2].T + sim[:, 2] - oval_drv, axis=1).max())
     q = FOLLOW_GRID
     qw, qh = (width + q - 1) // q, (height + q - 1) // q
-    outside = np.full((qh, qw), 255, np.uint8)
-    cv2.fillPoly(outside, [np.round((oval_drv - (q - 1) / 2) / q).astype(np.int32)], 0)
-    distance = cv2.distanceTransform(outside, cv2.DIST_L2, 5).astype(np.float64) * q
-    xs, ys = np.meshgrid(np.arange(qw) * q + (q - 1) / 2, np.arange(qh) * q + (q - 1) / 2)
+    cx, cy = np.arange(qw) * q + (q - 1) / 2, np.arange(qh) * q + (q - 1) / 2
+    outside = np.where(inside_oval(oval_drv, cx, cy), 0, 255).astype(np.uint8)
+    distance = cv2.distanceTransform(outside, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    distance = distance.astype(np.float64) * q
+    xs, ys = np.meshgrid(cx, cy)
     margin = np.minimum(np.minimum(xs, width - 1 - xs), np.minimum(ys, height - 1 - ys))
     share = follow_share(distance, ys, margin, radius, chin_y, min(width, height), motion)
     tx = sim[0, 0] * xs + sim[0, 1] * ys + sim[0, 2]

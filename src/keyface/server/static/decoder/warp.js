@@ -1,22 +1,79 @@
 // The training-free renderer in WebGL2 (keyface.render.warp, keyface.motion.field): a
 // piecewise-affine backward warp of the reference picture over a Delaunay triangulation of
-// the driving control points (keypoints, two head rings, the crop border), plus the body-motion
-// field weighted away from the face, sampled bicubically (OpenCV's INTER_CUBIC, A = -0.75,
-// positions on its 1/32-pixel grid, edges repeated).
+// the driving control points (keypoints, two head rings that move by a share of the head's
+// similarity motion, the crop border), blended outside the face oval with the smooth
+// head-follow flow (keyface.render.warp.head_follow_flow), plus the body-motion field weighted
+// away from the face, sampled bicubically (OpenCV's INTER_CUBIC, A = -0.75, positions on its
+// 1/32-pixel grid, edges repeated).
 //
-// The geometry (control points, the opened-mouth topology, the triangulation, the body
-// weight) is computed on the CPU in doubles as in Python; the GPU draws each triangle with the
-// reference position as a varying, so the affine map of every pixel is exact (Python evaluates
-// it on a half-resolution grid and upsamples bilinearly: the two differ near triangle edges).
+// The geometry (control points, the opened-mouth topology, the triangulation, the head-follow
+// flow on its 4x coarser grid, the body weight) is computed on the CPU in doubles as in
+// Python; the GPU draws each triangle with the reference position as a varying, so the affine
+// map of every pixel is exact (Python evaluates it on a half-resolution grid and upsamples
+// bilinearly: the two differ near triangle edges), and upsamples the head-follow flow and its
+// blend as cv2.resize(INTER_LINEAR) does.
 
-const RINGS = [
-  [1.3, 1.0],
-  [1.75, 0.7],
-];
+const HEAD_REACH = 0.25;
 const NECK_FOLLOW = 0.35;
+const NECK_RAMP = 0.15;
+const BLEND_REACH = 0.3;
 const BORDER_POINTS = 9;
 const BORDER_CALM = 0.12;
+const FOLD_GUARD = 1.7;
+const RINGS = [1.3, 1.75];
+const FOLLOW_GRID = 4;
 const MOUTH_TOPOLOGY_GAP = 0.15;
+
+const clip01 = (v) => Math.min(Math.max(v, 0), 1);
+
+/** The share of the head's motion a point outside the face follows
+ * (keyface.render.warp.follow_share): a Gaussian of its `distance` from the face oval, lowered
+ * below the chin and at the crop border, both widths at least FOLD_GUARD x `motion`. */
+export function followShare(distance, y, margin, radius, chinY, side, motion) {
+  const reach = Math.max(HEAD_REACH * radius, FOLD_GUARD * motion, 1e-6);
+  const ramp = Math.max(NECK_RAMP * radius, FOLD_GUARD * motion, 1e-6);
+  const r = distance / reach;
+  let share = Math.exp(-0.5 * (r * r));
+  const neck = clip01((y - chinY) / ramp);
+  share *= 1.0 - (1.0 - NECK_FOLLOW) * neck;
+  return share * clip01(margin / (BORDER_CALM * side));
+}
+
+function ovalPoints(kp, faceOval) {
+  const out = new Float64Array(2 * faceOval.length);
+  faceOval.forEach((k, i) => {
+    out[2 * i] = kp[2 * k];
+    out[2 * i + 1] = kp[2 * k + 1];
+  });
+  return out;
+}
+
+/** {radius, chin, motion, cx, cy} of an oval (flat x y) moved by `sim`: its mean distance
+ * from its centre, its lowest y, the largest displacement of its points under `sim`. */
+function ovalShape(oval, sim) {
+  const m = oval.length / 2;
+  let cx = 0;
+  let cy = 0;
+  let chin = -Infinity;
+  for (let i = 0; i < m; i++) {
+    cx += oval[2 * i];
+    cy += oval[2 * i + 1];
+    chin = Math.max(chin, oval[2 * i + 1]);
+  }
+  cx /= m;
+  cy /= m;
+  let radius = 0;
+  let motion = 0;
+  for (let i = 0; i < m; i++) {
+    const x = oval[2 * i];
+    const y = oval[2 * i + 1];
+    radius += Math.sqrt((x - cx) * (x - cx) + (y - cy) * (y - cy));
+    const dx = sim[0] * x + sim[1] * y + sim[2] - x;
+    const dy = sim[3] * x + sim[4] * y + sim[5] - y;
+    motion = Math.max(motion, Math.sqrt(dx * dx + dy * dy));
+  }
+  return { radius: radius / m, chin, motion, cx, cy };
+}
 
 /** 2x3 similarity [a, -b, tx; b, a, ty] minimising |dst - M [src, 1]|^2 (flat x y arrays). */
 export function similarityFit(src, dst) {
@@ -61,37 +118,25 @@ function linspace(a, b, n) {
 /** Matching control points {ref, drv} (flat x y Float64Arrays): keypoints, rings, border. */
 export function controlPoints(refKp, drvKp, width, height, faceOval) {
   const m = faceOval.length;
-  const ovalRef = new Float64Array(2 * m);
-  const ovalDrv = new Float64Array(2 * m);
-  faceOval.forEach((k, i) => {
-    ovalRef[2 * i] = refKp[2 * k];
-    ovalRef[2 * i + 1] = refKp[2 * k + 1];
-    ovalDrv[2 * i] = drvKp[2 * k];
-    ovalDrv[2 * i + 1] = drvKp[2 * k + 1];
-  });
+  const ovalRef = ovalPoints(refKp, faceOval);
+  const ovalDrv = ovalPoints(drvKp, faceOval);
   const sim = similarityFit(ovalRef, ovalDrv);
-  let cx = 0;
-  let cy = 0;
-  let chin = -Infinity;
-  for (let i = 0; i < m; i++) {
-    cx += ovalRef[2 * i];
-    cy += ovalRef[2 * i + 1];
-    chin = Math.max(chin, ovalRef[2 * i + 1]);
-  }
-  cx /= m;
-  cy /= m;
+  const { radius, chin, motion, cx, cy } = ovalShape(ovalRef, sim);
+  const side = Math.min(width, height);
   const ref = Array.from(refKp);
   const drv = Array.from(drvKp);
-  for (const [factor, follow] of RINGS) {
+  for (const factor of RINGS) {
     for (let i = 0; i < m; i++) {
-      const px = cx + factor * (ovalRef[2 * i] - cx);
-      const py = cy + factor * (ovalRef[2 * i + 1] - cy);
+      const ox = ovalRef[2 * i] - cx;
+      const oy = ovalRef[2 * i + 1] - cy;
+      const px = cx + factor * ox;
+      const py = cy + factor * oy;
       const margin = Math.min(px, width - 1 - px, py, height - 1 - py);
       if (!(margin > 2.0)) continue;
       const mx = sim[0] * px + sim[1] * py + sim[2];
       const my = sim[3] * px + sim[4] * py + sim[5];
-      let share = py > chin ? NECK_FOLLOW * follow : follow;
-      share *= Math.min(Math.max(margin / (BORDER_CALM * Math.min(width, height)), 0), 1);
+      const spoke = Math.sqrt(ox * ox + oy * oy);
+      const share = followShare((factor - 1.0) * spoke, py, margin, radius, chin, side, motion);
       ref.push(px, py);
       drv.push(px + share * (mx - px), py + share * (my - py));
     }
@@ -106,6 +151,81 @@ export function controlPoints(refKp, drvKp, width, height, faceOval) {
   ref.push(...border);
   drv.push(...border);
   return { ref: Float64Array.from(ref), drv: Float64Array.from(drv) };
+}
+
+/** The smooth flow around the head (keyface.render.warp.head_follow_flow) on its
+ * FOLLOW_GRID-times coarser grid: {width, height, grid, data} with data RGBA float32 per cell,
+ * (x shift, y shift, blend, 0); the shader upsamples it as cv2.resize(INTER_LINEAR) and blends
+ * the mesh's reference position towards (pixel + shift) by the blend. The oval's cells are
+ * those whose centre lies inside it (even-odd, as keyface.render.warp.inside_oval), their
+ * distance the exact Euclidean one (as cv2.DIST_MASK_PRECISE): from the nearest oval cell,
+ * which is one on its boundary. */
+export function headFollow(refKp, drvKp, width, height, faceOval) {
+  const m = faceOval.length;
+  const ovalRef = ovalPoints(refKp, faceOval);
+  const ovalDrv = ovalPoints(drvKp, faceOval);
+  const sim = similarityFit(ovalDrv, ovalRef); // driving -> reference
+  const { radius, chin, motion } = ovalShape(ovalDrv, sim);
+  const q = FOLLOW_GRID;
+  const qw = Math.floor((width + q - 1) / q);
+  const qh = Math.floor((height + q - 1) / q);
+  const centre = (i) => i * q + (q - 1) / 2;
+  const inside = new Uint8Array(qw * qh);
+  for (let r = 0; r < qh; r++) {
+    const y = centre(r);
+    const cross = [];
+    for (let i = 0; i < m; i++) {
+      const j = (i + 1) % m;
+      const ax = ovalDrv[2 * i];
+      const ay = ovalDrv[2 * i + 1];
+      const bx = ovalDrv[2 * j];
+      const by = ovalDrv[2 * j + 1];
+      if ((ay > y) !== (by > y)) cross.push(ax + ((y - ay) * (bx - ax)) / (by - ay));
+    }
+    for (let c = 0; c < qw; c++) {
+      const x = centre(c);
+      let n = 0;
+      for (const xc of cross) if (xc > x) n++;
+      inside[r * qw + c] = n & 1;
+    }
+  }
+  const edge = [];
+  for (let r = 0; r < qh; r++) {
+    for (let c = 0; c < qw; c++) {
+      if (!inside[r * qw + c]) continue;
+      if ((c > 0 && !inside[r * qw + c - 1]) || (c + 1 < qw && !inside[r * qw + c + 1])
+        || (r > 0 && !inside[(r - 1) * qw + c]) || (r + 1 < qh && !inside[(r + 1) * qw + c])) edge.push(c, r);
+    }
+  }
+  const side = Math.min(width, height);
+  const blendReach = Math.max(BLEND_REACH * radius, 1e-6);
+  const data = new Float32Array(qw * qh * 4);
+  for (let r = 0; r < qh; r++) {
+    for (let c = 0; c < qw; c++) {
+      let distance = 0;
+      if (!inside[r * qw + c]) {
+        let best = Infinity;
+        for (let e = 0; e < edge.length; e += 2) {
+          const dc = edge[e] - c;
+          const dr = edge[e + 1] - r;
+          best = Math.min(best, dc * dc + dr * dr);
+        }
+        distance = Math.fround(Math.sqrt(best)) * q;
+      }
+      const x = centre(c);
+      const y = centre(r);
+      const margin = Math.min(x, width - 1 - x, y, height - 1 - y);
+      const share = followShare(distance, y, margin, radius, chin, side, motion);
+      const tx = sim[0] * x + sim[1] * y + sim[2];
+      const ty = sim[3] * x + sim[4] * y + sim[5];
+      const t = clip01((distance - q) / blendReach);
+      const k = 4 * (r * qw + c);
+      data[k] = share * (tx - x);
+      data[k + 1] = share * (ty - y);
+      data[k + 2] = t * t * (3.0 - 2.0 * t);
+    }
+  }
+  return { width: qw, height: qh, grid: q, data };
 }
 
 /** The control points with the inner lips of a closed or nearly closed mouth moved apart
@@ -313,6 +433,9 @@ in vec2 vRef;
 uniform sampler2D uImage;
 uniform sampler2D uField;
 uniform sampler2D uMask;
+uniform sampler2D uFollow;
+uniform ivec2 uFollowSize;
+uniform float uFollowGrid;
 uniform bool uHasField;
 uniform vec2 uSize;
 uniform ivec2 uMaskSize;
@@ -322,6 +445,22 @@ out vec4 outColor;
 // cv2.resize(INTER_LINEAR) of a small raster to uSize, at output pixel p (float rasters).
 vec4 resizeLinear(sampler2D tex, ivec2 size, vec2 p) {
   vec2 f = (p + 0.5) * vec2(size) / uSize - 0.5;
+  vec2 s = floor(f);
+  f -= s;
+  ivec2 i = ivec2(s);
+  if (i.x < 0) { i.x = 0; f.x = 0.0; }
+  if (i.y < 0) { i.y = 0; f.y = 0.0; }
+  if (i.x >= size.x - 1) { i.x = size.x - 1; f.x = 0.0; }
+  if (i.y >= size.y - 1) { i.y = size.y - 1; f.y = 0.0; }
+  ivec2 j = min(i + 1, size - 1);
+  vec4 a = texelFetch(tex, i, 0) * (1.0 - f.x) + texelFetch(tex, ivec2(j.x, i.y), 0) * f.x;
+  vec4 b = texelFetch(tex, ivec2(i.x, j.y), 0) * (1.0 - f.x) + texelFetch(tex, j, 0) * f.x;
+  return a * (1.0 - f.y) + b * f.y;
+}
+
+// The same at an integer upscale grid of size (cv2.resize to size * grid, cropped).
+vec4 resizeGrid(sampler2D tex, ivec2 size, float grid, vec2 p) {
+  vec2 f = (p + 0.5) / grid - 0.5;
   vec2 s = floor(f);
   f -= s;
   ivec2 i = ivec2(s);
@@ -346,6 +485,9 @@ vec4 cubicWeights(float x) {
 void main() {
   vec2 p = gl_FragCoord.xy - 0.5;
   vec2 src = vRef;
+  // outside the face oval the mesh gives way to the smooth head-follow flow
+  vec4 follow = resizeGrid(uFollow, uFollowSize, uFollowGrid, p);
+  src += follow.z * ((p + follow.xy) - src);
   if (uHasField) {
     vec2 field = resizeLinear(uField, ivec2(uGrid), p).xy * uSize / 256.0;
     float weight = 1.0 - resizeLinear(uMask, uMaskSize, p).x;
@@ -401,6 +543,7 @@ export class WarpRenderer {
     this.image = this.texture();
     this.field = this.texture();
     this.mask = this.texture();
+    this.follow = this.texture();
     this.fbo = gl.createFramebuffer();
     this.target = this.texture();
     gl.bindTexture(gl.TEXTURE_2D, this.target);
@@ -454,6 +597,7 @@ export class WarpRenderer {
     const gl = this.gl;
     const t0 = performance.now();
     const passes = this.geometry(keypoints);
+    const follow = headFollow(this.refKeypoints, Float64Array.from(keypoints), this.width, this.height, this.mesh.face_oval);
     const mask = field !== null ? faceMask(keypoints, this.width, this.height, this.mesh.face_oval, this.feather) : null;
     this.cpuMs = performance.now() - t0;
     gl.useProgram(this.program);
@@ -464,6 +608,12 @@ export class WarpRenderer {
     gl.activeTexture(gl.TEXTURE0);
     gl.bindTexture(gl.TEXTURE_2D, this.image);
     gl.uniform1i(u("uImage"), 0);
+    gl.activeTexture(gl.TEXTURE3);
+    gl.bindTexture(gl.TEXTURE_2D, this.follow);
+    gl.texImage2D(gl.TEXTURE_2D, 0, gl.RGBA32F, follow.width, follow.height, 0, gl.RGBA, gl.FLOAT, follow.data);
+    gl.uniform1i(u("uFollow"), 3);
+    gl.uniform2i(u("uFollowSize"), follow.width, follow.height);
+    gl.uniform1f(u("uFollowGrid"), follow.grid);
     gl.uniform1i(u("uHasField"), field !== null ? 1 : 0);
     if (field !== null) {
       const g = Math.round(Math.sqrt(field.length / 2));
