@@ -12,7 +12,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from keyface.bitstream import DetailPacket, RefreshMode, read_stream, write_stream
+from keyface.bitstream import DetailPacket, KeyframePacket, RefreshMode, read_stream, write_stream
 from keyface.codec.config import CodecConfig
 from keyface.codec.content import ContentRule, unread_eyes
 from keyface.codec.decoder import DecoderCore
@@ -218,6 +218,36 @@ def test_eyes_a_coarse_keyframe_blurs_shut_are_coded_again_until_they_read_open(
 
     plain_packets, _ = states(replace(config, eye_check=False), sequence)
     assert not [p for p in plain_packets if isinstance(p, DetailPacket)]
+
+
+def test_the_bidirectional_groups_check_their_keyframes_eyes(face) -> None:
+    """The groups have no content rule, so their keyframes are their only references: a
+    keyframe that blurs the eyes shut gets them again as DETAIL rectangles, and the decoder
+    renders the group's frames from the same picture."""
+    from keyface.codec.detail import detail_boxes
+
+    image, lm = face
+    config = replace(CONFIG, mode="bidirectional", aux_scale=0, gop=5, keyframe_quality=5)
+    rep = get_representation("facemesh-pca").for_level(config.quant_level)
+    kp = rep.keypoints(rep.analyze(lm, 256), 256)
+    reader = SharpnessEyes(image, detail_boxes(rep.detail_regions(kp)["eyes"], 256, 256))
+    encoder = EncoderCore(config, fps=25)
+    assert encoder.eye_reader is not None
+    encoder.eye_reader = reader
+    packets = [p for _ in range(5) for p in encoder.encode(image, lm)] + encoder.flush()
+    details = [p for p in packets if isinstance(p, DetailPacket)]
+    keyframes = {p.frame_index for p in packets if isinstance(p, KeyframePacket)}
+    assert details and {p.frame_index for p in details} <= keyframes
+    held = encoder.buffer[0].reference.image
+    assert not unread_eyes(reader.ears(image), reader.ears(held)), "the eyes read open now"
+
+    stream = read_stream(write_stream(encoder.header, packets))
+    decoder = DecoderCore(stream.header)
+    for p in stream.packets:
+        decoder.receive(p)
+    assert np.array_equal(decoder.buffer[0].reference.image, held)
+    off = EncoderCore(replace(config, eye_check=False), fps=25)
+    assert off.eye_reader is None
 
 
 def test_rule_a_blink_needs_a_reference_that_shows_it_closed() -> None:

@@ -96,7 +96,9 @@ class CodecConfig:
     eyes that it shows less open than the source (:func:`keyface.codec.content.unread_eyes`)
     again as DETAIL rectangles, better, until they read open: the lowest rungs blur eyes shut,
     and every frame warped from such a picture keeps them shut (issue 18). Needs
-    ``content_refresh`` and ``content_update="detail"``; encoder-side only."""
+    ``content_refresh`` and ``content_update="detail"``, or the bidirectional mode (its
+    keyframes: at its lowest rung, eye state wrong in 6 % of frames instead of 17 %, for 7 %
+    more bits; docs/hybrid.md); encoder-side only."""
     content_refresh: bool = True
     """Render each frame only from references that hold its mouth and eye state, and code a
     keyframe when none does (:mod:`keyface.codec.content`; representations with a face state

@@ -224,8 +224,11 @@ class EncoderCore:
             and config.content_update == "detail"
             and RefreshMode(config.refresh_mode) == RefreshMode.MOTION
         )
+        # The bidirectional groups check their keyframes' eyes too (DETAIL rectangles of a
+        # keyframe decode in any mode): their references are keyframes only.
+        keyframe_eyes = bidirectional and self._face is not None
         self.eye_reader: EyeReader | None = (
-            MeshEyeReader() if self._promote and config.eye_check else None
+            MeshEyeReader() if (self._promote or keyframe_eyes) and config.eye_check else None
         )
         """Reads the eyes of reference pictures (``CodecConfig.eye_check``; streams that carry
         DETAIL packets only); replaceable (tests)."""
