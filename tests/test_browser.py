@@ -39,13 +39,22 @@ def find_chromium() -> str | None:
 
 
 CHROMIUM = find_chromium()
-pytestmark = [
+NEEDS_CHROMIUM = [
     pytest.mark.slow,
     pytest.mark.skipif(
         CHROMIUM is None,
         reason="no Chromium found (apt-get install chromium, or set KEYFACE_CHROMIUM)",
     ),
 ]
+"""The marks of a test that launches Chromium (slow; skipped without one)."""
+OPT_IN_UNDER_CI = pytest.mark.skipif(
+    bool(os.environ.get("CI")) and not os.environ.get("KEYFACE_BROWSER_TEST"),
+    reason="CI: Chromium reaping its children livelocked this machine's kernel "
+    "(shrink_dcache_parent, unkillable, a core at 100 %) in 3 of about 10 launches; "
+    "set KEYFACE_BROWSER_TEST=1 to run it",
+)
+"""Chromium launches are opt-in under CI (``KEYFACE_BROWSER_TEST=1``)."""
+pytestmark = NEEDS_CHROMIUM
 CHROMIUM_ARGS = [
     "--no-sandbox",  # CI runs as root
     # No zygote processes: two zygotes reaping their children at the same moment livelocked
@@ -75,12 +84,7 @@ def clip(carphone_analysis) -> list[list]:
     return encode_clip(crops, a.landmarks, 300, crop=a.crop)
 
 
-@pytest.mark.skipif(
-    bool(os.environ.get("CI")) and not os.environ.get("KEYFACE_BROWSER_TEST"),
-    reason="CI: Chromium reaping its children livelocked this machine's kernel "
-    "(shrink_dcache_parent, unkillable, a core at 100 %) in 3 of about 10 launches; "
-    "set KEYFACE_BROWSER_TEST=1 to run it",
-)
+@OPT_IN_UNDER_CI
 def test_receiver_page_shows_the_decoded_video(clip) -> None:
     pw = pytest.importorskip("playwright.async_api")
 

@@ -13,12 +13,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
-import os
 from typing import Any
 
 import numpy as np
 import pytest
-from test_browser import CHROMIUM
+from test_browser import CHROMIUM, NEEDS_CHROMIUM, OPT_IN_UNDER_CI
 from test_js_decoder import STREAMS, _stream_bytes, assert_same_decode, py_decode
 
 from keyface.bitstream import read_stream
@@ -27,18 +26,7 @@ from keyface.render import WarpRenderer
 from keyface.server.conference import ServerConfig
 from keyface.server.http import start_server
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        CHROMIUM is None,
-        reason="no Chromium found (apt-get install chromium, or set KEYFACE_CHROMIUM)",
-    ),
-    pytest.mark.skipif(
-        bool(os.environ.get("CI")) and not os.environ.get("KEYFACE_BROWSER_TEST"),
-        reason="CI: Chromium launches are opt-in here (KEYFACE_BROWSER_TEST=1), see "
-        "tests/test_browser.py",
-    ),
-]
+pytestmark = [*NEEDS_CHROMIUM, OPT_IN_UNDER_CI]
 ARGS = ["--no-sandbox", "--no-zygote", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
 MIN_PSNR = 30.0
 """Guard for the warp's parity (dB, every frame; the measured figures are in docs/browser.md)."""

@@ -27,9 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 from server_utils import FPS, test_config, token
-from test_browser import CHROMIUM
+from test_browser import CHROMIUM, NEEDS_CHROMIUM, OPT_IN_UNDER_CI
 from test_js_browser import ARGS, psnr
 
 from keyface.codec.config import CodecConfig
@@ -40,18 +39,7 @@ from keyface.server.http import start_server
 from keyface.server.receiver import ParticipantDecoder
 from keyface.server.session import Datagram, SenderSession
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        CHROMIUM is None,
-        reason="no Chromium found (apt-get install chromium, or set KEYFACE_CHROMIUM)",
-    ),
-    pytest.mark.skipif(
-        bool(os.environ.get("CI")) and not os.environ.get("KEYFACE_BROWSER_TEST"),
-        reason="CI: Chromium launches are opt-in here (KEYFACE_BROWSER_TEST=1), see "
-        "tests/test_browser.py",
-    ),
-]
+pytestmark = [*NEEDS_CHROMIUM, OPT_IN_UNDER_CI]
 RESULTS = Path(__file__).resolve().parent.parent / "results" / "browser"
 N_FRAMES = 60
 MIN_PSNR = 40.0
