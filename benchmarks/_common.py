@@ -6,7 +6,12 @@ folder's parent: ``python benchmarks/NAME.py``)."""
 from __future__ import annotations
 
 import argparse
+import json
+import time
+from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 from keyface.clips import select_clips
 
@@ -32,3 +37,55 @@ def add_clip_options(
 def pick_clips(clips: Path, split: Path, subset: str, limit: int | None) -> list[Path]:
     """One clip per person of the split's subset (the first by file name), at most ``limit``."""
     return [c.path for c in select_clips(clips, split=split, subset=subset, limit=limit)]
+
+
+@dataclass
+class CodedClip:
+    """One clip of a ``keyface bench`` cache coded and decoded at ladder position ``u``."""
+
+    ref: list[Any]
+    """The source frames (the cache's ``crop.y4m``)."""
+    analysis: Any
+    """Its cached :class:`keyface.pipeline.Analysis`, cut to the frames used."""
+    coded: Any
+    """The :class:`keyface.pipeline.EncodeResult`."""
+    result: Any
+    """The :class:`keyface.pipeline.DecodeResult`."""
+    seconds: float
+    """The clip's duration."""
+    encode_s: float
+    decode_s: float
+
+    @property
+    def frames(self) -> int:
+        return len(self.ref)
+
+    @property
+    def decoded(self) -> list[Any]:
+        return [f.image for f in self.result.frames]
+
+    @property
+    def kbps(self) -> float:
+        return 8 * len(self.coded.data) / 1000 / self.seconds
+
+
+def code_cached_clip(clip_dir: Path, u: float, frames: int) -> CodedClip:
+    """The first ``frames`` frames of a bench-cache clip (``clip_dir/crop.y4m`` + its
+    ``analysis.npz``) coded at ``config_at(u)`` and decoded, with the time each took."""
+    from keyface.codec.ratecontrol import config_at
+    from keyface.eval.bench.worker import load_analysis
+    from keyface.io import read_frames
+    from keyface.pipeline import decode_bytes, encode_analysis
+
+    meta = json.loads((clip_dir / "meta.json").read_text())
+    meta["frames"] = n = min(int(meta["frames"]), frames)
+    ref = [f.image for f in read_frames(clip_dir / "crop.y4m", n)]
+    analysis = load_analysis(clip_dir, meta)
+    analysis.landmarks = analysis.landmarks[:n]
+    t0 = time.perf_counter()
+    coded = encode_analysis(analysis, config_at(u))
+    t1 = time.perf_counter()
+    result = decode_bytes(coded.data)
+    t2 = time.perf_counter()
+    seconds = n / float(Fraction(meta["fps"]))
+    return CodedClip(ref, analysis, coded, result, seconds, t1 - t0, t2 - t1)

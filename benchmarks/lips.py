@@ -28,8 +28,6 @@ import argparse
 import json
 import math
 import sys
-import time
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -90,23 +88,12 @@ def lip_crop(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
 
 
 def run_clip(clip_dir: Path, u: float, frames: int, out: Path) -> dict[str, Any]:
-    from keyface.codec.ratecontrol import config_at
-    from keyface.eval.bench.worker import load_analysis
-    from keyface.eval.metrics import compute_metrics
-    from keyface.io import read_frames
-    from keyface.pipeline import decode_bytes, encode_analysis
+    from _common import code_cached_clip
 
-    meta = json.loads((clip_dir / "meta.json").read_text())
-    meta["frames"] = n = min(int(meta["frames"]), frames)
-    ref = [f.image for f in read_frames(clip_dir / "crop.y4m", n)]
-    analysis = load_analysis(clip_dir, meta)
-    analysis.landmarks = analysis.landmarks[:n]
-    seconds = n / float(Fraction(meta["fps"]))
-    t0 = time.perf_counter()
-    coded = encode_analysis(analysis, config_at(u))
-    t1 = time.perf_counter()
-    decoded = [f.image for f in decode_bytes(coded.data).frames]
-    t2 = time.perf_counter()
+    from keyface.eval.metrics import compute_metrics
+
+    clip = code_cached_clip(clip_dir, u, frames)
+    ref, decoded, analysis = clip.ref, clip.decoded, clip.analysis
     metrics = compute_metrics(ref, decoded, METRICS)
     counts, source_counts, crops = [], [], []
     for a, b, marks in zip(ref, decoded, analysis.landmarks, strict=True):
@@ -123,10 +110,10 @@ def run_clip(clip_dir: Path, u: float, frames: int, out: Path) -> dict[str, Any]
     row = {
         "clip": clip_dir.name,
         "u": u,
-        "frames": n,
-        "kbps": 8 * len(coded.data) / 1000 / seconds,
-        "encode_s": t1 - t0,
-        "decode_s": t2 - t1,
+        "frames": clip.frames,
+        "kbps": clip.kbps,
+        "encode_s": clip.encode_s,
+        "decode_s": clip.decode_s,
         "mean": metrics.mean,
         "per_frame": {
             k: metrics.per_frame[k] for k in ("lpips_alex", "lpips_mouth", "lpips_mouth_open")

@@ -31,8 +31,6 @@ import argparse
 import json
 import math
 import sys
-import time
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -45,25 +43,19 @@ WORST = 5
 
 
 def run_clip(clip_dir: Path, u: float, frames: int, out: Path) -> dict[str, Any]:
-    from keyface.codec.ratecontrol import config_at
-    from keyface.eval.bench.worker import load_analysis
+    from _common import code_cached_clip
+
     from keyface.eval.metrics import compute_metrics
     from keyface.eval.regions import flicker
-    from keyface.io import read_frames
-    from keyface.pipeline import decode_bytes, encode_analysis
 
-    meta = json.loads((clip_dir / "meta.json").read_text())
-    meta["frames"] = n = min(int(meta["frames"]), frames)
-    ref = [f.image for f in read_frames(clip_dir / "crop.y4m", n)]
-    analysis = load_analysis(clip_dir, meta)
-    analysis.landmarks = analysis.landmarks[:n]
-    seconds = n / float(Fraction(meta["fps"]))
-    t0 = time.perf_counter()
-    coded = encode_analysis(analysis, config_at(u))
-    t1 = time.perf_counter()
-    result = decode_bytes(coded.data)
-    decoded = [f.image for f in result.frames]
-    t2 = time.perf_counter()
+    clip = code_cached_clip(clip_dir, u, frames)
+    ref, decoded, analysis, result, n = (
+        clip.ref,
+        clip.decoded,
+        clip.analysis,
+        clip.result,
+        clip.frames,
+    )
     metrics = compute_metrics(ref, decoded, METRICS)
     still = flicker(ref, [decoded[0]] * n, list(analysis.landmarks))
     name = f"{clip_dir.name}_u{u:.2f}"
@@ -72,11 +64,11 @@ def run_clip(clip_dir: Path, u: float, frames: int, out: Path) -> dict[str, Any]
         "clip": clip_dir.name,
         "u": u,
         "frames": n,
-        "kbps": 8 * len(coded.data) / 1000 / seconds,
+        "kbps": clip.kbps,
         "keyframes": [f.index for f in result.frames if f.keyframe],
         "references": [f.reference_frame for f in result.frames],
-        "encode_s": t1 - t0,
-        "decode_s": t2 - t1,
+        "encode_s": clip.encode_s,
+        "decode_s": clip.decode_s,
         "mean": metrics.mean,
         "per_frame": {k: metrics.per_frame[k] for k in METRICS},
         "still": still,
