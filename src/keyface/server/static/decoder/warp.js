@@ -442,9 +442,9 @@ uniform ivec2 uMaskSize;
 uniform int uGrid;
 out vec4 outColor;
 
-// cv2.resize(INTER_LINEAR) of a small raster to uSize, at output pixel p (float rasters).
-vec4 resizeLinear(sampler2D tex, ivec2 size, vec2 p) {
-  vec2 f = (p + 0.5) * vec2(size) / uSize - 0.5;
+// Bilinear lookup of a small raster at source position f (texel centres at integers), edges
+// clamped as cv2.resize(INTER_LINEAR) does.
+vec4 bilinearAt(sampler2D tex, ivec2 size, vec2 f) {
   vec2 s = floor(f);
   f -= s;
   ivec2 i = ivec2(s);
@@ -458,20 +458,14 @@ vec4 resizeLinear(sampler2D tex, ivec2 size, vec2 p) {
   return a * (1.0 - f.y) + b * f.y;
 }
 
-// The same at an integer upscale grid of size (cv2.resize to size * grid, cropped).
+// cv2.resize(INTER_LINEAR) of a small raster to uSize, at output pixel p (float rasters).
+vec4 resizeLinear(sampler2D tex, ivec2 size, vec2 p) {
+  return bilinearAt(tex, size, (p + 0.5) * vec2(size) / uSize - 0.5);
+}
+
+// The same at an integer upscale grid (cv2.resize to size * grid, cropped).
 vec4 resizeGrid(sampler2D tex, ivec2 size, float grid, vec2 p) {
-  vec2 f = (p + 0.5) / grid - 0.5;
-  vec2 s = floor(f);
-  f -= s;
-  ivec2 i = ivec2(s);
-  if (i.x < 0) { i.x = 0; f.x = 0.0; }
-  if (i.y < 0) { i.y = 0; f.y = 0.0; }
-  if (i.x >= size.x - 1) { i.x = size.x - 1; f.x = 0.0; }
-  if (i.y >= size.y - 1) { i.y = size.y - 1; f.y = 0.0; }
-  ivec2 j = min(i + 1, size - 1);
-  vec4 a = texelFetch(tex, i, 0) * (1.0 - f.x) + texelFetch(tex, ivec2(j.x, i.y), 0) * f.x;
-  vec4 b = texelFetch(tex, ivec2(i.x, j.y), 0) * (1.0 - f.x) + texelFetch(tex, j, 0) * f.x;
-  return a * (1.0 - f.y) + b * f.y;
+  return bilinearAt(tex, size, (p + 0.5) / grid - 0.5);
 }
 
 vec4 cubicWeights(float x) {
