@@ -139,7 +139,50 @@ class TransportStats:
     feedback: int = 0
 
 
-class SenderClient:
+class DatagramSender:
+    """Sending live datagrams on a peer connection's two data channels (``reliable`` and the
+    unreliable ``motion``), dropping motion by the ``loss`` model: what :class:`SenderClient`
+    and :class:`keyface.server.janus.JanusSenderClient` share. Needs ``pc``, ``reliable``,
+    ``motion``, ``loss``, ``stats`` (:class:`TransportStats`) and ``_t0`` (``None`` at first)."""
+
+    pc: RTCPeerConnection
+    reliable: RTCDataChannel
+    motion: RTCDataChannel
+    loss: LossModel
+    stats: TransportStats
+    _t0: float | None
+
+    @property
+    def connected(self) -> bool:
+        return self.pc.connectionState not in ("failed", "closed") and (
+            self.reliable.readyState == "open"
+        )
+
+    def send(self, datagram: Datagram) -> bool:
+        """Send one datagram on its channel; ``False`` if dropped (``loss``) or unsendable."""
+        now = time.monotonic()
+        if self._t0 is None:
+            self._t0 = now
+        if datagram.channel == "unreliable":
+            if self.loss.drop(now - self._t0):
+                self.stats.dropped_motion += 1
+                return False
+            channel = self.motion
+        else:
+            channel = self.reliable
+        return self._send(channel, datagram.payload)
+
+    def _send(self, channel: RTCDataChannel, payload: bytes) -> bool:
+        if channel.readyState != "open":
+            self.stats.unsendable += 1
+            return False
+        channel.send(payload)
+        self.stats.datagrams += 1
+        self.stats.bytes += len(payload)
+        return True
+
+
+class SenderClient(DatagramSender):
     """A sender's WebRTC end: the data channels of ``keyface.server.conference``.
 
     ``loss`` drops that share of motion (unreliable) datagrams, chosen by a ``seed``ed random
@@ -189,26 +232,6 @@ class SenderClient:
             if self.on_feedback is not None:
                 self.on_feedback(message)
 
-    @property
-    def connected(self) -> bool:
-        return self.pc.connectionState not in ("failed", "closed") and (
-            self.reliable.readyState == "open"
-        )
-
-    def send(self, datagram: Datagram) -> bool:
-        """Send one datagram on its channel; ``False`` if dropped (``loss``) or unsendable."""
-        now = time.monotonic()
-        if self._t0 is None:
-            self._t0 = now
-        if datagram.channel == "unreliable":
-            if self.loss.drop(now - self._t0):
-                self.stats.dropped_motion += 1
-                return False
-            channel = self.motion
-        else:
-            channel = self.reliable
-        return self._send(channel, datagram.payload)
-
     def send_background(self, payload: bytes) -> bool:
         """Send a BACKGROUND packet (the full frame the face is pasted into)."""
         return self._send(self.background, payload)
@@ -217,15 +240,6 @@ class SenderClient:
         """Send an avatar photo (JPEG/PNG bytes): the server shows it, animated by this
         sender's motion, instead of the sender's face."""
         return self._send(self.avatar, payload)
-
-    def _send(self, channel: RTCDataChannel, payload: bytes) -> bool:
-        if channel.readyState != "open":
-            self.stats.unsendable += 1
-            return False
-        channel.send(payload)
-        self.stats.datagrams += 1
-        self.stats.bytes += len(payload)
-        return True
 
     async def close(self) -> None:
         await self.pc.close()

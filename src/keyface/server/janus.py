@@ -45,7 +45,7 @@ import numpy as np
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 
 from keyface.render import Renderer
-from keyface.server.client import TransportStats, rtc_configuration
+from keyface.server.client import DatagramSender, TransportStats, rtc_configuration
 from keyface.server.conference import LABEL_MOTION, LABEL_RELIABLE
 from keyface.server.datagram import KIND_AUX_REFRESH, KIND_FEEDBACK, DatagramError, parse_datagram
 from keyface.server.lossmodel import LossModel, RandomLoss
@@ -581,7 +581,7 @@ class RefreshGate:
         return None
 
 
-class JanusSenderClient:
+class JanusSenderClient(DatagramSender):
     """A sender publishing into the Janus VideoRoom of keyface room ``room`` as ``participant``
     (the publisher's ``display``; also its TextRoom user name, where refresh requests come
     from). The same interface as :class:`~keyface.server.client.SenderClient` (``connect``,
@@ -659,32 +659,6 @@ class JanusSenderClient:
             payload = self.gate.due(time.monotonic())
             if payload is not None and self.on_feedback is not None:
                 self.on_feedback(payload)
-
-    @property
-    def connected(self) -> bool:
-        return self.pc.connectionState not in ("failed", "closed") and (
-            self.reliable.readyState == "open"
-        )
-
-    def send(self, datagram: Datagram) -> bool:
-        """Send one datagram on its channel; ``False`` if dropped (``loss``) or unsendable."""
-        now = time.monotonic()
-        if self._t0 is None:
-            self._t0 = now
-        if datagram.channel == "unreliable":
-            if self.loss.drop(now - self._t0):
-                self.stats.dropped_motion += 1
-                return False
-            channel = self.motion
-        else:
-            channel = self.reliable
-        if channel.readyState != "open":
-            self.stats.unsendable += 1
-            return False
-        channel.send(datagram.payload)
-        self.stats.datagrams += 1
-        self.stats.bytes += len(datagram.payload)
-        return True
 
     def send_background(self, payload: bytes) -> bool:
         """Not carried: Janus receivers compose no full frame yet (docs/janus.md)."""
