@@ -173,7 +173,8 @@ def test_the_relay_page_decodes_a_relayed_stream(carphone_analysis) -> None:
         "what": "tests/test_relay_page.py: keyface serve --relay on loopback, a live Python "
         "sender (carphone crops, 256x256, AVIF keyframes, 30 frames/s, reset interval 10), "
         "the relay page in headless Chromium (WebGL2 on SwiftShader, software)",
-        "machine": "shared 2-core machine, busy (other jobs running): figures are noisy",
+        "machine": "shared 2-core machine; quiet when its load average stays under 2, "
+        "otherwise other jobs ran beside the test and the figures are noisy",
         "loadavg_1min_at_end": round(os.getloadavg()[0], 2),
         "frames_sent": N_FRAMES,
         "sender_seconds_for_the_frames": round(r["send_s"], 2),
