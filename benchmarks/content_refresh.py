@@ -12,6 +12,14 @@ each measure interpolated at equal rate, BD-rates against ``before``) and a gall
 open-mouth and eye-state frames (source | before | each variant) to ``--out``:
 
     python benchmarks/content_refresh.py --bench /tmp/bench12 --out results/content
+    python benchmarks/content_refresh.py --bench /tmp/bench12 --mode auto --u 1,1.6,2.5 \
+        --variants rule-off,as-shipped --baseline rule-off --out results/content_groups
+
+``--mode`` is the ladder the positions ``--u`` are taken on (``animation``, the default, or
+``auto``, the one ladder, whose upper rungs are the bidirectional groups); ``--baseline`` the
+variant the others are compared with (``before``). ``rule-off`` is the shipped configuration
+with the content rule switched off (``content_refresh=False``), ``as-shipped`` the shipped
+configuration.
 
 Set ``KEYFACE_THREADS`` as for any benchmark (``keyface.threads``); ``--jobs`` worker processes.
 """
@@ -38,12 +46,19 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "update+detail": {"content_refresh": True, "content_update": "detail", "detail_boost": 20},
     "update+eyes10": {"detail_boost": 10, "detail_parts": ("eyes",)},
     "update+eyes20": {"detail_boost": 20, "detail_parts": ("eyes",)},
+    "rule-off": {"content_refresh": False},
+    "as-shipped": {},
+    "group-off": {"group_cut": None},
+    "group-choice": {"group_cut": ()},
+    "group-cut-eyes": {"group_cut": ("eyes",)},
+    "group-cut-all": {"group_cut": ("eyes", "mouth")},
 }
 DEFAULT_U = (0.0, 0.3, 0.6, 0.9, 1.2)
 
 
-def code_point(task: tuple[str, str, float, dict[str, Any]]) -> dict[str, Any]:
-    """Code, decode and measure one (clip, variant, u) point."""
+def code_point(task: tuple[str, str, float, dict[str, Any], str]) -> dict[str, Any]:
+    """Code, decode and measure one (clip, variant, u) point on ladder ``mode``."""
+    from keyface.codec import CodecConfig
     from keyface.codec.ratecontrol import config_at
     from keyface.eval.bench.worker import load_analysis
     from keyface.eval.metrics import compute_metrics
@@ -52,11 +67,11 @@ def code_point(task: tuple[str, str, float, dict[str, Any]]) -> dict[str, Any]:
     from keyface.threads import apply_thread_policy
 
     apply_thread_policy()
-    clip_dir, variant, u, overrides = Path(task[0]), task[1], task[2], task[3]
+    clip_dir, variant, u, overrides, mode = Path(task[0]), task[1], task[2], task[3], task[4]
     meta = json.loads((clip_dir / "meta.json").read_text())
     analysis = load_analysis(clip_dir, meta)
     ref = [f.image for f in read_frames(clip_dir / "crop.y4m", meta["frames"])]
-    coded = encode_analysis(analysis, replace(config_at(u), **overrides))
+    coded = encode_analysis(analysis, replace(config_at(u, CodecConfig(mode=mode)), **overrides))
     decoded = decode_bytes(coded.data)
     frames = [f.image for f in decoded.frames]
     m = compute_metrics(ref, frames, METRICS, progress=False)
@@ -67,6 +82,7 @@ def code_point(task: tuple[str, str, float, dict[str, Any]]) -> dict[str, Any]:
     return {
         "clip": clip_dir.name,
         "variant": variant,
+        "mode": mode,
         "u": u,
         "kbps": coded.kbps,
         "keyframes": coded.stats.keyframes,
@@ -97,12 +113,13 @@ def at_rate(rates: np.ndarray, values: np.ndarray, rate: float) -> float:
     return float(np.interp(math.log(rate), r, v))
 
 
-def report(points: list[dict], out: Path, command: str) -> str:
+def report(points: list[dict], out: Path, command: str, baseline: str = "before") -> str:
     from keyface.eval.bdrate import bd_rate
 
     variants = [v for v in VARIANTS if any(p["variant"] == v for p in points)]
+    variants = [baseline] + [v for v in variants if v != baseline]
     lines = [
-        "# What viewers see: before / after at equal rate",
+        f"# What viewers see: {baseline} / after at equal rate",
         "",
         f"Command: `{command}`",
         "",
@@ -130,26 +147,26 @@ def report(points: list[dict], out: Path, command: str) -> str:
     for variant in variants[1:]:
         lines += [
             "",
-            f"## `{variant}` against `before` at equal rate",
+            f"## `{variant}` against `{baseline}` at equal rate",
             "",
-            f"At `{variant}`'s mean rates, `before` interpolated linearly in log-rate (n/a: "
-            "outside `before`'s range).",
+            f"At `{variant}`'s mean rates, `{baseline}` interpolated linearly in log-rate (n/a: "
+            f"outside `{baseline}`'s range).",
             "",
-            "| kbit/s | " + " | ".join(f"{m} before / {variant}" for m in METRICS) + " |",
+            "| kbit/s | " + " | ".join(f"{m} {baseline} / {variant}" for m in METRICS) + " |",
             "|---|" + "---|" * len(METRICS),
         ]
         rates, _ = _curve(points, variant, METRICS[0])
         for rate in rates:
             cells = []
             for metric in METRICS:
-                b = at_rate(*_curve(points, "before", metric), rate)
+                b = at_rate(*_curve(points, baseline, metric), rate)
                 a = at_rate(*_curve(points, variant, metric), rate)
                 change = f" ({100 * (a - b) / b:+.0f} %)" if b and not math.isnan(b + a) else ""
                 cells.append("n/a" if math.isnan(b) else f"{b:.4f} / {a:.4f}{change}")
             lines.append(f"| {rate:.2f} | " + " | ".join(cells) + " |")
-        lines += ["", f"BD-rate of `{variant}` against `before` (negative: fewer bits):", ""]
+        lines += ["", f"BD-rate of `{variant}` against `{baseline}` (negative: fewer bits):", ""]
         for metric in ("psnr", "lpips_alex", "lpips_mouth", "lpips_mouth_open", "lpips_eyes"):
-            rb, vb = _curve(points, "before", metric)
+            rb, vb = _curve(points, baseline, metric)
             ra, va = _curve(points, variant, metric)
             bd = bd_rate(rb, vb, ra, va, metric)
             value = "n/a" if bd.value is None else f"{bd.value:+.1f} %"
@@ -159,9 +176,17 @@ def report(points: list[dict], out: Path, command: str) -> str:
     return text
 
 
-def gallery(points: list[dict], bench: Path, out: Path, u: float) -> None:
+def gallery(
+    points: list[dict],
+    bench: Path,
+    out: Path,
+    u: float,
+    baseline: str = "before",
+    mode: str = "animation",
+) -> None:
     """Per clip: the frame with the worst ``lpips_mouth_open`` and the worst eye-state frame
-    before, shown as source | before | each other variant at ladder position ``u``."""
+    of ``baseline``, shown as source | baseline | each other variant at ladder position ``u``."""
+    from keyface.codec import CodecConfig
     from keyface.codec.ratecontrol import config_at
     from keyface.eval.bench.worker import load_analysis
     from keyface.io import read_frames
@@ -169,11 +194,12 @@ def gallery(points: list[dict], bench: Path, out: Path, u: float) -> None:
 
     u = min({p["u"] for p in points}, key=lambda v: abs(v - u))  # the nearest u measured
     variants = [v for v in VARIANTS if any(p["variant"] == v for p in points)]
+    variants = [baseline] + [v for v in variants if v != baseline]
     folder = out / "gallery"
     folder.mkdir(parents=True, exist_ok=True)
     for clip in sorted({p["clip"] for p in points}):
         before = next(
-            p for p in points if p["clip"] == clip and p["variant"] == "before" and p["u"] == u
+            p for p in points if p["clip"] == clip and p["variant"] == baseline and p["u"] == u
         )
         picks = []
         for metric in ("lpips_mouth_open", "eye_state"):
@@ -188,7 +214,8 @@ def gallery(points: list[dict], bench: Path, out: Path, u: float) -> None:
         ref = [f.image for f in read_frames(clip_dir / "crop.y4m", meta["frames"])]
         decoded = {}
         for variant in variants:
-            coded = encode_analysis(analysis, replace(config_at(u), **VARIANTS[variant]))
+            config = replace(config_at(u, CodecConfig(mode=mode)), **VARIANTS[variant])
+            coded = encode_analysis(analysis, config)
             decoded[variant] = [f.image for f in decode_bytes(coded.data).frames]
         for metric, t in picks:
             row = np.hstack([ref[t]] + [decoded[v][t] for v in variants])
@@ -206,23 +233,25 @@ def main() -> None:
     parser.add_argument("--gallery-u", type=float, default=0.3)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--limit", type=int, default=None, help="at most this many clips")
+    parser.add_argument("--mode", default="animation", help="the ladder of --u (or auto)")
+    parser.add_argument("--baseline", default="before", help="the variant compared against")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     clips = sorted(p for p in (args.bench / "cache").iterdir() if (p / "analysis.npz").is_file())
     clips = clips[: args.limit]
     us = [float(u) for u in args.u.split(",")]
     variants = [v.strip() for v in args.variants.split(",")]
-    if "before" not in variants or any(v not in VARIANTS for v in variants):
-        parser.error(f"--variants: names from {', '.join(VARIANTS)}, including before")
+    if args.baseline not in variants or any(v not in VARIANTS for v in variants):
+        parser.error(f"--variants: names from {', '.join(VARIANTS)}, including {args.baseline}")
     saved = args.out / "points.json"
     points = json.loads(saved.read_text()) if saved.is_file() else []
-    have = {(p["clip"], p["variant"], p["u"]) for p in points}
+    have = {(p["clip"], p["variant"], p["u"], p.get("mode", "animation")) for p in points}
     tasks = [
-        (str(c), v, u, VARIANTS[v])
+        (str(c), v, u, VARIANTS[v], args.mode)
         for c in clips
         for u in us
         for v in variants
-        if (c.name, v, u) not in have
+        if (c.name, v, u, args.mode) not in have
     ]
     t0 = time.perf_counter()
     with ProcessPoolExecutor(args.jobs) as pool:
@@ -235,12 +264,19 @@ def main() -> None:
             )
             saved.write_text(json.dumps(points))
     names = {c.name for c in clips}
-    points = [p for p in points if p["clip"] in names and p["u"] in us and p["variant"] in variants]
+    points = [
+        p
+        for p in points
+        if p["clip"] in names
+        and p["u"] in us
+        and p["variant"] in variants
+        and p.get("mode", "animation") == args.mode
+    ]
     command = "python benchmarks/content_refresh.py " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None
     )
-    print(report(points, args.out, command))
-    gallery(points, args.bench, args.out, args.gallery_u)
+    print(report(points, args.out, command, args.baseline))
+    gallery(points, args.bench, args.out, args.gallery_u, args.baseline, args.mode)
     print(f"{len(tasks)} points in {time.perf_counter() - t0:.0f} s")
 
 

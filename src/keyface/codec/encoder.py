@@ -218,6 +218,13 @@ class EncoderCore:
         self.mode = StreamMode[config.mode.upper()]
         bidirectional = self.mode == StreamMode.BIDIRECTIONAL
         self._content = self._face is not None and config.content_refresh and not bidirectional
+        self._group_content = (
+            self._face is not None
+            and config.content_refresh
+            and bidirectional
+            and config.group_cut is not None
+        )
+        """Bidirectional groups under the content rule (:meth:`_split_group`)."""
         self.content_rule = ContentRule()
         self._promote = (
             self._content
@@ -398,7 +405,7 @@ class EncoderCore:
     def flush(self) -> list[Packet]:
         """Emit the motion still pending and the END packet."""
         packets: list[Packet] = []
-        if self._group:
+        while self._group:  # a group cut short by the content rule leaves frames behind
             packets.extend(self._code_group())
         if self._pending:
             packets.extend(self._flush_motion())
@@ -698,23 +705,34 @@ class EncoderCore:
         downsampled 4x). Packets: AUX, KEYFRAME (+ DETAIL), MOTION."""
         group, self._group = self._group, []
         size = self.config.size
-        if self._aux is not None and self._aux_mirror is not None:
-            pictures = [self._aux.encode(image) for _, image, _ in group]
-            aux = [self._aux_mirror.decode(p) for p in pictures]
-        else:
-            pictures = []
-            aux = [downsample(image, size // 4) for _, image, _ in group]
         coded = []
         for index, image, landmarks in group:
             params = self._params(image, landmarks)
             q = self.state.quantize(params)
             keypoints = self.representation.keypoints(self.state.dequantize(q), size)
             coded.append((index, params, q, keypoints))
-            self._last_q = q
+        states: list[FaceState | None] = [None] * len(group)
+        cut = False
+        if self._group_content and self._face is not None:
+            states = [self._face.face_state(c[3]) for c in coded]
+            end = self._split_group(states)
+            cut = end < len(group) - 1
+            if cut:  # the rest opens the next group
+                self._group = group[end + 1 :]
+                group, coded, states = group[: end + 1], coded[: end + 1], states[: end + 1]
+        self._last_q = coded[-1][2]
+        if self._aux is not None and self._aux_mirror is not None:
+            pictures = [self._aux.encode(image) for _, image, _ in group]
+            aux = [self._aux_mirror.decode(p) for p in pictures]
+        else:
+            pictures = []
+            aux = [downsample(image, size // 4) for _, image, _ in group]
         last, image_last, _ = group[-1]
         reason = "first" if len(self.buffer) == 0 else "gop"
+        if cut:
+            reason = "content"
         packets, key_decision = self._keyframe(
-            last, image_last, coded[-1][3], coded[-1][2], None, reason
+            last, image_last, coded[-1][3], coded[-1][2], states[-1], reason
         )
         self._pending_first = group[0][0]
         self._pending_reset = self._reset_due(self._pending_first, True)
@@ -724,7 +742,12 @@ class EncoderCore:
             if index == last:
                 decision = key_decision
             else:
-                ref = choose_keyframe([e.reference.image for e in self.buffer][:2], aux[k])
+                candidates = [e.reference.image for e in self.buffer][:2]
+                held = self._holders(states[k], len(candidates))
+                if len(held) == 1:  # only one keyframe shows this mouth and these eyes
+                    ref = held[0]
+                else:
+                    ref = choose_keyframe(candidates, aux[k])
                 entry = self.buffer[ref]
                 if self._field_part is not None:
                     q = self._field(entry, image, keypoints, params)[0]
@@ -736,6 +759,49 @@ class EncoderCore:
             self._pending.append(CodedFrame(q=q, reference=decision.reference))
         self._aux_pending = pictures
         return [*packets, *self._flush_motion()]
+
+    def _split_group(self, states: list[FaceState]) -> int:
+        """The content rule in a group (bidirectional mode): the position in the collected
+        group whose frame becomes its closing keyframe. The group is cut short at a frame
+        that neither the past keyframe nor the planned closing one holds (a blink between two
+        open-eyed keyframes, a mouth opened wider than both), until every frame up to the
+        closing one is held by one of its two keyframes; the frames after the cut open the
+        next group (the latency bound ``gop`` is kept). The first group (no past keyframe)
+        is a single keyframe and is never cut."""
+        end = len(states) - 1
+        if not self.buffer:
+            return end
+        past = self.buffer[0].state
+        parts = set(self.config.group_cut or ())
+        if not parts:
+            return end
+
+        def lacks(reference: FaceState | None, frame: FaceState) -> bool:
+            if reference is None:  # a keyframe without a face state is not judged
+                return False
+            return bool(parts.intersection(self.content_rule.missing_parts(reference, frame)))
+
+        while end > 0:
+            future = states[end]
+            cut = next(
+                (k for k in range(end) if lacks(past, states[k]) and lacks(future, states[k])),
+                None,
+            )
+            if cut is None:
+                break
+            end = cut
+        return end
+
+    def _holders(self, state: FaceState | None, count: int) -> list[int]:
+        """Which of the ``count`` newest buffered keyframes hold ``state`` (all of them
+        without the content rule)."""
+        if state is None or not self._group_content:
+            return list(range(count))
+        return [
+            i
+            for i in range(count)
+            if self.buffer[i].state is None or self.content_rule.holds(self.buffer[i].state, state)
+        ]
 
     def _flush_motion(self) -> list[Packet]:
         """The pending frames' AUX packet (hybrid modes) and MOTION packet."""
