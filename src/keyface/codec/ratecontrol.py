@@ -49,7 +49,7 @@ def config_at(u: float, base: CodecConfig | None = None) -> CodecConfig:
         mode, u, aux = ladder_position(u)
         base = replace(base, mode=mode)
         if not aux:
-            return replace(hybrid_config_at(min(u, U_MAX), base), aux_scale=0)
+            return replace(hybrid_config_at(min(u, GROUPS_U_MAX), base), aux_scale=0)
     if base.mode == "animation":
         return animation_config_at(u, base)
     return hybrid_config_at(u, base)
@@ -78,6 +78,11 @@ def animation_config_at(u: float, base: CodecConfig) -> CodecConfig:
     )
 
 
+GROUPS_U_MAX = 4.0
+"""How far the one ladder takes the bidirectional groups without an aux stream along their own
+ladder (:func:`hybrid_config_at` beyond ``U_MAX``: GOP 15, keyframe quality 10 + 8 u, so 42 at
+the top). ``--mode bidirectional`` alone stops at ``U_MAX`` (quality 30)."""
+
 HYBRID_ANIMATION_SHARE = 0.4
 """The hybrid ladders code their animation at this share of their own ladder position."""
 
@@ -98,20 +103,25 @@ def hybrid_config_at(u: float, base: CodecConfig) -> CodecConfig:
 
 LADDER: tuple[tuple[float, str, float, float, bool], ...] = (
     (0.0, "animation", 0.0, 1.0, True),
-    (1.0, "bidirectional", 1.5, 2 / 3, False),
+    (1.0, "bidirectional", 1.5, 1.0, False),
+    (2.0, "bidirectional", 2.5, 3.0, False),
 )
 """The one ladder (``mode="auto"``): ``(u_start, mode, mode_u_start, slope, aux)`` segments;
 position ``u`` of a segment is ``mode_u_start + slope * (u - u_start)`` on that mode's ladder,
 ``aux=False`` without an aux stream. The animation ladder up to u = 1 (~17 kbit/s), then the
-bidirectional groups without an aux stream from their u = 1.5 (~18 kbit/s) to 2.5 (~25 kbit/s).
+bidirectional groups without an aux stream from their u = 1.5 (~18 kbit/s) to 2.5 (keyframe
+quality 30, ~25 kbit/s) at u = 2, then on to their u = 4 (keyframe quality 42, ~40 kbit/s) at
+u = 2.5.
 
 Chosen on the 12 validation people (docs/hybrid.md, "The one ladder"): on LPIPS alone the
 groups win from ~8 kbit/s (results/hybrid/noaux12.md), but their lowest rungs (keyframes of
-quality 10-20 every 29 frames, no content rule) lose the mouths and eyes the animation ladder
-keeps: at 7.7-9.3 kbit/s open-mouth LPIPS 0.105-0.120 and eye state wrong in 15-19 % of frames,
-against 0.078 and 6 % for the animation at 9 kbit/s (results/bench/report.md of 2026-12-06
-14:32 and of 08:27). From ~18 kbit/s the groups' keyframes are good enough (eye state 4.5 %,
-open-mouth LPIPS 0.066 at 25 kbit/s) and they lead on LPIPS and DISTS."""
+quality 10-20 every 29 frames) lose the mouths and eyes the animation ladder keeps: at
+7.7-9.3 kbit/s open-mouth LPIPS 0.105-0.120 and eye state wrong in 15-19 % of frames, against
+0.078 and 6 % for the animation at 9 kbit/s (results/bench/report.md of 2026-12-06 14:32 and
+of 08:27). From ~18 kbit/s the groups' keyframes are good enough (eye state 4.5 %,
+open-mouth LPIPS 0.066 at 25 kbit/s) and they lead on LPIPS and DISTS. Above ~25 kbit/s
+better keyframes and shorter groups bought about the same LPIPS for the same bits
+(results/hybrid/ladder_top), so the top keeps GOP 15 and raises the keyframe quality."""
 
 
 def ladder_position(u: float) -> tuple[str, float, bool]:
