@@ -152,3 +152,19 @@ def _write_noise(path: Path) -> None:
     with VideoWriter(path, 25) as w:
         for _ in range(6):
             w.write(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8))
+
+
+def test_encode_group_content_sets_the_groups_content_rule() -> None:
+    """``--group-content`` names :attr:`CodecConfig.group_cut`; the default leaves it off."""
+    from keyface.cli.encode import config_from_args
+    from keyface.cli.main import build_parser
+
+    def parse(*extra: str):
+        args = build_parser().parse_args(["encode", "in.mp4", "-o", "out.kf", *extra])
+        return config_from_args(args)
+
+    assert parse().group_cut is None
+    assert parse("--group-content", "choice").group_cut == ()
+    assert parse("--group-content", "eyes+mouth").group_cut == ("eyes", "mouth")
+    with pytest.raises(SystemExit):
+        parse("--group-content", "ears")

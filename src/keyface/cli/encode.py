@@ -140,6 +140,13 @@ def add_codec_arguments(p: argparse.ArgumentParser) -> None:
         help="bidirectional: frames per group, both keyframes included (default 15)",
     )
     hybrid.add_argument("--fusion", help="the fusion the header names as the decoder's default")
+    hybrid.add_argument(
+        "--group-content",
+        choices=tuple(GROUP_CONTENT),
+        help="bidirectional groups: off (default: each frame from the nearer keyframe), choice "
+        "(from a keyframe that shows its mouth and eyes), or also cut a group short, with a "
+        "keyframe, where neither keyframe shows its eyes / mouth (docs/hybrid.md; costs bits)",
+    )
     p.add_argument("--max-frames", type=positive_int, help="code only the first N frames")
     p.add_argument(
         "--full-frame",
@@ -147,6 +154,16 @@ def add_codec_arguments(p: argparse.ArgumentParser) -> None:
         help="also send the first full source frame so decode --full-frame can paste back",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or summary")
+
+
+GROUP_CONTENT: dict[str, tuple[str, ...] | None] = {
+    "off": None,
+    "choice": (),
+    "eyes": ("eyes",),
+    "mouth": ("mouth",),
+    "eyes+mouth": ("eyes", "mouth"),
+}
+"""``--group-content`` -> :attr:`CodecConfig.group_cut`."""
 
 
 def config_from_args(args: argparse.Namespace) -> CodecConfig:
@@ -181,6 +198,8 @@ def config_from_args(args: argparse.Namespace) -> CodecConfig:
         overrides["detail_boost"] = args.detail_boost
     if getattr(args, "detail_parts", None) is not None:
         overrides["detail_parts"] = tuple(args.detail_parts.split(","))
+    if getattr(args, "group_content", None) is not None:
+        overrides["group_cut"] = GROUP_CONTENT[args.group_content]
     for name in ("aux_scale", "aux_qp", "gop", "fusion"):
         if getattr(args, name, None) is not None:
             overrides[name] = getattr(args, name)
