@@ -15,6 +15,17 @@ Stages timed separately, best of ``--repeat`` runs:
 ``--mode animation,hybrid,bidirectional`` times each stream mode on the same analysis (the
 hybrid modes add the aux stream's coding, decoding and the fusion; targets: hybrid decode and
 encode >= 25 frames/s at 256x256 with the HEVC aux stream, docs/hybrid.md).
+
+``--motion fomm --model FILE`` times the FOMM route (issue 15, docs/motion.md): the model's
+keypoint detector runs in the coding stage (on each cropped frame), its dense motion and
+generator in the decoder (``--generator`` is then the model's renderer). Speed does not depend
+on the weights, so a model file of the upstream vox-256 architecture with random weights
+(``--fomm-random vox256 --model FILE`` writes one; ``vox256-half`` the same with ZTE's
+half-width generator) times the full model
+where no trained one is at hand:
+
+    python benchmarks/speed.py --fomm-random vox256 --model /tmp/fomm_full.safetensors
+    python benchmarks/speed.py --motion fomm --model /tmp/fomm_full.safetensors --frames 30
 """
 
 from __future__ import annotations
@@ -65,15 +76,35 @@ def main() -> None:
     parser.add_argument("--aux-qp", type=int, default=40)
     parser.add_argument("--gop", type=int, default=15)
     parser.add_argument("--fusion", help="hybrid modes: the fusion (default: keyface.fusion's)")
+    parser.add_argument("--motion", choices=("facemesh", "fomm"), default="facemesh")
+    parser.add_argument("--model", type=Path, help="--motion fomm: the model file")
+    parser.add_argument(
+        "--fomm-random",
+        choices=("vox256", "vox256-half", "small"),
+        help="write a FOMM model file of that shape (keyface.train.fomm.model_config, at 256) "
+        "with random weights to --model and stop",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     apply_thread_policy()  # keyface.threads: KEYFACE_THREADS or the default
+    if args.fomm_random:
+        write_random_fomm(args.fomm_random, args.model)
+        return
+    if args.motion == "fomm":
+        from keyface.fomm import MOTION_NAME, use_model
+
+        if args.model is None:
+            parser.error("--motion fomm needs --model FILE")
+        use_model(args.model)
+        args.generator = MOTION_NAME
     source = args.input or default_clip()
     config = config_for_preset(args.quality)
     config = config_for_preset(args.quality, replace(config, refresh_mode=MODES[args.refresh]))
     if args.intra:
         config = replace(config, intra_codec=args.intra)
     config = replace(config, generator=args.generator)
+    if args.motion == "fomm":
+        config = replace(config, motion=args.generator, motion_field=False)
 
     t_ana, analysis = best_of(args.repeat, lambda: analyze(source, max_frames=args.frames))
     renderer = get_renderer(args.generator)
@@ -103,6 +134,8 @@ def main() -> None:
             "generator": args.generator,
             "decoder_fps": len(decoded.frames) / t_dec,
         }
+        if args.motion == "fomm":
+            report |= {"motion": "fomm", "model": str(args.model)}
         if mode != "animation":
             from keyface.fusion import DEFAULT_FUSION
 
@@ -121,6 +154,23 @@ def main() -> None:
     report = reports[0] if len(reports) == 1 else {"modes": reports}  # type: ignore[assignment]
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
+
+
+def write_random_fomm(name: str, path: Path | None) -> None:
+    """A FOMM model file of shape ``name`` (:func:`keyface.train.fomm.model_config` at 256)
+    with random weights: for timing only."""
+    import torch
+
+    from keyface.fomm.model import FommNetworks, save_model
+    from keyface.train.fomm import model_config
+
+    if path is None:
+        raise SystemExit("--fomm-random needs --model FILE (where to write it)")
+    torch.manual_seed(0)
+    networks = FommNetworks(model_config(name, 256))
+    count = sum(p.numel() for p in networks.parameters())
+    save_model(path, networks, {"provenance": f"random weights, shape {name} (timing only)"})
+    print(f"wrote {path}: FOMM {name}, {count / 1e6:.1f} M parameters, random weights")
 
 
 if __name__ == "__main__":

@@ -203,3 +203,21 @@ def test_cli_fit_resume_and_eval(tmp_path: Path, capsys: pytest.CaptureFixture[s
     figures = json.loads(result.read_text())
     assert figures["people"] == 1 and figures["size"] == 32 and figures["lpips_source"] > 0
     assert main([*args, "--steps", "1", "--device", "cuda:9"]) == 2 or torch.cuda.is_available()
+
+
+def test_the_half_width_shape_halves_the_generator_and_keeps_the_public_detector() -> None:
+    """``vox256-half`` (ZTE's half-width generator): the keypoint detector's parameters are
+    those of the public vox-256 model, the dense motion network's and the generator's have
+    half the channels."""
+    from keyface.fomm.model import FommNetworks
+
+    full = FommNetworks(model_config("vox256", 128)).state_dict()
+    half = FommNetworks(model_config("vox256-half", 128)).state_dict()
+    detector = [k for k in full if k.startswith("kp_detector.")]
+    assert detector and all(full[k].shape == half[k].shape for k in detector)
+    first = "generator.first.conv.weight"
+    assert half[first].shape[0] * 2 == full[first].shape[0]
+    params = [
+        sum(v.numel() for k, v in d.items() if k.startswith("generator.")) for d in (full, half)
+    ]
+    assert 3.5 < params[0] / params[1] < 4.5  # half the channels: about a quarter of the weights

@@ -48,12 +48,14 @@ from keyface.train.fomm_data import Augment, FommClip, FommPairs, fixed_pairs
 
 PYRAMID = (1.0, 0.5, 0.25, 0.125)
 """Scales of the perceptual loss (vox-256.yaml ``scales``)."""
-CONFIG_NAMES = ("tiny", "small", "vox256")
+CONFIG_NAMES = ("tiny", "small", "vox256", "vox256-half")
 
 
 def model_config(name: str, size: int) -> FommConfig:
     """The network shape called ``name`` at ``size`` x ``size``: ``tiny`` (a few thousand
-    parameters: tests), ``small`` (about 1 M: CPU runs), ``vox256`` (59.8 M: the public shape)."""
+    parameters: tests), ``small`` (about 1 M: CPU runs), ``vox256`` (59.8 M: the public shape),
+    ``vox256-half`` (the public keypoint detector with ZTE's half-width generator: the dense
+    motion network and the generator at half the channels)."""
     if name == "tiny":
         return FommConfig.tiny(image_size=size)
     if name == "small":
@@ -72,6 +74,16 @@ def model_config(name: str, size: int) -> FommConfig:
         )
     if name == "vox256":
         return replace(FommConfig.vox256(), image_size=size)
+    if name == "vox256-half":
+        full = FommConfig.vox256()
+        return replace(
+            full,
+            image_size=size,
+            gen_block_expansion=full.gen_block_expansion // 2,
+            gen_max_features=full.gen_max_features // 2,
+            dm_block_expansion=full.dm_block_expansion // 2,
+            dm_max_features=full.dm_max_features // 2,
+        )
     raise ValueError(f"unknown FOMM config {name!r} (choose from {', '.join(CONFIG_NAMES)})")
 
 
