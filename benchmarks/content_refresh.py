@@ -52,6 +52,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "group-choice": {"group_cut": ()},
     "group-cut-eyes": {"group_cut": ("eyes",)},
     "group-cut-all": {"group_cut": ("eyes", "mouth")},
+    "noaux": {"aux_scale": 0},
+    "noaux-cut-all": {"aux_scale": 0, "group_cut": ("eyes", "mouth")},
 }
 DEFAULT_U = (0.0, 0.3, 0.6, 0.9, 1.2)
 

@@ -120,8 +120,9 @@ quality 10-20 every 29 frames) lose the mouths and eyes the animation ladder kee
 0.078 and 6 % for the animation at 9 kbit/s (results/bench/report.md of 2026-12-06 14:32 and
 of 08:27). From ~18 kbit/s the groups' keyframes are good enough (eye state 4.5 %,
 open-mouth LPIPS 0.066 at 25 kbit/s) and they lead on LPIPS and DISTS. Above ~25 kbit/s
-better keyframes and shorter groups bought about the same LPIPS for the same bits
-(results/hybrid/ladder_top), so the top keeps GOP 15 and raises the keyframe quality."""
+better keyframes bought more than shorter groups (35 kbit/s: LPIPS 0.0545 with GOP 15 and
+quality 38, 0.0598 with GOP 10 and quality 30; results/hybrid/ladder_top), so the top keeps
+GOP 15 and raises the keyframe quality; VVC is ahead there (0.0503 at 35 kbit/s)."""
 
 
 def ladder_position(u: float) -> tuple[str, float, bool]:
