@@ -89,3 +89,24 @@ def code_cached_clip(clip_dir: Path, u: float, frames: int) -> CodedClip:
     t2 = time.perf_counter()
     seconds = n / float(Fraction(meta["fps"]))
     return CodedClip(ref, analysis, coded, result, seconds, t1 - t0, t2 - t1)
+
+
+def check_same_crops(bench: Path, anchors: Path, clips: list[str]) -> None:
+    """Refuse to compare a sweep over the clips prepared in ``bench`` (``cache/CLIP``) with
+    anchor points of ``anchors`` (a ``keyface bench`` ``points.json``) that were coded from
+    other crops: the anchors' own ``cache/CLIP/meta.json`` must name the same source and crop
+    box. (Sweeps once compared a cache prepared before the crop decision of issue 17 with
+    anchors coded from the newer, tighter crops.)"""
+    other = anchors.parent / "cache"
+    for clip in clips:
+        mine, theirs = bench / "cache" / clip / "meta.json", other / clip / "meta.json"
+        if not theirs.is_file():
+            raise SystemExit(f"{anchors}: no {theirs} to check that {clip}'s crop is the same")
+        a, b = json.loads(mine.read_text()), json.loads(theirs.read_text())
+        keys = ("source_sha256", "crop_box", "frames")
+        if any(a.get(k) != b.get(k) for k in keys):
+            raise SystemExit(
+                f"{clip}: {bench} and the anchors of {anchors} were cut from different crops "
+                f"or frames ({', '.join(k for k in keys if a.get(k) != b.get(k))}): compare "
+                "against anchors coded from the same bench folder"
+            )

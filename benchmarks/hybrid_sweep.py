@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import check_same_crops
 
 GRID: list[tuple[str, float]] = [("animation", u) for u in (0.0, 0.3, 0.6, 0.9, 1.2, 1.5)]
 GRID += [("hybrid", u) for u in (0.0, 0.5, 1.0, 1.5, 2.0, 2.5)]
@@ -291,6 +292,8 @@ def main() -> None:
     command = "python benchmarks/hybrid_sweep.py " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None
     )
+    if args.anchors.is_file():
+        check_same_crops(args.bench, args.anchors, sorted({r["clip"] for r in rows}))
     text = report(rows, args.anchors, command, metrics)
     (args.out / f"{args.tag}.md").write_text(text)
     print(text)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import check_same_crops
 
 METRICS = ["psnr", "lpips_alex", "dists", "lpips_mouth_open", "lpips_eyes", "eye_state"]
 SLOW_EVERY = 25
@@ -161,6 +162,7 @@ def main() -> None:
         p for p in points if p["clip"] in names and (p["gop"], p["quality"]) in set(candidates)
     ]
     anchors = json.loads(args.anchors.read_text())["points"]
+    check_same_crops(args.bench, args.anchors, sorted(names))
     command = "python benchmarks/ladder_top.py " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None
     )
