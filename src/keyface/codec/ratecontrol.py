@@ -109,9 +109,9 @@ LADDER: tuple[tuple[float, str, float, float, bool], ...] = (
 """The one ladder (``mode="auto"``): ``(u_start, mode, mode_u_start, slope, aux)`` segments;
 position ``u`` of a segment is ``mode_u_start + slope * (u - u_start)`` on that mode's ladder,
 ``aux=False`` without an aux stream. The animation ladder up to u = 1 (~17 kbit/s), then the
-bidirectional groups without an aux stream from their u = 1.5 (~18 kbit/s) to 2.5 (keyframe
-quality 30, ~25 kbit/s) at u = 2, then on to their u = 4 (keyframe quality 42, ~40 kbit/s) at
-u = 2.5.
+bidirectional groups without an aux stream from their u = 1.5 (~20 kbit/s) to 2.5 (keyframe
+quality 30, ~28 kbit/s) at u = 2, then on to their u = 4 (keyframe quality 42, ~47 kbit/s) at
+u = 2.5 (rates: the 12 validation people, results/bench/report.md).
 
 Chosen on the 12 validation people (docs/hybrid.md, "The one ladder"): on LPIPS alone the
 groups win from ~8 kbit/s (results/hybrid/noaux12.md), but their lowest rungs (keyframes of
@@ -120,9 +120,9 @@ quality 10-20 every 29 frames) lose the mouths and eyes the animation ladder kee
 0.078 and 6 % for the animation at 9 kbit/s (results/bench/report.md of 2026-12-06 14:32 and
 of 08:27). From ~18 kbit/s the groups' keyframes are good enough (eye state 4.5 %,
 open-mouth LPIPS 0.066 at 25 kbit/s) and they lead on LPIPS and DISTS. Above ~25 kbit/s
-better keyframes bought more than shorter groups (35 kbit/s: LPIPS 0.0545 with GOP 15 and
-quality 38, 0.0598 with GOP 10 and quality 30; results/hybrid/ladder_top), so the top keeps
-GOP 15 and raises the keyframe quality; VVC is ahead there (0.0503 at 35 kbit/s)."""
+better keyframes bought more than shorter groups (~40 kbit/s: LPIPS 0.0588 with GOP 15 and
+quality 38, 0.0647 with GOP 10 and quality 30; results/hybrid/ladder_top), so the top keeps
+GOP 15 and raises the keyframe quality; VVC is ahead there (0.0462 at 39.5 kbit/s)."""
 
 
 def ladder_position(u: float) -> tuple[str, float, bool]:
