@@ -52,7 +52,13 @@ from keyface.bitstream import (
     StreamHeader,
     StreamMode,
 )
-from keyface.codec.config import BufferEntry, CodecConfig, ReferenceBuffer, crop_geometry
+from keyface.codec.config import (
+    LADDER_CUT,
+    BufferEntry,
+    CodecConfig,
+    ReferenceBuffer,
+    crop_geometry,
+)
 from keyface.codec.content import (
     EYE_READ_STEPS,
     ContentRule,
@@ -222,7 +228,7 @@ class EncoderCore:
             self._face is not None
             and config.content_refresh
             and bidirectional
-            and config.group_cut is not None
+            and config.group_cut not in (None, LADDER_CUT)
         )
         """Bidirectional groups under the content rule (:meth:`_split_group`)."""
         self.content_rule = ContentRule()
@@ -772,7 +778,8 @@ class EncoderCore:
         if not self.buffer:
             return end
         past = self.buffer[0].state
-        parts = set(self.config.group_cut or ())
+        cut = self.config.group_cut
+        parts = set(cut) if isinstance(cut, tuple) else set()
         if not parts:
             return end
 
