@@ -155,8 +155,7 @@ def _write_noise(path: Path) -> None:
 
 
 def test_encode_group_content_sets_the_groups_content_rule() -> None:
-    """``--group-content`` names :attr:`CodecConfig.group_cut`; without it the one ladder
-    decides (off at ``--quality medium``, the cut at the groups' lowest rungs)."""
+    """``--group-content`` names :attr:`CodecConfig.group_cut`; the default leaves it off."""
     from keyface.cli.encode import config_from_args
     from keyface.cli.main import build_parser
 
@@ -165,26 +164,7 @@ def test_encode_group_content_sets_the_groups_content_rule() -> None:
         return config_from_args(args)
 
     assert parse().group_cut is None
-    assert parse("--quality", "high").group_cut is None
-    assert parse("--group-content", "off", "--mode", "bidirectional").group_cut is None
     assert parse("--group-content", "choice").group_cut == ()
     assert parse("--group-content", "eyes+mouth").group_cut == ("eyes", "mouth")
     with pytest.raises(SystemExit):
         parse("--group-content", "ears")
-
-
-def test_the_one_ladder_cuts_groups_only_in_its_own_stretch() -> None:
-    """``group_cut="ladder"`` (the default) takes the segment's cut under ``mode="auto"``, and
-    an explicit choice is kept at every ladder position."""
-    from keyface.codec.config import CodecConfig
-    from keyface.codec.ratecontrol import config_at
-
-    auto = CodecConfig(mode="auto")
-    assert config_at(0.6, auto).mode == "animation"
-    cut = config_at(0.8, auto)
-    assert (cut.mode, cut.aux_scale, cut.group_cut) == ("bidirectional", 0, ("eyes", "mouth"))
-    assert config_at(1.5, auto).group_cut is None
-    assert config_at(0.8, CodecConfig(mode="auto", group_cut=None)).group_cut is None
-    assert config_at(0.8, CodecConfig(mode="auto", group_cut=())).group_cut == ()
-    with pytest.raises(ValueError, match="group_cut"):
-        CodecConfig(group_cut="sometimes")

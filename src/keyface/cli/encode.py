@@ -143,10 +143,9 @@ def add_codec_arguments(p: argparse.ArgumentParser) -> None:
     hybrid.add_argument(
         "--group-content",
         choices=tuple(GROUP_CONTENT),
-        help="bidirectional groups: off (each frame from the nearer keyframe), choice (from a "
-        "keyframe that shows its mouth and eyes), or also cut a group short, with a keyframe, "
-        "where neither keyframe shows its eyes / mouth (costs bits); default: what the one "
-        "ladder does at that rate (eyes+mouth at ~12-16 kbit/s, else off; docs/hybrid.md)",
+        help="bidirectional groups: off (default: each frame from the nearer keyframe), choice "
+        "(from a keyframe that shows its mouth and eyes), or also cut a group short, with a "
+        "keyframe, where neither keyframe shows its eyes / mouth (docs/hybrid.md; costs bits)",
     )
     p.add_argument("--max-frames", type=positive_int, help="code only the first N frames")
     p.add_argument(
