@@ -43,10 +43,6 @@ Algorithm 1), motion distance above which one is coded (ZTE gate), keyframe inte
 (0 = only the first frame) for the fixed mode. Chosen with ``benchmarks/refresh.py``."""
 
 
-LADDER_CUT = "ladder"
-""":attr:`CodecConfig.group_cut`: the one ladder decides (off outside ``mode="auto"``)."""
-
-
 @dataclass(frozen=True)
 class CodecConfig:
     """Everything the encoder decides; what the decoder needs of it goes in the stream header."""
@@ -107,17 +103,15 @@ class CodecConfig:
     """Render each frame only from references that hold its mouth and eye state, and code a
     keyframe when none does (:mod:`keyface.codec.content`; representations with a face state
     only, not in ``RefreshMode.FIXED``). Encoder-side: streams decode the same either way."""
-    group_cut: tuple[str, ...] | str | None = LADDER_CUT
+    group_cut: tuple[str, ...] | None = None
     """Bidirectional mode: whether and how its groups follow the content rule (with
-    ``content_refresh``). ``None``: they do not, each frame is animated from the keyframe whose
-    picture is nearer (the paper's choice). ``()``: each frame is animated from a keyframe that
-    holds its mouth and eyes where only one does. ``("eyes",)``, ``("mouth",)`` or both: also
-    cut a group short at a frame whose eyes (mouth) neither keyframe holds, with a keyframe
-    there (:meth:`keyface.codec.encoder.EncoderCore._split_group`). ``"ladder"`` (the
-    default): what the one ladder's segment says under ``mode="auto"``
-    (:data:`keyface.codec.ratecontrol.LADDER`: the cut on eyes and mouth in its 11-16 kbit/s
-    stretch, off elsewhere), off for an explicit ``mode="bidirectional"``. Measured in
-    docs/hybrid.md: the cut costs 20-30 % more bits for better mouths and eyes."""
+    ``content_refresh``). ``None`` (the default): they do not, each frame is animated from the
+    keyframe whose picture is nearer (the paper's choice). ``()``: each frame is animated from
+    a keyframe that holds its mouth and eyes where only one does. ``("eyes",)``,
+    ``("mouth",)`` or both: also cut a group short at a frame whose eyes (mouth) neither
+    keyframe holds, with a keyframe there (:meth:`keyface.codec.encoder.Encoder._split_group`).
+    Off by default: on the validation people it cost whole-frame LPIPS (the choice) or 10-70 %
+    more bits (the cuts) for no reliable gain in eye state (docs/hybrid.md)."""
     mode: str = "animation"
     """``"animation"`` (keyframes and motion), ``"hybrid"`` (plus the low-delay auxiliary
     stream, fused at the decoder) or ``"bidirectional"`` (groups of ``gop`` frames between two
@@ -151,10 +145,7 @@ class CodecConfig:
             raise ValueError(f"detail_boost must be in 0..99, got {self.detail_boost}")
         if not self.detail_parts or not set(self.detail_parts) <= {"eyes", "mouth"}:
             raise ValueError(f"detail_parts must name eyes and/or mouth, got {self.detail_parts}")
-        if isinstance(self.group_cut, str):
-            if self.group_cut != LADDER_CUT:
-                raise ValueError(f"group_cut must be a tuple, None or {LADDER_CUT!r}")
-        elif self.group_cut is not None and not set(self.group_cut) <= {"eyes", "mouth"}:
+        if self.group_cut is not None and not set(self.group_cut) <= {"eyes", "mouth"}:
             raise ValueError(f"group_cut must name eyes and/or mouth, got {self.group_cut}")
         if self.reset_interval is not None and self.reset_interval < 1:
             raise ValueError("reset_interval must be >= 1 or None")

@@ -52,13 +52,7 @@ from keyface.bitstream import (
     StreamHeader,
     StreamMode,
 )
-from keyface.codec.config import (
-    LADDER_CUT,
-    BufferEntry,
-    CodecConfig,
-    ReferenceBuffer,
-    crop_geometry,
-)
+from keyface.codec.config import BufferEntry, CodecConfig, ReferenceBuffer, crop_geometry
 from keyface.codec.content import (
     EYE_READ_STEPS,
     ContentRule,
@@ -228,7 +222,7 @@ class EncoderCore:
             self._face is not None
             and config.content_refresh
             and bidirectional
-            and config.group_cut not in (None, LADDER_CUT)
+            and config.group_cut is not None
         )
         """Bidirectional groups under the content rule (:meth:`_split_group`)."""
         self.content_rule = ContentRule()
@@ -778,8 +772,7 @@ class EncoderCore:
         if not self.buffer:
             return end
         past = self.buffer[0].state
-        cut = self.config.group_cut
-        parts = set(cut) if isinstance(cut, tuple) else set()
+        parts = set(self.config.group_cut or ())
         if not parts:
             return end
 

@@ -17,7 +17,7 @@ from dataclasses import replace
 from typing import Protocol, TypeVar
 
 from keyface.bitstream import RefreshMode
-from keyface.codec.config import LADDER_CUT, CodecConfig
+from keyface.codec.config import CodecConfig
 
 
 class HasRate(Protocol):
@@ -46,10 +46,8 @@ def config_at(u: float, base: CodecConfig | None = None) -> CodecConfig:
     base = base or CodecConfig()
     u = min(max(u, 0.0), U_MAX)
     if base.mode == "auto":
-        mode, u, aux, cut = ladder_position(u)
+        mode, u, aux = ladder_position(u)
         base = replace(base, mode=mode)
-        if base.group_cut == LADDER_CUT:
-            base = replace(base, group_cut=cut)
         if not aux:
             return replace(hybrid_config_at(min(u, GROUPS_U_MAX), base), aux_scale=0)
     if base.mode == "animation":
@@ -103,22 +101,14 @@ def hybrid_config_at(u: float, base: CodecConfig) -> CodecConfig:
     return replace(config, aux_scale=scale, aux_qp=qp, gop=gop)
 
 
-Segment = tuple[float, str, float, float, bool, tuple[str, ...] | None]
-
-LADDER: tuple[Segment, ...] = (
-    (0.0, "animation", 0.0, 1.0, True, None),
-    (0.7, "bidirectional", 0.5, 7 / 3, False, ("eyes", "mouth")),
-    (1.0, "bidirectional", 1.5, 1.0, False, None),
-    (2.0, "bidirectional", 2.5, 3.0, False, None),
+LADDER: tuple[tuple[float, str, float, float, bool], ...] = (
+    (0.0, "animation", 0.0, 1.0, True),
+    (1.0, "bidirectional", 1.5, 1.0, False),
+    (2.0, "bidirectional", 2.5, 3.0, False),
 )
-"""The one ladder (``mode="auto"``): ``(u_start, mode, mode_u_start, slope, aux, cut)``
-segments; position ``u`` of a segment is ``mode_u_start + slope * (u - u_start)`` on that
-mode's ladder, ``aux=False`` without an aux stream, ``cut`` the groups' content rule
-(:attr:`CodecConfig.group_cut` where it is left at ``"ladder"``). The animation ladder up to
-u = 0.7 (~11 kbit/s; ``--quality medium`` is its u 0.6), then the groups with the content cut
-on eyes and mouth (GOP 30, their u 0.5 to 1.2, ~12-16 kbit/s: at 13 kbit/s LPIPS 0.119 with
-the animation ladder's mouths and eyes, where the animation ladder has ~0.13;
-results/content_groups/low_rungs_bench.md), then the
+"""The one ladder (``mode="auto"``): ``(u_start, mode, mode_u_start, slope, aux)`` segments;
+position ``u`` of a segment is ``mode_u_start + slope * (u - u_start)`` on that mode's ladder,
+``aux=False`` without an aux stream. The animation ladder up to u = 1 (~17 kbit/s), then the
 bidirectional groups without an aux stream from their u = 1.5 (~20 kbit/s) to 2.5 (keyframe
 quality 30, ~28 kbit/s) at u = 2, then on to their u = 4 (keyframe quality 42, ~47 kbit/s) at
 u = 2.5 (rates: the 12 validation people, results/bench/report.md).
@@ -135,14 +125,14 @@ quality 38, 0.0647 with GOP 10 and quality 30; results/hybrid/ladder_top), so th
 GOP 15 and raises the keyframe quality; VVC is ahead there (0.0462 at 39.5 kbit/s)."""
 
 
-def ladder_position(u: float) -> tuple[str, float, bool, tuple[str, ...] | None]:
-    """``(mode, position on that mode's ladder, with an aux stream, the groups' content cut)``
-    of position ``u`` of the one ladder."""
-    start, mode, mode_start, slope, aux, cut = LADDER[0]
+def ladder_position(u: float) -> tuple[str, float, bool]:
+    """``(mode, position on that mode's ladder, with an aux stream)`` of position ``u`` of
+    the one ladder."""
+    start, mode, mode_start, slope, aux = LADDER[0]
     for segment in LADDER:
         if u >= segment[0]:
-            start, mode, mode_start, slope, aux, cut = segment
-    return mode, mode_start + slope * (u - start), aux, cut
+            start, mode, mode_start, slope, aux = segment
+    return mode, mode_start + slope * (u - start), aux
 
 
 def config_for_preset(name: str, base: CodecConfig | None = None) -> CodecConfig:
