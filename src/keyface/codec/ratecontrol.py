@@ -114,12 +114,15 @@ quality 30, ~28 kbit/s) at u = 2, then on to their u = 4 (keyframe quality 42, ~
 u = 2.5 (rates: the 12 validation people, results/bench/report.md).
 
 Chosen on the 12 validation people (docs/hybrid.md, "The one ladder"): on LPIPS alone the
-groups win from ~8 kbit/s (results/hybrid/noaux12.md), but their lowest rungs (keyframes of
+groups beat the animation ladder from ~8 kbit/s (and VVC from 7.7 to ~15 kbit/s,
+results/bench/report.md of 14:32), but their lowest rungs (keyframes of
 quality 10-20 every 29 frames) lose the mouths and eyes the animation ladder keeps: at
 7.7-9.3 kbit/s open-mouth LPIPS 0.105-0.120 and eye state wrong in 15-19 % of frames, against
 0.078 and 6 % for the animation at 9 kbit/s (results/bench/report.md of 2026-12-06 14:32 and
 of 08:27). From ~18 kbit/s the groups' keyframes are good enough (eye state 4.5 %,
-open-mouth LPIPS 0.066 at 25 kbit/s) and they lead on LPIPS and DISTS. Above ~25 kbit/s
+open-mouth LPIPS 0.066 at 25 kbit/s) and they lead the animation ladder on LPIPS and DISTS
+(VVC is ahead of both there: README, "Where it stands"). The groups with the content cut at
+11-16 kbit/s were tried and benched, and not adopted (docs/hybrid.md). Above ~25 kbit/s
 better keyframes bought more than shorter groups (~40 kbit/s: LPIPS 0.0588 with GOP 15 and
 quality 38, 0.0647 with GOP 10 and quality 30; results/hybrid/ladder_top), so the top keeps
 GOP 15 and raises the keyframe quality; VVC is ahead there (0.0462 at 39.5 kbit/s)."""
