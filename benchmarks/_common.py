@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -110,3 +112,21 @@ def check_same_crops(bench: Path, anchors: Path, clips: list[str]) -> None:
                 f"or frames ({', '.join(k for k in keys if a.get(k) != b.get(k))}): compare "
                 "against anchors coded from the same bench folder"
             )
+
+
+def collect_points(
+    work: Callable[[Any], dict[str, Any]],
+    tasks: Sequence[Any],
+    jobs: int,
+    points: list[dict[str, Any]],
+    saved: Path,
+    describe: Callable[[dict[str, Any]], str],
+) -> None:
+    """Run ``work`` on every task in ``jobs`` worker processes, append each point to
+    ``points`` as it arrives, print ``describe(point)`` and rewrite ``saved`` (a JSON list:
+    a stopped run resumes from it)."""
+    with ProcessPoolExecutor(jobs) as pool:
+        for k, point in enumerate(pool.map(work, tasks), 1):
+            points.append(point)
+            print(f"[{k}/{len(tasks)}] {describe(point)}", flush=True)
+            saved.write_text(json.dumps(points))

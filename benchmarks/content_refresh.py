@@ -30,13 +30,13 @@ import argparse
 import json
 import math
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+from _common import collect_points
 
 METRICS = ["psnr", "lpips_alex", "lpips_mouth", "lpips_mouth_open", "lpips_eyes", "eye_state"]
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -256,15 +256,14 @@ def main() -> None:
         if (c.name, v, u, args.mode) not in have
     ]
     t0 = time.perf_counter()
-    with ProcessPoolExecutor(args.jobs) as pool:
-        for k, point in enumerate(pool.map(code_point, tasks), 1):
-            points.append(point)
-            print(
-                f"[{k}/{len(tasks)}] {point['clip']} {point['variant']} u={point['u']} "
-                f"{point['kbps']:.2f} kbit/s",
-                flush=True,
-            )
-            saved.write_text(json.dumps(points))
+    collect_points(
+        code_point,
+        tasks,
+        args.jobs,
+        points,
+        saved,
+        lambda p: f"{p['clip']} {p['variant']} u={p['u']} {p['kbps']:.2f} kbit/s",
+    )
     names = {c.name for c in clips}
     points = [
         p

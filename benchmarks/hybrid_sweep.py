@@ -278,6 +278,8 @@ def main() -> None:
     fusions = [f for f in args.fusions.split(",") if f]
     metrics = args.metrics.split(",")
     end = None if args.limit is None else args.start + args.limit
+    if args.anchors.is_file():  # before any work
+        check_same_crops(args.bench, args.anchors, [c.name for c in clips[args.start : end]])
     tasks = [(str(c), grid, fusions, metrics, args.slow_every) for c in clips[args.start : end]]
     t0 = time.perf_counter()
     rows: list[dict[str, Any]] = [r for path in args.merge for r in json.loads(path.read_text())]
@@ -292,8 +294,6 @@ def main() -> None:
     command = "python benchmarks/hybrid_sweep.py " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None
     )
-    if args.anchors.is_file():
-        check_same_crops(args.bench, args.anchors, sorted({r["clip"] for r in rows}))
     text = report(rows, args.anchors, command, metrics)
     (args.out / f"{args.tag}.md").write_text(text)
     print(text)

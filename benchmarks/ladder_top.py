@@ -22,13 +22,12 @@ import argparse
 import json
 import math
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import check_same_crops
+from _common import check_same_crops, collect_points
 
 METRICS = ["psnr", "lpips_alex", "dists", "lpips_mouth_open", "lpips_eyes", "eye_state"]
 SLOW_EVERY = 25
@@ -137,6 +136,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     clips = sorted(p for p in (args.bench / "cache").iterdir() if (p / "analysis.npz").is_file())
     clips = clips[: args.limit]
+    names = {c.name for c in clips}
+    check_same_crops(args.bench, args.anchors, sorted(names))  # before any work
     candidates = [tuple(int(x) for x in c.split(":")) for c in args.candidates.split(",")]
     saved = args.out / "points.json"
     points = json.loads(saved.read_text()) if saved.is_file() else []
@@ -148,21 +149,18 @@ def main() -> None:
         if (c.name, gop, quality) not in have
     ]
     t0 = time.perf_counter()
-    with ProcessPoolExecutor(args.jobs) as pool:
-        for k, point in enumerate(pool.map(code_point, tasks), 1):
-            points.append(point)
-            print(
-                f"[{k}/{len(tasks)}] {point['clip']} GOP {point['gop']} q {point['quality']} "
-                f"{point['kbps']:.2f} kbit/s",
-                flush=True,
-            )
-            saved.write_text(json.dumps(points))
-    names = {c.name for c in clips}
+    collect_points(
+        code_point,
+        tasks,
+        args.jobs,
+        points,
+        saved,
+        lambda p: f"{p['clip']} GOP {p['gop']} q {p['quality']} {p['kbps']:.2f} kbit/s",
+    )
     points = [
         p for p in points if p["clip"] in names and (p["gop"], p["quality"]) in set(candidates)
     ]
     anchors = json.loads(args.anchors.read_text())["points"]
-    check_same_crops(args.bench, args.anchors, sorted(names))
     command = "python benchmarks/ladder_top.py " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None
     )
