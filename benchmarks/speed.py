@@ -39,6 +39,8 @@ from pathlib import Path
 
 from keyface.bitstream import RefreshMode
 from keyface.cli.demo import default_clip
+from keyface.cli.encode import motion_overrides
+from keyface.cli.main import UserError
 from keyface.codec.ratecontrol import config_for_preset
 from keyface.pipeline import analyze, decode_bytes, encode_analysis
 from keyface.renderers import DEFAULT_RENDERER, get_renderer
@@ -90,21 +92,18 @@ def main() -> None:
     if args.fomm_random:
         write_random_fomm(args.fomm_random, args.model)
         return
-    if args.motion == "fomm":
-        from keyface.fomm import MOTION_NAME, use_model
-
-        if args.model is None:
-            parser.error("--motion fomm needs --model FILE")
-        use_model(args.model)
-        args.generator = MOTION_NAME
+    try:  # --motion fomm --model FILE: loaded and named as keyface encode does
+        fomm = motion_overrides(args)
+    except UserError as exc:
+        parser.error(str(exc))
+    if fomm:
+        args.generator = fomm["generator"]
     source = args.input or default_clip()
     config = config_for_preset(args.quality)
     config = config_for_preset(args.quality, replace(config, refresh_mode=MODES[args.refresh]))
     if args.intra:
         config = replace(config, intra_codec=args.intra)
-    config = replace(config, generator=args.generator)
-    if args.motion == "fomm":
-        config = replace(config, motion=args.generator, motion_field=False)
+    config = replace(config, generator=args.generator, motion=fomm.get("motion"))
 
     t_ana, analysis = best_of(args.repeat, lambda: analyze(source, max_frames=args.frames))
     renderer = get_renderer(args.generator)
@@ -134,8 +133,8 @@ def main() -> None:
             "generator": args.generator,
             "decoder_fps": len(decoded.frames) / t_dec,
         }
-        if args.motion == "fomm":
-            report |= {"motion": "fomm", "model": str(args.model)}
+        if fomm:
+            report |= {"motion": fomm["motion"], "model": str(args.model)}
         if mode != "animation":
             from keyface.fusion import DEFAULT_FUSION
 

@@ -187,7 +187,7 @@ def config_from_args(args: argparse.Namespace) -> CodecConfig:
         overrides["motion_chunk"] = args.chunk
     if getattr(args, "no_motion_field", False):
         overrides["motion_field"] = False
-    overrides.update(_motion_overrides(args))
+    overrides.update(motion_overrides(args))
     content = getattr(args, "content", None)
     if content == "off":
         overrides["content_refresh"] = False
@@ -216,7 +216,7 @@ def config_from_args(args: argparse.Namespace) -> CodecConfig:
         raise UserError(str(exc)) from None
 
 
-def _motion_overrides(args: argparse.Namespace) -> dict[str, Any]:
+def motion_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """``--motion fomm --model FILE``: load the model (once) and code and render with it."""
     motion = getattr(args, "motion", "facemesh")
     model = getattr(args, "model", None)
