@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from keyface.clips import select_clips
 
@@ -130,3 +133,70 @@ def collect_points(
             points.append(point)
             print(f"[{k}/{len(tasks)}] {describe(point)}", flush=True)
             saved.write_text(json.dumps(points))
+
+
+# -- before / after studies (benchmarks/lips.py, benchmarks/ripple.py) ---------------------
+
+
+def before_after_parser(
+    doc: str,
+    run_command: Callable[[argparse.Namespace], None],
+    report_command: Callable[[argparse.Namespace], None],
+) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser, argparse.ArgumentParser]:
+    """The command line of a before / after study: ``run`` codes and measures the clips of a
+    ``keyface bench`` folder into ``--out`` (one JSON per clip and rung, resumable), ``report``
+    pairs two such runs. Returns the parser and its two sub-parsers, for the study's own
+    options; ``args.func`` is the command to call."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    run = sub.add_parser("run", help="code and measure the clips")
+    run.add_argument("--bench", required=True, help="folder of a keyface bench run (cache/)")
+    run.add_argument("--u", default="0,0.6,1.2", help="ladder positions, comma-separated")
+    run.add_argument("--frames", type=int, default=125)
+    run.add_argument("--limit", type=int, default=0, help="first N clips only")
+    run.add_argument("--out", required=True)
+    run.set_defaults(func=run_command)
+    report = sub.add_parser("report", help="pair two runs into report.md and a gallery")
+    report.add_argument("--before", required=True)
+    report.add_argument("--after", required=True)
+    report.add_argument("--out", required=True)
+    report.set_defaults(func=report_command)
+    return parser, run, report
+
+
+def pending_points(args: argparse.Namespace) -> Iterator[tuple[Path, float]]:
+    """The (clip folder, rung) pairs of a study's ``run`` not yet in ``args.out``: the clips
+    of ``args.bench`` (those whose name holds one of ``args.clips``, if the study has that
+    option), the first ``args.limit``, at every rung of ``args.u``."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    clips = sorted(p for p in (Path(args.bench) / "cache").iterdir() if (p / "meta.json").is_file())
+    if getattr(args, "clips", ""):
+        wanted = args.clips.split(",")
+        clips = [c for c in clips if any(w in c.name for w in wanted)]
+    if args.limit:
+        clips = clips[: args.limit]
+    for clip in clips:
+        for u in (float(x) for x in args.u.split(",")):
+            if not (out / f"{clip.name}_u{u:.2f}.json").is_file():  # resumable
+                yield clip, u
+
+
+def load_rows(folder: Path) -> dict[tuple[str, float], dict]:
+    """A study run's rows by (clip, rung)."""
+    rows = {}
+    for path in sorted(folder.glob("*.json")):
+        row = json.loads(path.read_text())
+        rows[(row["clip"], row["u"])] = row
+    return rows
+
+
+def finite_mean(values: Sequence[float | None]) -> float:
+    """The mean of the values that are numbers (NaN when none is)."""
+    finite = [v for v in values if v is not None and not math.isnan(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def short_name(clip: str) -> str:
+    """A clip's name without its source prefix (``d6`` of ``KwaiVGI+LivePortrait__d6``)."""
+    return clip.split("__")[-1]

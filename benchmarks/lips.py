@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+from _common import before_after_parser, finite_mean, load_rows, pending_points, short_name
 
 METRICS = ["psnr", "lpips_alex", "lpips_mouth", "lpips_mouth_open"]
 SPECKLE_LEVELS = 12.0
@@ -129,48 +129,23 @@ def cmd_run(args: argparse.Namespace) -> None:
     from keyface.threads import apply_thread_policy
 
     apply_thread_policy()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    clips = sorted(p for p in (Path(args.bench) / "cache").iterdir() if (p / "meta.json").is_file())
-    if args.limit:
-        clips = clips[: args.limit]
-    for clip in clips:
-        for u in (float(x) for x in args.u.split(",")):
-            if (out / f"{clip.name}_u{u:.2f}.json").is_file():
-                continue  # resumable
-            row = run_clip(clip, u, args.frames, out)
-            dark = sum(c[0] for c in row["speckles"] if c)
-            print(
-                f"{clip.name} u={u:.2f}: {row['kbps']:.2f} kbit/s, LPIPS "
-                f"{row['mean']['lpips_alex']:.4f}, mouth {row['mean']['lpips_mouth']:.4f}, "
-                f"dark speckles {dark}",
-                flush=True,
-            )
-
-
-def _rows(folder: Path) -> dict[tuple[str, float], dict]:
-    rows = {}
-    for path in sorted(folder.glob("*.json")):
-        row = json.loads(path.read_text())
-        rows[(row["clip"], row["u"])] = row
-    return rows
+    for clip, u in pending_points(args):
+        row = run_clip(clip, u, args.frames, Path(args.out))
+        dark = sum(c[0] for c in row["speckles"] if c)
+        print(
+            f"{clip.name} u={u:.2f}: {row['kbps']:.2f} kbit/s, LPIPS "
+            f"{row['mean']['lpips_alex']:.4f}, mouth {row['mean']['lpips_mouth']:.4f}, "
+            f"dark speckles {dark}",
+            flush=True,
+        )
 
 
 def _per_frame(row: dict, which: str, k: int) -> np.ndarray:
     return np.array([c[k] if c else 0 for c in row[which]], dtype=np.float64)
 
 
-def _mean(values: list[float]) -> float:
-    finite = [v for v in values if v is not None and not math.isnan(v)]
-    return float(np.mean(finite)) if finite else float("nan")
-
-
-def _short(clip: str) -> str:
-    return clip.split("__")[-1]
-
-
 def cmd_report(args: argparse.Namespace) -> None:
-    before, after = _rows(Path(args.before)), _rows(Path(args.after))
+    before, after = load_rows(Path(args.before)), load_rows(Path(args.after))
     keys = sorted(set(before) & set(after))
     out = Path(args.out)
     (out / "gallery").mkdir(parents=True, exist_ok=True)
@@ -234,7 +209,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         sel = [p for p in points if p["u"] == u]
 
         def m(name: str, sel: list = sel) -> float:
-            return _mean([p[name] for p in sel])
+            return finite_mean([p[name] for p in sel])
 
         def per_frame(name: str, sel: list = sel) -> float:
             return float(np.mean([p[name] / p["frames"] for p in sel]))
@@ -261,7 +236,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     ]
     for p in points:
         lines.append(
-            f"| {_short(p['clip'])} | {p['u']:g} "
+            f"| {short_name(p['clip'])} | {p['u']:g} "
             f"| {p['before_dark_speckles'] + p['before_bright_speckles']:.0f} -> "
             f"{p['after_dark_speckles'] + p['after_bright_speckles']:.0f} "
             f"| {p['source_dark_speckles'] + p['source_bright_speckles']:.0f} "
@@ -288,9 +263,9 @@ def cmd_report(args: argparse.Namespace) -> None:
         diff = np.clip(np.abs(cb[1].astype(int) - ca[1]) * 4, 0, 255).astype(np.uint8)
         row = np.hstack([ca[0], cb[1], ca[1], diff])
         row = cv2.resize(row, None, fx=3, fy=3, interpolation=cv2.INTER_NEAREST)
-        label = f"{_short(clip)} u={u:g} f{t}"
+        label = f"{short_name(clip)} u={u:g} f{t}"
         cv2.putText(row, label, (6, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2)
-        path = out / "gallery" / f"{_short(clip)}_u{u:.2f}_f{t}.jpg"
+        path = out / "gallery" / f"{short_name(clip)}_u{u:.2f}_f{t}.jpg"
         cv2.imwrite(str(path), cv2.cvtColor(row, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
         rows.append(row)
     sheet = np.vstack(rows)
@@ -312,21 +287,10 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    run = sub.add_parser("run", help="code and measure the clips")
-    run.add_argument("--bench", required=True, help="folder of a keyface bench run (cache/)")
-    run.add_argument("--u", default="0,0.6,1.2", help="ladder positions, comma-separated")
-    run.add_argument("--frames", type=int, default=125)
-    run.add_argument("--limit", type=int, default=0, help="first N clips only")
-    run.add_argument("--out", required=True)
-    rep = sub.add_parser("report", help="pair two runs into report.md and a gallery")
-    rep.add_argument("--before", required=True)
-    rep.add_argument("--after", required=True)
-    rep.add_argument("--out", required=True)
-    rep.add_argument("--command", default="", help="the commands to quote, ' ;; '-separated")
+    parser, _, report = before_after_parser(__doc__, cmd_run, cmd_report)
+    report.add_argument("--command", default="", help="the commands to quote, ' ;; '-separated")
     args = parser.parse_args(argv)
-    {"run": cmd_run, "report": cmd_report}[args.cmd](args)
+    args.func(args)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from _common import before_after_parser, finite_mean, load_rows, pending_points, short_name
 
 METRICS = ["psnr", "lpips_alex", "lpips_mouth", "lpips_eyes", "flicker"]
 WORST = 5
@@ -81,44 +82,16 @@ def cmd_run(args: argparse.Namespace) -> None:
     from keyface.threads import apply_thread_policy
 
     apply_thread_policy()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    clips = sorted(p for p in (Path(args.bench) / "cache").iterdir() if (p / "meta.json").is_file())
-    if args.clips:
-        wanted = args.clips.split(",")
-        clips = [c for c in clips if any(w in c.name for w in wanted)]
-    if args.limit:
-        clips = clips[: args.limit]
-    for clip in clips:
-        for u in (float(x) for x in args.u.split(",")):
-            if (out / f"{clip.name}_u{u:.2f}.json").is_file():
-                continue  # resumable
-            row = run_clip(clip, u, args.frames, out)
-            m = row["mean"]
-            print(
-                f"{_short(clip.name)} u={u:.2f}: {row['kbps']:.2f} kbit/s, LPIPS "
-                f"{m['lpips_alex']:.4f}, mouth {m['lpips_mouth']:.4f}, eyes "
-                f"{m['lpips_eyes']:.4f}, flicker {m['flicker']:.3f} (still "
-                f"{_mean(row['still']):.3f}), {row['encode_s']:.1f} + {row['decode_s']:.1f} s",
-                flush=True,
-            )
-
-
-def _rows(folder: Path) -> dict[tuple[str, float], dict]:
-    rows = {}
-    for path in sorted(folder.glob("*.json")):
-        row = json.loads(path.read_text())
-        rows[(row["clip"], row["u"])] = row
-    return rows
-
-
-def _mean(values: list[float]) -> float:
-    finite = [v for v in values if v is not None and not math.isnan(v)]
-    return float(np.mean(finite)) if finite else float("nan")
-
-
-def _short(clip: str) -> str:
-    return clip.split("__")[-1]
+    for clip, u in pending_points(args):
+        row = run_clip(clip, u, args.frames, Path(args.out))
+        m = row["mean"]
+        print(
+            f"{short_name(clip.name)} u={u:.2f}: {row['kbps']:.2f} kbit/s, LPIPS "
+            f"{m['lpips_alex']:.4f}, mouth {m['lpips_mouth']:.4f}, eyes "
+            f"{m['lpips_eyes']:.4f}, flicker {m['flicker']:.3f} (still "
+            f"{finite_mean(row['still']):.3f}), {row['encode_s']:.1f} + {row['decode_s']:.1f} s",
+            flush=True,
+        )
 
 
 def _values(row: dict, metric: str) -> np.ndarray:
@@ -150,7 +123,7 @@ def _interpolate(rates: list[float], values: list[float], at: float) -> float:
 def cmd_report(args: argparse.Namespace) -> None:
     from keyface.io import read_frames
 
-    before, after = _rows(Path(args.before)), _rows(Path(args.after))
+    before, after = load_rows(Path(args.before)), load_rows(Path(args.after))
     keys = sorted(set(before) & set(after))
     out = Path(args.out)
     (out / "gallery").mkdir(parents=True, exist_ok=True)
@@ -171,7 +144,7 @@ def cmd_report(args: argparse.Namespace) -> None:
                     for side, r in (("before", b), ("after", a))
                     for m in METRICS
                 },
-                "still_flicker": _mean(a["still"]),
+                "still_flicker": finite_mean(a["still"]),
                 "before_flicker_p95": float(np.nanpercentile(fb, 95)),
                 "after_flicker_p95": float(np.nanpercentile(fa, 95)),
                 "worst_frames_before": [
@@ -205,7 +178,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         sel = [p for p in points if p["u"] == u]
 
         def m(name: str, sel: list = sel) -> float:
-            return _mean([p[name] for p in sel])
+            return finite_mean([p[name] for p in sel])
 
         lines.append(
             f"| {u:g} | {m('before_kbps'):.2f} / {m('after_kbps'):.2f} "
@@ -227,13 +200,16 @@ def cmd_report(args: argparse.Namespace) -> None:
         ]
         for u in rungs:
             sel = [p for p in points if p["u"] == u]
-            rate = _mean([p["after_kbps"] for p in sel])
+            rate = finite_mean([p["after_kbps"] for p in sel])
             cells = []
             for metric in ("flicker", "lpips_alex", "lpips_mouth", "lpips_eyes"):
-                rb = [_mean([p["before_kbps"] for p in points if p["u"] == v]) for v in rungs]
-                vb = [_mean([p[f"before_{metric}"] for p in points if p["u"] == v]) for v in rungs]
+                rb = [finite_mean([p["before_kbps"] for p in points if p["u"] == v]) for v in rungs]
+                vb = [
+                    finite_mean([p[f"before_{metric}"] for p in points if p["u"] == v])
+                    for v in rungs
+                ]
                 ref = _interpolate(rb, vb, rate)
-                now = _mean([p[f"after_{metric}"] for p in sel])
+                now = finite_mean([p[f"after_{metric}"] for p in sel])
                 cells.append(f"{100 * (now / ref - 1):+.1f} %" if ref == ref else "n/a")
             lines.append(f"| {u:g} | {rate:.2f} | " + " | ".join(cells) + " |")
     lines += [
@@ -247,7 +223,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     for p in points:
         w = p["worst_frames_before"][0]
         lines.append(
-            f"| {_short(p['clip'])} | {p['u']:g} "
+            f"| {short_name(p['clip'])} | {p['u']:g} "
             f"| {p['before_kbps']:.2f} -> {p['after_kbps']:.2f} "
             f"| {p['before_flicker']:.2f} -> {p['after_flicker']:.2f} ({p['still_flicker']:.2f}) "
             f"| {p['before_flicker_p95']:.2f} -> {p['after_flicker_p95']:.2f} "
@@ -270,11 +246,11 @@ def cmd_report(args: argparse.Namespace) -> None:
         row = np.vstack([top, bottom])
         worst = p["worst_frames_before"][0]
         label = (
-            f"{_short(clip)} u={gallery_u:g} f{t}  flicker {worst['before']:.1f} -> "
+            f"{short_name(clip)} u={gallery_u:g} f{t}  flicker {worst['before']:.1f} -> "
             f"{worst['after']:.1f}"
         )
         cv2.putText(row, label, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 0), 2)
-        path = out / "gallery" / f"{_short(clip)}_u{gallery_u:.2f}_f{t}.jpg"
+        path = out / "gallery" / f"{short_name(clip)}_u{gallery_u:.2f}_f{t}.jpg"
         cv2.imwrite(str(path), cv2.cvtColor(row, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
         rows.append(row)
     # The sheet: each clip's pictures and changes at half size, two clips side by side.
@@ -299,24 +275,13 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    run = sub.add_parser("run", help="code and measure the clips")
-    run.add_argument("--bench", required=True, help="folder of a keyface bench run (cache/)")
-    run.add_argument("--u", default="0,0.6,1.2", help="ladder positions, comma-separated")
-    run.add_argument("--frames", type=int, default=125)
-    run.add_argument("--limit", type=int, default=0, help="first N clips only")
+    parser, run, report = before_after_parser(__doc__, cmd_run, cmd_report)
     run.add_argument("--clips", default="", help="only clips whose name holds one of these")
-    run.add_argument("--out", required=True)
-    rep = sub.add_parser("report", help="pair two runs into report.md and a gallery")
-    rep.add_argument("--bench", required=True, help="the bench folder the runs coded")
-    rep.add_argument("--before", required=True)
-    rep.add_argument("--after", required=True)
-    rep.add_argument("--out", required=True)
-    rep.add_argument("--gallery-u", type=float, default=0.6, help="the rung of the gallery")
-    rep.add_argument("--command", default="", help="the commands to quote, ' ;; '-separated")
+    report.add_argument("--bench", required=True, help="the bench folder the runs coded")
+    report.add_argument("--gallery-u", type=float, default=0.6, help="the rung of the gallery")
+    report.add_argument("--command", default="", help="the commands to quote, ' ;; '-separated")
     args = parser.parse_args(argv)
-    {"run": cmd_run, "report": cmd_report}[args.cmd](args)
+    args.func(args)
 
 
 if __name__ == "__main__":
