@@ -736,13 +736,13 @@ class EncoderCore:
         )
         self._pending_first = group[0][0]
         self._pending_reset = self._reset_due(self._pending_first, True)
+        candidates = [e.reference.image for e in self.buffer][:2]  # the future, the past
         for k, ((index, params, q, keypoints), (_, image, _)) in enumerate(
             zip(coded, group, strict=True)
         ):
             if index == last:
                 decision = key_decision
             else:
-                candidates = [e.reference.image for e in self.buffer][:2]
                 held = self._holders(states[k], len(candidates))
                 if len(held) == 1:  # only one keyframe shows this mouth and these eyes
                     ref = held[0]
