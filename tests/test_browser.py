@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import os
 import shutil
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
@@ -54,6 +56,26 @@ OPT_IN_UNDER_CI = pytest.mark.skipif(
     "set KEYFACE_BROWSER_TEST=1 to run it",
 )
 """Chromium launches are opt-in under CI (``KEYFACE_BROWSER_TEST=1``)."""
+
+
+@contextlib.asynccontextmanager
+async def chromium_page(
+    args: list[str], executable: str | None = None, **page_options: Any
+) -> AsyncIterator[Any]:
+    """A page of a headless Chromium (the system one, ``CHROMIUM``, unless ``executable``)
+    launched with ``args``, closed on the way out; ``page_options`` go to ``new_page``."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(
+            executable_path=executable or CHROMIUM, headless=True, args=args
+        )
+        try:
+            yield await browser.new_page(**page_options)
+        finally:
+            await browser.close()
+
+
 pytestmark = NEEDS_CHROMIUM
 CHROMIUM_ARGS = [
     "--no-sandbox",  # CI runs as root

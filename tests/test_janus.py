@@ -319,7 +319,7 @@ def test_a_page_behind_janus_decodes_a_participant(tmp_path: Path, clip) -> None
     sender started (so it asks for an IDR by a TextRoom whisper) and decodes the AVIF stream
     with the page's decoder: the last frame it shows is the Python decoder's (warp renderer)
     within the warp's PSNR (docs/browser.md). ``KEYFACE_JANUS_SCREENSHOT=PATH`` saves the page."""
-    from playwright.async_api import async_playwright
+    from test_browser import chromium_page
     from test_js_browser import ARGS, MIN_PSNR, psnr
 
     from keyface.server.conference import ServerConfig
@@ -336,34 +336,27 @@ def test_a_page_behind_janus_decodes_a_participant(tmp_path: Path, clip) -> None
             sender = JanusSenderClient(janus.url, ROOM, "alice", pin=PIN)
             await sender.connect()
             live = LiveLoop(clip, sender, intra="avif")
-            async with async_playwright() as p:
-                browser = await p.chromium.launch(
-                    executable_path=_chromium(), headless=True, args=ARGS
+            async with chromium_page(ARGS, viewport={"width": 640, "height": 520}) as page:
+                query = urlencode(
+                    {"janus": janus.url, "room": ROOM, "participant": "alice", "pin": PIN}
                 )
-                try:
-                    page = await browser.new_page(viewport={"width": 640, "height": 520})
-                    query = urlencode(
-                        {"janus": janus.url, "room": ROOM, "participant": "alice", "pin": PIN}
-                    )
-                    sending = asyncio.ensure_future(live.run(frames))
-                    while len(live.sent) < 15:  # the page joins a running stream
-                        await asyncio.sleep(0.02)
-                    await page.goto(f"{server.url}/static/decoder/janus.html?{query}")
-                    await sending
-                    await page.wait_for_function(
-                        f"window.keyfaceJanus.lastIndex === {frames - 1}"
-                        " || window.keyfaceJanus.error !== null",
-                        timeout=150_000,
-                    )
-                    state = await page.evaluate("window.keyfaceJanus")
-                    png = await page.evaluate(
-                        "document.getElementById('screen').toDataURL('image/png')"
-                    )
-                    shot = os.environ.get("KEYFACE_JANUS_SCREENSHOT")
-                    if shot:
-                        await page.screenshot(path=shot)
-                finally:
-                    await browser.close()
+                sending = asyncio.ensure_future(live.run(frames))
+                while len(live.sent) < 15:  # the page joins a running stream
+                    await asyncio.sleep(0.02)
+                await page.goto(f"{server.url}/static/decoder/janus.html?{query}")
+                await sending
+                await page.wait_for_function(
+                    f"window.keyfaceJanus.lastIndex === {frames - 1}"
+                    " || window.keyfaceJanus.error !== null",
+                    timeout=150_000,
+                )
+                state = await page.evaluate("window.keyfaceJanus")
+                png = await page.evaluate(
+                    "document.getElementById('screen').toDataURL('image/png')"
+                )
+                shot = os.environ.get("KEYFACE_JANUS_SCREENSHOT")
+                if shot:
+                    await page.screenshot(path=shot)
             stats = live.session.stats
             await sender.close()
             return {"state": state, "png": png, "sent": live.sent, "stats": stats}

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_browser import CHROMIUM, NEEDS_CHROMIUM, OPT_IN_UNDER_CI
+from test_browser import NEEDS_CHROMIUM, OPT_IN_UNDER_CI, chromium_page
 from test_js_decoder import STREAMS, _stream_bytes, assert_same_decode, py_decode
 
 from keyface.bitstream import read_stream
@@ -27,7 +27,17 @@ from keyface.server.conference import ServerConfig
 from keyface.server.http import start_server
 
 pytestmark = [*NEEDS_CHROMIUM, OPT_IN_UNDER_CI]
-ARGS = ["--no-sandbox", "--no-zygote", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
+ARGS = [
+    "--no-sandbox",
+    "--no-zygote",
+    "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader",
+    # Plain host candidates instead of mDNS names, as tests/test_browser.py: with .local
+    # candidates only the first relay-page test of a process connected (the second waited
+    # 60 s for its data channel; aiortc resolves .local names through one mDNS responder per
+    # process, most likely left with the first test's closed event loop).
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+]
 MIN_PSNR = 30.0
 """Guard for the warp's parity (dB, every frame; the measured figures are in docs/browser.md)."""
 
@@ -121,21 +131,13 @@ def _python_frames(data: bytes) -> tuple[dict[int, np.ndarray], dict[int, np.nda
 
 
 def _in_chromium(script: str, arg: Any) -> Any:
-    from playwright.async_api import async_playwright
 
     async def main() -> Any:
         server = await start_server(ServerConfig(secret=b"s" * 32), port=0)
         try:
-            async with async_playwright() as p:
-                browser = await p.chromium.launch(
-                    executable_path=CHROMIUM, headless=True, args=ARGS
-                )
-                try:
-                    page = await browser.new_page()
-                    await page.goto(f"{server.url}/healthz")
-                    return await page.evaluate(script, arg)
-                finally:
-                    await browser.close()
+            async with chromium_page(ARGS) as page:
+                await page.goto(f"{server.url}/healthz")
+                return await page.evaluate(script, arg)
         finally:
             await server.close()
 
@@ -256,7 +258,6 @@ def test_the_player_page_plays_an_avif_stream(tmp_path) -> None:
     import io
 
     from PIL import Image
-    from playwright.async_api import async_playwright
 
     data = avif_stream()
     path = tmp_path / "carphone_avif.kf"
@@ -268,22 +269,15 @@ def test_the_player_page_plays_an_avif_stream(tmp_path) -> None:
     async def main() -> tuple[dict[str, Any], str]:
         server = await start_server(ServerConfig(secret=b"s" * 32), port=0)
         try:
-            async with async_playwright() as p:
-                browser = await p.chromium.launch(
-                    executable_path=CHROMIUM, headless=True, args=ARGS
+            async with chromium_page(ARGS) as page:
+                await page.goto(f"{server.url}/static/decoder/play.html")
+                await page.set_input_files("#file", str(path))
+                await page.wait_for_function("window.keyfacePlayer.done", timeout=120_000)
+                state = await page.evaluate("window.keyfacePlayer")
+                png = await page.evaluate(
+                    "document.getElementById('screen').toDataURL('image/png')"
                 )
-                try:
-                    page = await browser.new_page()
-                    await page.goto(f"{server.url}/static/decoder/play.html")
-                    await page.set_input_files("#file", str(path))
-                    await page.wait_for_function("window.keyfacePlayer.done", timeout=120_000)
-                    state = await page.evaluate("window.keyfacePlayer")
-                    png = await page.evaluate(
-                        "document.getElementById('screen').toDataURL('image/png')"
-                    )
-                    return state, png
-                finally:
-                    await browser.close()
+                return state, png
         finally:
             await server.close()
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 from server_utils import FPS, test_config, token
-from test_browser import CHROMIUM, NEEDS_CHROMIUM, OPT_IN_UNDER_CI
+from test_browser import NEEDS_CHROMIUM, OPT_IN_UNDER_CI, chromium_page
 from test_js_browser import ARGS, psnr
 
 from keyface.codec.config import CodecConfig
@@ -64,7 +64,6 @@ def _python_frames(sent: list[list[Datagram]]) -> dict[int, np.ndarray]:
 
 def test_the_relay_page_decodes_a_relayed_stream(carphone_analysis) -> None:
     from PIL import Image
-    from playwright.async_api import async_playwright
 
     a = carphone_analysis
     images = [img for _, img in cropped_frames(a.path, a.crop, a.size, a.frame_count)]
@@ -86,52 +85,45 @@ def test_the_relay_page_decodes_a_relayed_stream(carphone_analysis) -> None:
         captured: dict[int, float] = {}
         handed: dict[int, float] = {}
         try:
-            async with async_playwright() as p:
-                browser = await p.chromium.launch(
-                    executable_path=CHROMIUM, headless=True, args=ARGS
+            async with chromium_page(ARGS, viewport={"width": 440, "height": 460}) as page:
+                url = f"{server.url}/room/page?mode=relay#token={token('page', 'r', 'receive')}"
+                await page.goto(url)
+                await page.wait_for_function(
+                    "window.keyfaceRelay && window.keyfaceRelay.connected", timeout=60_000
                 )
-                try:
-                    page = await browser.new_page(viewport={"width": 440, "height": 460})
-                    url = f"{server.url}/room/page?mode=relay#token={token('page', 'r', 'receive')}"
-                    await page.goto(url)
-                    await page.wait_for_function(
-                        "window.keyfaceRelay && window.keyfaceRelay.connected", timeout=60_000
+                assert "/static/decoder/relay.html" in page.url
+                await client.connect()
+                start = time.monotonic()
+                wall = time.time()
+                for i in range(N_FRAMES):
+                    delay = start + i / FPS - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    k = order[i]
+                    while feedback:
+                        session.receive_feedback(feedback.pop(0), time.monotonic())
+                    captured[i] = time.time() * 1000.0
+                    # in a thread: the event loop (server, aiortc) runs while it encodes
+                    datagrams = await asyncio.to_thread(
+                        session.push_frame, images[k], a.landmarks[k], time.monotonic()
                     )
-                    assert "/static/decoder/relay.html" in page.url
-                    await client.connect()
-                    start = time.monotonic()
-                    wall = time.time()
-                    for i in range(N_FRAMES):
-                        delay = start + i / FPS - time.monotonic()
-                        if delay > 0:
-                            await asyncio.sleep(delay)
-                        k = order[i]
-                        while feedback:
-                            session.receive_feedback(feedback.pop(0), time.monotonic())
-                        captured[i] = time.time() * 1000.0
-                        # in a thread: the event loop (server, aiortc) runs while it encodes
-                        datagrams = await asyncio.to_thread(
-                            session.push_frame, images[k], a.landmarks[k], time.monotonic()
-                        )
-                        sent.append(datagrams)
-                        for d in datagrams:
-                            client.send(d)
-                        handed[i] = time.time() * 1000.0
-                    send_s = time.time() - wall
-                    await page.wait_for_function(
-                        "Object.values(window.keyfaceRelay.streams).some("
-                        f"(s) => s.shownIndex >= {N_FRAMES - 1})",
-                        timeout=180_000,
-                    )
-                    relay = await page.evaluate("window.keyfaceRelay")
-                    png = await page.evaluate(
-                        "document.querySelector('figure canvas').toDataURL('image/png')"
-                    )
-                    RESULTS.mkdir(parents=True, exist_ok=True)
-                    await page.screenshot(path=str(RESULTS / "relay_page.png"))
-                    caption = await page.inner_text("figcaption")
-                finally:
-                    await browser.close()
+                    sent.append(datagrams)
+                    for d in datagrams:
+                        client.send(d)
+                    handed[i] = time.time() * 1000.0
+                send_s = time.time() - wall
+                await page.wait_for_function(
+                    "Object.values(window.keyfaceRelay.streams).some("
+                    f"(s) => s.shownIndex >= {N_FRAMES - 1})",
+                    timeout=180_000,
+                )
+                relay = await page.evaluate("window.keyfaceRelay")
+                png = await page.evaluate(
+                    "document.querySelector('figure canvas').toDataURL('image/png')"
+                )
+                RESULTS.mkdir(parents=True, exist_ok=True)
+                await page.screenshot(path=str(RESULTS / "relay_page.png"))
+                caption = await page.inner_text("figcaption")
         finally:
             await client.close()
             await server.close()
@@ -217,7 +209,6 @@ def test_the_room_page_on_a_relay_server_goes_to_the_relay_page_and_names_the_co
 ) -> None:
     """``/room/<name>`` without ``?mode=relay`` on a ``--relay`` server: the video join is
     refused and the page goes to the relay page; HEVC keyframes are named as undecodable."""
-    from playwright.async_api import async_playwright
 
     a = carphone_analysis
     images = [img for _, img in cropped_frames(a.path, a.crop, a.size, a.frame_count)]
@@ -229,32 +220,25 @@ def test_the_room_page_on_a_relay_server_goes_to_the_relay_page_and_names_the_co
         )
         client = SenderClient(server.url, "hevc", token("hevc", "bob"))
         try:
-            async with async_playwright() as p:
-                browser = await p.chromium.launch(
-                    executable_path=CHROMIUM, headless=True, args=ARGS
+            async with chromium_page(ARGS) as page:
+                await page.goto(f"{server.url}/room/hevc#token={token('hevc', 'r', 'receive')}")
+                await page.wait_for_function(
+                    "window.keyfaceRelay && window.keyfaceRelay.connected", timeout=60_000
                 )
-                try:
-                    page = await browser.new_page()
-                    await page.goto(f"{server.url}/room/hevc#token={token('hevc', 'r', 'receive')}")
-                    await page.wait_for_function(
-                        "window.keyfaceRelay && window.keyfaceRelay.connected", timeout=60_000
-                    )
-                    await client.connect()
-                    for i in range(5):
-                        for d in session.push_frame(images[i], a.landmarks[i], time.monotonic()):
-                            client.send(d)
-                        await asyncio.sleep(1 / FPS)
-                    await page.wait_for_function(
-                        "Object.values(window.keyfaceRelay.streams).some((s) => s.problem)",
-                        timeout=60_000,
-                    )
-                    return (
-                        page.url,
-                        await page.evaluate("window.keyfaceRelay"),
-                        await page.inner_text("figcaption"),
-                    )
-                finally:
-                    await browser.close()
+                await client.connect()
+                for i in range(5):
+                    for d in session.push_frame(images[i], a.landmarks[i], time.monotonic()):
+                        client.send(d)
+                    await asyncio.sleep(1 / FPS)
+                await page.wait_for_function(
+                    "Object.values(window.keyfaceRelay.streams).some((s) => s.problem)",
+                    timeout=60_000,
+                )
+                return (
+                    page.url,
+                    await page.evaluate("window.keyfaceRelay"),
+                    await page.inner_text("figcaption"),
+                )
         finally:
             await client.close()
             await server.close()
@@ -273,7 +257,6 @@ def test_the_relay_page_asks_for_an_idr_and_resumes_after_lost_motion(carphone_a
     at the next motion reset). The last drawn frame is the Python decoder's for the same
     delivered datagrams."""
     from PIL import Image
-    from playwright.async_api import async_playwright
 
     a = carphone_analysis
     images = [img for _, img in cropped_frames(a.path, a.crop, a.size, a.frame_count)]
@@ -293,44 +276,37 @@ def test_the_relay_page_asks_for_an_idr_and_resumes_after_lost_motion(carphone_a
         client = SenderClient(server.url, "loss", token("loss", "eve"), on_feedback=feedback.append)
         delivered: list[list[Datagram]] = []
         try:
-            async with async_playwright() as p:
-                browser = await p.chromium.launch(
-                    executable_path=CHROMIUM, headless=True, args=ARGS
+            async with chromium_page(ARGS) as page:
+                url = f"{server.url}/room/loss?mode=relay#token={token('loss', 'r', 'receive')}"
+                await page.goto(url)
+                await page.wait_for_function(
+                    "window.keyfaceRelay && window.keyfaceRelay.connected", timeout=60_000
                 )
-                try:
-                    page = await browser.new_page()
-                    url = f"{server.url}/room/loss?mode=relay#token={token('loss', 'r', 'receive')}"
-                    await page.goto(url)
-                    await page.wait_for_function(
-                        "window.keyfaceRelay && window.keyfaceRelay.connected", timeout=60_000
+                await client.connect()
+                start = time.monotonic()
+                for i in range(n):
+                    delay = start + i / FPS - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    while feedback:
+                        session.receive_feedback(feedback.pop(0), time.monotonic())
+                    k = order[i]
+                    datagrams = await asyncio.to_thread(
+                        session.push_frame, images[k], a.landmarks[k], time.monotonic()
                     )
-                    await client.connect()
-                    start = time.monotonic()
-                    for i in range(n):
-                        delay = start + i / FPS - time.monotonic()
-                        if delay > 0:
-                            await asyncio.sleep(delay)
-                        while feedback:
-                            session.receive_feedback(feedback.pop(0), time.monotonic())
-                        k = order[i]
-                        datagrams = await asyncio.to_thread(
-                            session.push_frame, images[k], a.landmarks[k], time.monotonic()
-                        )
-                        kept = [d for d in datagrams if not lost(i, d)]
-                        delivered.append(kept)
-                        for d in kept:
-                            client.send(d)
-                    await page.wait_for_function(
-                        "Object.values(window.keyfaceRelay.streams).some("
-                        f"(s) => s.shownIndex >= {n - 1})",
-                        timeout=180_000,
-                    )
-                    relay = await page.evaluate("window.keyfaceRelay")
-                    png = await page.evaluate(
-                        "document.querySelector('figure canvas').toDataURL('image/png')"
-                    )
-                finally:
-                    await browser.close()
+                    kept = [d for d in datagrams if not lost(i, d)]
+                    delivered.append(kept)
+                    for d in kept:
+                        client.send(d)
+                await page.wait_for_function(
+                    "Object.values(window.keyfaceRelay.streams).some("
+                    f"(s) => s.shownIndex >= {n - 1})",
+                    timeout=180_000,
+                )
+                relay = await page.evaluate("window.keyfaceRelay")
+                png = await page.evaluate(
+                    "document.querySelector('figure canvas').toDataURL('image/png')"
+                )
         finally:
             await client.close()
             await server.close()
