@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -338,6 +338,72 @@ CHECKPOINT = "checkpoint.pt"
 MODEL = "model.safetensors"
 
 
+class StepSchedule(Protocol):
+    """The numbers of a training config that :func:`run_steps` reads."""
+
+    steps: int
+    log_every: int
+    val_every: int
+    checkpoint_every: int
+
+
+def run_steps(
+    run_dir: Path,
+    ckpt_path: Path,
+    step: int,
+    config: StepSchedule,
+    train_step: Callable[[], dict[str, float]],
+    validate: Callable[[], dict[str, float]] | None,
+    checkpoint: Callable[[int], dict[str, Any]],
+    progress: ProgressFn | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> int:
+    """The step loop the FOMM trainers share (this one and the distillation): from ``step``
+    to ``config.steps``, each ``train_step()`` returning its loss terms; their means over
+    ``log_every`` steps and ``validate()``'s values every ``val_every`` steps (and at the
+    last) go to ``run_dir/log.jsonl`` and ``progress``; ``checkpoint(step)`` is written
+    atomically to ``ckpt_path`` every ``checkpoint_every`` steps, at the last, and once
+    before any step when there is none yet. ``stop()`` true ends the run after the step in
+    progress. Returns the step reached."""
+
+    def save(at: int) -> None:
+        tmp = ckpt_path.with_suffix(".tmp")
+        torch.save(checkpoint(at), tmp)
+        tmp.replace(ckpt_path)
+
+    t0 = time.perf_counter()
+    sums: dict[str, float] = {}
+    seen = 0
+    with open(run_dir / "log.jsonl", "a") as log:
+        while step < config.steps:
+            terms = train_step()
+            step += 1
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + v
+            seen += 1
+            record: dict[str, float] = {}
+            if step % config.log_every == 0 or step == config.steps:
+                record = {"step": step, **{k: v / seen for k, v in sums.items()}}
+                record["seconds"] = time.perf_counter() - t0
+                sums, seen = {}, 0
+            stopping = stop is not None and stop()
+            last = step == config.steps or stopping
+            if validate is not None and (step % config.val_every == 0 or last):
+                record.update({"step": step, **validate()})
+            if record:
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+            if progress:
+                progress(step, record)
+            if step % config.checkpoint_every == 0 or last:
+                save(step)
+            if stopping:
+                break
+    if step == 0 or not ckpt_path.is_file():
+        save(step)
+    return step
+
+
 def train_fomm(
     run_dir: Path,
     train_clips: list[FommClip],
@@ -384,61 +450,47 @@ def train_fomm(
     if val_clips:
         validator = Validator(*fixed_pairs(val_clips, config.val_pairs, config.seed), device)
 
-    def save_checkpoint() -> None:
-        state = {
+    def checkpoint(step: int) -> dict[str, Any]:
+        return {
             "networks": networks.state_dict(),
             "optimizer": opt.state_dict(),
             "pairs_rng": pairs.rng.bit_generator.state,
             "noise_rng": noise.get_state(),
             "step": step,
         }
-        tmp = ckpt_path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        tmp.replace(ckpt_path)
 
     amp_device = "cuda" if device.startswith("cuda") else "cpu"
+
+    def train_step() -> dict[str, float]:
+        s_np, d_np = pairs.batch(config.batch)
+        source = torch.from_numpy(s_np).to(device)
+        driving = torch.from_numpy(d_np).to(device)
+        transform = RandomTransform(
+            config.batch, config.sigma_affine, config.sigma_tps, config.points_tps, noise
+        ).to(device)
+        with torch.autocast(amp_device, dtype=torch.bfloat16, enabled=config.amp):
+            losses = fomm_losses(networks, vgg, source, driving, transform, config)
+        opt.zero_grad(set_to_none=True)
+        losses.total.backward()
+        opt.step()
+        return dict(losses.items())
+
+    def validate() -> dict[str, float]:
+        assert validator is not None
+        return {f"val_{k}": x for k, x in asdict(validator.run(networks)).items()}
+
     networks.train()
-    t0 = time.perf_counter()
-    sums: dict[str, float] = {}
-    seen = 0
-    with open(run_dir / "log.jsonl", "a") as log:
-        while step < config.steps:
-            s_np, d_np = pairs.batch(config.batch)
-            source = torch.from_numpy(s_np).to(device)
-            driving = torch.from_numpy(d_np).to(device)
-            transform = RandomTransform(
-                config.batch, config.sigma_affine, config.sigma_tps, config.points_tps, noise
-            ).to(device)
-            with torch.autocast(amp_device, dtype=torch.bfloat16, enabled=config.amp):
-                losses = fomm_losses(networks, vgg, source, driving, transform, config)
-            opt.zero_grad(set_to_none=True)
-            losses.total.backward()
-            opt.step()
-            step += 1
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + v
-            seen += 1
-            record: dict[str, float] = {}
-            if step % config.log_every == 0 or step == config.steps:
-                record = {"step": step, **{k: v / seen for k, v in sums.items()}}
-                record["seconds"] = time.perf_counter() - t0
-                sums, seen = {}, 0
-            stopping = stop is not None and stop()
-            last = step == config.steps or stopping
-            if validator and (step % config.val_every == 0 or last):
-                v = validator.run(networks)
-                record.update({"step": step, **{f"val_{k}": x for k, x in asdict(v).items()}})
-            if record:
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-            if progress:
-                progress(step, record)
-            if step % config.checkpoint_every == 0 or last:
-                save_checkpoint()
-            if stopping:
-                break
-    if step == 0 or not ckpt_path.is_file():
-        save_checkpoint()
+    step = run_steps(
+        run_dir,
+        ckpt_path,
+        step,
+        config,
+        train_step,
+        validate if validator else None,
+        checkpoint,
+        progress,
+        stop,
+    )
     write_model(run_dir / MODEL, networks, step)
     return networks
 

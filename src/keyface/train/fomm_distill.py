@@ -23,7 +23,6 @@ teacher's digest in the metadata) and ``student.onnx``.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -35,7 +34,7 @@ from safetensors.torch import load_file, save_file
 
 from keyface.fomm.model import FommModel
 from keyface.fomm.student import KeypointStudent, StudentConfig, export_onnx
-from keyface.train.fomm import RandomTransform, equivariance_losses
+from keyface.train.fomm import RandomTransform, equivariance_losses, run_steps
 from keyface.train.fomm_data import Augment, FommClip, _jitter
 
 CHECKPOINT = "checkpoint.pt"
@@ -206,57 +205,43 @@ def distill(
         step = int(state["step"])
     val = fixed_frames(val_clips, config.val_frames, config.seed) if val_clips else None
 
-    def save_checkpoint() -> None:
-        state = {
+    def checkpoint(step: int) -> dict[str, Any]:
+        return {
             "student": student.state_dict(),
             "optimizer": opt.state_dict(),
             "sampler_rng": sampler.rng.bit_generator.state,
             "noise_rng": noise.get_state(),
             "step": step,
         }
-        tmp = ckpt_path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        tmp.replace(ckpt_path)
+
+    def train_step() -> dict[str, float]:
+        frames = sampler.batch(config.batch)
+        transform = RandomTransform(
+            config.batch, config.sigma_affine, config.sigma_tps, config.points_tps, noise
+        )
+        total, terms = distill_losses(student, teacher, frames, transform, config)
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        return terms
+
+    def validate() -> dict[str, float]:
+        assert val is not None
+        px, jac = student_error(student, teacher, val)
+        return {"val_px": px, "val_jacobian": jac}
 
     student.train()
-    t0 = time.perf_counter()
-    sums: dict[str, float] = {}
-    seen = 0
-    with open(run_dir / "log.jsonl", "a") as log:
-        while step < config.steps:
-            frames = sampler.batch(config.batch)
-            transform = RandomTransform(
-                config.batch, config.sigma_affine, config.sigma_tps, config.points_tps, noise
-            )
-            total, terms = distill_losses(student, teacher, frames, transform, config)
-            opt.zero_grad(set_to_none=True)
-            total.backward()
-            opt.step()
-            step += 1
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + v
-            seen += 1
-            record: dict[str, float] = {}
-            if step % config.log_every == 0 or step == config.steps:
-                record = {"step": step, **{k: v / seen for k, v in sums.items()}}
-                record["seconds"] = time.perf_counter() - t0
-                sums, seen = {}, 0
-            stopping = stop is not None and stop()
-            last = step == config.steps or stopping
-            if val is not None and (step % config.val_every == 0 or last):
-                px, jac = student_error(student, teacher, val)
-                record.update({"step": step, "val_px": px, "val_jacobian": jac})
-            if record:
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-            if progress:
-                progress(step, record)
-            if step % config.checkpoint_every == 0 or last:
-                save_checkpoint()
-            if stopping:
-                break
-    if step == 0 or not ckpt_path.is_file():
-        save_checkpoint()
+    step = run_steps(
+        run_dir,
+        ckpt_path,
+        step,
+        config,
+        train_step,
+        validate if val is not None else None,
+        checkpoint,
+        progress,
+        stop,
+    )
     student.eval()
     save_student(run_dir / STUDENT, student, teacher_model.digest, step)
     export_onnx(student, run_dir / ONNX)
