@@ -3,7 +3,7 @@
 // back as TextRoom whispers. The same protocol as keyface.server.janus (Python), over Janus's
 // HTTP API (POST requests, long-polled events). No janus.js: the API is a few JSON requests.
 
-import { crc32 } from "./wire.js";
+import { crc32, encodeVarint } from "./wire.js";
 import { sha256Hex } from "./sha256.js";
 import { DATAGRAM_VERSION, KIND_FEEDBACK } from "./datagram.js";
 import { REFRESH_REQUEST } from "./packets.js";
@@ -18,22 +18,11 @@ export function janusRoomId(name) {
   return Number.parseInt(hex.slice(0, 12), 16) || 1;
 }
 
-function varint(n) {
-  const out = [];
-  let v = n;
-  while (v >= 0x80) {
-    out.push((v % 0x80) | 0x80);
-    v = Math.floor(v / 0x80);
-  }
-  out.push(v);
-  return out;
-}
-
 /** A FEEDBACK datagram holding REFRESH_REQUEST(frameIndex), byte for byte what
  *  keyface.server.datagram.encode_feedback_datagram writes. */
 export function refreshRequestDatagram(frameIndex) {
-  const payload = varint(frameIndex);
-  const record = [REFRESH_REQUEST, ...varint(payload.length), ...payload];
+  const payload = encodeVarint(frameIndex);
+  const record = [REFRESH_REQUEST, ...encodeVarint(payload.length), ...payload];
   const crc = crc32(Uint8Array.from(record));
   const crcBytes = [crc & 0xff, (crc >>> 8) & 0xff, (crc >>> 16) & 0xff, crc >>> 24];
   return Uint8Array.from([(DATAGRAM_VERSION << 6) | KIND_FEEDBACK, ...record, ...crcBytes]);

@@ -147,6 +147,18 @@ export function scanVarint(buf, pos, end) {
   throw new Malformed(`varint longer than ${MAX_VARINT_BYTES} bytes`);
 }
 
+/** The bytes of non-negative integer n as a varint (LEB128, as keyface.bitstream._wire). */
+export function encodeVarint(n) {
+  const out = [];
+  let v = n;
+  while (v >= 0x80) {
+    out.push((v % 0x80) | 0x80);
+    v = Math.floor(v / 0x80);
+  }
+  out.push(v);
+  return out;
+}
+
 /** The varint at data[offset]: {value, pos}; BitstreamError on truncation or bad encoding. */
 export function decodeVarint(data, offset = 0) {
   try {
