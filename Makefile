@@ -48,7 +48,8 @@ test: setup lint
 	$(PY) -m pytest -q
 
 test-browser: setup chromium
-	KEYFACE_BROWSER_TEST=1 $(PY) -m pytest -q tests/test_browser.py
+	$(PY) -m pytest -q tests/test_browser.py tests/test_js_browser.py tests/test_relay_page.py \
+		tests/test_janus.py
 
 bench: setup
 	$(VENV)/bin/keyface bench --clips ../shared/data/clips/MANIFEST.tsv \

@@ -37,10 +37,9 @@ from keyface.server.client import fetch_state
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
-    # No zygote processes: two zygotes reaping their children at the same moment livelocked
-    # this machine's kernel (both spinning in shrink_dcache_parent under wait4, unkillable,
-    # two cores at 100 % system time) while the suite ran beside two busy processes.
+    # One process, no children to reap (tests/test_browser.py says why).
     "--no-zygote",
+    "--single-process",
     "--autoplay-policy=no-user-gesture-required",
     "--disable-features=WebRtcHideLocalIpsWithMdns",
 ]

@@ -49,13 +49,12 @@ NEEDS_CHROMIUM = [
     ),
 ]
 """The marks of a test that launches Chromium (slow; skipped without one)."""
-OPT_IN_UNDER_CI = pytest.mark.skipif(
-    bool(os.environ.get("CI")) and not os.environ.get("KEYFACE_BROWSER_TEST"),
-    reason="CI: Chromium reaping its children livelocked this machine's kernel "
-    "(shrink_dcache_parent, unkillable, a core at 100 %) in 3 of about 10 launches; "
-    "set KEYFACE_BROWSER_TEST=1 to run it",
+OPT_OUT = pytest.mark.skipif(
+    os.environ.get("KEYFACE_BROWSER_TEST") == "0",
+    reason="KEYFACE_BROWSER_TEST=0: the Chromium tests are switched off",
 )
-"""Chromium launches are opt-in under CI (``KEYFACE_BROWSER_TEST=1``)."""
+"""``KEYFACE_BROWSER_TEST=0`` switches the Chromium tests off (they run by default, CI
+included, wherever Chromium is found)."""
 
 
 @contextlib.asynccontextmanager
@@ -79,10 +78,15 @@ async def chromium_page(
 pytestmark = NEEDS_CHROMIUM
 CHROMIUM_ARGS = [
     "--no-sandbox",  # CI runs as root
-    # No zygote processes: two zygotes reaping their children at the same moment livelocked
-    # this machine's kernel (both spinning in shrink_dcache_parent under wait4, unkillable,
-    # two cores at 100 % system time) while the suite ran beside two busy processes.
+    # No child processes. Chromium's processes reaping their children at the same moment
+    # livelocked this machine's kernel (spinning in shrink_dcache_parent under wait4,
+    # unkillable, a core at 100 % system time) in 3 of about 10 launches beside busy
+    # processes, with zygotes and without. In one process the renderer, the GPU service
+    # (SwiftShader) and the network service are threads of the browser process: nothing is
+    # reaped but the browser itself (docs/browser.md, "Chromium in CI": 300 launches, two
+    # at a time beside a busy process, none stuck). One page per browser in this mode.
     "--no-zygote",
+    "--single-process",
     "--autoplay-policy=no-user-gesture-required",
     # Plain host candidates instead of mDNS names (nothing resolves .local here).
     "--disable-features=WebRtcHideLocalIpsWithMdns",
@@ -106,7 +110,7 @@ def clip(carphone_analysis) -> list[list]:
     return encode_clip(crops, a.landmarks, 300, crop=a.crop)
 
 
-@OPT_IN_UNDER_CI
+@OPT_OUT
 def test_receiver_page_shows_the_decoded_video(clip) -> None:
     pw = pytest.importorskip("playwright.async_api")
 

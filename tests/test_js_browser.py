@@ -4,8 +4,7 @@ carphone streams' motion exactly as Python does, and the WebGL2 warp renders the
 the Python-decoded keyframe pictures within a PSNR of the Python warp (``WarpRenderer``).
 
 Chromium as in ``tests/test_browser.py`` (the Debian package, driven by Playwright, WebGL2 on
-SwiftShader); skipped without it, and in CI unless ``KEYFACE_BROWSER_TEST=1`` (the reason is
-in ``tests/test_browser.py``).
+SwiftShader, one process); skipped without it or with ``KEYFACE_BROWSER_TEST=0``.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_browser import NEEDS_CHROMIUM, OPT_IN_UNDER_CI, chromium_page
+from test_browser import CHROMIUM_ARGS, NEEDS_CHROMIUM, OPT_OUT, chromium_page
 from test_js_decoder import STREAMS, _stream_bytes, assert_same_decode, py_decode
 
 from keyface.bitstream import read_stream
@@ -26,20 +25,13 @@ from keyface.render import WarpRenderer
 from keyface.server.conference import ServerConfig
 from keyface.server.http import start_server
 
-pytestmark = [*NEEDS_CHROMIUM, OPT_IN_UNDER_CI]
-ARGS = [
-    "--no-sandbox",
-    "--no-zygote",
-    "--use-angle=swiftshader",
-    "--enable-unsafe-swiftshader",
-    # Plain host candidates instead of mDNS names, as tests/test_browser.py: with .local
-    # candidates only the first relay-page test of a process connected (the second waited
-    # 60 s for its data channel; aiortc resolves .local names through one mDNS responder per
-    # process, most likely left with the first test's closed event loop).
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-]
-MIN_PSNR = 30.0
-"""Guard for the warp's parity (dB, every frame; the measured figures are in docs/browser.md)."""
+pytestmark = [*NEEDS_CHROMIUM, OPT_OUT]
+ARGS = [*CHROMIUM_ARGS, "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
+"""tests/test_browser.py's launch (one process, plain host candidates) with WebGL2 on
+SwiftShader, ANGLE's CPU renderer."""
+MIN_PSNR = 40.0
+"""The browser against the Python decoder, every frame (dB): issue 16's bound; measured
+52.8-64.3 dB (docs/browser.md, where the remaining difference comes from)."""
 
 DECODE = """async ([streams]) => {
   const { readStream } = await import('/static/decoder/stream.js');
