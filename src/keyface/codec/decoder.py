@@ -33,7 +33,7 @@ from keyface.entropy import (
     MotionSnapshot,
     decode_frames,
 )
-from keyface.intra import IntraCodecError, get_intra_codec
+from keyface.intra import IntraCodecError, SequenceIntraCodec, get_intra_codec
 from keyface.motion import UnknownRepresentationError, get_representation
 from keyface.render import Reference, Renderer
 from keyface.renderers import get_renderer
@@ -178,7 +178,9 @@ class DecoderCore:
             if packet.frame_index in self._promotions:
                 raise BitstreamError(f"KEYFRAME for frame {packet.frame_index} after its DETAIL")
             self._check_frame_index(packet.frame_index, "KEYFRAME")
-            self._keyframes[packet.frame_index] = self._decode_intra(packet.data, "keyframe")
+            self._keyframes[packet.frame_index] = self._decode_intra(
+                packet.data, "keyframe", keyframe=True
+            )
             return []
         if isinstance(packet, DetailPacket):
             self._detail(packet)
@@ -310,13 +312,21 @@ class DecoderCore:
             )
 
     def _decode_intra(
-        self, data: bytes, what: str, size: tuple[int, int] | None = None
+        self,
+        data: bytes,
+        what: str,
+        size: tuple[int, int] | None = None,
+        keyframe: bool = False,
     ) -> np.ndarray:
         """The intra picture ``data`` of ``size`` (a DETAIL rectangle's, given by its packet),
-        else of the size the header gives a keyframe or a background."""
+        else of the size the header gives a keyframe or a background. A ``keyframe`` of a
+        sequence codec (``hevc-ld``) is the next picture of its sequence."""
         width, height = size if size is not None else limits.picture_size(self.header, what)
+        decode = self.intra.decode
+        if keyframe and isinstance(self.intra, SequenceIntraCodec):
+            decode = self.intra.decode_keyframe
         try:
-            image = self.intra.decode(data, max_pixels=limits.intra_max_pixels((width, height)))
+            image = decode(data, max_pixels=limits.intra_max_pixels((width, height)))
         except IntraCodecError as exc:
             raise BitstreamError(f"undecodable {what} picture ({exc})") from None
         if image.shape[:2] != (height, width):

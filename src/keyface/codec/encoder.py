@@ -63,7 +63,7 @@ from keyface.codec.content import (
 from keyface.codec.detail import UPDATE_BOOST, blend_detail, detail_boxes
 from keyface.entropy import CodedFrame, MotionCoderState, MotionSnapshot, encode_frames
 from keyface.imageops import psnr
-from keyface.intra import get_intra_codec
+from keyface.intra import SequenceIntraCodec, get_intra_codec
 from keyface.motion import (
     FaceState,
     FaceStateSource,
@@ -551,15 +551,16 @@ class EncoderCore:
         reason: str | None,
     ) -> tuple[list[Packet], FrameDecision]:
         quality = self.config.keyframe_quality
-        data = self.intra.encode(image, quality)
-        decoded = self.intra.decode(data)
+        idr = len(self.buffer) == 0
+        data, decoded = self._code_keyframe(image, quality, idr)
         score = psnr(decoded, image)
         if RefreshMode(self.config.refresh_mode) == RefreshMode.PSNR and index > 0:
             # DAC: lower the QP until the keyframe itself satisfies the quality constraint.
             while score < self.config.threshold and quality < self.config.max_keyframe_quality:
                 quality = min(quality + 10, self.config.max_keyframe_quality)
-                data = self.intra.encode(image, quality)
-                decoded = self.intra.decode(data)
+                # A sequence codec starts again from an IDR keyframe here: the decoder never
+                # sees the attempt before, which the encoder's sequence already holds.
+                data, decoded = self._code_keyframe(image, quality, True)
                 score = psnr(decoded, image)
         packets: list[Packet] = [KeyframePacket(frame_index=index, quality=quality, data=data)]
         if self._face is not None and self.config.detail_boost > 0:
@@ -570,7 +571,6 @@ class EncoderCore:
             decoded = self._rectangles(index, image, groups, quality_detail, decoded, packets)
         if self.eye_reader is not None:
             decoded = self._readable_eyes(index, image, keypoints, decoded, quality, packets)
-        idr = len(self.buffer) == 0
         if idr:
             self.last_idr = index
         reference = self.renderer.prepare(decoded, keypoints)
@@ -578,6 +578,18 @@ class EncoderCore:
         self.stats.keyframes += 1
         decision = FrameDecision(index, True, None, index, score, quality, idr=idr, refresh=reason)
         return packets, decision
+
+    def _code_keyframe(
+        self, image: np.ndarray, quality: int, idr: bool
+    ) -> tuple[bytes, np.ndarray]:
+        """A keyframe's data and the picture the decoder will get: the next picture of the
+        keyframe sequence for a sequence codec (``hevc-ld``; an IDR one if ``idr``), else a
+        stand-alone intra picture."""
+        if isinstance(self.intra, SequenceIntraCodec):
+            data = self.intra.encode_keyframe(image, quality, idr=idr)
+            return data, self.intra.decode_keyframe(data)
+        data = self.intra.encode(image, quality)
+        return data, self.intra.decode(data)
 
     def _update(
         self,

@@ -7,6 +7,10 @@ Codecs (registry name -> class):
   FFmpeg's native decoder, in-process through PyAV when available).
 * ``heif``: HEVC intra in a standard HEIF file (pillow_heif); ~380 bytes of container.
 * ``avif``: AV1 intra in a standard AVIF file (Pillow); ~280 bytes of container.
+* ``hevc-ld``: a stream's keyframes as one low-delay HEVC sequence (x265 P pictures, in
+  process; :mod:`keyface.intra.sequence`): each keyframe after an IDR one is predicted from
+  the keyframes before it, so encoder and decoder each hold their own instance
+  (:class:`SequenceIntraCodec`); other pictures are ``hevc`` intra pictures.
 
 ``quality`` is one scale for all codecs, 1..100, higher is better and bigger. ``hevc`` and
 ``vvc`` use ``QP = round(51 * (100 - quality) / 99)``; ``heif`` and ``avif`` map it through
@@ -45,7 +49,7 @@ sent every few seconds. ``hevc`` is the fast-encoding fallback (~50 ms).
 
 from __future__ import annotations
 
-from keyface.intra._base import IntraCodec, IntraCodecError
+from keyface.intra._base import IntraCodec, IntraCodecError, SequenceIntraCodec
 from keyface.intra._nal import annexb_spans, split_annexb
 from keyface.registry import Registry
 
@@ -54,6 +58,7 @@ __all__ = [
     "DEFAULT_INTRA_CODEC",
     "IntraCodec",
     "IntraCodecError",
+    "SequenceIntraCodec",
     "annexb_spans",
     "available_intra_codecs",
     "get_intra_codec",
@@ -76,6 +81,17 @@ def _hevc() -> IntraCodec:
     from keyface.intra.hevc import HevcIntraCodec
 
     return HevcIntraCodec()
+
+
+@CODECS.register(
+    "hevc-ld",
+    summary="keyframes as one low-delay HEVC sequence (x265 P pictures)",
+    cached=False,  # each encoder and decoder holds its own sequence
+)
+def _hevc_ld() -> IntraCodec:
+    from keyface.intra.sequence import HevcSequenceCodec
+
+    return HevcSequenceCodec()
 
 
 @CODECS.register("avif", summary="AV1 intra in AVIF (Pillow)", speed="slow")
@@ -102,7 +118,8 @@ def available_intra_codecs() -> list[str]:
 
 
 def get_intra_codec(name: str) -> IntraCodec:
-    """The (shared, stateless) codec registered as ``name``; IntraCodecError if unknown."""
+    """The codec registered as ``name`` (shared, stateless; a :class:`SequenceIntraCodec` is
+    a new instance each time: its keyframes are one sequence); IntraCodecError if unknown."""
     if not isinstance(name, str) or name not in CODECS:
         names = ", ".join(available_intra_codecs())
         raise IntraCodecError(f"unknown intra codec {name!r} (available: {names})")

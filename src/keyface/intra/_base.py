@@ -44,6 +44,22 @@ class IntraCodec(Protocol):
         ...
 
 
+@runtime_checkable
+class SequenceIntraCodec(IntraCodec, Protocol):
+    """An intra codec whose keyframes form one sequence (``hevc-ld``): each keyframe may be
+    predicted from the keyframes before it, so an encoder and a decoder each hold their own
+    instance, and keyframes are decoded in the order they were coded. :meth:`encode` and
+    :meth:`decode` stay for stand-alone pictures (DETAIL rectangles, BACKGROUND)."""
+
+    def encode_keyframe(self, image: np.ndarray, quality: int, idr: bool = False) -> bytes:
+        """The next keyframe; ``idr``: one that needs no earlier keyframe."""
+        ...
+
+    def decode_keyframe(self, data: bytes, max_pixels: int | None = None) -> np.ndarray:
+        """The next keyframe made by :meth:`encode_keyframe`, in coding order."""
+        ...
+
+
 def check_quality(quality: int) -> int:
     """Return ``quality`` as an ``int`` or raise :class:`IntraCodecError` unless in 1..100."""
     if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)):

@@ -1,0 +1,170 @@
+"""``hevc-ld``: a stream's keyframes as one low-delay HEVC sequence (x265 P pictures, in process).
+
+Keyframes of one stream are half a second to a few seconds apart and show the same person in
+front of the same background. Coded as stand-alone intra pictures, each pays again for what
+the one before already showed. Here the keyframes are the pictures of one low-delay HEVC
+stream: the first one, and any the caller marks, is an IDR picture, and every other keyframe
+is a P picture predicted from the keyframes before it (no reordering). x265 hands each picture
+back as soon as it is given, so a live sender can use it as well as a file encoder. The
+measurement that motivated it is ``benchmarks/keyframe_sequence.py`` (docs/hybrid.md).
+
+Keyframes go through :meth:`HevcSequenceCodec.encode_keyframe` and
+:meth:`~HevcSequenceCodec.decode_keyframe`, which keep the state of the sequence: an encoder
+and a decoder each hold their own instance (the registry builds one per call), and keyframes
+must be decoded in the order they were coded. A P keyframe whose earlier keyframes were not
+decoded is refused with :class:`~keyface.intra.IntraCodecError`; an IDR keyframe always
+decodes. Every other picture of the stream (DETAIL rectangles, BACKGROUND) is a stand-alone
+HEVC intra picture, exactly as the ``hevc`` codec codes it, through
+:meth:`~HevcSequenceCodec.encode` and :meth:`~HevcSequenceCodec.decode`.
+
+Each keyframe's data is one access unit in the compact form of :mod:`keyface.intra._nal`
+(parameter sets repeated in every unit, packed to a few bytes by the preset dictionary), so
+``hevc`` and ``hevc-ld`` data look alike; the header's codec name says which rules apply.
+Encoder: x265 preset ``slow``, constant QP (the common quality scale, as ``hevc``), P pictures
+at the I pictures' QP (``ipratio=1``), no B pictures, no look-ahead, no scene cuts; a change
+of quality, of picture size, or an ``idr`` request starts the sequence again with an IDR.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import av
+import numpy as np
+
+from keyface.intra._base import (
+    IntraCodecError,
+    check_input_image,
+    check_pixels,
+    decoded_image,
+    ffmpeg_max_pixels,
+    one_line,
+    oversize,
+    quality_to_qp,
+)
+from keyface.intra._color import decode_planes, encode_planes
+from keyface.intra._nal import split_annexb
+from keyface.intra.hevc import (
+    _PACKER,
+    HevcIntraCodec,
+    _hevc_type,
+    check_decoded_frame,
+    frame_to_planes,
+    planes_to_frame,
+)
+
+_X265_PARAMS = (
+    "log-level=none:info=0:hash=0:aud=0:annexb=1:repeat-headers=1:frame-threads=1:"
+    "psy-rd=0:psy-rdoq=0:cbqpoffs=-4:crqpoffs=-4:bframes=0:rc-lookahead=0:ipratio=1:"
+    "scenecut=0:keyint=-1:min-keyint=1"
+)
+_IRAP = range(16, 24)
+"""HEVC NAL unit types of random-access pictures (BLA, IDR, CRA)."""
+
+
+def is_random_access(annexb: bytes) -> bool:
+    """Whether the first picture slice of an Annex B access unit is a random-access picture."""
+    for nal in split_annexb(annexb):
+        kind = _hevc_type(nal) if nal else 63
+        if kind < 32:
+            return kind in _IRAP
+    return False
+
+
+class HevcSequenceCodec:
+    """Keyframes as one low-delay HEVC sequence; other pictures as ``hevc`` intra pictures."""
+
+    name = "hevc-ld"
+    sequential = True
+    """Keyframes depend on the keyframes before them: decode them in order, none skipped."""
+
+    def __init__(self, preset: str = "slow") -> None:
+        self.preset = preset
+        self._intra = HevcIntraCodec(preset)
+        self._encoder: av.CodecContext | None = None
+        self._key: tuple[int, int, int] | None = None
+        self._pts = 0
+        self._decoder: av.CodecContext | None = None
+
+    # -- stand-alone pictures ---------------------------------------------------------------
+    def encode(self, image: np.ndarray, quality: int) -> bytes:
+        """A stand-alone intra picture (DETAIL, BACKGROUND), as the ``hevc`` codec codes it."""
+        return self._intra.encode(image, quality)
+
+    def decode(self, data: bytes, max_pixels: int | None = None) -> np.ndarray:
+        """A stand-alone intra picture made by :meth:`encode`."""
+        return self._intra.decode(data, max_pixels)
+
+    # -- the keyframe sequence --------------------------------------------------------------
+    def encode_keyframe(self, image: np.ndarray, quality: int, idr: bool = False) -> bytes:
+        """The next keyframe of the sequence: an IDR picture if ``idr``, if it is the first,
+        or if the quality or the picture size changed; otherwise a P picture."""
+        qp = quality_to_qp(quality)
+        planes, flags = encode_planes(check_input_image(image), 8)
+        h, w = planes[0].shape
+        if idr or self._encoder is None or self._key != (w, h, qp):
+            self._open(w, h, qp)
+        assert self._encoder is not None
+        frame = planes_to_frame(planes, "yuv420p")
+        frame.pts = self._pts
+        self._pts += 1
+        try:
+            packets = list(self._encoder.encode(frame))
+        except (av.FFmpegError, ValueError) as exc:
+            self._encoder = None
+            raise IntraCodecError(f"hevc-ld encoder failed: {one_line(exc)}") from None
+        if len(packets) != 1:  # the settings above make x265 return every picture at once
+            self._encoder = None
+            raise IntraCodecError(f"hevc-ld encoder returned {len(packets)} packets for a picture")
+        return _PACKER.pack(bytes(packets[0]), flags)
+
+    def _open(self, width: int, height: int, qp: int) -> None:
+        try:
+            ctx = av.CodecContext.create("libx265", "w")
+            ctx.width, ctx.height = width, height
+            ctx.pix_fmt = "yuv420p"
+            ctx.time_base = Fraction(1, 25)
+            ctx.options = {"preset": self.preset, "x265-params": f"{_X265_PARAMS}:qp={qp}"}
+            ctx.open()
+        except (av.FFmpegError, ValueError) as exc:
+            raise IntraCodecError(f"hevc-ld encoder failed: {one_line(exc)}") from None
+        self._encoder, self._key, self._pts = ctx, (width, height, qp), 0
+
+    def decode_keyframe(self, data: bytes, max_pixels: int | None = None) -> np.ndarray:
+        """The next keyframe of the sequence (made by :meth:`encode_keyframe`, in order)."""
+        annexb, flags = _PACKER.unpack(data)
+        fresh = is_random_access(annexb)
+        if fresh:  # a fresh decoder: nothing before it is needed
+            try:
+                self._decoder = av.CodecContext.create("hevc", "r")
+                self._decoder.options = ffmpeg_max_pixels(max_pixels)
+            except (av.FFmpegError, ValueError) as exc:
+                raise IntraCodecError(f"hevc-ld decoder failed: {one_line(exc)}") from None
+        if self._decoder is None:
+            raise IntraCodecError(
+                "hevc-ld keyframe predicted from earlier keyframes that were not decoded"
+            )
+        try:
+            frames = list(self._decoder.decode(av.Packet(annexb)))
+        except MemoryError as exc:
+            self._decoder = None
+            raise IntraCodecError(oversize("hevc-ld", max_pixels, exc)) from None
+        except (av.FFmpegError, ValueError) as exc:
+            self._decoder = None
+            raise IntraCodecError(f"corrupt hevc-ld data ({one_line(exc)})") from None
+        if len(frames) != 1 or frames[0].is_corrupt:
+            self._decoder = None
+            if not fresh:  # FFmpeg finds no reference picture, or conceals a missing one
+                raise IntraCodecError(
+                    "hevc-ld keyframe predicted from earlier keyframes that were not decoded "
+                    "(one is missing or damaged)"
+                )
+            raise IntraCodecError("corrupt hevc-ld data (no picture decoded)")
+        frame = frames[0]
+        check_pixels(frame.width, frame.height, max_pixels, "hevc-ld")
+        check_decoded_frame(frame, ("yuv420p", "yuvj420p"), "hevc-ld")
+        try:
+            rgb = decode_planes(frame_to_planes(frame, np.dtype(np.uint8)), flags, 8)
+        except (ValueError, IndexError) as exc:
+            raise IntraCodecError(f"corrupt hevc-ld data ({one_line(exc)})") from None
+        return decoded_image(rgb, "hevc-ld")
