@@ -49,7 +49,7 @@ def config_at(u: float, base: CodecConfig | None = None) -> CodecConfig:
         mode, u, aux = ladder_position(u)
         base = replace(base, mode=mode)
         if not aux:
-            return replace(hybrid_config_at(min(u, GROUPS_U_MAX), base), aux_scale=0)
+            return groups_config_at(u, base)
     if base.mode == "animation":
         return animation_config_at(u, base)
     return hybrid_config_at(u, base)
@@ -83,6 +83,32 @@ GROUPS_U_MAX = 4.0
 ladder (:func:`hybrid_config_at` beyond ``U_MAX``: GOP 15, keyframe quality 10 + 8 u, so 42 at
 the top). ``--mode bidirectional`` alone stops at ``U_MAX`` (quality 30)."""
 
+GROUPS_INTRA = "hevc-ld"
+GROUPS_QP_OFFSET = -6
+"""The one ladder's group rungs code their keyframes as one low-delay HEVC sequence
+(``hevc-ld``: each keyframe predicted from the ones before) at the QP their own ladder gives
+VVC intra keyframes plus this offset (better keyframes for about the same bits). Measured on
+the 12 validation people (``benchmarks/keyframe_sequence.py``, docs/hybrid.md, "Keyframes as
+one sequence")."""
+
+
+def groups_config_at(u: float, base: CodecConfig) -> CodecConfig:
+    """The one ladder's group segment at position ``u`` of the groups' own ladder: the
+    bidirectional groups without an aux stream (:func:`hybrid_config_at` up to
+    :data:`GROUPS_U_MAX`), keyframes as a :data:`GROUPS_INTRA` sequence."""
+    from keyface.intra._base import qp_to_quality, quality_to_qp
+
+    config = replace(hybrid_config_at(min(u, GROUPS_U_MAX), base), aux_scale=0)
+    qp = min(51, max(0, quality_to_qp(config.keyframe_quality) + GROUPS_QP_OFFSET))
+    quality = qp_to_quality(qp)
+    return replace(
+        config,
+        intra_codec=GROUPS_INTRA,
+        keyframe_quality=quality,
+        max_keyframe_quality=max(config.max_keyframe_quality, quality),
+    )
+
+
 HYBRID_ANIMATION_SHARE = 0.4
 """The hybrid ladders code their animation at this share of their own ladder position."""
 
@@ -109,9 +135,11 @@ LADDER: tuple[tuple[float, str, float, float, bool], ...] = (
 """The one ladder (``mode="auto"``): ``(u_start, mode, mode_u_start, slope, aux)`` segments;
 position ``u`` of a segment is ``mode_u_start + slope * (u - u_start)`` on that mode's ladder,
 ``aux=False`` without an aux stream. The animation ladder up to u = 1 (~17 kbit/s), then the
-bidirectional groups without an aux stream from their u = 1.5 (~20 kbit/s) to 2.5 (keyframe
-quality 30, ~28 kbit/s) at u = 2, then on to their u = 4 (keyframe quality 42, ~47 kbit/s) at
-u = 2.5 (rates: the 12 validation people, results/bench/report.md).
+bidirectional groups without an aux stream from their u = 1.5 (~18 kbit/s) to 2.5 at u = 2
+(~27 kbit/s), then on to their u = 4 (~53 kbit/s) at u = 2.5, their keyframes one ``hevc-ld``
+sequence (:func:`groups_config_at`; rates: the 12 validation people,
+results/bench/report.md). Before the keyframe sequence (VVC intra keyframes) the same
+positions gave ~20, ~28 and ~47 kbit/s at worse quality.
 
 Chosen on the 12 validation people (docs/hybrid.md, "The one ladder"): on LPIPS alone the
 groups beat the animation ladder from ~8 kbit/s (and VVC from 7.7 to ~15 kbit/s,
@@ -125,7 +153,9 @@ open-mouth LPIPS 0.066 at 25 kbit/s) and they lead the animation ladder on LPIPS
 11-16 kbit/s were tried and benched, and not adopted (docs/hybrid.md). Above ~25 kbit/s
 better keyframes bought more than shorter groups (~40 kbit/s: LPIPS 0.0588 with GOP 15 and
 quality 38, 0.0647 with GOP 10 and quality 30; results/hybrid/ladder_top), so the top keeps
-GOP 15 and raises the keyframe quality; VVC is ahead there (0.0462 at 39.5 kbit/s)."""
+GOP 15 and raises the keyframe quality; VVC is ahead there (0.0462 at 39.5 kbit/s). Those
+figures are for VVC intra keyframes; with the keyframe sequence every group rung is better at
+about the same rate (docs/hybrid.md, "Keyframes as one sequence")."""
 
 
 def ladder_position(u: float) -> tuple[str, float, bool]:

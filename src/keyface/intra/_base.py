@@ -91,6 +91,15 @@ def quality_to_qp(quality: int, max_qp: int = 51) -> int:
     return round(max_qp * (100 - q) / 99)
 
 
+def qp_to_quality(qp: int, max_qp: int = 51) -> int:
+    """The quality whose :func:`quality_to_qp` is ``qp`` (``0 <= qp <= max_qp``)."""
+    if not 0 <= qp <= max_qp:
+        raise IntraCodecError(f"QP must be in 0..{max_qp}, got {qp}")
+    quality = max(1, round(100 - qp * 99 / max_qp))
+    assert quality_to_qp(quality, max_qp) == qp
+    return quality
+
+
 def interp_table(quality: int, table: Sequence[tuple[int, int]]) -> int:
     """Piecewise-linear, rounded map of ``quality`` through ``(quality, value)`` anchors."""
     q = check_quality(quality)
