@@ -233,7 +233,7 @@ def report(points: list[dict], bench: list[dict], out: Path, command: str) -> st
         return float(np.interp(math.log(rate), r, vm[metric]))
 
     lines = [
-        "# Keyframes as one low-delay VVC sequence (issue 13; offline measurement)",
+        "# Keyframes as one low-delay sequence: VVC offline, and the hevc-ld codec (issue 13)",
         "",
         f"Command: `{command}`",
         "",
