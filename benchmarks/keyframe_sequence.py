@@ -28,9 +28,11 @@ is then decoded by the normal decoder and default renderer and measured like the
 use it too), at the keyframe QP plus each delta, with nothing offline.
 
 The intra-keyframe points are the bench's own (``--bench``'s ``points.json``, the same clips
-and code). Writes ``points.json`` (a stopped run resumes) and ``report.md``: each rung
-before and after, VVC at the same rate, and the BD-rate of the keyface curve against VVC with
-the group rungs replaced. Set ``KEYFACE_THREADS`` as for any benchmark; ``--jobs`` workers.
+and code), or ``--reference``'s: the shipped ladder's group rungs use ``hevc-ld`` since, and
+``results/hybrid/keyframe_sequence/bench_1715.json`` keeps the points of the bench before.
+Writes ``points.json`` (a stopped run resumes) and ``report.md``: each rung before and after,
+VVC at the same rate, and the BD-rate of the keyface curve against VVC with the group rungs
+replaced. Set ``KEYFACE_THREADS`` as for any benchmark; ``--jobs`` workers.
 """
 
 from __future__ import annotations
@@ -304,6 +306,13 @@ def main() -> None:
     parser.add_argument("--u", default="1,1.5,2,2.5", help="group rungs of the one ladder")
     parser.add_argument("--deltas", default="-6", help="QP offsets of the sequence")
     parser.add_argument("--codecs", default="vvc", help="sequence codecs: vvc, hevc or both")
+    parser.add_argument(
+        "--reference",
+        type=Path,
+        help="the intra-keyframe and VVC points (default: --bench's points.json; the shipped "
+        "ladder's group rungs use hevc-ld since, so results/hybrid/keyframe_sequence/"
+        "bench_1715.json keeps the bench's points from before)",
+    )
     parser.add_argument("--out", type=Path, default=Path("results/hybrid/keyframe_sequence"))
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--limit", type=int, default=None, help="at most this many clips")
@@ -312,7 +321,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    bench = json.loads((args.bench / "points.json").read_text())["points"]
+    bench = json.loads((args.reference or args.bench / "points.json").read_text())["points"]
     clips = sorted({p["clip"] for p in bench})[: args.limit]
     us = [float(x) for x in args.u.split(",")]
     deltas = [int(x) for x in args.deltas.split(",")]
