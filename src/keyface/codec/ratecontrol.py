@@ -129,17 +129,20 @@ def hybrid_config_at(u: float, base: CodecConfig) -> CodecConfig:
 
 LADDER: tuple[tuple[float, str, float, float, bool], ...] = (
     (0.0, "animation", 0.0, 1.0, True),
-    (1.0, "bidirectional", 1.5, 1.0, False),
+    (0.8, "bidirectional", 1.25, 1.25 / 1.2, False),
     (2.0, "bidirectional", 2.5, 3.0, False),
 )
 """The one ladder (``mode="auto"``): ``(u_start, mode, mode_u_start, slope, aux)`` segments;
 position ``u`` of a segment is ``mode_u_start + slope * (u - u_start)`` on that mode's ladder,
-``aux=False`` without an aux stream. The animation ladder up to u = 1 (~17 kbit/s), then the
-bidirectional groups without an aux stream from their u = 1.5 (~18 kbit/s) to 2.5 at u = 2
-(~27 kbit/s), then on to their u = 4 (~53 kbit/s) at u = 2.5, their keyframes one ``hevc-ld``
-sequence (:func:`groups_config_at`; rates: the 12 validation people,
-results/bench/report.md). Before the keyframe sequence (VVC intra keyframes) the same
-positions gave ~20, ~28 and ~47 kbit/s at worse quality.
+``aux=False`` without an aux stream. The animation ladder up to u = 0.8 (11.4 kbit/s at
+u = 0.75), then the bidirectional groups without an aux stream from their u = 1.25 (GOP 15,
+16.5 kbit/s) to 2.5 at u = 2 (27.5 kbit/s), then on to their u = 4 (53.1 kbit/s) at u = 2.5,
+their keyframes one ``hevc-ld`` sequence (:func:`groups_config_at`; rates: the 12 validation
+people, results/bench/report.md of 2026-12-06 21:35). The animation's curve is flat from
+u = 0.6 to 0.75 (LPIPS 0.140 -> 0.139 for 9.6 -> 11.4 kbit/s), where the groups with
+``hevc-ld`` keyframes already lead it (LPIPS 0.075 at 16.5 kbit/s), so they start at
+u = 0.8 (before the keyframe sequence they started at u = 1, ~20 kbit/s, with VVC intra
+keyframes).
 
 Chosen on the 12 validation people (docs/hybrid.md, "The one ladder"): on LPIPS alone the
 groups beat the animation ladder from ~8 kbit/s (and VVC from 7.7 to ~15 kbit/s,
