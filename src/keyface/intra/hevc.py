@@ -31,7 +31,7 @@ from keyface.intra._base import (
 )
 from keyface.intra._color import decode_planes, encode_planes
 from keyface.intra._dicts import HEVC_DICTIONARY
-from keyface.intra._nal import NalPacker
+from keyface.intra._nal import NalPacker, PictureFlags
 
 _X265_PARAMS = (
     "log-level=none:keyint=1:min-keyint=1:info=0:hash=0:aud=0:annexb=1:repeat-headers=1:"
@@ -84,6 +84,20 @@ def check_decoded_frame(frame: av.VideoFrame, formats: tuple[str, ...], what: st
         raise IntraCodecError(f"corrupt {what} data (decoder reported errors)")
 
 
+def rgb_picture(
+    frame: av.VideoFrame, flags: PictureFlags, max_pixels: int | None, what: str
+) -> np.ndarray:
+    """The RGB picture of a decoded 8-bit 4:2:0 HEVC ``frame`` (``flags`` from the compact
+    packing), checked against ``max_pixels``; IntraCodecError names ``what``."""
+    check_pixels(frame.width, frame.height, max_pixels, what)
+    check_decoded_frame(frame, ("yuv420p", "yuvj420p"), what)
+    try:
+        rgb = decode_planes(frame_to_planes(frame, np.dtype(np.uint8)), flags, 8)
+    except (ValueError, IndexError) as exc:
+        raise IntraCodecError(f"corrupt {what} data ({one_line(exc)})") from None
+    return decoded_image(rgb, what)
+
+
 class HevcIntraCodec:
     """HEVC intra picture via x265 (PyAV), compact raw bitstream."""
 
@@ -123,11 +137,4 @@ class HevcIntraCodec:
             raise IntraCodecError(f"corrupt hevc data ({one_line(exc)})") from None
         if not frames:
             raise IntraCodecError("corrupt hevc data (no picture decoded)")
-        frame = frames[0]
-        check_pixels(frame.width, frame.height, max_pixels, "hevc")
-        check_decoded_frame(frame, ("yuv420p", "yuvj420p"), "hevc")
-        try:
-            rgb = decode_planes(frame_to_planes(frame, np.dtype(np.uint8)), flags, 8)
-        except (ValueError, IndexError) as exc:
-            raise IntraCodecError(f"corrupt hevc data ({one_line(exc)})") from None
-        return decoded_image(rgb, "hevc")
+        return rgb_picture(frames[0], flags, max_pixels, "hevc")

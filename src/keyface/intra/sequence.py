@@ -35,22 +35,19 @@ import numpy as np
 from keyface.intra._base import (
     IntraCodecError,
     check_input_image,
-    check_pixels,
-    decoded_image,
     ffmpeg_max_pixels,
     one_line,
     oversize,
     quality_to_qp,
 )
-from keyface.intra._color import decode_planes, encode_planes
+from keyface.intra._color import encode_planes
 from keyface.intra._nal import split_annexb
 from keyface.intra.hevc import (
     _PACKER,
     HevcIntraCodec,
     _hevc_type,
-    check_decoded_frame,
-    frame_to_planes,
     planes_to_frame,
+    rgb_picture,
 )
 
 _X265_PARAMS = (
@@ -160,11 +157,4 @@ class HevcSequenceCodec:
                     "(one is missing or damaged)"
                 )
             raise IntraCodecError("corrupt hevc-ld data (no picture decoded)")
-        frame = frames[0]
-        check_pixels(frame.width, frame.height, max_pixels, "hevc-ld")
-        check_decoded_frame(frame, ("yuv420p", "yuvj420p"), "hevc-ld")
-        try:
-            rgb = decode_planes(frame_to_planes(frame, np.dtype(np.uint8)), flags, 8)
-        except (ValueError, IndexError) as exc:
-            raise IntraCodecError(f"corrupt hevc-ld data ({one_line(exc)})") from None
-        return decoded_image(rgb, "hevc-ld")
+        return rgb_picture(frames[0], flags, max_pixels, "hevc-ld")
