@@ -141,7 +141,7 @@ def code_point(task: tuple[str, float, int, str]) -> dict[str, Any]:
     from keyface.codec.ratecontrol import config_at
     from keyface.eval.bench.worker import load_analysis
     from keyface.eval.metrics import compute_metrics
-    from keyface.intra._base import quality_to_qp
+    from keyface.intra._base import qp_to_quality, quality_to_qp
     from keyface.io import read_frames
     from keyface.pipeline import decode_bytes, encode_analysis
     from keyface.threads import apply_thread_policy
@@ -156,39 +156,30 @@ def code_point(task: tuple[str, float, int, str]) -> dict[str, Any]:
     if config.mode != "bidirectional" or config.group_cut is not None:
         raise SystemExit(f"u={u} is not a group rung with fixed keyframe positions")
     qp = quality_to_qp(config.keyframe_quality) + delta
+    extra: dict[str, Any] = {}
     if codec == "hevc":  # the shipped hevc-ld codec, nothing offline
-        quality = round(100 - qp * 99 / 51)
-        assert quality_to_qp(quality) == qp
+        quality = qp_to_quality(qp)
         coded = encode_analysis(
             analysis, replace(config, intra_codec="hevc-ld", keyframe_quality=quality)
         )
-        frames = [f.image for f in decode_bytes(coded.data).frames]
-        m = compute_metrics(ref, frames, METRICS, progress=False, slow_every=SLOW_EVERY)
-        return {
-            "clip": clip_dir.name,
-            "u": u,
-            "delta": delta,
-            "codec": codec,
-            "qp": qp,
-            "kbps": coded.kbps,
-            "keyframes": coded.stats.keyframes,
-            "mean": m.mean,
-        }
-    n = len(ref)
-    positions = sorted({*range(0, n, config.gop - 1), n - 1})  # a group shares its ends
-    sizes, pictures = code_sequence([ref[i] for i in positions], qp)
-    _SOURCES.clear()
-    _PICTURES.clear()
-    _USED.clear()
-    for k, i in enumerate(positions):
-        _SOURCES[hashlib.sha1(np.ascontiguousarray(ref[i]).tobytes()).digest()] = (k, sizes[k])
-        _PICTURES[k] = pictures[k]
-    coded = encode_analysis(analysis, replace(config, intra_codec=ORACLE))
-    if _USED != set(range(max(_USED) + 1)):
-        raise RuntimeError(f"keyframes used {sorted(_USED)}: not a prefix of the sequence")
+    else:
+        n = len(ref)
+        positions = sorted({*range(0, n, config.gop - 1), n - 1})  # a group shares its ends
+        sizes, pictures = code_sequence([ref[i] for i in positions], qp)
+        _SOURCES.clear()
+        _PICTURES.clear()
+        _USED.clear()
+        for k, i in enumerate(positions):
+            key = hashlib.sha1(np.ascontiguousarray(ref[i]).tobytes()).digest()
+            _SOURCES[key] = (k, sizes[k])
+            _PICTURES[k] = pictures[k]
+        coded = encode_analysis(analysis, replace(config, intra_codec=ORACLE))
+        if _USED != set(range(max(_USED) + 1)):
+            raise RuntimeError(f"keyframes used {sorted(_USED)}: not a prefix of the sequence")
+        unused = sum(sizes[k] for k in range(len(sizes)) if k not in _USED)
+        extra = {"sequence_bytes": sum(sizes), "unused_tail_bytes": unused}
     frames = [f.image for f in decode_bytes(coded.data).frames]
     m = compute_metrics(ref, frames, METRICS, progress=False, slow_every=SLOW_EVERY)
-    unused = sum(sizes[k] for k in range(len(sizes)) if k not in _USED)
     return {
         "clip": clip_dir.name,
         "u": u,
@@ -197,8 +188,7 @@ def code_point(task: tuple[str, float, int, str]) -> dict[str, Any]:
         "qp": qp,
         "kbps": coded.kbps,
         "keyframes": coded.stats.keyframes,
-        "sequence_bytes": sum(sizes),
-        "unused_tail_bytes": unused,
+        **extra,
         "mean": m.mean,
     }
 
