@@ -58,6 +58,11 @@ LD_PARAMS = (
     "MaxParallelFrames=0"
 )
 LD_MARK, INTRA_MARK = b"LDAU", b"INTR"
+GROUP_RUNGS = {1.0: 1.5, 1.5: 2.0, 2.0: 2.5, 2.5: 4.0}
+"""The one ladder's group rungs as the bench of 2026-12-06 17:15 placed them (its u -> the
+groups' own u, :func:`keyface.codec.ratecontrol.hybrid_config_at`: GOP 15, keyframe quality
+10 + 8 u). The shipped ladder has moved since (``hevc-ld`` keyframes, the groups from u 0.8);
+the points here stay comparable with ``bench_1715.json``."""
 
 _SOURCES: dict[bytes, tuple[int, int]] = {}
 """sha1 of a source picture -> (its index in the sequence, its access unit's bytes)."""
@@ -138,7 +143,7 @@ def code_point(task: tuple[str, float, int, str]) -> dict[str, Any]:
     """Code one (clip, u, QP delta, sequence codec) point with the keyframes of a low-delay
     sequence."""
     from keyface.codec import CodecConfig
-    from keyface.codec.ratecontrol import config_at
+    from keyface.codec.ratecontrol import hybrid_config_at
     from keyface.eval.bench.worker import load_analysis
     from keyface.eval.metrics import compute_metrics
     from keyface.intra._base import qp_to_quality, quality_to_qp
@@ -152,9 +157,12 @@ def code_point(task: tuple[str, float, int, str]) -> dict[str, Any]:
     meta = json.loads((clip_dir / "meta.json").read_text())
     analysis = load_analysis(clip_dir, meta)
     ref = [f.image for f in read_frames(clip_dir / "crop.y4m", meta["frames"])]
-    config = config_at(u, CodecConfig(mode="auto"))
-    if config.mode != "bidirectional" or config.group_cut is not None:
-        raise SystemExit(f"u={u} is not a group rung with fixed keyframe positions")
+    if u not in GROUP_RUNGS:
+        raise SystemExit(f"u={u} is not one of the group rungs {sorted(GROUP_RUNGS)}")
+    # The rung as the bench of 17:15 coded it: VVC intra keyframes at the groups' own QP.
+    config = replace(
+        hybrid_config_at(GROUP_RUNGS[u], CodecConfig(mode="bidirectional")), aux_scale=0
+    )
     qp = quality_to_qp(config.keyframe_quality) + delta
     extra: dict[str, Any] = {}
     if codec == "hevc":  # the shipped hevc-ld codec, nothing offline
