@@ -18,6 +18,7 @@ from typing import Protocol, TypeVar
 
 from keyface.bitstream import RefreshMode
 from keyface.codec.config import CodecConfig
+from keyface.intra._base import qp_to_quality, quality_to_qp
 
 
 class HasRate(Protocol):
@@ -96,8 +97,6 @@ def groups_config_at(u: float, base: CodecConfig) -> CodecConfig:
     """The one ladder's group segment at position ``u`` of the groups' own ladder: the
     bidirectional groups without an aux stream (:func:`hybrid_config_at` up to
     :data:`GROUPS_U_MAX`), keyframes as a :data:`GROUPS_INTRA` sequence."""
-    from keyface.intra._base import qp_to_quality, quality_to_qp
-
     config = replace(hybrid_config_at(min(u, GROUPS_U_MAX), base), aux_scale=0)
     qp = min(51, max(0, quality_to_qp(config.keyframe_quality) + GROUPS_QP_OFFSET))
     quality = qp_to_quality(qp)

@@ -33,10 +33,13 @@ from keyface.intra._color import decode_planes, encode_planes
 from keyface.intra._dicts import HEVC_DICTIONARY
 from keyface.intra._nal import NalPacker, PictureFlags
 
-_X265_PARAMS = (
-    "log-level=none:keyint=1:min-keyint=1:info=0:hash=0:aud=0:annexb=1:repeat-headers=1:"
-    "frame-threads=1:psy-rd=0:psy-rdoq=0:cbqpoffs=-4:crqpoffs=-4"
+X265_COMMON = (
+    "info=0:hash=0:aud=0:annexb=1:repeat-headers=1:frame-threads=1:psy-rd=0:psy-rdoq=0:"
+    "cbqpoffs=-4:crqpoffs=-4"
 )
+"""x265 settings every keyface HEVC picture shares (raw Annex B with parameter sets in every
+access unit, nothing a decoder does not need, tuned for RGB fidelity)."""
+_X265_PARAMS = f"log-level=none:keyint=1:min-keyint=1:{X265_COMMON}"
 
 
 def _hevc_type(nal: bytes) -> int:
@@ -98,6 +101,17 @@ def rgb_picture(
     return decoded_image(rgb, what)
 
 
+def x265_context(width: int, height: int, preset: str, params: str) -> av.CodecContext:
+    """An x265 encoder for ``width`` x ``height`` 8-bit 4:2:0 pictures (``params``: its
+    ``x265-params``); av.FFmpegError / ValueError if FFmpeg refuses it."""
+    ctx = av.CodecContext.create("libx265", "w")
+    ctx.width, ctx.height = width, height
+    ctx.pix_fmt = "yuv420p"
+    ctx.time_base = Fraction(1, 25)
+    ctx.options = {"preset": preset, "x265-params": params}
+    return ctx
+
+
 class HevcIntraCodec:
     """HEVC intra picture via x265 (PyAV), compact raw bitstream."""
 
@@ -113,11 +127,7 @@ class HevcIntraCodec:
         h, w = planes[0].shape
         frame = planes_to_frame(planes, "yuv420p")
         try:
-            ctx = av.CodecContext.create("libx265", "w")
-            ctx.width, ctx.height = w, h
-            ctx.pix_fmt = "yuv420p"
-            ctx.time_base = Fraction(1, 25)
-            ctx.options = {"preset": self.preset, "x265-params": f"{_X265_PARAMS}:qp={qp}"}
+            ctx = x265_context(w, h, self.preset, f"{_X265_PARAMS}:qp={qp}")
             packets = list(ctx.encode(frame)) + list(ctx.encode(None))
         except (av.FFmpegError, ValueError) as exc:
             raise IntraCodecError(f"hevc encoder failed: {one_line(exc)}") from None

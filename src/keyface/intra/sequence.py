@@ -27,8 +27,6 @@ of quality, of picture size, or an ``idr`` request starts the sequence again wit
 
 from __future__ import annotations
 
-from fractions import Fraction
-
 import av
 import numpy as np
 
@@ -44,16 +42,17 @@ from keyface.intra._color import encode_planes
 from keyface.intra._nal import split_annexb
 from keyface.intra.hevc import (
     _PACKER,
+    X265_COMMON,
     HevcIntraCodec,
     _hevc_type,
     planes_to_frame,
     rgb_picture,
+    x265_context,
 )
 
 _X265_PARAMS = (
-    "log-level=none:info=0:hash=0:aud=0:annexb=1:repeat-headers=1:frame-threads=1:"
-    "psy-rd=0:psy-rdoq=0:cbqpoffs=-4:crqpoffs=-4:bframes=0:rc-lookahead=0:ipratio=1:"
-    "scenecut=0:keyint=-1:min-keyint=1"
+    f"log-level=none:{X265_COMMON}:bframes=0:rc-lookahead=0:ipratio=1:scenecut=0:"
+    "keyint=-1:min-keyint=1"
 )
 _IRAP = range(16, 24)
 """HEVC NAL unit types of random-access pictures (BLA, IDR, CRA)."""
@@ -72,8 +71,6 @@ class HevcSequenceCodec:
     """Keyframes as one low-delay HEVC sequence; other pictures as ``hevc`` intra pictures."""
 
     name = "hevc-ld"
-    sequential = True
-    """Keyframes depend on the keyframes before them: decode them in order, none skipped."""
 
     def __init__(self, preset: str = "slow") -> None:
         self.preset = preset
@@ -117,11 +114,7 @@ class HevcSequenceCodec:
 
     def _open(self, width: int, height: int, qp: int) -> None:
         try:
-            ctx = av.CodecContext.create("libx265", "w")
-            ctx.width, ctx.height = width, height
-            ctx.pix_fmt = "yuv420p"
-            ctx.time_base = Fraction(1, 25)
-            ctx.options = {"preset": self.preset, "x265-params": f"{_X265_PARAMS}:qp={qp}"}
+            ctx = x265_context(width, height, self.preset, f"{_X265_PARAMS}:qp={qp}")
             ctx.open()
         except (av.FFmpegError, ValueError) as exc:
             raise IntraCodecError(f"hevc-ld encoder failed: {one_line(exc)}") from None
