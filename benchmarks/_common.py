@@ -96,6 +96,47 @@ def code_cached_clip(clip_dir: Path, u: float, frames: int) -> CodedClip:
     return CodedClip(ref, analysis, coded, result, seconds, t1 - t0, t2 - t1)
 
 
+def command_line(script: str, args: argparse.Namespace, skip: Sequence[str] = ()) -> str:
+    """The command that reproduces a run of ``benchmarks/SCRIPT``: every option of ``args``
+    spelled out as ``--name=value`` (negative numbers and lists stay one argument), flags that
+    are set as ``--name``; unset options, unset flags and ``skip`` left out."""
+    parts = [f"python benchmarks/{script}"]
+    for name, value in vars(args).items():
+        if value is None or value is False or name in skip:
+            continue
+        option = "--" + name.replace("_", "-")
+        parts.append(option if value is True else f"{option}={value}")
+    return " ".join(parts)
+
+
+def emit_json(doc: Any, path: Path | None) -> None:
+    """Print ``doc`` as indented JSON and, with ``path``, write it there too."""
+    text = json.dumps(doc, indent=1)
+    print(text)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n")
+
+
+def vvc_at(anchors: list[dict], clips: Sequence[str], rate: float, metric: str) -> float:
+    """The VVC anchor's ``metric`` at ``rate`` on its clip-averaged curve (a ``keyface bench``
+    ``points.json``'s points; QPs coded for every clip in ``clips`` only), interpolated
+    linearly in log-rate; NaN outside the curve."""
+    vvc = [p for p in anchors if p["codec"] == "vvc" and p["clip"] in clips]
+    rates, values = [], []
+    for q in sorted({p["param"] for p in vvc}):
+        sel = [p for p in vvc if p["param"] == q]
+        if len(sel) != len(clips):
+            continue
+        rates.append(np.mean([p["kbps"] for p in sel]))
+        values.append(np.nanmean([p["metrics"][metric] for p in sel]))
+    order = np.argsort(rates)
+    r, v = np.log(np.array(rates)[order]), np.array(values)[order]
+    if len(r) < 2 or not r[0] <= math.log(rate) <= r[-1]:
+        return math.nan
+    return float(np.interp(math.log(rate), r, v))
+
+
 def check_same_crops(bench: Path, anchors: Path, clips: list[str]) -> None:
     """Refuse to compare a sweep over the clips prepared in ``bench`` (``cache/CLIP``) with
     anchor points of ``anchors`` (a ``keyface bench`` ``points.json``) that were coded from

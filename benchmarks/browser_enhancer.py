@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import emit_json
 
 os.environ.setdefault("KEYFACE_THREADS", "1")
 
@@ -177,11 +178,7 @@ def main() -> None:
         "python_onnxruntime_ms_median": float(np.median(times)),
         "wasm": runs,
     }
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
+    emit_json(result, args.json)
 
 
 if __name__ == "__main__":

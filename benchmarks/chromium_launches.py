@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing
 import os
 import sys
 import time
 from pathlib import Path
+
+from _common import emit_json
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = """async () => {
@@ -130,11 +131,7 @@ def main() -> None:
         "loadavg_1min_range": [round(min(load), 2), round(max(load), 2)] if load else None,
         "wall_seconds": round(time.monotonic() - started, 1),
     }
-    text = json.dumps(summary, indent=1)
-    print(text)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
+    emit_json(summary, args.json)
 
 
 if __name__ == "__main__":

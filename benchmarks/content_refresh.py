@@ -36,7 +36,7 @@ from typing import Any
 
 import cv2
 import numpy as np
-from _common import collect_points
+from _common import collect_points, command_line
 
 METRICS = ["psnr", "lpips_alex", "lpips_mouth", "lpips_mouth_open", "lpips_eyes", "eye_state"]
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -273,9 +273,7 @@ def main() -> None:
         and p["variant"] in variants
         and p.get("mode", "animation") == args.mode
     ]
-    command = "python benchmarks/content_refresh.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None
-    )
+    command = command_line("content_refresh.py", args)
     print(report(points, args.out, command, args.baseline))
     gallery(points, args.bench, args.out, args.gallery_u, args.baseline, args.mode)
     print(f"{len(tasks)} points in {time.perf_counter() - t0:.0f} s")

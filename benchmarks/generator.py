@@ -21,7 +21,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from _common import MANIFEST, SPLIT
+from _common import MANIFEST, SPLIT, command_line
 
 from keyface.clips import select_clips
 from keyface.codec.ratecontrol import config_for_preset
@@ -133,10 +133,7 @@ def main() -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         out = {
-            "command": "python benchmarks/generator.py "
-            + " ".join(
-                f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None
-            ),
+            "command": command_line("generator.py", args),
             "generator": args.generator,
             "baseline": args.baseline,
             "summary": summary,

@@ -31,6 +31,7 @@ from typing import Any
 import av
 import cv2
 import numpy as np
+from _common import command_line
 
 AUX = ((4, 40, "zerolatency"), (4, 46, "zerolatency"), (4, 40, "slow"), (4, 46, "slow"))
 AUX += ((2, 44, "zerolatency"), (2, 50, "zerolatency"), (2, 44, "slow"), (2, 50, "slow"))
@@ -193,9 +194,7 @@ def main() -> None:
             rows.extend(clip_rows)
             print(f"[{k}/{len(tasks)}] {clip_rows[0]['clip']}", flush=True)
     (args.out / "points.json").write_text(json.dumps(rows, indent=1))
-    command = "python benchmarks/hybrid_feasibility.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None
-    )
+    command = command_line("hybrid_feasibility.py", args)
     text = report(rows, args.anchors, command)
     (args.out / "report.md").write_text(text)
     print(text)

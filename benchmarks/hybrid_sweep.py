@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import check_same_crops
+from _common import check_same_crops, command_line
 
 GRID: list[tuple[str, float]] = [("animation", u) for u in (0.0, 0.3, 0.6, 0.9, 1.2, 1.5)]
 GRID += [("hybrid", u) for u in (0.0, 0.5, 1.0, 1.5, 2.0, 2.5)]
@@ -291,9 +291,7 @@ def main() -> None:
                 flush=True,
             )
     (args.out / f"{args.tag}.json").write_text(json.dumps(rows, indent=1))
-    command = "python benchmarks/hybrid_sweep.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None
-    )
+    command = command_line("hybrid_sweep.py", args)
     text = report(rows, args.anchors, command, metrics)
     (args.out / f"{args.tag}.md").write_text(text)
     print(text)

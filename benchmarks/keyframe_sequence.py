@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import collect_points
+from _common import collect_points, command_line, vvc_at
 
 ORACLE = "vvc-ld-oracle"
 METRICS = ["psnr", "lpips_alex", "dists", "lpips_mouth_open", "lpips_eyes", "eye_state"]
@@ -226,12 +226,6 @@ def report(points: list[dict], bench: list[dict], out: Path, command: str) -> st
     vvc = [p for p in bench if p["codec"] == "vvc"]
     vr, vm = curve(vvc, lambda p: p["param"])
 
-    def vvc_at(rate: float, metric: str) -> float:
-        r = np.log(vr)
-        if not r[0] <= math.log(rate) <= r[-1]:
-            return math.nan
-        return float(np.interp(math.log(rate), r, vm[metric]))
-
     lines = [
         "# Keyframes as one low-delay sequence: VVC offline, and the hevc-ld codec (issue 13)",
         "",
@@ -268,7 +262,7 @@ def report(points: list[dict], bench: list[dict], out: Path, command: str) -> st
             cells = []
             for m in METRICS:
                 value = float(np.nanmean([p["metrics"][m] for p in sel]))
-                anchor = vvc_at(rate, m)
+                anchor = vvc_at(bench, clips, rate, m)
                 cells.append(f"{value:.4f} ({'n/a' if math.isnan(anchor) else f'{anchor:.4f}'})")
             lines.append(f"| {u:g} | {name} | {rate:.2f} | " + " | ".join(cells) + " |")
     lines += [
@@ -352,11 +346,7 @@ def main() -> None:
         and p["delta"] in deltas
         and p.get("codec", "vvc") in codecs
     ]
-    command = "python benchmarks/keyframe_sequence.py " + " ".join(
-        f"--{k.replace('_', '-')}={v}"
-        for k, v in vars(args).items()
-        if v is not None and k != "report_only"
-    )
+    command = command_line("keyframe_sequence.py", args, skip=("report_only",))
     print(report(points, bench, args.out, command))
     print(f"{len(tasks)} points in {time.perf_counter() - t0:.0f} s")
 

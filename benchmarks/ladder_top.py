@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import check_same_crops, collect_points
+from _common import check_same_crops, collect_points, command_line, vvc_at
 
 METRICS = ["psnr", "lpips_alex", "dists", "lpips_mouth_open", "lpips_eyes", "eye_state"]
 SLOW_EVERY = 25
@@ -67,24 +67,6 @@ def code_point(task: tuple[str, int, int]) -> dict[str, Any]:
         "keyframes": coded.stats.keyframes,
         "mean": m.mean,
     }
-
-
-def vvc_at(anchors: list[dict], clips: list[str], rate: float, metric: str) -> float:
-    """The VVC anchor's ``metric`` at ``rate`` on the clip-averaged curve (NaN outside it)."""
-    vvc = [p for p in anchors if p["codec"] == "vvc" and p["clip"] in clips]
-    params = sorted({p["param"] for p in vvc})
-    rates, values = [], []
-    for q in params:
-        sel = [p for p in vvc if p["param"] == q]
-        if len(sel) != len(clips):
-            continue
-        rates.append(np.mean([p["kbps"] for p in sel]))
-        values.append(np.nanmean([p["metrics"][metric] for p in sel]))
-    order = np.argsort(rates)
-    r, v = np.log(np.array(rates)[order]), np.array(values)[order]
-    if len(r) < 2 or not r[0] <= math.log(rate) <= r[-1]:
-        return math.nan
-    return float(np.interp(math.log(rate), r, v))
 
 
 def report(points: list[dict], anchors: list[dict], out: Path, command: str) -> str:
@@ -161,9 +143,7 @@ def main() -> None:
         p for p in points if p["clip"] in names and (p["gop"], p["quality"]) in set(candidates)
     ]
     anchors = json.loads(args.anchors.read_text())["points"]
-    command = "python benchmarks/ladder_top.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None
-    )
+    command = command_line("ladder_top.py", args)
     print(report(points, anchors, args.out, command))
     print(f"{len(tasks)} points in {time.perf_counter() - t0:.0f} s")
 
