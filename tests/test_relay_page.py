@@ -51,6 +51,18 @@ def _ping_pong(n: int, count: int) -> list[int]:
     return [cycle[i % len(cycle)] for i in range(count)]
 
 
+async def _shown_up_to(page: Any, index: int) -> tuple[dict[str, Any], str]:
+    """Wait until the page has drawn frame ``index`` of a stream, then return its
+    ``window.keyfaceRelay`` state and its canvas as a PNG data URL."""
+    await page.wait_for_function(
+        f"Object.values(window.keyfaceRelay.streams).some((s) => s.shownIndex >= {index})",
+        timeout=180_000,
+    )
+    relay = await page.evaluate("window.keyfaceRelay")
+    png = await page.evaluate("document.querySelector('figure canvas').toDataURL('image/png')")
+    return relay, png
+
+
 def _python_frames(sent: list[list[Datagram]]) -> dict[int, np.ndarray]:
     decoder = ParticipantDecoder("alice", renderer=WarpRenderer())
     out: dict[int, np.ndarray] = {}
@@ -112,15 +124,7 @@ def test_the_relay_page_decodes_a_relayed_stream(carphone_analysis) -> None:
                         client.send(d)
                     handed[i] = time.time() * 1000.0
                 send_s = time.time() - wall
-                await page.wait_for_function(
-                    "Object.values(window.keyfaceRelay.streams).some("
-                    f"(s) => s.shownIndex >= {N_FRAMES - 1})",
-                    timeout=180_000,
-                )
-                relay = await page.evaluate("window.keyfaceRelay")
-                png = await page.evaluate(
-                    "document.querySelector('figure canvas').toDataURL('image/png')"
-                )
+                relay, png = await _shown_up_to(page, N_FRAMES - 1)
                 RESULTS.mkdir(parents=True, exist_ok=True)
                 await page.screenshot(path=str(RESULTS / "relay_page.png"))
                 caption = await page.inner_text("figcaption")
@@ -298,15 +302,7 @@ def test_the_relay_page_asks_for_an_idr_and_resumes_after_lost_motion(carphone_a
                     delivered.append(kept)
                     for d in kept:
                         client.send(d)
-                await page.wait_for_function(
-                    "Object.values(window.keyfaceRelay.streams).some("
-                    f"(s) => s.shownIndex >= {n - 1})",
-                    timeout=180_000,
-                )
-                relay = await page.evaluate("window.keyfaceRelay")
-                png = await page.evaluate(
-                    "document.querySelector('figure canvas').toDataURL('image/png')"
-                )
+                relay, png = await _shown_up_to(page, n - 1)
         finally:
             await client.close()
             await server.close()
