@@ -1,0 +1,104 @@
+"""Decoded frames of two ladders side by side with the source, where viewers look: the frame
+with the widest-open mouth and the frame with the most closed eye of each clip.
+
+    python benchmarks/ladder_gallery.py --bench results/bench --limit 4 \\
+        --out results/hybrid/keyframe_sequence/gallery
+
+Made for the keyframe sequence (issue 13): per clip and rate, one picture of
+``source | before | after``: ``before`` is the one ladder as it was (VVC intra keyframes; the
+animation up to u 1, the groups from their u 1.5), ``after`` the shipped one (``hevc-ld``
+keyframes; the groups from u 0.8), both at the same one-ladder positions ``--u``. Frames are
+picked on the source's face mesh (``analysis.npz``), so both ladders show the same frames.
+Prints each picture's path, rate and the frame's mouth opening and eye aspect ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+
+def old_config(u: float):  # type: ignore[no-untyped-def]
+    """The one ladder before the keyframe sequence (commit 3832d2b) at position ``u``."""
+    from keyface.codec import CodecConfig
+    from keyface.codec.ratecontrol import GROUPS_U_MAX, animation_config_at, hybrid_config_at
+
+    base = CodecConfig(mode="auto")
+    if u < 1.0:
+        return animation_config_at(u, replace(base, mode="animation"))
+    mode_u = 1.5 + (u - 1.0) if u < 2.0 else 2.5 + 3.0 * (u - 2.0)
+    groups = replace(base, mode="bidirectional")
+    return replace(hybrid_config_at(min(mode_u, GROUPS_U_MAX), groups), aux_scale=0)
+
+
+def main() -> None:
+    from PIL import Image, ImageDraw
+
+    from keyface.codec import CodecConfig
+    from keyface.codec.ratecontrol import config_at
+    from keyface.eval.bench.worker import load_analysis
+    from keyface.facemesh import LEFT_EYE_EAR, RIGHT_EYE_EAR, eye_aspect_ratio, mouth_opening
+    from keyface.io import read_frames
+    from keyface.pipeline import decode_bytes, encode_analysis
+    from keyface.threads import apply_thread_policy
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bench", type=Path, default=Path("results/bench"))
+    parser.add_argument("--clips", default=None, help="comma-separated clip names (a substring)")
+    parser.add_argument("--limit", type=int, default=4)
+    parser.add_argument("--u", default="0.8,1", help="one-ladder positions")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    apply_thread_policy()
+    args.out.mkdir(parents=True, exist_ok=True)
+    dirs = sorted(p for p in (args.bench / "cache").iterdir() if (p / "analysis.npz").is_file())
+    if args.clips:
+        wanted = args.clips.split(",")
+        dirs = [d for d in dirs if any(w in d.name for w in wanted)]
+    for clip_dir in dirs[: args.limit]:
+        meta = json.loads((clip_dir / "meta.json").read_text())
+        analysis = load_analysis(clip_dir, meta)
+        ref = [f.image for f in read_frames(clip_dir / "crop.y4m", meta["frames"])]
+        marks = analysis.landmarks
+        mouth = [mouth_opening(m) if m is not None else -1.0 for m in marks]
+        eye = [
+            min(eye_aspect_ratio(m, RIGHT_EYE_EAR), eye_aspect_ratio(m, LEFT_EYE_EAR))
+            if m is not None
+            else np.inf
+            for m in marks
+        ]
+        picks = {"mouth": int(np.argmax(mouth)), "eyes": int(np.argmin(eye))}
+        for u in (float(x) for x in args.u.split(",")):
+            rows = {}
+            for name, config in (
+                ("before", old_config(u)),
+                ("after", config_at(u, CodecConfig(mode="auto"))),
+            ):
+                coded = encode_analysis(analysis, config)
+                frames = [f.image for f in decode_bytes(coded.data).frames]
+                rows[name] = (frames, coded.kbps, config.mode, config.intra_codec)
+            for what, k in picks.items():
+                tiles = [ref[k]] + [rows[n][0][k] for n in ("before", "after")]
+                strip = Image.fromarray(np.concatenate(tiles, axis=1))
+                draw = ImageDraw.Draw(strip)
+                side = ref[k].shape[1]
+                labels = ["source"] + [
+                    f"{n} {rows[n][1]:.1f} kbit/s {rows[n][2]} {rows[n][3]}"
+                    for n in ("before", "after")
+                ]
+                for i, label in enumerate(labels):
+                    draw.text((i * side + 4, 4), label, fill=(255, 255, 0))
+                path = args.out / f"{clip_dir.name}_u{u:g}_{what}_f{k}.jpg"
+                strip.save(path, quality=90)
+                print(
+                    f"{path}: mouth opening {mouth[k]:.2f}, eye aspect {eye[k]:.3f}, "
+                    + ", ".join(f"{n} {rows[n][1]:.1f} kbit/s" for n in ("before", "after"))
+                )
+
+
+if __name__ == "__main__":
+    main()
