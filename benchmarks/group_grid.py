@@ -1,0 +1,204 @@
+"""The bidirectional groups with ``hevc-ld`` keyframes over a grid of group length, keyframe QP
+and content cut (issues 13 and 18): where on the rate axis each setting lands, how it looks,
+and which settings make the front that the one ladder's group segment should follow.
+
+    python benchmarks/group_grid.py --bench results/bench \\
+        --configs 30:36,30:40,15:38,15:42,15:42:cut --out results/hybrid/group_grid
+
+Each ``--configs`` entry is ``GOP:QP`` or ``GOP:QP:cut``: bidirectional groups of GOP frames
+without an aux stream (``keyface.codec.ratecontrol.groups_config_at``'s settings otherwise:
+motion quantiser level 2, the eye check on), keyframes one ``hevc-ld`` sequence at QP, and with
+``cut`` the content rule in the groups (``group_cut=("eyes", "mouth")``: a frame is animated
+from the keyframe that holds its mouth and eyes, and a group is cut short with a keyframe
+where neither does). With ``hevc-ld`` a cut's keyframe is a P picture, so it costs far less
+than the intra keyframe it cost when the cut was measured (docs/hybrid.md).
+
+For the clips a ``keyface bench`` run prepared (its ``cache/CLIP/crop.y4m`` and
+``analysis.npz``), every config is coded, decoded with the default renderer and measured like
+the bench (DISTS on every 25th frame). Writes ``points.json`` (a stopped run resumes) and
+``report.md``: each config's clip-averaged rate and metrics beside VVC at the same rate (the
+bench's anchors), and the configs on the LPIPS front. Set ``KEYFACE_THREADS`` as for any
+benchmark; ``--jobs`` workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from _common import collect_points, command_line, vvc_at
+
+METRICS = [
+    "psnr",
+    "lpips_alex",
+    "dists",
+    "lpips_mouth_open",
+    "lpips_eyes",
+    "eye_state",
+    "mouth_open",
+]
+SLOW_EVERY = 25
+
+
+def parse_config(text: str) -> tuple[int, int, bool]:
+    """``GOP:QP`` or ``GOP:QP:cut`` -> (gop, qp, cut)."""
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "cut"):
+        raise SystemExit(f"a config is GOP:QP or GOP:QP:cut, got {text!r}")
+    return int(parts[0]), int(parts[1]), len(parts) == 3
+
+
+def label(gop: int, qp: int, cut: bool) -> str:
+    return f"{gop}:{qp}" + (":cut" if cut else "")
+
+
+def group_config(gop: int, qp: int, cut: bool) -> Any:
+    """The groups' settings of one grid entry."""
+    from keyface.codec import CodecConfig
+    from keyface.codec.ratecontrol import groups_config_at
+    from keyface.intra._base import qp_to_quality
+
+    quality = qp_to_quality(qp)
+    base = groups_config_at(0.0, CodecConfig(mode="bidirectional"))
+    return replace(
+        base,
+        gop=gop,
+        keyframe_quality=quality,
+        max_keyframe_quality=max(base.max_keyframe_quality, quality),
+        group_cut=("eyes", "mouth") if cut else None,
+    )
+
+
+def code_point(task: tuple[str, int, int, bool]) -> dict[str, Any]:
+    """Code, decode and measure one (clip, GOP, QP, cut) point."""
+    from keyface.eval.bench.worker import load_analysis
+    from keyface.eval.metrics import compute_metrics
+    from keyface.io import read_frames
+    from keyface.pipeline import decode_bytes, encode_analysis
+    from keyface.threads import apply_thread_policy
+
+    apply_thread_policy()
+    clip_dir, gop, qp, cut = Path(task[0]), task[1], task[2], task[3]
+    meta = json.loads((clip_dir / "meta.json").read_text())
+    analysis = load_analysis(clip_dir, meta)
+    ref = [f.image for f in read_frames(clip_dir / "crop.y4m", meta["frames"])]
+    t0 = time.perf_counter()
+    coded = encode_analysis(analysis, group_config(gop, qp, cut))
+    frames = [f.image for f in decode_bytes(coded.data).frames]
+    seconds = time.perf_counter() - t0
+    m = compute_metrics(ref, frames, METRICS, progress=False, slow_every=SLOW_EVERY)
+    return {
+        "clip": clip_dir.name,
+        "gop": gop,
+        "qp": qp,
+        "cut": cut,
+        "kbps": coded.kbps,
+        "keyframes": coded.stats.keyframes,
+        "coding_seconds": seconds,
+        "mean": m.mean,
+    }
+
+
+def front(rows: list[tuple[str, float, float]]) -> set[str]:
+    """Labels of the rows ``(label, rate, lpips)`` that no other row beats on both."""
+    return {
+        name
+        for name, rate, value in rows
+        if not any(r <= rate and v < value and n != name for n, r, v in rows)
+    }
+
+
+def report(points: list[dict], anchors: list[dict], out: Path, command: str) -> str:
+    clips = sorted({p["clip"] for p in points})
+    configs = sorted({(p["gop"], p["qp"], p["cut"]) for p in points}, key=lambda c: c)
+    rows = []
+    for gop, qp, cut in configs:
+        sel = [p for p in points if (p["gop"], p["qp"], p["cut"]) == (gop, qp, cut)]
+        if {p["clip"] for p in sel} != set(clips):
+            continue
+        rate = float(np.mean([p["kbps"] for p in sel]))
+        keyframes = float(np.mean([p["keyframes"] for p in sel]))
+        values = {m: float(np.nanmean([p["mean"][m] for p in sel])) for m in METRICS}
+        rows.append((label(gop, qp, cut), rate, keyframes, values))
+    rows.sort(key=lambda r: r[1])
+    best = front([(n, r, v["lpips_alex"]) for n, r, _, v in rows])
+    lines = [
+        "# The bidirectional groups with hevc-ld keyframes: group length x keyframe QP x cut",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"{len(clips)} clips, the bench's frames and crops. `GOP:QP[:cut]`: groups of GOP "
+        "frames without aux, keyframes one hevc-ld sequence at QP, `cut`: the content rule in "
+        "the groups (eyes and mouth). Means over clips (eye_state: share of frames whose eye "
+        f"state differs from the source); DISTS on every {SLOW_EVERY}th frame. In brackets: "
+        "the bench's VVC curve at the row's rate (log-rate interpolation; n/a outside it). "
+        "**Bold**: on the LPIPS front of these rows.",
+        "",
+        "| config | kbit/s | keyframes | " + " | ".join(f"{m} (VVC)" for m in METRICS) + " |",
+        "|---|---:|---:|" + "---|" * len(METRICS),
+    ]
+    for name, rate, keyframes, values in rows:
+        cells = []
+        for m in METRICS:
+            anchor = vvc_at(anchors, clips, rate, m)
+            cells.append(f"{values[m]:.4f} ({'n/a' if math.isnan(anchor) else f'{anchor:.4f}'})")
+        shown = f"**{name}**" if name in best else name
+        lines.append(f"| {shown} | {rate:.2f} | {keyframes:.1f} | " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n"
+    (out / "report.md").write_text(text)
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bench", type=Path, default=Path("results/bench"))
+    parser.add_argument("--configs", required=True, help="GOP:QP[:cut],... (see above)")
+    parser.add_argument("--out", type=Path, default=Path("results/hybrid/group_grid"))
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--limit", type=int, default=None, help="at most this many clips")
+    parser.add_argument("--clips", default=None, help="only clips whose name has one of these")
+    parser.add_argument(
+        "--report-only", action="store_true", help="report the saved points, code nothing"
+    )
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    anchors = json.loads((args.bench / "points.json").read_text())["points"]
+    clips = sorted({p["clip"] for p in anchors})[: args.limit]
+    if args.clips:
+        clips = [c for c in clips if any(k in c for k in args.clips.split(","))]
+    configs = [parse_config(c) for c in args.configs.split(",")]
+    saved = args.out / "points.json"
+    points = json.loads(saved.read_text()) if saved.is_file() else []
+    have = {(p["clip"], p["gop"], p["qp"], p["cut"]) for p in points}
+    tasks = [
+        (str(args.bench / "cache" / c), gop, qp, cut)
+        for gop, qp, cut in configs
+        for c in clips
+        if (c, gop, qp, cut) not in have and not args.report_only
+    ]
+    t0 = time.perf_counter()
+    collect_points(
+        code_point,
+        tasks,
+        args.jobs,
+        points,
+        saved,
+        lambda p: (
+            f"{p['clip']} {label(p['gop'], p['qp'], p['cut'])} {p['kbps']:.2f} kbit/s "
+            f"LPIPS {p['mean']['lpips_alex']:.4f}"
+        ),
+    )
+    points = [p for p in points if p["clip"] in clips and (p["gop"], p["qp"], p["cut"]) in configs]
+    command = command_line("group_grid.py", args, skip=("report_only",))
+    print(report(points, anchors, args.out, command))
+    print(f"{len(tasks)} points in {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
