@@ -4,12 +4,15 @@ with the widest-open mouth and the frame with the most closed eye of each clip.
     python benchmarks/ladder_gallery.py --bench results/bench --limit 4 \\
         --out results/hybrid/keyframe_sequence/gallery
 
-Made for the keyframe sequence (issue 13): per clip and rate, one picture of
-``source | before | after``: ``before`` is the one ladder as it was (VVC intra keyframes; the
-animation up to u 1, the groups from their u 1.5), ``after`` the shipped one (``hevc-ld``
-keyframes; the groups from u 0.8), both at the same one-ladder positions ``--u``. Frames are
-picked on the source's face mesh (``analysis.npz``), so both ladders show the same frames.
-Prints each picture's path, rate and the frame's mouth opening and eye aspect ratio.
+Per clip and rate, one picture of ``source | before | after``: ``before`` is the one ladder
+as it was at commit 75dc85c (the animation up to u 0.8, then groups of 15 frames with
+``hevc-ld`` keyframes, no content cut) at ``--before-u``, ``after`` the shipped one (the
+groups' own ladder from u 0.3: 30-frame groups with the content cut, shorter groups at the
+top) at ``--u``; pick the positions so that both code about the same rate. Frames are picked
+on the source's face mesh (``analysis.npz``), so both ladders show the same frames. Prints
+each picture's path, rate and the frame's mouth opening and eye aspect ratio. (The gallery in
+``results/hybrid/keyframe_sequence/gallery`` was made by the version of commit b67ddd5, whose
+``before`` was the ladder of commit 3832d2b.)
 """
 
 from __future__ import annotations
@@ -23,16 +26,26 @@ import numpy as np
 
 
 def old_config(u: float):  # type: ignore[no-untyped-def]
-    """The one ladder before the keyframe sequence (commit 3832d2b) at position ``u``."""
+    """The one ladder before the groups' own ladder (commit 75dc85c) at position ``u``: the
+    animation up to u 0.8, then groups of 15 frames (30 on the groups' lowest rungs), their
+    keyframes an ``hevc-ld`` sequence at the VVC QP of their old ladder - 6, no content cut."""
     from keyface.codec import CodecConfig
-    from keyface.codec.ratecontrol import GROUPS_U_MAX, animation_config_at, hybrid_config_at
+    from keyface.codec.ratecontrol import animation_config_at, hybrid_config_at
+    from keyface.intra._base import qp_to_quality, quality_to_qp
 
     base = CodecConfig(mode="auto")
-    if u < 1.0:
+    if u < 0.8:
         return animation_config_at(u, replace(base, mode="animation"))
-    mode_u = 1.5 + (u - 1.0) if u < 2.0 else 2.5 + 3.0 * (u - 2.0)
+    mode_u = 1.25 + (u - 0.8) * 1.25 / 1.2 if u < 2.0 else 2.5 + 3.0 * (u - 2.0)
     groups = replace(base, mode="bidirectional")
-    return replace(hybrid_config_at(min(mode_u, GROUPS_U_MAX), groups), aux_scale=0)
+    config = replace(hybrid_config_at(min(mode_u, 4.0), groups), aux_scale=0)
+    quality = qp_to_quality(min(51, quality_to_qp(config.keyframe_quality) - 6))
+    return replace(
+        config,
+        intra_codec="hevc-ld",
+        keyframe_quality=quality,
+        max_keyframe_quality=max(config.max_keyframe_quality, quality),
+    )
 
 
 def main() -> None:
@@ -51,6 +64,12 @@ def main() -> None:
     parser.add_argument("--clips", default=None, help="comma-separated clip names (a substring)")
     parser.add_argument("--limit", type=int, default=4)
     parser.add_argument("--u", default="0.8,1", help="one-ladder positions")
+    parser.add_argument(
+        "--before-u",
+        default=None,
+        help="the old ladder's positions, one per --u (default: the same; pick them for "
+        "equal rates)",
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     apply_thread_policy()
@@ -72,10 +91,14 @@ def main() -> None:
             for m in marks
         ]
         picks = {"mouth": int(np.argmax(mouth)), "eyes": int(np.argmin(eye))}
-        for u in (float(x) for x in args.u.split(",")):
+        after_us = [float(x) for x in args.u.split(",")]
+        before_us = [float(x) for x in (args.before_u or args.u).split(",")]
+        if len(before_us) != len(after_us):
+            raise SystemExit("--before-u needs one position per --u")
+        for u, u_before in zip(after_us, before_us, strict=True):
             rows = {}
             for name, config in (
-                ("before", old_config(u)),
+                ("before", old_config(u_before)),
                 ("after", config_at(u, CodecConfig(mode="auto"))),
             ):
                 coded = encode_analysis(analysis, config)

@@ -18,7 +18,7 @@ from typing import Protocol, TypeVar
 
 from keyface.bitstream import RefreshMode
 from keyface.codec.config import CodecConfig
-from keyface.intra._base import qp_to_quality, quality_to_qp
+from keyface.intra._base import qp_to_quality
 
 
 class HasRate(Protocol):
@@ -79,32 +79,45 @@ def animation_config_at(u: float, base: CodecConfig) -> CodecConfig:
     )
 
 
-GROUPS_U_MAX = 4.0
-"""How far the one ladder takes the bidirectional groups without an aux stream along their own
-ladder (:func:`hybrid_config_at` beyond ``U_MAX``: GOP 15, keyframe quality 10 + 8 u, so 42 at
-the top). ``--mode bidirectional`` alone stops at ``U_MAX`` (quality 30)."""
-
 GROUPS_INTRA = "hevc-ld"
-GROUPS_QP_OFFSET = -6
-"""The one ladder's group rungs code their keyframes as one low-delay HEVC sequence
-(``hevc-ld``: each keyframe predicted from the ones before) at the QP their own ladder gives
-VVC intra keyframes plus this offset (better keyframes for about the same bits). Measured on
-the 12 validation people (``benchmarks/keyframe_sequence.py``, docs/hybrid.md, "Keyframes as
-one sequence")."""
+GROUPS_CUT = ("eyes", "mouth")
+GROUP_LADDER: tuple[tuple[float, int, float, float], ...] = (
+    (0.0, 30, 43.0, 34.0),
+    (0.8, 20, 34.0, 31.0),
+    (1.3, 10, 33.0, 30.0),
+    (1.8, 5, 32.0, 29.0),
+)
+"""The groups' own ladder, ``(v_start, gop, qp_start, qp_end)`` segments over ``v`` in
+``[0, GROUPS_V_MAX]``: bidirectional groups of ``gop`` frames without an aux stream, their
+keyframes one ``hevc-ld`` sequence (each predicted from the ones before) at a QP that falls
+linearly from ``qp_start`` to ``qp_end`` along the segment, and the content rule cutting a
+group short where neither keyframe holds a frame's eyes or mouth (:data:`GROUPS_CUT`).
+Chosen from the grid of group length x keyframe QP x cut on the 12 validation people
+(``benchmarks/group_grid.py``, docs/hybrid.md, "Groups along the rate axis"): with keyframes
+that predict each other, long groups (30 frames) lead up to ~20 kbit/s and shorter ones
+above, and the cut costs ~12 % more bits for far better mouths and eyes."""
+GROUPS_V_MAX = 2.2
 
 
-def groups_config_at(u: float, base: CodecConfig) -> CodecConfig:
-    """The one ladder's group segment at position ``u`` of the groups' own ladder: the
-    bidirectional groups without an aux stream (:func:`hybrid_config_at` up to
-    :data:`GROUPS_U_MAX`), keyframes as a :data:`GROUPS_INTRA` sequence."""
-    config = replace(hybrid_config_at(min(u, GROUPS_U_MAX), base), aux_scale=0)
-    qp = min(51, max(0, quality_to_qp(config.keyframe_quality) + GROUPS_QP_OFFSET))
+def groups_config_at(v: float, base: CodecConfig) -> CodecConfig:
+    """The groups' settings at position ``v`` of their own ladder (:data:`GROUP_LADDER`); the
+    motion is quantised as on the animation ladder at u 0.5 (level 2), the eye check is on."""
+    v = min(max(v, 0.0), GROUPS_V_MAX)
+    starts = [s[0] for s in GROUP_LADDER] + [GROUPS_V_MAX]
+    k = max(i for i, s in enumerate(GROUP_LADDER) if v >= s[0])
+    _, gop, qp_start, qp_end = GROUP_LADDER[k]
+    t = (v - starts[k]) / (starts[k + 1] - starts[k])
+    qp = min(51, max(0, round(qp_start + (qp_end - qp_start) * t)))
     quality = qp_to_quality(qp)
+    config = animation_config_at(0.5, base)
     return replace(
         config,
+        aux_scale=0,
+        gop=gop,
         intra_codec=GROUPS_INTRA,
         keyframe_quality=quality,
         max_keyframe_quality=max(config.max_keyframe_quality, quality),
+        group_cut=GROUPS_CUT,
     )
 
 
@@ -128,36 +141,25 @@ def hybrid_config_at(u: float, base: CodecConfig) -> CodecConfig:
 
 LADDER: tuple[tuple[float, str, float, float, bool], ...] = (
     (0.0, "animation", 0.0, 1.0, True),
-    (0.8, "bidirectional", 1.25, 1.25 / 1.2, False),
-    (2.0, "bidirectional", 2.5, 3.0, False),
+    (0.3, "bidirectional", 0.0, 1.0, False),
 )
 """The one ladder (``mode="auto"``): ``(u_start, mode, mode_u_start, slope, aux)`` segments;
 position ``u`` of a segment is ``mode_u_start + slope * (u - u_start)`` on that mode's ladder,
-``aux=False`` without an aux stream. The animation ladder up to u = 0.8 (11.4 kbit/s at
-u = 0.75), then the bidirectional groups without an aux stream from their u = 1.25 (GOP 15,
-16.5 kbit/s) to 2.5 at u = 2 (27.5 kbit/s), then on to their u = 4 (53.1 kbit/s) at u = 2.5,
-their keyframes one ``hevc-ld`` sequence (:func:`groups_config_at`; rates: the 12 validation
-people, results/bench/report.md of 2026-12-06 21:35). The animation's curve is flat from
-u = 0.6 to 0.75 (LPIPS 0.140 -> 0.139 for 9.6 -> 11.4 kbit/s), where the groups with
-``hevc-ld`` keyframes already lead it (LPIPS 0.075 at 16.5 kbit/s), so they start at
-u = 0.8 (before the keyframe sequence they started at u = 1, ~20 kbit/s, with VVC intra
-keyframes).
+``aux=False``: the bidirectional groups without an aux stream on their own ladder
+(:data:`GROUP_LADDER`). The animation ladder up to u = 0.3 (5.1 to 7.4 kbit/s on the 12
+validation people), then the groups from their v = 0 (groups of 30 frames, keyframe QP 43,
+~8 kbit/s) to their top (groups of 5 frames, QP 29) at u = 2.5.
 
-Chosen on the 12 validation people (docs/hybrid.md, "The one ladder"): on LPIPS alone the
-groups beat the animation ladder from ~8 kbit/s (and VVC from 7.7 to ~15 kbit/s,
-results/bench/report.md of 14:32), but their lowest rungs (keyframes of
-quality 10-20 every 29 frames) lose the mouths and eyes the animation ladder keeps: at
-7.7-9.3 kbit/s open-mouth LPIPS 0.105-0.120 and eye state wrong in 15-19 % of frames, against
-0.078 and 6 % for the animation at 9 kbit/s (results/bench/report.md of 2026-12-06 14:32 and
-of 08:27). From ~18 kbit/s the groups' keyframes are good enough (eye state 4.5 %,
-open-mouth LPIPS 0.066 at 25 kbit/s) and they lead the animation ladder on LPIPS and DISTS
-(VVC is ahead of both there: README, "Where it stands"). The groups with the content cut at
-11-16 kbit/s were tried and benched, and not adopted (docs/hybrid.md). Above ~25 kbit/s
-better keyframes bought more than shorter groups (~40 kbit/s: LPIPS 0.0588 with GOP 15 and
-quality 38, 0.0647 with GOP 10 and quality 30; results/hybrid/ladder_top), so the top keeps
-GOP 15 and raises the keyframe quality; VVC is ahead there (0.0462 at 39.5 kbit/s). Those
-figures are for VVC intra keyframes; with the keyframe sequence every group rung is better at
-about the same rate (docs/hybrid.md, "Keyframes as one sequence")."""
+Why there (``benchmarks/group_grid.py`` on the 12 validation people, docs/hybrid.md, "Groups
+along the rate axis"): with ``hevc-ld`` keyframes and the content cut, groups of 30 frames
+reach LPIPS 0.132 at 8.6 kbit/s and 0.103 at 10.6, where the animation ladder has 0.161 at
+7.4 and 0.140 at 9.6 kbit/s, with better mouths (open-mouth LPIPS 0.085 / 0.065 against
+0.087 / 0.078) and eyes (eye state wrong in 2.6 % of frames against 3.8-3.9 %). Below ~8
+kbit/s the groups' keyframes get too coarse (QP 46: LPIPS 0.180 at 6.2 kbit/s) and the
+animation, with a keyframe every few seconds, leads. Before the keyframe sequence and the cut
+the groups' lowest rungs lost mouths and eyes (eye state wrong in 15-19 % of frames at
+7.7-9.3 kbit/s with intra keyframes of quality 10-20, results/bench/report.md of 2026-12-06
+14:32), so the ladder switched at ~16-18 kbit/s (docs/hybrid.md)."""
 
 
 def ladder_position(u: float) -> tuple[str, float, bool]:
