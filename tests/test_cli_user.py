@@ -117,6 +117,10 @@ def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
         (["encode", "{video}", "-o", "{tmp}/x.kf", "--max-frames", "0"], "at least 1"),
         (["encode", "{video}", "-o", "{tmp}/x.kf", "--chunk", "x"], "whole number"),
         (["encode", "{video}", "-o", "{tmp}/x.kf", "--keyframe-quality", "101"], "quality"),
+        (
+            ["encode", "{video}", "-o", "{tmp}/x.kf", "--kbps", "9", "--keyframe-quality", "30"],
+            "--kbps chooses the keyframe quality",
+        ),
         (["crop", "{video}", "-o", "{tmp}/x.mp4", "--max-frames", "-1"], "at least 1"),
         (["eval", "{video}", "{tmp}/missing.mp4"], "no such file"),
     ],

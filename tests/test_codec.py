@@ -5,7 +5,7 @@ Uses the carphone clip (cropped to 256x256, landmarks measured once per session)
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pytest
@@ -177,6 +177,31 @@ def test_encoder_rejects_wrong_frame_size() -> None:
 def test_rate_control_ladder_is_monotone(carphone_analysis) -> None:
     rates = [encode_analysis(carphone_analysis, config_at(u, BASE)).kbps for u in (0.0, 0.7, 1.4)]
     assert rates == sorted(rates)
+
+
+def test_rate_search_keeps_the_pinned_settings_at_every_trial() -> None:
+    """``--kbps`` with ``--intra vvc --group-content off``: the search walks the one ladder
+    (into the groups, whose own choice is hevc-ld keyframes and the content cut) and every
+    trial keeps what the user asked for; the keyframe quality is the search's to choose."""
+    from keyface.codec.ratecontrol import fit_bitrate
+
+    @dataclass
+    class Rate:
+        kbps: float
+
+    tried: list[CodecConfig] = []
+
+    def encode(config: CodecConfig) -> Rate:
+        tried.append(config)
+        return Rate(float(config.keyframe_quality) + 40.0 * (config.mode != "animation"))
+
+    base = CodecConfig(mode="auto")
+    pinned = {"intra_codec": "vvc", "group_cut": None}
+    fit_bitrate(encode, base, 60.0, pinned=pinned)
+    assert any(c.mode == "bidirectional" for c in tried)
+    assert all(c.intra_codec == "vvc" and c.group_cut is None for c in tried)
+    with pytest.raises(ValueError, match="keyframe quality"):
+        fit_bitrate(encode, base, 60.0, pinned={"keyframe_quality": 30})
 
 
 @pytest.mark.slow

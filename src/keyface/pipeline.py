@@ -8,10 +8,11 @@ Everything else in keyface is a stage that knows nothing of the others' I/O:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -248,16 +249,19 @@ def encode_at_kbps(
     verbose: bool = False,
     progress: ProgressFn | None = None,
     on_trial: Callable[[CodecConfig, EncodeResult], None] | None = None,
+    pinned: Mapping[str, Any] | None = None,
 ) -> EncodeResult:
     """``analysis`` coded at the rate closest to ``kbps`` (``keyface.codec.ratecontrol``): each
     trial of the search re-runs only the encoder, the landmarks are measured once.
-    ``progress`` counts the frames of every trial, ``on_trial`` is called after each."""
+    ``progress`` counts the frames of every trial, ``on_trial`` is called after each;
+    ``pinned`` settings are kept over the ladder's at every trial
+    (:func:`keyface.codec.ratecontrol.fit_bitrate`)."""
     from keyface.codec.ratecontrol import fit_bitrate
 
     def encode(config: CodecConfig) -> EncodeResult:
         return encode_analysis(analysis, config, with_background=with_background, progress=progress)
 
-    return fit_bitrate(encode, base, kbps, verbose=verbose, on_trial=on_trial)
+    return fit_bitrate(encode, base, kbps, verbose=verbose, on_trial=on_trial, pinned=pinned)
 
 
 def flatten_inside(image: np.ndarray, box: CropBox, feather: float = PASTE_FEATHER) -> np.ndarray:

@@ -166,9 +166,27 @@ GROUP_CONTENT: dict[str, tuple[str, ...] | None] = {
 """``--group-content`` -> :attr:`CodecConfig.group_cut`."""
 
 
-def config_from_args(args: argparse.Namespace) -> CodecConfig:
+def config_from_args(
+    args: argparse.Namespace, settings: dict[str, Any] | None = None
+) -> CodecConfig:
+    """The settings the options ask for: the ladder at ``--quality`` (default medium) of
+    ``--mode`` (default auto), with every option given explicitly (``settings``, default
+    :func:`explicit_settings`) over it."""
     mode = getattr(args, "mode", None) or "auto"
     config = config_for_preset(args.quality or "medium", CodecConfig(mode=mode))
+    if settings is None:
+        settings = explicit_settings(args)
+    try:
+        return replace(config, **settings)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def explicit_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`CodecConfig` fields the options set explicitly (over the ladder's choice,
+    at ``--quality`` and at every trial of a ``--kbps`` search)."""
+    if getattr(args, "kbps", None) is not None and args.keyframe_quality is not None:
+        raise UserError("--kbps chooses the keyframe quality: leave out --keyframe-quality")
     overrides: dict[str, Any] = {"size": args.size}
     if args.intra:
         overrides["intra_codec"] = args.intra
@@ -210,10 +228,7 @@ def config_from_args(args: argparse.Namespace) -> CodecConfig:
             get_fusion(overrides["fusion"])
         except UnknownFusionError as exc:
             raise UserError(str(exc)) from None
-    try:
-        return replace(config, **overrides)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+    return overrides
 
 
 def motion_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -236,7 +251,8 @@ def encode_from_args(args: argparse.Namespace) -> EncodeResult:
     """Analyse and code ``args.input`` as the options say (every option and path is checked
     by the caller before: this is the work)."""
     source = existing_file(args.input)
-    config = config_from_args(args)
+    settings = explicit_settings(args)
+    config = config_from_args(args, settings)
     quiet = getattr(args, "quiet", False)
     total = expected_frames(source, args.max_frames)
     try:
@@ -253,15 +269,23 @@ def encode_from_args(args: argparse.Namespace) -> EncodeResult:
     except UserInputError as exc:
         raise UserError(str(exc)) from None
     if args.kbps is not None:
-        # The search walks the ladder of the mode asked for (auto: the one over all modes).
+        # The search walks the ladder of the mode asked for (auto: the one over all modes),
+        # the options given explicitly kept at every trial.
         ladder = replace(config, mode=getattr(args, "mode", None) or "auto")
-        return _encode_at_kbps(analysis, ladder, args.kbps, args.full_frame, quiet)
+        # --refresh without --threshold: the ladder picks that rule's threshold at each trial.
+        pinned = {k: v for k, v in settings.items() if (k, v) != ("refresh_threshold", None)}
+        return _encode_at_kbps(analysis, ladder, pinned, args.kbps, args.full_frame, quiet)
     with progress_bar(analysis.frame_count, "encode", not quiet) as tick:
         return encode_analysis(analysis, config, with_background=args.full_frame, progress=tick)
 
 
 def _encode_at_kbps(
-    analysis: Analysis, config: CodecConfig, kbps: float, full_frame: bool, quiet: bool
+    analysis: Analysis,
+    config: CodecConfig,
+    pinned: dict[str, Any],
+    kbps: float,
+    full_frame: bool,
+    quiet: bool,
 ) -> EncodeResult:
     """The rate search (each trial one encode of every frame) with a bar per trial."""
     desc = f"rate trial 1 (of at most {SEARCH_TRIALS_MAX})"
@@ -284,6 +308,7 @@ def _encode_at_kbps(
             with_background=full_frame,
             progress=bar.update,
             on_trial=on_trial,
+            pinned=pinned,
         )
     finally:
         bar.close()

@@ -12,9 +12,9 @@ clip (landmarks measured once).
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from keyface.bitstream import RefreshMode
 from keyface.codec.config import CodecConfig
@@ -185,13 +185,24 @@ def fit_bitrate(
     *,
     verbose: bool = False,
     on_trial: Callable[[CodecConfig, R], None] | None = None,
+    pinned: Mapping[str, Any] | None = None,
 ) -> R:
     """The result of ``encode`` at the ladder position whose bitrate is closest to ``kbps``.
 
     Prefers results at or under the target; if even ``u = 0`` is over it, returns that (the
     floor of this clip) and says so on stderr; ``verbose`` prints every trial, ``on_trial``
     is called after each (at most :data:`SEARCH_TRIALS_MAX`) with its settings and result.
+    ``pinned``: :class:`CodecConfig` fields the search keeps as given (the user's options,
+    e.g. ``intra_codec`` or ``group_cut``) over the ladder's choice at every position; the
+    keyframe quality cannot be pinned, the search moves it.
     """
+    pinned = dict(pinned or {})
+    if "keyframe_quality" in pinned:
+        raise ValueError("the rate search chooses the keyframe quality: it cannot be pinned")
+
+    def config_at_u(u: float) -> CodecConfig:
+        return replace(config_at(u, base), **pinned)
+
     lo, hi = 0.0, U_MAX
     best: R | None = None
 
@@ -210,7 +221,7 @@ def fit_bitrate(
             best = result
         return result
 
-    floor = trial(config_at(lo, base))
+    floor = trial(config_at_u(lo))
     if floor.kbps >= kbps:
         print(
             f"keyface: {kbps:g} kbit/s is below this clip's floor; coding at "
@@ -218,20 +229,20 @@ def fit_bitrate(
             file=sys.stderr,
         )
         return floor
-    if trial(config_at(hi, base)).kbps <= kbps:
+    if trial(config_at_u(hi)).kbps <= kbps:
         assert best is not None
         return best
     # 1. Bisect the ladder. The rate is a step function of u where the keyframe count changes.
-    under = config_at(lo, base)
+    under = config_at_u(lo)
     for _ in range(MAX_TRIALS):
         mid = (lo + hi) / 2
-        rate = trial(config_at(mid, base)).kbps
+        rate = trial(config_at_u(mid)).kbps
         if abs(rate - kbps) <= TOLERANCE * kbps:
             break
         if rate > kbps:
             hi = mid
         else:
-            lo, under = mid, config_at(mid, base)
+            lo, under = mid, config_at_u(mid)
     assert best is not None
     if abs(best.kbps - kbps) <= TOLERANCE * kbps:
         return best
