@@ -5,13 +5,14 @@ and which settings make the front that the one ladder's group segment should fol
     python benchmarks/group_grid.py --bench results/bench \\
         --configs 30:36,30:40,15:38,15:42,15:42:cut --out results/hybrid/group_grid
 
-Each ``--configs`` entry is ``GOP:QP`` or ``GOP:QP:cut``: bidirectional groups of GOP frames
+Each ``--configs`` entry is ``GOP:QP`` or ``GOP:QP:CUT``: bidirectional groups of GOP frames
 without an aux stream (``keyface.codec.ratecontrol.groups_config_at``'s settings otherwise:
 motion quantiser level 2, the eye check on), keyframes one ``hevc-ld`` sequence at QP, and with
-``cut`` the content rule in the groups (``group_cut=("eyes", "mouth")``: a frame is animated
-from the keyframe that holds its mouth and eyes, and a group is cut short with a keyframe
-where neither does). With ``hevc-ld`` a cut's keyframe is a P picture, so it costs far less
-than the intra keyframe it cost when the cut was measured (docs/hybrid.md).
+``CUT`` the content rule in the groups: ``cut`` (``group_cut=("eyes", "mouth")``: a frame is
+animated from the keyframe that holds its mouth and eyes, and a group is cut short with a
+keyframe where neither does), ``mouth`` or ``eyes`` (the cut on that part only). With
+``hevc-ld`` a cut's keyframe is a P picture, so it costs far less than the intra keyframe it
+cost when the cut was measured (docs/hybrid.md).
 
 For the clips a ``keyface bench`` run prepared (its ``cache/CLIP/crop.y4m`` and
 ``analysis.npz``), every config is coded, decoded with the default renderer and measured like
@@ -46,19 +47,34 @@ METRICS = [
 SLOW_EVERY = 25
 
 
-def parse_config(text: str) -> tuple[int, int, bool]:
-    """``GOP:QP`` or ``GOP:QP:cut`` -> (gop, qp, cut)."""
+CUTS: dict[str, tuple[str, ...] | None] = {
+    "": None,
+    "cut": ("eyes", "mouth"),
+    "mouth": ("mouth",),
+    "eyes": ("eyes",),
+}
+"""A config's cut name -> ``CodecConfig.group_cut``."""
+
+
+def parse_config(text: str) -> tuple[int, int, str]:
+    """``GOP:QP`` or ``GOP:QP:CUT`` -> (gop, qp, cut name)."""
     parts = text.split(":")
-    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "cut"):
-        raise SystemExit(f"a config is GOP:QP or GOP:QP:cut, got {text!r}")
-    return int(parts[0]), int(parts[1]), len(parts) == 3
+    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in CUTS):
+        raise SystemExit(f"a config is GOP:QP or GOP:QP:CUT (cut, mouth, eyes), got {text!r}")
+    return int(parts[0]), int(parts[1]), parts[2] if len(parts) == 3 else ""
 
 
-def label(gop: int, qp: int, cut: bool) -> str:
-    return f"{gop}:{qp}" + (":cut" if cut else "")
+def cut_name(point: dict[str, Any]) -> str:
+    """A point's cut name (points of the first runs stored ``True`` for ``cut``)."""
+    cut = point["cut"]
+    return "cut" if cut is True else "" if cut is False else str(cut)
 
 
-def group_config(gop: int, qp: int, cut: bool) -> Any:
+def label(gop: int, qp: int, cut: str) -> str:
+    return f"{gop}:{qp}" + (f":{cut}" if cut else "")
+
+
+def group_config(gop: int, qp: int, cut: str) -> Any:
     """The groups' settings of one grid entry."""
     from keyface.codec import CodecConfig
     from keyface.codec.ratecontrol import groups_config_at
@@ -71,11 +87,11 @@ def group_config(gop: int, qp: int, cut: bool) -> Any:
         gop=gop,
         keyframe_quality=quality,
         max_keyframe_quality=max(base.max_keyframe_quality, quality),
-        group_cut=("eyes", "mouth") if cut else None,
+        group_cut=CUTS[cut],
     )
 
 
-def code_point(task: tuple[str, int, int, bool]) -> dict[str, Any]:
+def code_point(task: tuple[str, int, int, str]) -> dict[str, Any]:
     """Code, decode and measure one (clip, GOP, QP, cut) point."""
     from keyface.eval.bench.worker import load_analysis
     from keyface.eval.metrics import compute_metrics
@@ -116,10 +132,10 @@ def front(rows: list[tuple[str, float, float]]) -> set[str]:
 
 def report(points: list[dict], anchors: list[dict], out: Path, command: str) -> str:
     clips = sorted({p["clip"] for p in points})
-    configs = sorted({(p["gop"], p["qp"], p["cut"]) for p in points}, key=lambda c: c)
+    configs = sorted({(p["gop"], p["qp"], cut_name(p)) for p in points})
     rows = []
     for gop, qp, cut in configs:
-        sel = [p for p in points if (p["gop"], p["qp"], p["cut"]) == (gop, qp, cut)]
+        sel = [p for p in points if (p["gop"], p["qp"], cut_name(p)) == (gop, qp, cut)]
         if {p["clip"] for p in sel} != set(clips):
             continue
         rate = float(np.mean([p["kbps"] for p in sel]))
@@ -135,8 +151,9 @@ def report(points: list[dict], anchors: list[dict], out: Path, command: str) -> 
         "",
         f"{len(clips)} clips, the bench's frames and crops. `GOP:QP[:cut]`: groups of GOP "
         "frames without aux, keyframes one hevc-ld sequence at QP, `cut`: the content rule in "
-        "the groups (eyes and mouth). Means over clips (eye_state: share of frames whose eye "
-        f"state differs from the source); DISTS on every {SLOW_EVERY}th frame. In brackets: "
+        "the groups (eyes and mouth; `mouth`, `eyes`: that part only). Means over clips "
+        "(eye_state: share of frames whose eye state differs from the source); DISTS on "
+        f"every {SLOW_EVERY}th frame. In brackets: "
         "the bench's VVC curve at the row's rate (log-rate interpolation; n/a outside it). "
         "**Bold**: on the LPIPS front of these rows.",
         "",
@@ -158,7 +175,7 @@ def report(points: list[dict], anchors: list[dict], out: Path, command: str) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bench", type=Path, default=Path("results/bench"))
-    parser.add_argument("--configs", required=True, help="GOP:QP[:cut],... (see above)")
+    parser.add_argument("--configs", required=True, help="GOP:QP[:CUT],... (see above)")
     parser.add_argument("--out", type=Path, default=Path("results/hybrid/group_grid"))
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--limit", type=int, default=None, help="at most this many clips")
@@ -175,7 +192,7 @@ def main() -> None:
     configs = [parse_config(c) for c in args.configs.split(",")]
     saved = args.out / "points.json"
     points = json.loads(saved.read_text()) if saved.is_file() else []
-    have = {(p["clip"], p["gop"], p["qp"], p["cut"]) for p in points}
+    have = {(p["clip"], p["gop"], p["qp"], cut_name(p)) for p in points}
     tasks = [
         (str(args.bench / "cache" / c), gop, qp, cut)
         for gop, qp, cut in configs
@@ -190,11 +207,14 @@ def main() -> None:
         points,
         saved,
         lambda p: (
-            f"{p['clip']} {label(p['gop'], p['qp'], p['cut'])} {p['kbps']:.2f} kbit/s "
+            f"{p['clip']} {label(p['gop'], p['qp'], cut_name(p))} {p['kbps']:.2f} kbit/s "
             f"LPIPS {p['mean']['lpips_alex']:.4f}"
         ),
     )
-    points = [p for p in points if p["clip"] in clips and (p["gop"], p["qp"], p["cut"]) in configs]
+    wanted = set(configs)
+    points = [
+        p for p in points if p["clip"] in clips and (p["gop"], p["qp"], cut_name(p)) in wanted
+    ]
     command = command_line("group_grid.py", args, skip=("report_only",))
     print(report(points, anchors, args.out, command))
     print(f"{len(tasks)} points in {time.perf_counter() - t0:.0f} s")
