@@ -14,7 +14,9 @@ Stages timed separately, best of ``--repeat`` runs:
 
 ``--mode animation,hybrid,bidirectional`` times each stream mode on the same analysis (the
 hybrid modes add the aux stream's coding, decoding and the fusion; targets: hybrid decode and
-encode >= 25 frames/s at 256x256 with the HEVC aux stream, docs/hybrid.md).
+encode >= 25 frames/s at 256x256 with the HEVC aux stream, docs/hybrid.md); ``--mode auto``
+times the one ladder at ``--quality`` as ``keyface encode`` codes it by default (its own mode,
+group length and keyframe codec; ``--aux-scale``, ``--aux-qp`` and ``--gop`` do not apply).
 
 ``--motion fomm --model FILE`` times the FOMM route (issue 15, docs/motion.md): the model's
 keypoint detector runs in the coding stage (on each cropped frame), its dense motion and
@@ -41,6 +43,7 @@ from keyface.bitstream import RefreshMode
 from keyface.cli.demo import default_clip
 from keyface.cli.encode import motion_overrides
 from keyface.cli.main import UserError
+from keyface.codec.config import CodecConfig
 from keyface.codec.ratecontrol import config_for_preset
 from keyface.pipeline import analyze, decode_bytes, encode_analysis
 from keyface.renderers import DEFAULT_RENDERER, get_renderer
@@ -110,7 +113,16 @@ def main() -> None:
     n = analysis.frame_count
     reports = []
     for mode in args.mode.split(","):
-        cfg = replace(config, mode=mode, aux_scale=args.aux_scale, aux_qp=args.aux_qp, gop=args.gop)
+        if mode == "auto":  # the one ladder at --quality, as keyface encode codes it
+            base = CodecConfig(mode="auto", refresh_mode=MODES[args.refresh])
+            ladder = config_for_preset(args.quality, base)
+            cfg = replace(ladder, generator=config.generator, motion=config.motion)
+            if args.intra:
+                cfg = replace(cfg, intra_codec=args.intra)
+        else:
+            cfg = replace(
+                config, mode=mode, aux_scale=args.aux_scale, aux_qp=args.aux_qp, gop=args.gop
+            )
         t_enc, result = best_of(args.repeat, lambda c=cfg: encode_analysis(analysis, c))
         t_dec, decoded = best_of(
             args.repeat,
@@ -122,9 +134,9 @@ def main() -> None:
             "size": analysis.size,
             "cpu_count": os.cpu_count(),
             "threads": os.environ.get("KEYFACE_THREADS", "default"),
-            "mode": mode,
+            "mode": mode if mode != "auto" else f"auto ({cfg.mode})",
             "refresh": args.refresh,
-            "intra": config.intra_codec,
+            "intra": cfg.intra_codec,
             "keyframes": result.stats.keyframes,
             "kbps": result.kbps,
             "analysis_fps": n / t_ana,
@@ -135,17 +147,17 @@ def main() -> None:
         }
         if fomm:
             report |= {"motion": fomm["motion"], "model": str(args.model)}
-        if mode != "animation":
+        if cfg.mode != "animation":
             from keyface.fusion import DEFAULT_FUSION
 
             report |= {
-                "aux_scale": args.aux_scale,
-                "aux_qp": args.aux_qp,
+                "aux_scale": cfg.aux_scale,
+                "aux_qp": cfg.aux_qp,
                 "aux_kbps": 8 * result.stats.aux_bytes / 1000 / (n / float(analysis.fps)),
                 "fusion": args.fusion or DEFAULT_FUSION,
             }
-            if mode == "bidirectional":
-                report["gop"] = args.gop
+            if cfg.mode == "bidirectional":
+                report["gop"] = cfg.gop
         reports.append(report)
         for key, value in report.items():
             print(f"{key:<14} {value:.2f}" if isinstance(value, float) else f"{key:<14} {value}")

@@ -155,7 +155,9 @@ def _write_noise(path: Path) -> None:
 
 
 def test_encode_group_content_sets_the_groups_content_rule() -> None:
-    """``--group-content`` names :attr:`CodecConfig.group_cut`; the default leaves it off."""
+    """``--group-content`` names :attr:`CodecConfig.group_cut`. The one ladder's groups cut
+    on eyes and mouth (``--quality medium`` is a group rung); ``--mode bidirectional`` alone
+    leaves the rule off, as the paper does; ``off`` switches it off anywhere."""
     from keyface.cli.encode import config_from_args
     from keyface.cli.main import build_parser
 
@@ -163,7 +165,9 @@ def test_encode_group_content_sets_the_groups_content_rule() -> None:
         args = build_parser().parse_args(["encode", "in.mp4", "-o", "out.kf", *extra])
         return config_from_args(args)
 
-    assert parse().group_cut is None
+    assert parse().mode == "bidirectional" and parse().group_cut == ("eyes", "mouth")
+    assert parse("--mode", "bidirectional").group_cut is None
+    assert parse("--group-content", "off").group_cut is None
     assert parse("--group-content", "choice").group_cut == ()
     assert parse("--group-content", "eyes+mouth").group_cut == ("eyes", "mouth")
     with pytest.raises(SystemExit):

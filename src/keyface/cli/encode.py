@@ -143,9 +143,10 @@ def add_codec_arguments(p: argparse.ArgumentParser) -> None:
     hybrid.add_argument(
         "--group-content",
         choices=tuple(GROUP_CONTENT),
-        help="bidirectional groups: off (default: each frame from the nearer keyframe), choice "
-        "(from a keyframe that shows its mouth and eyes), or also cut a group short, with a "
-        "keyframe, where neither keyframe shows its eyes / mouth (docs/hybrid.md; costs bits)",
+        help="bidirectional groups: off (each frame from the nearer keyframe; the default of "
+        "--mode bidirectional), choice (from a keyframe that shows its mouth and eyes), or "
+        "also cut a group short, with a keyframe, where neither keyframe shows its eyes / "
+        "mouth (eyes+mouth: the default of the one ladder's groups; docs/hybrid.md)",
     )
     p.add_argument("--max-frames", type=positive_int, help="code only the first N frames")
     p.add_argument(

@@ -110,8 +110,12 @@ class CodecConfig:
     a keyframe that holds its mouth and eyes where only one does. ``("eyes",)``,
     ``("mouth",)`` or both: also cut a group short at a frame whose eyes (mouth) neither
     keyframe holds, with a keyframe there (:meth:`keyface.codec.encoder.Encoder._split_group`).
-    Off by default: on the validation people it cost whole-frame LPIPS (the choice) or 10-70 %
-    more bits (the cuts) for no reliable gain in eye state (docs/hybrid.md)."""
+    Off by default in ``--mode bidirectional`` (the paper's choice); the one ladder's groups
+    (``mode="auto"``, :data:`keyface.codec.ratecontrol.GROUPS_CUT`) cut on eyes and mouth:
+    with ``hevc-ld`` keyframes that costs ~12 % more bits at equal whole-frame LPIPS for
+    23-29 % better open mouths and eye state wrong in ~2.5 % of frames instead of ~4-5 %
+    (docs/hybrid.md, "Groups along the rate axis"; with intra keyframes it cost 10-70 % more
+    bits)."""
     mode: str = "animation"
     """``"animation"`` (keyframes and motion), ``"hybrid"`` (plus the low-delay auxiliary
     stream, fused at the decoder) or ``"bidirectional"`` (groups of ``gop`` frames between two
