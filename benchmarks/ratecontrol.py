@@ -3,8 +3,10 @@
     python benchmarks/ratecontrol.py --targets 4,6,10 --seconds 10 --json results/ratecontrol.json
 
 Validation clips (one per person) at least ``--seconds`` long are analysed once; each target is
-then met by :func:`keyface.pipeline.encode_at_kbps` and the real stream size is compared
-with the target.
+then met by :func:`keyface.pipeline.encode_at_kbps` on the ladder of ``--mode`` (default
+``auto``, the one ladder ``keyface encode --kbps`` walks; ``animation`` the animation ladder
+alone) and the real stream size is compared with the target. Set ``KEYFACE_THREADS`` as for
+any benchmark.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from _common import CLIPS, SPLIT
 
 from keyface.codec.config import CodecConfig
 from keyface.pipeline import analyze, encode_at_kbps
+from keyface.threads import apply_thread_policy
 
 
 def main() -> None:
@@ -28,8 +31,10 @@ def main() -> None:
     parser.add_argument("--targets", default="4,6,10")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--limit", type=int, default=5)
+    parser.add_argument("--mode", default="auto", help="the ladder searched (default: auto)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    apply_thread_policy()
     split = set(json.loads(args.split.read_text())["validation_clips"])
     with open(args.clips / "MANIFEST.tsv", newline="") as f:
         rows = [r for r in csv.DictReader(f, delimiter="\t") if r["file"] in split]
@@ -44,10 +49,23 @@ def main() -> None:
     for path, fps in clips[: args.limit]:
         analysis = analyze(path, max_frames=round(args.seconds * fps))
         for target in targets:
-            result = encode_at_kbps(analysis, CodecConfig(), target)
+            result = encode_at_kbps(analysis, CodecConfig(mode=args.mode), target)
             err = 100 * (result.kbps - target) / target
-            out.append({"clip": path.name, "target": target, "kbps": result.kbps, "error": err})
-            print(f"{path.name[:46]:<46} {target:>6g} {result.kbps:>6.2f} {err:>7.1f}", flush=True)
+            out.append(
+                {
+                    "clip": path.name,
+                    "mode": args.mode,
+                    "coded_as": f"{result.config.mode} gop {result.config.gop}",
+                    "target": target,
+                    "kbps": result.kbps,
+                    "error": err,
+                }
+            )
+            print(
+                f"{path.name[:46]:<46} {target:>6g} {result.kbps:>6.2f} {err:>7.1f} "
+                f"{out[-1]['coded_as']}",
+                flush=True,
+            )
     errs = np.abs([o["error"] for o in out])
     print(
         f"mean |error| {errs.mean():.1f}%, max {errs.max():.1f}%, within 15%: "
