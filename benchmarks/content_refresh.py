@@ -54,6 +54,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "group-cut-all": {"group_cut": ("eyes", "mouth")},
     "noaux": {"aux_scale": 0},
     "noaux-cut-all": {"aux_scale": 0, "group_cut": ("eyes", "mouth")},
+    "keyframes-hevc-ld": {"intra_codec": "hevc-ld"},
 }
 DEFAULT_U = (0.0, 0.3, 0.6, 0.9, 1.2)
 
