@@ -9,7 +9,7 @@ import argparse
 import json
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
@@ -130,9 +130,16 @@ def vvc_at(anchors: list[dict], clips: Sequence[str], rate: float, metric: str) 
             continue
         rates.append(np.mean([p["kbps"] for p in sel]))
         values.append(np.nanmean([p["metrics"][metric] for p in sel]))
+    if len(rates) < 2:
+        return math.nan
+    return at_rate(np.array(rates), np.array(values), rate)
+
+
+def at_rate(rates: np.ndarray, values: np.ndarray, rate: float) -> float:
+    """``values`` interpolated linearly in log-rate at ``rate`` (NaN outside the curve)."""
     order = np.argsort(rates)
-    r, v = np.log(np.array(rates)[order]), np.array(values)[order]
-    if len(r) < 2 or not r[0] <= math.log(rate) <= r[-1]:
+    r, v = np.log(np.asarray(rates)[order]), np.asarray(values)[order]
+    if not r[0] <= math.log(rate) <= r[-1]:
         return math.nan
     return float(np.interp(math.log(rate), r, v))
 
@@ -174,6 +181,26 @@ def collect_points(
             points.append(point)
             print(f"[{k}/{len(tasks)}] {describe(point)}", flush=True)
             saved.write_text(json.dumps(points))
+
+
+def resume_points(
+    work: Callable[[Any], dict[str, Any]],
+    wanted: dict[Hashable, Any],
+    key: Callable[[dict[str, Any]], Hashable],
+    jobs: int,
+    saved: Path,
+    describe: Callable[[dict[str, Any]], str],
+    compute: bool = True,
+) -> tuple[list[dict[str, Any]], int]:
+    """The points of a sweep that resumes: ``wanted`` maps each point's key to its task;
+    points already in ``saved`` (``key(point)``) are reused, the others computed by
+    :func:`collect_points` (none unless ``compute``). Returns the wanted points (``saved``
+    keeps every point, wanted or not) and how many were computed."""
+    points = json.loads(saved.read_text()) if saved.is_file() else []
+    have = {key(p) for p in points}
+    tasks = [task for k, task in wanted.items() if k not in have] if compute else []
+    collect_points(work, tasks, jobs, points, saved, describe)
+    return [p for p in points if key(p) in wanted], len(tasks)
 
 
 # -- before / after studies (benchmarks/lips.py, benchmarks/ripple.py) ---------------------

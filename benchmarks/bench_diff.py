@@ -20,7 +20,7 @@ import math
 from pathlib import Path
 
 import numpy as np
-from _common import command_line
+from _common import at_rate, command_line
 
 METRICS = [
     "lpips_alex",
@@ -49,13 +49,6 @@ def keyface_curve(points: list[dict], clips: list[str]) -> tuple[np.ndarray, dic
         "u": [r[1] for r in rows],
         **{m: [r[2][m] for r in rows] for m in METRICS},
     }
-
-
-def at_rate(rates: np.ndarray, values: list[float], rate: float) -> float:
-    """``values`` on the curve at ``rate`` (linear in log-rate); NaN outside it."""
-    if not rates[0] <= rate <= rates[-1]:
-        return math.nan
-    return float(np.interp(math.log(rate), np.log(rates), values))
 
 
 def report(before: list[dict], after: list[dict], command: str) -> str:

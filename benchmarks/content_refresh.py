@@ -36,7 +36,7 @@ from typing import Any
 
 import cv2
 import numpy as np
-from _common import collect_points, command_line
+from _common import at_rate, command_line, resume_points
 
 METRICS = ["psnr", "lpips_alex", "lpips_mouth", "lpips_mouth_open", "lpips_eyes", "eye_state"]
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -105,15 +105,6 @@ def _curve(points: list[dict], variant: str, metric: str) -> tuple[np.ndarray, n
         vals = [p["mean"][metric] for p in sel if not math.isnan(p["mean"][metric])]
         values.append(np.mean(vals) if vals else math.nan)
     return np.array(rates), np.array(values)
-
-
-def at_rate(rates: np.ndarray, values: np.ndarray, rate: float) -> float:
-    """``values`` interpolated linearly in log-rate at ``rate`` (NaN outside the curve)."""
-    order = np.argsort(rates)
-    r, v = np.log(rates[order]), values[order]
-    if not r[0] <= math.log(rate) <= r[-1]:
-        return math.nan
-    return float(np.interp(math.log(rate), r, v))
 
 
 def report(points: list[dict], out: Path, command: str, baseline: str = "before") -> str:
@@ -246,38 +237,24 @@ def main() -> None:
     variants = [v.strip() for v in args.variants.split(",")]
     if args.baseline not in variants or any(v not in VARIANTS for v in variants):
         parser.error(f"--variants: names from {', '.join(VARIANTS)}, including {args.baseline}")
-    saved = args.out / "points.json"
-    points = json.loads(saved.read_text()) if saved.is_file() else []
-    have = {(p["clip"], p["variant"], p["u"], p.get("mode", "animation")) for p in points}
-    tasks = [
-        (str(c), v, u, VARIANTS[v], args.mode)
-        for c in clips
-        for u in us
-        for v in variants
-        if (c.name, v, u, args.mode) not in have
-    ]
     t0 = time.perf_counter()
-    collect_points(
+    points, computed = resume_points(
         code_point,
-        tasks,
+        {
+            (c.name, v, u, args.mode): (str(c), v, u, VARIANTS[v], args.mode)
+            for c in clips
+            for u in us
+            for v in variants
+        },
+        lambda p: (p["clip"], p["variant"], p["u"], p.get("mode", "animation")),
         args.jobs,
-        points,
-        saved,
+        args.out / "points.json",
         lambda p: f"{p['clip']} {p['variant']} u={p['u']} {p['kbps']:.2f} kbit/s",
     )
-    names = {c.name for c in clips}
-    points = [
-        p
-        for p in points
-        if p["clip"] in names
-        and p["u"] in us
-        and p["variant"] in variants
-        and p.get("mode", "animation") == args.mode
-    ]
     command = command_line("content_refresh.py", args)
     print(report(points, args.out, command, args.baseline))
     gallery(points, args.bench, args.out, args.gallery_u, args.baseline, args.mode)
-    print(f"{len(tasks)} points in {time.perf_counter() - t0:.0f} s")
+    print(f"{computed} points in {time.perf_counter() - t0:.0f} s")
 
 
 if __name__ == "__main__":

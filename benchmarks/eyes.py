@@ -27,7 +27,8 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from content_refresh import at_rate, code_point
+from _common import at_rate
+from content_refresh import code_point
 
 MEASURES = ["eye_state", "lpips_eyes", "lpips_alex", "lpips_mouth", "psnr"]
 

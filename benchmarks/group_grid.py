@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import collect_points, command_line, vvc_at
+from _common import command_line, resume_points, vvc_at
 
 METRICS = [
     "psnr",
@@ -190,34 +190,26 @@ def main() -> None:
     if args.clips:
         clips = [c for c in clips if any(k in c for k in args.clips.split(","))]
     configs = [parse_config(c) for c in args.configs.split(",")]
-    saved = args.out / "points.json"
-    points = json.loads(saved.read_text()) if saved.is_file() else []
-    have = {(p["clip"], p["gop"], p["qp"], cut_name(p)) for p in points}
-    tasks = [
-        (str(args.bench / "cache" / c), gop, qp, cut)
-        for gop, qp, cut in configs
-        for c in clips
-        if (c, gop, qp, cut) not in have and not args.report_only
-    ]
     t0 = time.perf_counter()
-    collect_points(
+    points, computed = resume_points(
         code_point,
-        tasks,
+        {
+            (c, gop, qp, cut): (str(args.bench / "cache" / c), gop, qp, cut)
+            for gop, qp, cut in configs
+            for c in clips
+        },
+        lambda p: (p["clip"], p["gop"], p["qp"], cut_name(p)),
         args.jobs,
-        points,
-        saved,
+        args.out / "points.json",
         lambda p: (
             f"{p['clip']} {label(p['gop'], p['qp'], cut_name(p))} {p['kbps']:.2f} kbit/s "
             f"LPIPS {p['mean']['lpips_alex']:.4f}"
         ),
+        compute=not args.report_only,
     )
-    wanted = set(configs)
-    points = [
-        p for p in points if p["clip"] in clips and (p["gop"], p["qp"], cut_name(p)) in wanted
-    ]
     command = command_line("group_grid.py", args, skip=("report_only",))
     print(report(points, anchors, args.out, command))
-    print(f"{len(tasks)} points in {time.perf_counter() - t0:.0f} s")
+    print(f"{computed} points in {time.perf_counter() - t0:.0f} s")
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import collect_points, command_line, vvc_at
+from _common import command_line, resume_points, vvc_at
 
 ORACLE = "vvc-ld-oracle"
 METRICS = ["psnr", "lpips_alex", "dists", "lpips_mouth_open", "lpips_eyes", "eye_state"]
@@ -317,38 +317,26 @@ def main() -> None:
     clips = sorted({p["clip"] for p in bench})[: args.limit]
     us = [float(x) for x in args.u.split(",")]
     deltas = [int(x) for x in args.deltas.split(",")]
-    saved = args.out / "points.json"
-    points = json.loads(saved.read_text()) if saved.is_file() else []
     codecs = args.codecs.split(",")
-    have = {(p["clip"], p["u"], p["delta"], p.get("codec", "vvc")) for p in points}
-    tasks = [
-        (str(args.bench / "cache" / c), u, d, k)
-        for c in clips
-        for u in us
-        for d in deltas
-        for k in codecs
-        if (c, u, d, k) not in have and not args.report_only
-    ]
     t0 = time.perf_counter()
-    collect_points(
+    points, computed = resume_points(
         code_point,
-        tasks,
+        {
+            (c, u, d, k): (str(args.bench / "cache" / c), u, d, k)
+            for c in clips
+            for u in us
+            for d in deltas
+            for k in codecs
+        },
+        lambda p: (p["clip"], p["u"], p["delta"], p.get("codec", "vvc")),
         args.jobs,
-        points,
-        saved,
+        args.out / "points.json",
         lambda p: f"{p['clip']} u {p['u']:g} {p['codec']} QP {p['qp']} {p['kbps']:.2f} kbit/s",
+        compute=not args.report_only,
     )
-    points = [
-        p
-        for p in points
-        if p["clip"] in clips
-        and p["u"] in us
-        and p["delta"] in deltas
-        and p.get("codec", "vvc") in codecs
-    ]
     command = command_line("keyframe_sequence.py", args, skip=("report_only",))
     print(report(points, bench, args.out, command))
-    print(f"{len(tasks)} points in {time.perf_counter() - t0:.0f} s")
+    print(f"{computed} points in {time.perf_counter() - t0:.0f} s")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import check_same_crops, collect_points, command_line, vvc_at
+from _common import check_same_crops, command_line, resume_points, vvc_at
 
 METRICS = ["psnr", "lpips_alex", "dists", "lpips_mouth_open", "lpips_eyes", "eye_state"]
 SLOW_EVERY = 25
@@ -121,31 +121,19 @@ def main() -> None:
     names = {c.name for c in clips}
     check_same_crops(args.bench, args.anchors, sorted(names))  # before any work
     candidates = [tuple(int(x) for x in c.split(":")) for c in args.candidates.split(",")]
-    saved = args.out / "points.json"
-    points = json.loads(saved.read_text()) if saved.is_file() else []
-    have = {(p["clip"], p["gop"], p["quality"]) for p in points}
-    tasks = [
-        (str(c), gop, quality)
-        for c in clips
-        for gop, quality in candidates
-        if (c.name, gop, quality) not in have
-    ]
     t0 = time.perf_counter()
-    collect_points(
+    points, computed = resume_points(
         code_point,
-        tasks,
+        {(c.name, g, q): (str(c), g, q) for c in clips for g, q in candidates},
+        lambda p: (p["clip"], p["gop"], p["quality"]),
         args.jobs,
-        points,
-        saved,
+        args.out / "points.json",
         lambda p: f"{p['clip']} GOP {p['gop']} q {p['quality']} {p['kbps']:.2f} kbit/s",
     )
-    points = [
-        p for p in points if p["clip"] in names and (p["gop"], p["quality"]) in set(candidates)
-    ]
     anchors = json.loads(args.anchors.read_text())["points"]
     command = command_line("ladder_top.py", args)
     print(report(points, anchors, args.out, command))
-    print(f"{len(tasks)} points in {time.perf_counter() - t0:.0f} s")
+    print(f"{computed} points in {time.perf_counter() - t0:.0f} s")
 
 
 if __name__ == "__main__":
