@@ -95,8 +95,8 @@ group short where neither keyframe holds a frame's eyes or mouth (:data:`GROUPS_
 Chosen from the grid of group length x keyframe QP x cut on the 12 validation people
 (``benchmarks/group_grid.py``, docs/hybrid.md, "Groups along the rate axis"): with keyframes
 that predict each other, long groups (30 frames) lead up to ~20 kbit/s and shorter ones
-above, and the cut costs ~12 % more bits for far better mouths and eyes."""
-GROUPS_V_MAX = 2.2
+above, and the cut costs ~12 % more bits for far better mouths and eyes. :data:`GROUPS_V_MAX`
+is where the one ladder's top (``U_MAX``) falls on it (:data:`LADDER`)."""
 
 
 def groups_config_at(v: float, base: CodecConfig) -> CodecConfig:
@@ -162,6 +162,10 @@ animation, with a keyframe every few seconds, leads. Before the keyframe sequenc
 the groups' lowest rungs lost mouths and eyes (eye state wrong in 15-19 % of frames at
 7.7-9.3 kbit/s with intra keyframes of quality 10-20, results/bench/report.md of 2026-12-06
 14:32), so the ladder switched at ~16-18 kbit/s (docs/hybrid.md)."""
+
+
+GROUPS_V_MAX = LADDER[-1][2] + LADDER[-1][3] * (U_MAX - LADDER[-1][0])
+"""The top of the groups' own ladder: where the one ladder's ``U_MAX`` falls on it."""
 
 
 def ladder_position(u: float) -> tuple[str, float, bool]:
