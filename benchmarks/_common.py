@@ -135,6 +135,15 @@ def vvc_at(anchors: list[dict], clips: Sequence[str], rate: float, metric: str) 
     return at_rate(np.array(rates), np.array(values), rate)
 
 
+def beside_vvc(
+    value: float, anchors: list[dict], clips: Sequence[str], rate: float, metric: str
+) -> str:
+    """A report cell: ``value`` and, in brackets, VVC's ``metric`` at ``rate`` (:func:`vvc_at`;
+    n/a outside its curve)."""
+    anchor = vvc_at(anchors, clips, rate, metric)
+    return f"{value:.4f} ({'n/a' if math.isnan(anchor) else f'{anchor:.4f}'})"
+
+
 def at_rate(rates: np.ndarray, values: np.ndarray, rate: float) -> float:
     """``values`` interpolated linearly in log-rate at ``rate`` (NaN outside the curve)."""
     order = np.argsort(rates)

@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import command_line, resume_points, vvc_at
+from _common import beside_vvc, command_line, resume_points
 
 METRICS = [
     "psnr",
@@ -161,10 +160,7 @@ def report(points: list[dict], anchors: list[dict], out: Path, command: str) -> 
         "|---|---:|---:|" + "---|" * len(METRICS),
     ]
     for name, rate, keyframes, values in rows:
-        cells = []
-        for m in METRICS:
-            anchor = vvc_at(anchors, clips, rate, m)
-            cells.append(f"{values[m]:.4f} ({'n/a' if math.isnan(anchor) else f'{anchor:.4f}'})")
+        cells = [beside_vvc(values[m], anchors, clips, rate, m) for m in METRICS]
         shown = f"**{name}**" if name in best else name
         lines.append(f"| {shown} | {rate:.2f} | {keyframes:.1f} | " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"

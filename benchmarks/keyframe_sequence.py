@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import tempfile
 import time
 from dataclasses import replace
@@ -48,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import command_line, resume_points, vvc_at
+from _common import beside_vvc, command_line, resume_points
 
 ORACLE = "vvc-ld-oracle"
 METRICS = ["psnr", "lpips_alex", "dists", "lpips_mouth_open", "lpips_eyes", "eye_state"]
@@ -259,11 +258,10 @@ def report(points: list[dict], bench: list[dict], out: Path, command: str) -> st
             if len(sel) != len(clips):
                 continue
             rate = float(np.mean([p["kbps"] for p in sel]))
-            cells = []
-            for m in METRICS:
-                value = float(np.nanmean([p["metrics"][m] for p in sel]))
-                anchor = vvc_at(bench, clips, rate, m)
-                cells.append(f"{value:.4f} ({'n/a' if math.isnan(anchor) else f'{anchor:.4f}'})")
+            cells = [
+                beside_vvc(float(np.nanmean([p["metrics"][m] for p in sel])), bench, clips, rate, m)
+                for m in METRICS
+            ]
             lines.append(f"| {u:g} | {name} | {rate:.2f} | " + " | ".join(cells) + " |")
     lines += [
         "",

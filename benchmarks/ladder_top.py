@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import check_same_crops, command_line, resume_points, vvc_at
+from _common import beside_vvc, check_same_crops, command_line, resume_points
 
 METRICS = ["psnr", "lpips_alex", "dists", "lpips_mouth_open", "lpips_eyes", "eye_state"]
 SLOW_EVERY = 25
@@ -92,11 +91,10 @@ def report(points: list[dict], anchors: list[dict], out: Path, command: str) -> 
         if len(sel) != len(clips):
             continue
         rate = float(np.mean([p["kbps"] for p in sel]))
-        cells = []
-        for metric in METRICS:
-            value = float(np.nanmean([p["mean"][metric] for p in sel]))
-            anchor = vvc_at(anchors, clips, rate, metric)
-            cells.append(f"{value:.4f} ({'n/a' if math.isnan(anchor) else f'{anchor:.4f}'})")
+        cells = [
+            beside_vvc(float(np.nanmean([p["mean"][m] for p in sel])), anchors, clips, rate, m)
+            for m in METRICS
+        ]
         frames = np.mean([p["keyframes"] for p in sel])
         lines.append(
             f"| {gop} | {quality} | {rate:.2f} | {frames:.1f} | " + " | ".join(cells) + " |"
