@@ -121,6 +121,10 @@ def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
             ["encode", "{video}", "-o", "{tmp}/x.kf", "--kbps", "9", "--keyframe-quality", "30"],
             "--kbps chooses the keyframe quality",
         ),
+        (
+            ["encode", "{video}", "-o", "{tmp}/x.kf", "--psnr-floor", "20"],
+            "--psnr-floor is the floor of --psnr-check N",
+        ),
         (["crop", "{video}", "-o", "{tmp}/x.mp4", "--max-frames", "-1"], "at least 1"),
         (["eval", "{video}", "{tmp}/missing.mp4"], "no such file"),
     ],

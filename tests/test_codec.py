@@ -20,7 +20,7 @@ from keyface.bitstream import (
 )
 from keyface.codec.config import CodecConfig
 from keyface.codec.decoder import DecoderCore
-from keyface.codec.encoder import EncoderCore
+from keyface.codec.encoder import PSNR_CHECK_GAP, EncoderCore
 from keyface.codec.ratecontrol import config_at
 from keyface.imageops import psnr
 from keyface.pipeline import cropped_frames, decode_bytes, encode_analysis, encode_at_kbps
@@ -284,3 +284,29 @@ def test_the_motion_rule_does_not_flip_between_alike_references(carphone_analysi
     keys, flip_bytes, flipping = code()
     assert keys == [0, 2] and flipping == [0, 2] * 4, "without the hold it flips every frame"
     assert held_bytes <= flip_bytes
+
+
+def test_psnr_check_refreshes_what_the_motion_gate_cannot_see(carphone_analysis) -> None:
+    """The lights dim while the face stays still: the keypoints do not move, so the motion gate
+    keeps the first keyframe; ``psnr_check`` renders every 4th frame as the decoder will (once
+    the newest keyframe is a second old), finds it far below the floor and codes a keyframe
+    (reason ``psnr``)."""
+    first = crops(carphone_analysis)[0]
+    marks = carphone_analysis.landmarks[0]
+    frames = [first] * 6 + [(first * 0.45).astype(np.uint8)] * 30
+
+    def run(config: CodecConfig) -> list:
+        encoder = EncoderCore(config, carphone_analysis.fps)
+        packets = [p for frame in frames for p in encoder.encode(frame, marks)]
+        decoded = decode_bytes(write_stream(encoder.header, [*packets, *encoder.flush()]))
+        assert [f.keyframe for f in decoded.frames] == [d.keyframe for d in encoder.stats.decisions]
+        return encoder.stats.decisions
+
+    gate_only = replace(BASE, motion_field=False)
+    assert [d.index for d in run(gate_only) if d.keyframe] == [0]
+    checked = run(replace(gate_only, psnr_check=4, psnr_floor=20.0))
+    refreshes = [d for d in checked if d.keyframe and d.index > 0]
+    assert refreshes and all(d.refresh == "psnr" for d in refreshes)
+    gap = max(12, round(PSNR_CHECK_GAP * carphone_analysis.fps))
+    assert refreshes[0].index == -(-gap // 4) * 4, "the first checked frame a second after 0"
+    assert len(refreshes) == 1, "the dimmed keyframe holds the rest: no more refreshes"

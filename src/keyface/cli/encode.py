@@ -75,6 +75,17 @@ def add_codec_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--refresh", choices=tuple(REFRESH_NAMES), help="keyframe refresh rule")
     p.add_argument("--threshold", type=float, help="refresh threshold (dB, distance or frames)")
+    p.add_argument(
+        "--psnr-check",
+        type=non_negative_int,
+        metavar="N",
+        help="motion refresh: render every N-th frame as the decoder will and send a keyframe "
+        "when its PSNR is below --psnr-floor (catches zooms and lighting changes the motion "
+        "gate does not see; costs bits, docs/codec.md; 0: off, the default)",
+    )
+    p.add_argument(
+        "--psnr-floor", type=float, metavar="DB", help="the floor of --psnr-check (default 16)"
+    )
     p.add_argument("--buffer", type=int, choices=range(1, 6), help="reference buffer size 1..5")
     p.add_argument(
         "--motion-level", type=non_negative_int, help="motion quantiser level (0 = finest)"
@@ -200,6 +211,12 @@ def explicit_settings(args: argparse.Namespace) -> dict[str, Any]:
         overrides["refresh_threshold"] = args.threshold
     if args.buffer is not None:
         overrides["buffer_size"] = args.buffer
+    if getattr(args, "psnr_check", None) is not None:
+        overrides["psnr_check"] = args.psnr_check
+    if getattr(args, "psnr_floor", None) is not None:
+        if not overrides.get("psnr_check"):
+            raise UserError("--psnr-floor is the floor of --psnr-check N: give both")
+        overrides["psnr_floor"] = args.psnr_floor
     if args.motion_level is not None:
         overrides["quant_level"] = args.motion_level
     if args.chunk is not None:

@@ -99,6 +99,14 @@ class CodecConfig:
     ``content_refresh`` and ``content_update="detail"``, or the bidirectional mode (its
     keyframes: at its lowest rung, eye state wrong in 6 % of frames instead of 17 %, for 7 %
     more bits; docs/hybrid.md); encoder-side only."""
+    psnr_check: int = 0
+    """``RefreshMode.MOTION`` without an aux stream: render every ``psnr_check``-th frame
+    as the decoder will and code a keyframe when its PSNR is below ``psnr_floor`` (DAC's rule as
+    a safety net under ZTE's gate, which sees only the face's keypoints: a camera zoom, a
+    lighting change or a head turn the warp cannot follow pass it); at most one such keyframe
+    every ``3 * psnr_check`` frames. 0: never."""
+    psnr_floor: float = 16.0
+    """The PSNR in dB below which ``psnr_check`` codes a keyframe."""
     content_refresh: bool = True
     """Render each frame only from references that hold its mouth and eye state, and code a
     keyframe when none does (:mod:`keyface.codec.content`; representations with a face state
@@ -151,6 +159,8 @@ class CodecConfig:
             raise ValueError(f"detail_parts must name eyes and/or mouth, got {self.detail_parts}")
         if self.group_cut is not None and not set(self.group_cut) <= {"eyes", "mouth"}:
             raise ValueError(f"group_cut must name eyes and/or mouth, got {self.group_cut}")
+        if self.psnr_check < 0:
+            raise ValueError(f"psnr_check must be >= 0, got {self.psnr_check}")
         if self.reset_interval is not None and self.reset_interval < 1:
             raise ValueError("reset_interval must be >= 1 or None")
         if self.mode not in (*MODES, "auto"):

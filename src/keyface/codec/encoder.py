@@ -94,6 +94,11 @@ this of being as near the frame's as the nearest reference's: held for its backg
 reference with another mouth made lp_d6's mouth LPIPS 13 % worse."""
 
 
+PSNR_CHECK_GAP = 1.0
+"""``CodecConfig.psnr_check`` codes at most one keyframe per this many seconds: a scene the
+warp cannot follow at all (a fast zoom) would otherwise get a keyframe at every check."""
+
+
 @dataclass(frozen=True)
 class FrameDecision:
     """What the encoder did with one frame (for statistics and tests)."""
@@ -139,6 +144,8 @@ class EncoderStats:
     eye_details: int = 0
     """Reference pictures whose eyes were coded again because they did not read open
     (``CodecConfig.eye_check``)."""
+    psnr_checks: int = 0
+    """Frames rendered at the encoder by ``CodecConfig.psnr_check``."""
     other_bytes: int = 0
     decisions: list[FrameDecision] = field(default_factory=list)
 
@@ -452,6 +459,16 @@ class EncoderCore:
         q = rep.quantize_field(measured, self.state.steps, self._last_q)
         return q, rep.field(self.state.dequantize(q))
 
+    def _psnr_check_due(self, index: int) -> bool:
+        """Whether frame ``index`` is one that ``psnr_check`` renders: every N-th frame, no aux
+        stream, and the newest keyframe at least :data:`PSNR_CHECK_GAP` seconds (and ``3 N``
+        frames) old."""
+        every = self.config.psnr_check
+        if every <= 0 or self._aux is not None or index % every:
+            return False
+        newest = max((e.frame_index for e in self.buffer if not e.promoted), default=-(10**9))
+        return index - newest >= max(3 * every, round(PSNR_CHECK_GAP * self.fps))
+
     def _mouth_as_near(self, held: int, nearest: int, state: FaceState | None) -> bool:
         """Whether buffer entry ``held`` shows a mouth about as open as the frame's (``state``)
         as the ``nearest`` one does (within ``HOLD_MOUTH_SLACK``); True without states."""
@@ -522,6 +539,17 @@ class EncoderCore:
             ):
                 k = held_on[0]  # no flip between alike references (REFERENCE_HOLD)
             entry = self.buffer[k]
+            if self._psnr_check_due(index):
+                q, field = (
+                    self._field(entry, image, keypoints, params)
+                    if self._field_part is not None
+                    else (None, None)
+                )
+                score = psnr(self.renderer.render(entry.reference, keypoints, field), image)
+                self.stats.psnr_checks += 1
+                if score < self.config.psnr_floor:
+                    return None, None, "psnr"
+                return FrameDecision(index, False, k, entry.frame_index, dists[k]), q, None
             return FrameDecision(index, False, k, entry.frame_index, dists[k]), None, None
         # PSNR: render every candidate as the decoder would, with its own body-motion grid.
         scores, coded = [], []
