@@ -442,3 +442,32 @@ def test_scale_factor_one_has_no_blur_buffer() -> None:
     with torch.no_grad():
         kp = nets.kp_detector(_picture())
         assert nets.generator(_picture(), kp, kp).prediction.shape == (1, 3, 64, 64)
+
+
+def test_bench_codes_with_a_fomm_model(tiny_model, carphone_path: Path, tmp_path: Path) -> None:
+    """``keyface bench --motion fomm --model FILE``: keyface's curve is the model's own (codec
+    ``keyface-fomm-<digest>``, the animation ladder), its points cached under the model's
+    digest, and the command in the report says how to reproduce it."""
+    model = tmp_path / "tiny-fomm.safetensors"
+    out = tmp_path / "bench"
+    args = [
+        "bench", "--clips", str(carphone_path), "--frames", "6", "--u", "0,1",
+        "--anchors", "none", "--metrics", "psnr", "--motion", "fomm", "--model", str(model),
+        "--out", str(out), "--jobs", "1", "-q",
+    ]  # fmt: skip
+    assert main(args) == 0
+    data = json.loads((out / "points.json").read_text())
+    codec = f"keyface-fomm-{tiny_model.digest:08x}"
+    assert {(p["codec"], p["param"]) for p in data["points"]} == {(codec, 0.0), (codec, 1.0)}
+    assert all(p["info"]["mode"] == "animation" and p["bytes"] > 0 for p in data["points"])
+    assert f"--motion fomm --model {model.resolve()}" in data["protocol"]["command"]
+    cached = json.loads((out / "cache" / "carphone_pristine" / f"{codec}_u0.00.json").read_text())
+    assert cached["key"]["fomm_model"] == f"{tiny_model.digest:08x}"
+    assert main(args) == 0  # again: every point from the cache
+    assert json.loads((out / "points.json").read_text())["run"]["cached"] == 2
+
+
+def test_bench_needs_the_model_of_fomm(carphone_path: Path, tmp_path: Path, capsys) -> None:
+    args = ["bench", "--clips", str(carphone_path), "--motion", "fomm", "--out", str(tmp_path)]
+    assert main(args) == 2
+    assert "--motion fomm needs its model file" in capsys.readouterr().err

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from keyface.cli._common import existing_file
 from keyface.cli.main import UserError
 from keyface.clips import ClipSelectionError, select_clips
 from keyface.renderers import DEFAULT_RENDERER
@@ -60,6 +61,14 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         default=DEFAULT_RENDERER,
         help=f"keyface renderer (default: {DEFAULT_RENDERER})",
     )
+    c.add_argument(
+        "--motion",
+        choices=("facemesh", "fomm"),
+        default="facemesh",
+        help="keyface's motion: the face mesh (default: the one ladder) or the keypoints and "
+        "Jacobians of a FOMM model (--model; its generator renders; the animation ladder)",
+    )
+    c.add_argument("--model", metavar="FILE", help="--motion fomm: the keyface model file")
     c.add_argument(
         "--modes",
         help="also measure these stream modes on their own ladders (comma-separated of "
@@ -162,7 +171,11 @@ def canonical_command(args: argparse.Namespace, cfg: Any) -> str:
         parts += ["--limit", str(args.limit)]
     parts += ["--frames", str(cfg.frames), "--size", str(cfg.size)]
     if cfg.keyface:
-        parts += ["--u", ",".join(f"{u:g}" for u in cfg.u_values), "--generator", cfg.generator]
+        parts += ["--u", ",".join(f"{u:g}" for u in cfg.u_values)]
+        if cfg.fomm_model is not None:
+            parts += ["--motion", "fomm", "--model", str(cfg.fomm_model)]
+        else:
+            parts += ["--generator", cfg.generator]
         if cfg.modes:
             parts += ["--modes", ",".join(cfg.modes)]
     else:
@@ -193,6 +206,29 @@ def _modes(text: str | None) -> tuple[str, ...]:
     return modes
 
 
+def _fomm(args: argparse.Namespace) -> tuple[Path | None, str, str]:
+    """``(model file, its digest as 8 hex digits, renderer)`` of ``--motion fomm --model``;
+    ``(None, "", --generator)`` for the face mesh. Loads and registers the model once."""
+    model = getattr(args, "model", None)
+    if getattr(args, "motion", "facemesh") != "fomm":
+        if model is not None:
+            raise UserError("--model is the model file of --motion fomm")
+        return None, "", args.generator
+    if model is None:
+        raise UserError("--motion fomm needs its model file: --model FILE (keyface import-fomm)")
+    if args.modes:
+        raise UserError("--motion fomm codes the animation ladder only: leave out --modes")
+    from keyface.fomm import MOTION_NAME, use_model
+    from keyface.fomm.model import FommModelError
+
+    path = existing_file(model)
+    try:
+        loaded = use_model(path)
+    except FommModelError as exc:
+        raise UserError(str(exc)) from None
+    return path.resolve(), f"{loaded.digest:08x}", MOTION_NAME
+
+
 def config_from_args(args: argparse.Namespace) -> Any:
     from keyface.eval import bench
 
@@ -217,6 +253,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         )
         anchors = bench.resolve_anchors(args.anchors)
         metrics = bench.parse_metrics(args.metrics, args.device)
+        fomm_model, fomm_digest, generator = _fomm(args)
         cfg = bench.BenchConfig(
             clips=clips,
             out=Path(args.out),
@@ -224,7 +261,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
             size=args.size,
             u_values=bench.parse_u(args.u),
             keyface=args.keyface,
-            generator=args.generator,
+            generator=generator,
             anchors=anchors,
             qps=bench.parse_qps(args.qps, anchors),
             presets=_presets(args.preset, anchors),
@@ -237,6 +274,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
             min_overlap=args.min_overlap,
             slow_every=args.slow_every,
             modes=_modes(args.modes),
+            fomm_model=fomm_model,
+            fomm_digest=fomm_digest,
         )
     except (bench.BenchError, ClipSelectionError) as exc:
         raise UserError(str(exc)) from None

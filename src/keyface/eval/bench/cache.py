@@ -144,6 +144,8 @@ def _point_key(cfg: BenchConfig, codec: str, param: float | int) -> dict[str, An
         conf["refresh_mode"] = int(conf["refresh_mode"])
         key["config"] = conf
         key["generator"] = cfg.generator
+        if cfg.fomm_model is not None:
+            key["fomm_model"] = cfg.fomm_digest
         key["code"] = codec_digest()
     else:
         from keyface.eval.anchors import DEFAULT_PRESETS

@@ -12,6 +12,7 @@ from keyface.eval.registry import METRIC_REGISTRY
 
 SCHEMA = REPORT_SCHEMA
 KEYFACE = "keyface"
+FOMM = "fomm"
 DEFAULT_FRAMES = 125
 DEFAULT_SIZE = 256
 DEFAULT_U: tuple[float, ...] = (0.0, 0.3, 0.6, 0.9, 1.2, 1.5)
@@ -72,11 +73,19 @@ class BenchConfig:
     modes: tuple[str, ...] = ()
     """Stream modes measured on their own ladders besides keyface's one ladder (``auto``):
     each is the codec ``<keyface codec>@<mode>`` of the results (``--modes``)."""
+    fomm_model: Path | None = None
+    """``--motion fomm --model FILE``: keyface codes with the FOMM model of that file (its
+    keypoints and Jacobians, its generator) on the animation ladder, as the codec
+    ``keyface-fomm-<digest>`` (docs/motion.md)."""
+    fomm_digest: str = ""
+    """The model file's CRC-32 as 8 hex digits (what streams name it by)."""
 
     @property
     def keyface_codec(self) -> str:
-        """Codec label of keyface's one ladder in results: ``keyface``, or
-        ``keyface-<generator>``."""
+        """Codec label of keyface's one ladder in results: ``keyface``,
+        ``keyface-<generator>``, or ``keyface-fomm-<digest>`` with a FOMM model."""
+        if self.fomm_model is not None:
+            return f"{KEYFACE}-{FOMM}-{self.fomm_digest}"
         return KEYFACE if self.generator == "warp" else f"{KEYFACE}-{self.generator}"
 
     def keyface_codecs(self) -> list[str]:
@@ -98,8 +107,11 @@ class BenchConfig:
 
 
 def keyface_mode(codec: str) -> str:
-    """The stream mode a keyface codec label measures (``auto``: the one ladder)."""
-    return codec.split("@", 1)[1] if "@" in codec else "auto"
+    """The stream mode a keyface codec label measures (``auto``: the one ladder; a FOMM
+    model's codec: the animation ladder, whose keypoints are all it codes)."""
+    if "@" in codec:
+        return codec.split("@", 1)[1]
+    return "animation" if codec.startswith(f"{KEYFACE}-{FOMM}-") else "auto"
 
 
 def default_metrics(device: str = "cpu") -> tuple[str, ...]:

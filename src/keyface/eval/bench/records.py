@@ -47,6 +47,8 @@ class PointTask:
     previous: dict[str, Any] | None = None
     """A cached record of the same key that lacks some metrics: its values are kept."""
     slow_every: int = 1
+    fomm_model: str | None = None
+    """A FOMM model file that keyface codes and renders with (``BenchConfig.fomm_model``)."""
 
 
 @dataclass

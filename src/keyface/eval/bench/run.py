@@ -134,6 +134,11 @@ def run_bench(cfg: BenchConfig, *, log: Callable[[str], None] | None = None) -> 
                             key=key,
                             previous=partial,
                             slow_every=cfg.slow_every,
+                            fomm_model=(
+                                str(cfg.fomm_model)
+                                if cfg.fomm_model is not None and cfg.is_keyface(codec)
+                                else None
+                            ),
                         )
                     )
         # Slow jobs first (VVC, keyface decodes) so that the pool does not end on one long job.

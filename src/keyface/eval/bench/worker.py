@@ -140,11 +140,16 @@ def _code_keyface(task: PointTask, clip_dir: Path, meta: dict[str, Any]) -> dict
     analysis = load_analysis(clip_dir, meta)
     base = CodecConfig(mode=keyface_mode(task.codec))
     config = replace(config_at(float(task.param), base), generator=task.generator)
+    if task.fomm_model is not None:
+        from keyface.fomm import MOTION_NAME, use_model
+
+        use_model(task.fomm_model)  # registers `fomm` in this worker process (once)
+        config = replace(config, motion=MOTION_NAME, generator=MOTION_NAME)
     t0 = time.perf_counter()
     result = encode_analysis(analysis, config)
     encode_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
-    decoded = decode_bytes(result.data, renderer=get_renderer(task.generator))
+    decoded = decode_bytes(result.data, renderer=get_renderer(config.generator))
     decode_seconds = time.perf_counter() - t0
     if decoded.error is not None or len(decoded.frames) != analysis.frame_count:
         raise RuntimeError(
