@@ -471,3 +471,76 @@ def test_bench_needs_the_model_of_fomm(carphone_path: Path, tmp_path: Path, caps
     args = ["bench", "--clips", str(carphone_path), "--motion", "fomm", "--out", str(tmp_path)]
     assert main(args) == 2
     assert "--motion fomm needs its model file" in capsys.readouterr().err
+
+
+# -- the distilled keypoint encoder in the codec (ZTE's sender) ------------------------------------
+def _student_file(path: Path, teacher_digest: int) -> Path:
+    from keyface.fomm.student import KeypointStudent, StudentConfig, save_student
+
+    torch.manual_seed(1)
+    net = KeypointStudent(StudentConfig(image_size=TINY.image_size, num_kp=TINY.num_kp))
+    with torch.no_grad():  # a Jacobian head that is not the identity, as a trained one
+        for name, t in net.state_dict().items():
+            if name.startswith("jacobian"):
+                t.normal_(0, 0.1)
+    save_student(path, net.eval(), teacher_digest, steps=0)
+    return path
+
+
+def test_a_student_measures_the_keypoints_and_the_stream_stays_the_models(
+    tiny_model, tmp_path: Path, carphone_analysis
+) -> None:
+    """With ``use_model(model, student)`` the encoder's keypoints are the student's, not the
+    detector's; the stream names the model only, and a decoder with the model alone (no
+    student) renders exactly the keypoints that were sent."""
+    from keyface.fomm import registered_student
+    from keyface.fomm.student import read_student
+
+    frames = [image for (_, image), _ in zip(carphone_analysis.frames(), range(4), strict=False)]
+    teacher = get_representation(MOTION_NAME).analyze_image(frames[1])
+    student_path = _student_file(tmp_path / "student.safetensors", tiny_model.digest)
+    use_model(tiny_model.path, student_path)
+    assert registered_student() is not None
+    rep = get_representation(MOTION_NAME)
+    measured = rep.analyze_image(frames[1])
+    assert not np.allclose(measured, teacher)
+    from keyface.fomm.motion import REFERENCE_SIZE, model_input, to_pixels
+
+    with torch.no_grad():
+        kp = read_student(student_path).net(model_input(frames[1], TINY.image_size))
+    positions = to_pixels(kp.value[0].double().numpy(), TINY.image_size, REFERENCE_SIZE)
+    assert measured.shape == teacher.shape
+    assert np.allclose(measured[: 2 * TINY.num_kp], positions.reshape(-1), atol=1e-4)
+
+    encoder = EncoderCore(FOMM_CONFIG, Fraction(25))
+    packets = [p for im in frames for p in encoder.encode(im, None)] + encoder.flush()
+    assert encoder.header.motion_digest == tiny_model.digest
+    sent = [
+        encoder.representation.keypoints(
+            encoder.state.dequantize(encoder.state.quantize(rep.analyze_image(im))), 256
+        )
+        for im in frames
+    ]
+    use_model(tiny_model.path)  # the receiver: the model file, no student
+    assert registered_student() is None
+    decoder = DecoderCore(encoder.header, renderer=get_renderer(MOTION_NAME))
+    out = [f for p in packets for f in decoder.receive(p)]
+    for frame, kp_sent in zip(out, sent, strict=True):
+        assert np.array_equal(frame.keypoints, kp_sent)
+
+
+def test_a_student_of_another_model_is_refused(
+    tiny_model, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    student = _student_file(tmp_path / "other.safetensors", tiny_model.digest ^ 1)
+    video = tmp_path / "in.y4m"
+    video.write_bytes(b"")  # never read: the options are checked first
+    code = main(
+        ["encode", str(video), "-o", str(tmp_path / "x.kf"), "--motion", "fomm",
+         "--model", str(tiny_model.path), "--student", str(student)]
+    )  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "distilled from the model" in err[0], err
+    code = main(["encode", str(video), "-o", str(tmp_path / "y.kf"), "--student", str(student)])
+    err = capsys.readouterr().err
+    assert code == 2 and "--student is a keypoint encoder of --motion fomm" in err

@@ -70,6 +70,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     c.add_argument("--model", metavar="FILE", help="--motion fomm: the keyface model file")
     c.add_argument(
+        "--student",
+        metavar="FILE",
+        help="--motion fomm: a keypoint encoder distilled from that model measures the motion "
+        "(the codec keyface-fomm-<model>-<student>)",
+    )
+    c.add_argument(
         "--modes",
         help="also measure these stream modes on their own ladders (comma-separated of "
         "animation,hybrid,bidirectional); the keyface curve is the one ladder over all modes",
@@ -174,6 +180,8 @@ def canonical_command(args: argparse.Namespace, cfg: Any) -> str:
         parts += ["--u", ",".join(f"{u:g}" for u in cfg.u_values)]
         if cfg.fomm_model is not None:
             parts += ["--motion", "fomm", "--model", str(cfg.fomm_model)]
+            if cfg.fomm_student is not None:
+                parts += ["--student", str(cfg.fomm_student)]
         else:
             parts += ["--generator", cfg.generator]
         if cfg.modes:
@@ -206,27 +214,39 @@ def _modes(text: str | None) -> tuple[str, ...]:
     return modes
 
 
-def _fomm(args: argparse.Namespace) -> tuple[Path | None, str, str]:
-    """``(model file, its digest as 8 hex digits, renderer)`` of ``--motion fomm --model``;
-    ``(None, "", --generator)`` for the face mesh. Loads and registers the model once."""
+def _fomm(args: argparse.Namespace) -> tuple[Path | None, Path | None, str, str]:
+    """``(model file, student file, digest label, renderer)`` of ``--motion fomm --model
+    [--student]``, the label being the model's CRC-32 as 8 hex digits (``-`` and the
+    student's with a student); ``(None, None, "", --generator)`` for the face mesh. Loads
+    and registers the model once."""
     model = getattr(args, "model", None)
+    student = getattr(args, "student", None)
     if getattr(args, "motion", "facemesh") != "fomm":
         if model is not None:
             raise UserError("--model is the model file of --motion fomm")
-        return None, "", args.generator
+        if student is not None:
+            raise UserError("--student is a keypoint encoder of --motion fomm")
+        return None, None, "", args.generator
     if model is None:
         raise UserError("--motion fomm needs its model file: --model FILE (keyface import-fomm)")
     if args.modes:
         raise UserError("--motion fomm codes the animation ladder only: leave out --modes")
-    from keyface.fomm import MOTION_NAME, use_model
+    from keyface.fomm import MOTION_NAME, registered_student, use_model
     from keyface.fomm.model import FommModelError
+    from keyface.fomm.student import StudentFileError
 
     path = existing_file(model)
+    student_path = existing_file(student) if student else None
     try:
-        loaded = use_model(path)
-    except FommModelError as exc:
+        loaded = use_model(path, student_path)
+    except (FommModelError, StudentFileError) as exc:
         raise UserError(str(exc)) from None
-    return path.resolve(), f"{loaded.digest:08x}", MOTION_NAME
+    label = f"{loaded.digest:08x}"
+    distilled = registered_student()
+    if student_path is not None and distilled is not None:
+        label += f"-{distilled.digest:08x}"
+        student_path = student_path.resolve()
+    return path.resolve(), student_path, label, MOTION_NAME
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
@@ -253,7 +273,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         )
         anchors = bench.resolve_anchors(args.anchors)
         metrics = bench.parse_metrics(args.metrics, args.device)
-        fomm_model, fomm_digest, generator = _fomm(args)
+        fomm_model, fomm_student, fomm_digest, generator = _fomm(args)
         cfg = bench.BenchConfig(
             clips=clips,
             out=Path(args.out),
@@ -275,6 +295,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
             slow_every=args.slow_every,
             modes=_modes(args.modes),
             fomm_model=fomm_model,
+            fomm_student=fomm_student,
             fomm_digest=fomm_digest,
         )
     except (bench.BenchError, ClipSelectionError) as exc:

@@ -107,6 +107,12 @@ def add_codec_arguments(p: argparse.ArgumentParser) -> None:
         "its generator renders the frames",
     )
     p.add_argument(
+        "--student",
+        metavar="FILE",
+        help="--motion fomm: a keypoint encoder distilled from that model (keyface train fit "
+        "--task fomm-distill) measures the motion instead of its detector; same stream",
+    )
+    p.add_argument(
         "--no-motion-field",
         action="store_true",
         help="do not send the body-motion grid (hair, shoulders and background held still)",
@@ -253,15 +259,22 @@ def motion_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """``--motion fomm --model FILE``: load the model (once) and code and render with it."""
     motion = getattr(args, "motion", "facemesh")
     model = getattr(args, "model", None)
+    student = getattr(args, "student", None)
     if motion != "fomm":
         if model is not None:
             raise UserError("--model is the model file of --motion fomm")
+        if student is not None:
+            raise UserError("--student is a keypoint encoder of --motion fomm")
         return {}
     if model is None:
         raise UserError("--motion fomm needs its model file: --model FILE (keyface import-fomm)")
     from keyface.fomm import MOTION_NAME, use_model
+    from keyface.fomm.student import StudentFileError
 
-    use_model(existing_file(model))
+    try:
+        use_model(existing_file(model), existing_file(student) if student else None)
+    except StudentFileError as exc:
+        raise UserError(str(exc)) from None
     return {"motion": MOTION_NAME, "generator": MOTION_NAME}
 
 

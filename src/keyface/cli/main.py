@@ -53,6 +53,7 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
         ("keyface.renderers", "UnknownRendererError"),
         ("keyface.generator.weights", "GeneratorWeightsError"),
         ("keyface.fomm.model", "FommModelError"),
+        ("keyface.fomm.student", "StudentFileError"),
         ("keyface.server.client", "JoinRefused"),
         ("keyface.server.client", "ConnectionLost"),
     ):

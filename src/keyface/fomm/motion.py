@@ -100,8 +100,14 @@ class FommMotion:
     name = NAME
     version = VERSION
 
-    def __init__(self, model: FommModel, level: int = 0) -> None:
+    def __init__(
+        self, model: FommModel, level: int = 0, student: torch.nn.Module | None = None
+    ) -> None:
         self.model = model
+        self.student = student
+        """A distilled keypoint encoder (``keyface.fomm.student``) that measures the keypoints
+        instead of the model's detector (ZTE's sender side); the stream is the same: the
+        decoder never runs either."""
         self.digest = model.digest
         self.num_kp = model.config.num_kp
         self.num_keypoints = 3 * self.num_kp
@@ -130,7 +136,7 @@ class FommMotion:
         return QuantLevel(num_params=len(steps), steps=np.asarray(steps, dtype=np.float64))
 
     def for_level(self, level: int) -> FommMotion:
-        return FommMotion(self.model, level)
+        return FommMotion(self.model, level, self.student)
 
     # -- measuring ---------------------------------------------------------------------------
     def analyze(self, landmarks: np.ndarray, size: int) -> np.ndarray:
@@ -141,7 +147,8 @@ class FommMotion:
         """Parameters ``(num_params,)`` of an RGB uint8 crop (any size; resized to the
         model's)."""
         m = self.model.config.image_size
-        kp = self.model.networks.kp_detector(model_input(image, m))
+        detector = self.student if self.student is not None else self.model.networks.kp_detector
+        kp = detector(model_input(image, m))
         value = kp.value[0].double().numpy()
         jac = kp.jacobian[0].double().numpy()
         pos = to_pixels(value, m, REFERENCE_SIZE)

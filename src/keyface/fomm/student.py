@@ -221,3 +221,67 @@ def export_onnx(net: KeypointStudent, path: Path) -> None:
         dynamo=False,
     )
     net.train(was)
+
+
+STUDENT_FORMAT = "keyface-fomm-student-v1"
+"""The ``format`` of a student file's safetensors metadata (with ``config``, the
+``teacher_digest`` of the model it was distilled from, and ``provenance``)."""
+
+
+@dataclass(frozen=True)
+class StudentFile:
+    """A distilled keypoint encoder read from its file."""
+
+    net: KeypointStudent
+    teacher_digest: int
+    """The CRC-32 of the model file whose detector it was distilled from."""
+    digest: int
+    """The CRC-32 of the student file itself."""
+    path: Path
+
+
+class StudentFileError(ValueError):
+    """Not a student file, or a broken one: one line for the user."""
+
+
+def save_student(path: Path, student: KeypointStudent, teacher_digest: int, steps: int) -> None:
+    """Write ``student`` as a keyface student file (safetensors with its config, the teacher's
+    digest and how it was made)."""
+    import json
+
+    from safetensors.torch import save_file
+
+    meta = {
+        "format": STUDENT_FORMAT,
+        "config": json.dumps(student.config.to_dict()),
+        "teacher_digest": f"{teacher_digest:08x}",
+        "provenance": f"distilled by keyface train fit --task fomm-distill, {steps} steps",
+    }
+    tensors = {k: v.detach().contiguous() for k, v in student.state_dict().items()}
+    save_file(tensors, str(path), metadata=meta)
+
+
+def read_student(path: Path | str) -> StudentFile:
+    """The student of a file :func:`save_student` wrote (eval mode); raises
+    :class:`StudentFileError` for anything else."""
+    import json
+
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    from keyface.fomm.model import crc32_of
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        if meta.get("format") != STUDENT_FORMAT:
+            raise StudentFileError(f"{path}: not a keyface FOMM student file")
+        net = KeypointStudent(StudentConfig(**json.loads(meta["config"])))
+        net.load_state_dict(load_file(str(path)))
+        teacher = int(meta["teacher_digest"], 16)
+    except StudentFileError:
+        raise
+    except (OSError, SafetensorError, KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise StudentFileError(f"{path}: not a usable student file ({exc})") from None
+    return StudentFile(net.eval(), teacher, crc32_of(path), path)

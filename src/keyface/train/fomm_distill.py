@@ -30,17 +30,23 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
 from keyface.fomm.model import FommModel
-from keyface.fomm.student import KeypointStudent, StudentConfig, export_onnx
+from keyface.fomm.student import (
+    STUDENT_FORMAT,
+    KeypointStudent,
+    StudentConfig,
+    export_onnx,
+    read_student,
+    save_student,
+)
 from keyface.train.fomm import RandomTransform, equivariance_losses, run_steps
 from keyface.train.fomm_data import Augment, FommClip, _jitter
 
 CHECKPOINT = "checkpoint.pt"
 STUDENT = "student.safetensors"
 ONNX = "student.onnx"
-FORMAT = "keyface-fomm-student-v1"
+FORMAT = STUDENT_FORMAT
 
 
 @dataclass(frozen=True)
@@ -248,24 +254,6 @@ def distill(
     return student
 
 
-def save_student(path: Path, student: KeypointStudent, teacher_digest: int, steps: int) -> None:
-    meta = {
-        "format": FORMAT,
-        "config": json.dumps(student.config.to_dict()),
-        "teacher_digest": f"{teacher_digest:08x}",
-        "provenance": f"distilled by keyface train fit --task fomm-distill, {steps} steps",
-    }
-    tensors = {k: v.detach().contiguous() for k, v in student.state_dict().items()}
-    save_file(tensors, str(path), metadata=meta)
-
-
 def load_student(path: Path) -> KeypointStudent:
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata() or {}
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a keyface FOMM student file")
-    student = KeypointStudent(StudentConfig(**json.loads(meta["config"])))
-    student.load_state_dict(load_file(str(path)))
-    return student.eval()
+    """The student network of a student file (:func:`keyface.fomm.student.read_student`)."""
+    return read_student(path).net

@@ -77,8 +77,11 @@ class BenchConfig:
     """``--motion fomm --model FILE``: keyface codes with the FOMM model of that file (its
     keypoints and Jacobians, its generator) on the animation ladder, as the codec
     ``keyface-fomm-<digest>`` (docs/motion.md)."""
+    fomm_student: Path | None = None
+    """``--student FILE``: a keypoint encoder distilled from the model measures the motion."""
     fomm_digest: str = ""
-    """The model file's CRC-32 as 8 hex digits (what streams name it by)."""
+    """The model file's CRC-32 as 8 hex digits (what streams name it by), then ``-`` and the
+    student file's with a student."""
 
     @property
     def keyface_codec(self) -> str:

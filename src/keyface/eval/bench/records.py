@@ -49,6 +49,8 @@ class PointTask:
     slow_every: int = 1
     fomm_model: str | None = None
     """A FOMM model file that keyface codes and renders with (``BenchConfig.fomm_model``)."""
+    fomm_student: str | None = None
+    """A student file that measures the keypoints (``BenchConfig.fomm_student``)."""
 
 
 @dataclass

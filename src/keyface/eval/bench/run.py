@@ -139,6 +139,11 @@ def run_bench(cfg: BenchConfig, *, log: Callable[[str], None] | None = None) -> 
                                 if cfg.fomm_model is not None and cfg.is_keyface(codec)
                                 else None
                             ),
+                            fomm_student=(
+                                str(cfg.fomm_student)
+                                if cfg.fomm_student is not None and cfg.is_keyface(codec)
+                                else None
+                            ),
                         )
                     )
         # Slow jobs first (VVC, keyface decodes) so that the pool does not end on one long job.

@@ -143,7 +143,7 @@ def _code_keyface(task: PointTask, clip_dir: Path, meta: dict[str, Any]) -> dict
     if task.fomm_model is not None:
         from keyface.fomm import MOTION_NAME, use_model
 
-        use_model(task.fomm_model)  # registers `fomm` in this worker process (once)
+        use_model(task.fomm_model, task.fomm_student)  # registers `fomm` in this process
         config = replace(config, motion=MOTION_NAME, generator=MOTION_NAME)
     t0 = time.perf_counter()
     result = encode_analysis(analysis, config)
