@@ -181,3 +181,52 @@ def positive_float(text: str) -> float:
 
 def human_bytes(n: int) -> str:
     return f"{n} B" if n < 10_000 else f"{n / 1000:.1f} kB"
+
+
+def add_motion_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--motion facemesh|fomm``, ``--model FILE`` and ``--student FILE`` (encode, bench)."""
+    p.add_argument(
+        "--motion",
+        choices=("facemesh", "fomm"),
+        default="facemesh",
+        help="motion representation: the face mesh (default) or the learned keypoints and "
+        "Jacobians of a First Order Motion Model (needs --model; docs/motion.md)",
+    )
+    p.add_argument(
+        "--model",
+        metavar="FILE",
+        help="--motion fomm: the keyface model file (.safetensors, from keyface import-fomm); "
+        "its generator renders the frames",
+    )
+    p.add_argument(
+        "--student",
+        metavar="FILE",
+        help="--motion fomm: a keypoint encoder distilled from that model (keyface train fit "
+        "--task fomm-distill) measures the motion instead of its detector; same stream",
+    )
+
+
+def use_fomm_arguments(args: argparse.Namespace) -> tuple[Path, Path | None] | None:
+    r"""The ``(model, student)`` files of ``--motion fomm --model FILE [--student FILE]``,
+    loaded and registered as ``fomm`` (:func:`keyface.fomm.use_model`); ``None`` for the face
+    mesh. Misused options and bad files are :class:`UserError`\ s."""
+    model = getattr(args, "model", None)
+    student = getattr(args, "student", None)
+    if getattr(args, "motion", "facemesh") != "fomm":
+        if model is not None:
+            raise UserError("--model is the model file of --motion fomm")
+        if student is not None:
+            raise UserError("--student is a keypoint encoder of --motion fomm")
+        return None
+    if model is None:
+        raise UserError("--motion fomm needs its model file: --model FILE (keyface import-fomm)")
+    from keyface.fomm import use_model
+    from keyface.fomm.model import FommModelError
+    from keyface.fomm.student import StudentFileError
+
+    files = existing_file(model), existing_file(student) if student else None
+    try:
+        use_model(*files)
+    except (FommModelError, StudentFileError) as exc:
+        raise UserError(str(exc)) from None
+    return files

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from keyface.cli._common import existing_file
+from keyface.cli._common import add_motion_arguments, use_fomm_arguments
 from keyface.cli.main import UserError
 from keyface.clips import ClipSelectionError, select_clips
 from keyface.renderers import DEFAULT_RENDERER
@@ -61,20 +61,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         default=DEFAULT_RENDERER,
         help=f"keyface renderer (default: {DEFAULT_RENDERER})",
     )
-    c.add_argument(
-        "--motion",
-        choices=("facemesh", "fomm"),
-        default="facemesh",
-        help="keyface's motion: the face mesh (default: the one ladder) or the keypoints and "
-        "Jacobians of a FOMM model (--model; its generator renders; the animation ladder)",
-    )
-    c.add_argument("--model", metavar="FILE", help="--motion fomm: the keyface model file")
-    c.add_argument(
-        "--student",
-        metavar="FILE",
-        help="--motion fomm: a keypoint encoder distilled from that model measures the motion "
-        "(the codec keyface-fomm-<model>-<student>)",
-    )
+    add_motion_arguments(c)
     c.add_argument(
         "--modes",
         help="also measure these stream modes on their own ladders (comma-separated of "
@@ -219,34 +206,25 @@ def _fomm(args: argparse.Namespace) -> tuple[Path | None, Path | None, str, str]
     [--student]``, the label being the model's CRC-32 as 8 hex digits (``-`` and the
     student's with a student); ``(None, None, "", --generator)`` for the face mesh. Loads
     and registers the model once."""
-    model = getattr(args, "model", None)
-    student = getattr(args, "student", None)
-    if getattr(args, "motion", "facemesh") != "fomm":
-        if model is not None:
-            raise UserError("--model is the model file of --motion fomm")
-        if student is not None:
-            raise UserError("--student is a keypoint encoder of --motion fomm")
-        return None, None, "", args.generator
-    if model is None:
-        raise UserError("--motion fomm needs its model file: --model FILE (keyface import-fomm)")
-    if args.modes:
+    if getattr(args, "motion", "facemesh") == "fomm" and args.modes:
         raise UserError("--motion fomm codes the animation ladder only: leave out --modes")
-    from keyface.fomm import MOTION_NAME, registered_student, use_model
-    from keyface.fomm.model import FommModelError
-    from keyface.fomm.student import StudentFileError
+    files = use_fomm_arguments(args)
+    if files is None:
+        return None, None, "", args.generator
+    from keyface.fomm import MOTION_NAME, registered_model, registered_student
 
-    path = existing_file(model)
-    student_path = existing_file(student) if student else None
-    try:
-        loaded = use_model(path, student_path)
-    except (FommModelError, StudentFileError) as exc:
-        raise UserError(str(exc)) from None
-    label = f"{loaded.digest:08x}"
-    distilled = registered_student()
-    if student_path is not None and distilled is not None:
-        label += f"-{distilled.digest:08x}"
-        student_path = student_path.resolve()
-    return path.resolve(), student_path, label, MOTION_NAME
+    model = registered_model()
+    assert model is not None
+    label = f"{model.digest:08x}"
+    student = registered_student()
+    if student is not None:
+        label += f"-{student.digest:08x}"
+    return (
+        files[0].resolve(),
+        files[1].resolve() if files[1] is not None else None,
+        label,
+        MOTION_NAME,
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> Any:

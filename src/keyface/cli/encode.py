@@ -11,6 +11,7 @@ from keyface.bitstream import MAX_GOP, MIN_GOP, RefreshMode
 from keyface.cli._common import (
     Progress,
     add_force_argument,
+    add_motion_arguments,
     existing_file,
     expected_frames,
     human_bytes,
@@ -20,6 +21,7 @@ from keyface.cli._common import (
     positive_int,
     progress_bar,
     stage_bars,
+    use_fomm_arguments,
 )
 from keyface.cli.main import UserError
 from keyface.codec.config import MODES, CodecConfig
@@ -93,25 +95,7 @@ def add_codec_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--chunk", type=positive_int, help="frames per motion packet (1 = lowest latency)"
     )
-    p.add_argument(
-        "--motion",
-        choices=("facemesh", "fomm"),
-        default="facemesh",
-        help="motion representation: the face mesh (default) or the learned keypoints and "
-        "Jacobians of a First Order Motion Model (needs --model; docs/motion.md)",
-    )
-    p.add_argument(
-        "--model",
-        metavar="FILE",
-        help="--motion fomm: the keyface model file (.safetensors, from keyface import-fomm); "
-        "its generator renders the frames",
-    )
-    p.add_argument(
-        "--student",
-        metavar="FILE",
-        help="--motion fomm: a keypoint encoder distilled from that model (keyface train fit "
-        "--task fomm-distill) measures the motion instead of its detector; same stream",
-    )
+    add_motion_arguments(p)
     p.add_argument(
         "--no-motion-field",
         action="store_true",
@@ -257,24 +241,10 @@ def explicit_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def motion_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """``--motion fomm --model FILE``: load the model (once) and code and render with it."""
-    motion = getattr(args, "motion", "facemesh")
-    model = getattr(args, "model", None)
-    student = getattr(args, "student", None)
-    if motion != "fomm":
-        if model is not None:
-            raise UserError("--model is the model file of --motion fomm")
-        if student is not None:
-            raise UserError("--student is a keypoint encoder of --motion fomm")
+    if use_fomm_arguments(args) is None:
         return {}
-    if model is None:
-        raise UserError("--motion fomm needs its model file: --model FILE (keyface import-fomm)")
-    from keyface.fomm import MOTION_NAME, use_model
-    from keyface.fomm.student import StudentFileError
+    from keyface.fomm import MOTION_NAME
 
-    try:
-        use_model(existing_file(model), existing_file(student) if student else None)
-    except StudentFileError as exc:
-        raise UserError(str(exc)) from None
     return {"motion": MOTION_NAME, "generator": MOTION_NAME}
 
 
