@@ -117,19 +117,21 @@ def test_perceptual_pyramid_is_zero_for_equal_pictures_and_grows_with_noise() ->
 def test_a_tiny_run_lowers_its_loss_and_writes_a_model(tmp_path: Path) -> None:
     clips = synthetic_clips(count=2, frames=8, size=SIZE)
     run = tmp_path / "run"
-    config = replace(CONFIG, steps=20, batch=2, lr=2e-3, val_every=20, augment=False)
+    # 30 steps of 4 pairs at lr 1e-3: 170 -> 108 here. (20 steps of 2 at 2e-3 went 176 -> 121
+    # on one machine and 178 -> 162 on another: too few, too noisy a batch to test a trend.)
+    config = replace(CONFIG, steps=30, batch=4, lr=1e-3, val_every=30, augment=False)
     train_fomm(run, clips[:1], clips[1:], config)
     log = [r for r in _log(run) if "total" in r]
-    assert [r["step"] for r in log] == list(range(1, 21))
+    assert [r["step"] for r in log] == list(range(1, 31))
     first = np.mean([r["total"] for r in log[:5]])
     last = np.mean([r["total"] for r in log[-5:]])
-    assert last < 0.85 * first, (first, last)  # 176 -> 121 here
+    assert last < 0.85 * first, (first, last)
     for term in ("perceptual", "equivariance_value", "equivariance_jacobian"):
         assert np.isfinite(log[-1][term])
     val = [r for r in _log(run) if "val_lpips" in r]
     assert val and {"val_l1", "val_l1_source", "val_lpips_source"} <= set(val[-1])
     model = load_model(run / MODEL)
-    assert model.metadata["format"] == FORMAT and "20 steps" in model.metadata["provenance"]
+    assert model.metadata["format"] == FORMAT and "30 steps" in model.metadata["provenance"]
     assert model.config == config.model
 
 
