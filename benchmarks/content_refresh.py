@@ -57,7 +57,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "keyframes-hevc-ld": {"intra_codec": "hevc-ld"},
     "psnr4-16": {"psnr_check": 4, "psnr_floor": 16.0},
     "psnr4-18": {"psnr_check": 4, "psnr_floor": 18.0},
-    "psnr4-20": {"psnr_check": 4, "psnr_floor": 20.0},
 }
 DEFAULT_U = (0.0, 0.3, 0.6, 0.9, 1.2)
 

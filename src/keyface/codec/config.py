@@ -103,8 +103,8 @@ class CodecConfig:
     """``RefreshMode.MOTION`` without an aux stream: render every ``psnr_check``-th frame
     as the decoder will and code a keyframe when its PSNR is below ``psnr_floor`` (DAC's rule as
     a safety net under ZTE's gate, which sees only the face's keypoints: a camera zoom, a
-    lighting change or a head turn the warp cannot follow pass it); at most one such keyframe
-    every ``3 * psnr_check`` frames. 0: never."""
+    lighting change or a head turn the warp cannot follow pass it); at most one such keyframe a
+    second (``keyface.codec.encoder.PSNR_CHECK_GAP``). 0: never."""
     psnr_floor: float = 16.0
     """The PSNR in dB below which ``psnr_check`` codes a keyframe."""
     content_refresh: bool = True

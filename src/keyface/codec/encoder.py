@@ -539,18 +539,20 @@ class EncoderCore:
             ):
                 k = held_on[0]  # no flip between alike references (REFERENCE_HOLD)
             entry = self.buffer[k]
-            if self._psnr_check_due(index):
-                q, field = (
-                    self._field(entry, image, keypoints, params)
-                    if self._field_part is not None
-                    else (None, None)
-                )
-                score = psnr(self.renderer.render(entry.reference, keypoints, field), image)
-                self.stats.psnr_checks += 1
-                if score < self.config.psnr_floor:
-                    return None, None, "psnr"
-                return FrameDecision(index, False, k, entry.frame_index, dists[k]), q, None
-            return FrameDecision(index, False, k, entry.frame_index, dists[k]), None, None
+            decision = FrameDecision(index, False, k, entry.frame_index, dists[k])
+            if not self._psnr_check_due(index):
+                return decision, None, None
+            q, field = (
+                self._field(entry, image, keypoints, params)
+                if self._field_part is not None
+                else (None, None)
+            )
+            self.stats.psnr_checks += 1
+            if psnr(self.renderer.render(entry.reference, keypoints, field), image) < (
+                self.config.psnr_floor
+            ):
+                return None, None, "psnr"
+            return decision, q, None
         # PSNR: render every candidate as the decoder would, with its own body-motion grid.
         scores, coded = [], []
         for i in candidates:

@@ -56,6 +56,18 @@ def config_at(u: float, base: CodecConfig | None = None) -> CodecConfig:
     return hybrid_config_at(u, base)
 
 
+PSNR_CHECK = 4
+PSNR_FLOOR = 16.0
+"""The animation ladder (motion gate; every motion route, the FOMM one included) renders every
+``PSNR_CHECK``-th frame at the encoder and codes a keyframe below ``PSNR_FLOOR`` dB, at most one
+a second (``CodecConfig.psnr_check``): on the 12 validation people at u 0 / 0.15 / 0.29 it fires on
+3 clips (a camera zoom, stage lights and a head turn, a fast turn), costs 0.5-0.6 kbit/s on
+the mean and is neutral there at equal rate (BD-rate on LPIPS -0.9 %), while the worst clip's
+LPIPS falls from 0.285 to 0.181 (docs/codec.md, results/content/psnr_check.md). Floors of 16
+and 18 dB with a keyframe allowed every 12 frames cost 1.2-2.1 kbit/s and lost at equal rate
+(+4 / +12 %)."""
+
+
 def animation_config_at(u: float, base: CodecConfig) -> CodecConfig:
     """The animation ladder: keyframe quality, refresh threshold and motion quantiser."""
     quality = min(95, round(10 + 20 * u))
@@ -70,28 +82,15 @@ def animation_config_at(u: float, base: CodecConfig) -> CodecConfig:
         threshold = 16.0 + 8.0 * u  # dB below which a keyframe is sent
     else:
         threshold = 0.0 if u < 0.5 else round(300 / u)  # keyframe interval in frames
-    check = PSNR_CHECK if mode == RefreshMode.MOTION and base.motion is None else base.psnr_check
+    checked = {"psnr_check": PSNR_CHECK, "psnr_floor": PSNR_FLOOR}
     return replace(
         base,
         keyframe_quality=quality,
         max_keyframe_quality=min(100, quality + 30),
         quant_level=level,
         refresh_threshold=threshold,
-        psnr_check=check,
-        psnr_floor=PSNR_FLOOR if check else base.psnr_floor,
+        **(checked if mode == RefreshMode.MOTION else {}),
     )
-
-
-PSNR_CHECK = 4
-PSNR_FLOOR = 16.0
-"""The animation ladder (face-mesh route, motion gate) renders every ``PSNR_CHECK``-th frame
-at the encoder and codes a keyframe below ``PSNR_FLOOR`` dB, at most one a second
-(``CodecConfig.psnr_check``): on the 12 validation people at u 0 / 0.15 / 0.29 it fires on
-3 clips (a camera zoom, stage lights and a head turn, a fast turn), costs 0.5-0.6 kbit/s on
-the mean and is neutral there at equal rate (BD-rate on LPIPS -0.9 %), while the worst clip's
-LPIPS falls from 0.285 to 0.181 (docs/codec.md, results/content/psnr_check.md). Floors of 16
-and 18 dB with a keyframe allowed every 12 frames cost 1.2-2.1 kbit/s and lost at equal rate
-(+4 / +12 %)."""
 
 
 GROUPS_INTRA = "hevc-ld"

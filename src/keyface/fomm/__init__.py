@@ -55,9 +55,12 @@ def use_model(model: FommModel | Path | str, student: Path | str | None = None) 
 
                 model = load_model(model)
         loaded = model
+        known = registered_student()
+        if current is loaded and (
+            known is None if student is None else known is not None and _same(known.path, student)
+        ):
+            return loaded  # already registered so: a bench worker calls this for every point
         distilled = _student(student, loaded)
-        if distilled is None and current is loaded and registered_student() is None:
-            return loaded
         summary = f"FOMM keypoints + Jacobians, model {loaded.digest:08x} (docs/motion.md)"
         net = distilled.net if distilled is not None else None
         if distilled is not None:

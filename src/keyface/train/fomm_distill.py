@@ -33,7 +33,6 @@ import torch
 
 from keyface.fomm.model import FommModel
 from keyface.fomm.student import (
-    STUDENT_FORMAT,
     KeypointStudent,
     StudentConfig,
     export_onnx,
@@ -46,7 +45,6 @@ from keyface.train.fomm_data import Augment, FommClip, _jitter
 CHECKPOINT = "checkpoint.pt"
 STUDENT = "student.safetensors"
 ONNX = "student.onnx"
-FORMAT = STUDENT_FORMAT
 
 
 @dataclass(frozen=True)

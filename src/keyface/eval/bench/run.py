@@ -43,6 +43,11 @@ class BenchResult:
     out: Path
 
 
+def _path(path: Path | None, keyface: bool) -> str | None:
+    """A FOMM file a point task carries: keyface's points only."""
+    return str(path) if path is not None and keyface else None
+
+
 def run_bench(cfg: BenchConfig, *, log: Callable[[str], None] | None = None) -> BenchResult:
     """Run the benchmark; write ``points.json``, the RD plots and ``report.md`` into
     ``cfg.out``; return the document. Raises :class:`BenchError` for bad configurations."""
@@ -134,16 +139,8 @@ def run_bench(cfg: BenchConfig, *, log: Callable[[str], None] | None = None) -> 
                             key=key,
                             previous=partial,
                             slow_every=cfg.slow_every,
-                            fomm_model=(
-                                str(cfg.fomm_model)
-                                if cfg.fomm_model is not None and cfg.is_keyface(codec)
-                                else None
-                            ),
-                            fomm_student=(
-                                str(cfg.fomm_student)
-                                if cfg.fomm_student is not None and cfg.is_keyface(codec)
-                                else None
-                            ),
+                            fomm_model=_path(cfg.fomm_model, cfg.is_keyface(codec)),
+                            fomm_student=_path(cfg.fomm_student, cfg.is_keyface(codec)),
                         )
                     )
         # Slow jobs first (VVC, keyface decodes) so that the pool does not end on one long job.
