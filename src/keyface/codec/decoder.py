@@ -34,9 +34,9 @@ from keyface.entropy import (
     decode_frames,
 )
 from keyface.intra import IntraCodecError, SequenceIntraCodec, get_intra_codec
-from keyface.motion import UnknownRepresentationError, get_representation
+from keyface.motion import UnknownRepresentationError, get_representation, own_renderer
 from keyface.render import Reference, Renderer
-from keyface.renderers import get_renderer
+from keyface.renderers import DEFAULT_RENDERER, get_renderer
 
 
 @dataclass(frozen=True)
@@ -65,8 +65,12 @@ class DecoderCore:
         fusion: str | None = None,
         aux_only: bool = False,
     ) -> None:
-        """``keep_states``: hold the motion-coder state after each of the newest that many
-        frames, so that a live link can continue from any of them (:meth:`continue_from`);
+        """``renderer``: default the renderer the stream's motion representation brings
+        (``fomm``: the model's generator; :func:`keyface.motion.own_renderer`), else
+        :data:`~keyface.renderers.DEFAULT_RENDERER`; another one for such a stream is a
+        :class:`BitstreamError`. ``keep_states``: hold the motion-coder state after each of
+        the newest that many frames, so that a live link can continue from any of them
+        (:meth:`continue_from`);
         at most ``limits.MAX_BASE_BACK``. ``fusion``: the fusion of hybrid streams (default:
         the one the header names, else :data:`keyface.fusion.DEFAULT_FUSION`). ``aux_only``:
         output the auxiliary stream alone, upsampled (no keyframes decoded, nothing
@@ -93,7 +97,13 @@ class DecoderCore:
         self.state = MotionCoderState(
             self.representation.quant_level(header.quant_level), self.representation.statistics
         )
-        self.renderer = renderer if renderer is not None else get_renderer()
+        own = own_renderer(header.motion_name)
+        if own is not None and renderer is not None and renderer.name != own:
+            raise BitstreamError(
+                f"a {header.motion_name} stream is drawn by its own renderer {own!r}, "
+                f"not {renderer.name!r}"
+            )
+        self.renderer = renderer if renderer is not None else get_renderer(own or DEFAULT_RENDERER)
         self.buffer = ReferenceBuffer(header.buffer_size)
         self.background: np.ndarray | None = None
         self._keyframes: dict[int, np.ndarray] = {}

@@ -66,9 +66,13 @@ def use_model(model: FommModel | Path | str, student: Path | str | None = None) 
         if distilled is not None:
             summary += f", keypoints by the student {distilled.digest:08x}"
         REPRESENTATIONS.unregister(MOTION_NAME)
-        REPRESENTATIONS.register(MOTION_NAME, summary=summary, model=loaded, student=distilled)(
-            lambda: FommMotion(loaded, student=net)
-        )
+        REPRESENTATIONS.register(
+            MOTION_NAME,
+            summary=summary,
+            model=loaded,
+            student=distilled,
+            renderer=MOTION_NAME,  # its streams are drawn by the model's generator only
+        )(lambda: FommMotion(loaded, student=net))
         RENDERERS.unregister(MOTION_NAME)
         RENDERERS.register(MOTION_NAME, summary=summary, cached=False, model=loaded)(
             lambda: FommRenderer(loaded)

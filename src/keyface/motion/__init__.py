@@ -67,6 +67,18 @@ def get_representation(name: str = DEFAULT_REPRESENTATION) -> MotionRepresentati
     return REPRESENTATIONS.get(name)
 
 
+def own_renderer(name: str) -> str | None:
+    """The renderer that streams of representation ``name`` must be drawn with, when the
+    representation brings its own (registered with ``renderer=RENDERER_NAME``, as ``fomm``
+    does: its keypoints mean nothing to the face-mesh renderers); ``None`` for the face-mesh
+    representations, which any face-mesh renderer draws (``--generator``), and for names
+    this build does not know."""
+    if name not in REPRESENTATIONS:
+        return None
+    value = REPRESENTATIONS.entry(name).extra.get("renderer")
+    return None if value is None else str(value)
+
+
 __all__ = [
     "DEFAULT_REPRESENTATION",
     "FIELD_GRID",
@@ -89,5 +101,6 @@ __all__ = [
     "face_regions",
     "get_representation",
     "motion_distance",
+    "own_renderer",
     "upsample_field",
 ]

@@ -18,7 +18,9 @@ from keyface.bitstream import (
 )
 from keyface.codec.decoder import DecoderCore
 from keyface.codec.limits import MAX_BASE_BACK
+from keyface.motion import own_renderer
 from keyface.render import Reference, Renderer
+from keyface.renderers import UnknownRendererError, get_renderer
 from keyface.server.datagram import (
     ACK_SPAN,
     KIND_FRAME,
@@ -211,8 +213,11 @@ class ParticipantDecoder:
         if header == self.header:
             return
         try:
-            decoder = DecoderCore(header, renderer=self.renderer, keep_states=MAX_BASE_BACK)
-        except BitstreamError as exc:  # e.g. another motion model
+            decoder = DecoderCore(
+                header, renderer=self._renderer_for(header), keep_states=MAX_BASE_BACK
+            )
+        except BitstreamError as exc:  # e.g. another motion model, or a FOMM model not here
+            logger.info("%s: cannot decode this stream: %s", self.participant, exc)
             self._malformed(f"unusable stream header: {exc}")
             return
         if header.frame_count != 0 or header.has_background:
@@ -220,6 +225,17 @@ class ParticipantDecoder:
             return
         self.header, self.decoder = header, decoder
         self.need_idr = True
+
+    def _renderer_for(self, header: StreamHeader) -> Renderer | None:
+        """:attr:`renderer`, unless the stream's motion brings its own renderer (``fomm``:
+        the model's generator), which then draws this sender whatever the room's is."""
+        own = own_renderer(header.motion_name)
+        if own is None or (self.renderer is not None and self.renderer.name == own):
+            return self.renderer
+        try:
+            return get_renderer(own)
+        except UnknownRendererError:
+            return self.renderer  # DecoderCore refuses the header with the reason
 
     def _drain(self, now: float) -> list[RenderedFrame]:
         out: list[RenderedFrame] = []
