@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fomm_utils import randomised_networks
 
 from keyface.bitstream import BitstreamError, RefreshMode
 from keyface.cli.main import main
@@ -29,6 +30,7 @@ from keyface.fomm.model import FommNetworks, load_model, save_model
 from keyface.fomm.motion import VERSION as FOMM_VERSION
 from keyface.fomm.motion import split_keypoints
 from keyface.fomm.networks import Keypoints
+from keyface.io import probe
 from keyface.motion import (
     ImageMotionSource,
     MotionRepresentation,
@@ -38,24 +40,7 @@ from keyface.motion import (
 from keyface.renderers import get_renderer
 
 TINY = FommConfig.tiny()
-
-
-def _randomised(config: FommConfig = TINY, seed: int = 0) -> FommNetworks:
-    """Networks with every parameter and BatchNorm statistic random (as a trained checkpoint
-    would have them), in eval mode."""
-    torch.manual_seed(seed)
-    nets = FommNetworks(config)
-    with torch.no_grad():
-        for name, t in nets.state_dict().items():
-            if name.endswith("down.weight") or name.endswith("num_batches_tracked"):
-                continue
-            if name.endswith("running_var"):
-                t.uniform_(0.5, 1.5)
-            elif name.endswith("jacobian.weight"):
-                t.normal_(0, 0.02)  # Jacobians near the identity, as trained ones are
-            else:
-                t.normal_(0, 0.2)
-    return nets.eval()
+_randomised = randomised_networks
 
 
 def _picture(seed: int = 1, size: int = 64) -> torch.Tensor:
@@ -397,11 +382,19 @@ def test_cli_encode_and_decode_with_a_model_file(
     )
     err = capsys.readouterr().err
     assert f"digest {tiny_model.digest:08x}" in err and len(err.strip().splitlines()) == 1
-    for extra in (["--generator", "warp"], ["--full-frame"]):
-        assert (
-            main(["decode", str(kf), "-o", str(tmp_path / "w.y4m"), "--model", model, *extra]) == 2
-        )
-        assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    w = str(tmp_path / "w.y4m")
+    assert main(["decode", str(kf), "-o", w, "--model", model, "--generator", "warp"]) == 2
+    assert "drop --generator" in capsys.readouterr().err
+    # The full frame: the model's crops pasted into the first source frame (docs/compose.md).
+    full, full_video = tmp_path / "f.kf", tmp_path / "f.y4m"
+    args_full = [*args[:2], "-o", str(full), *args[4:], "--full-frame"]
+    assert main([*args_full, "--motion", "fomm", "--model", model, "--quality", "low"]) == 0
+    assert (
+        main(["decode", str(full), "-o", str(full_video), "-q", "--model", model, "--full-frame"])
+        == 0
+    )
+    info = probe(full_video)
+    assert (info.width, info.height) == (176, 144)
     assert main([*args[:4], "--motion", "fomm", "-y"]) == 2
     assert "needs its model file" in capsys.readouterr().err
 

@@ -72,11 +72,9 @@ def _generator(args: argparse.Namespace, data: bytes) -> str:
             f"(CRC-32 {header.motion_digest:08x})"
         )
     if fomm:
-        # The warp, the enhancer and the paste-back work on face-mesh keypoints.
+        # The warp and the enhancer work on face-mesh keypoints.
         if args.generator not in (None, MOTION_NAME):
             raise UserError("a fomm stream is rendered by its model's generator: drop --generator")
-        if args.full_frame:
-            raise UserError("--full-frame needs face-mesh keypoints: not for fomm streams yet")
         return MOTION_NAME
     return DEFAULT_RENDERER if args.generator is None else str(args.generator)
 

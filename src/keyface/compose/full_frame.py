@@ -119,6 +119,11 @@ def motion_weight(
     return np.ascontiguousarray((body * border)[:, None] * border[None, :], dtype=np.float32)
 
 
+def holds(keypoints: np.ndarray) -> bool:
+    """Whether the body hold applies to ``keypoints``: face-mesh ones (the oval is there)."""
+    return np.asarray(keypoints).shape[0] > max(FACE_OVAL)
+
+
 def hold_motion(
     face: np.ndarray,
     reference: Reference,
@@ -267,12 +272,21 @@ class Composer:
         With ``reference`` (what ``face`` was rendered from: image and keypoints) and the
         driving ``keypoints``, the motion near the body and the box border is held (see
         :func:`hold_motion`); without them (or ``hold=None``) the crop is pasted as it is.
-        A keyframe is its own reference: passing it changes nothing.
+        A keyframe is its own reference: passing it changes nothing. The hold is the face
+        mesh's (it places the neck under the mesh's chin and moves the reference with the
+        warp's flow): keypoints of another representation (``fomm``, whose generator has its
+        own flow) are pasted as they are, as the ZTE paper composes.
         """
         check_image(face, "face")
         if face.shape[0] != face.shape[1]:
             raise ValueError(f"face must be square, got {face.shape[1]}x{face.shape[0]}")
-        if self.hold is not None and reference is not None and keypoints is not None:
+        if (
+            self.hold is not None
+            and reference is not None
+            and keypoints is not None
+            and holds(reference.keypoints)
+            and holds(keypoints)
+        ):
             face = hold_motion(face, reference, keypoints, self.hold, self.feather)
         out = self.background.copy()
         x0, y0, x1, y1 = self.region
