@@ -12,12 +12,14 @@ from typing import Any
 
 from keyface.cli._common import (
     add_force_argument,
+    add_motion_arguments,
     existing_file,
     non_negative_int,
     output_file,
     positive_float,
     positive_int,
 )
+from keyface.cli.encode import motion_overrides
 from keyface.cli.main import UserError
 from keyface.codec.config import CodecConfig
 from keyface.codec.ratecontrol import QUALITY_PRESETS, config_for_preset
@@ -70,6 +72,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "--aux-scale", type=int, choices=(2, 4, 8), help="hybrid: aux downsampling (default 4)"
     )
     p.add_argument("--aux-qp", type=int, choices=range(52), metavar="0..51", help="hybrid: aux QP")
+    add_motion_arguments(p)
     p.add_argument(
         "--reset-interval",
         type=non_negative_int,
@@ -165,6 +168,7 @@ def _config(args: argparse.Namespace) -> CodecConfig:
     for name in ("aux_scale", "aux_qp"):
         if getattr(args, name, None) is not None:
             overrides[name] = getattr(args, name)
+    overrides.update(motion_overrides(args))  # --motion fomm: the server needs the model too
     try:
         return replace(config, **overrides)
     except ValueError as exc:

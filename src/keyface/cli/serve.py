@@ -36,6 +36,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         default=DEFAULT_RENDERER,
         help=f"renderer that animates the faces (default: {DEFAULT_RENDERER})",
     )
+    p.add_argument(
+        "--model",
+        metavar="FILE",
+        help="a FOMM model file (keyface import-fomm) that senders code with (keyface send "
+        "--motion fomm --model FILE): their streams are drawn by its generator, the others' "
+        "by --generator; a stream of another model is refused (checked by digest)",
+    )
     p.add_argument("--max-participants", type=int, default=8, help="per room (default 8)")
     p.add_argument("--max-rooms", type=int, default=64, help="rooms at once (default 64)")
     p.add_argument("--workers", type=int, help="decoding threads (default: CPU count)")
@@ -97,6 +104,19 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--relay-batch-ms must be in 0..1000")
     if args.max_participants < 1 or args.max_rooms < 1:
         raise UserError("--max-participants and --max-rooms must be >= 1")
+    if args.model is not None:
+        if args.relay:
+            raise UserError(
+                "--model: in relay mode the receivers decode, and the browser has no FOMM"
+            )
+        from keyface.cli._common import existing_file
+        from keyface.fomm import use_model
+        from keyface.fomm.model import FommModelError
+
+        try:
+            use_model(existing_file(args.model))
+        except FommModelError as exc:
+            raise UserError(str(exc)) from None
     limits = replace(RoomLimits(), max_participants=args.max_participants)
     if args.cpu_share is not None:
         if not 0 < args.cpu_share <= 64:

@@ -56,7 +56,7 @@ from keyface.motion import get_representation
 from keyface.render import Renderer
 from keyface.render.warp import similarity_fit
 from keyface.renderers import get_renderer
-from keyface.types import check_image
+from keyface.types import CropBox, check_image
 
 AVATAR_THRESHOLD = 0.22
 """Default gate: motion distance (avatar reference -> transferred target) above which the
@@ -273,14 +273,7 @@ class AvatarAnimator:
         """An animator for any face photo: the face is found, cropped the way the codec crops
         (``box_for_face``) to ``size``, and its landmarks measured. The photo is kept as the
         background of :meth:`full_frame`. Raises ``FaceNotFoundError`` without a face."""
-        check_image(photo, "photo")
-        with FaceDetector() as detector:
-            faces = detector.detect(photo)
-        if not faces:
-            raise FaceNotFoundError("no face found in the avatar photo")
-        h, w = photo.shape[:2]
-        box = box_for_face(faces[0], w, h)
-        crop = apply_crop(photo, box, size)
+        crop, box = crop_photo(photo, size)
         animator = cls(crop, None, **kwargs)  # type: ignore[arg-type]
         animator.composer = Composer(photo, box)
         return animator
@@ -404,6 +397,19 @@ class AvatarAnimator:
         return self.composer.compose(frame.image, self.reference, frame.keypoints)
 
 
+def crop_photo(photo: np.ndarray, size: int = 256) -> tuple[np.ndarray, CropBox]:
+    """``(crop, box)``: the face of a photo cropped the way the codec crops (``box_for_face``)
+    to a ``size`` square, and its box in the photo. ``FaceNotFoundError`` without a face."""
+    check_image(photo, "photo")
+    with FaceDetector() as detector:
+        faces = detector.detect(photo)
+    if not faces:
+        raise FaceNotFoundError("no face found in the avatar photo")
+    h, w = photo.shape[:2]
+    box = box_for_face(faces[0], w, h)
+    return apply_crop(photo, box, size), box
+
+
 def measure_landmarks(image: np.ndarray) -> np.ndarray:
     """Face-mesh landmarks ``(478, 3)`` of a still face crop; ``FaceNotFoundError`` if none."""
     with LandmarkTracker(video=False) as tracker:
@@ -420,6 +426,7 @@ __all__ = [
     "IdleMotion",
     "close_eyes",
     "closest_pose",
+    "crop_photo",
     "measure_landmarks",
     "shape_distance",
     "smile",

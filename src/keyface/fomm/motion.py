@@ -94,6 +94,16 @@ def split_keypoints(keypoints: np.ndarray, size: int) -> tuple[np.ndarray, np.nd
     return pos, jac
 
 
+def join_keypoints(positions: np.ndarray, jacobians: np.ndarray, size: int) -> np.ndarray:
+    """Inverse of :func:`split_keypoints`: ``(3 K, 2)`` float32 keypoints of a ``size`` crop
+    from positions ``(K, 2)`` in its pixels and Jacobians ``(K, 2, 2)``."""
+    pos = np.asarray(positions, dtype=np.float64)
+    jac = np.asarray(jacobians, dtype=np.float64)
+    arm = LOCAL_FRAME_PX * size / REFERENCE_SIZE
+    pts = np.concatenate([pos, pos + arm * jac[:, :, 0], pos + arm * jac[:, :, 1]])
+    return pts.astype(np.float32)
+
+
 class FommMotion:
     """The representation of one model file (see the module docstring)."""
 
@@ -162,9 +172,7 @@ class FommMotion:
         jac = np.tile(np.eye(2), (k, 1, 1))
         if params.shape[0] >= 6 * k:
             jac = jac + params[2 * k : 6 * k].reshape(k, 2, 2)
-        arm = LOCAL_FRAME_PX * size / REFERENCE_SIZE
-        pts = np.concatenate([pos, pos + arm * jac[:, :, 0], pos + arm * jac[:, :, 1]])
-        return pts.astype(np.float32)
+        return join_keypoints(pos, jac, size)
 
     def neutral(self) -> np.ndarray:
         """Every keypoint at the crop's centre, with the identity Jacobian."""
@@ -174,8 +182,16 @@ class FommMotion:
 
     def gate_distance(self, reference: np.ndarray, current: np.ndarray) -> float:
         """As the face mesh's (:mod:`keyface.motion.distance`): ``(2 * position + affine) / 3``
-        with the mean keypoint displacement over the reference keypoints' extent and the mean
-        ``||J_ref^-1 J_cur - I||_F``. Not calibrated for FOMM yet."""
+        of :meth:`gate_parts`. How it predicts the rendering's quality is measured by
+        ``benchmarks/quality_gate.py --motion fomm`` (docs/motion.md)."""
+        position, affine = self.gate_parts(reference, current)
+        return (POSITION_WEIGHT * position + AFFINE_WEIGHT * affine) / (
+            POSITION_WEIGHT + AFFINE_WEIGHT
+        )
+
+    def gate_parts(self, reference: np.ndarray, current: np.ndarray) -> tuple[float, float]:
+        """``(position, affine)``: the mean keypoint displacement over the reference
+        keypoints' extent, and the mean ``||J_ref^-1 J_cur - I||_F``."""
         # The arm length cancels: only the crop size's ratio to 256 enters, and both sets
         # come from the same crop.
         size = REFERENCE_SIZE
@@ -185,9 +201,7 @@ class FommMotion:
         position = float(np.linalg.norm(p1 - p0, axis=1).mean()) / extent
         relative = np.linalg.pinv(j0) @ j1 - np.eye(2)
         affine = float(np.linalg.norm(relative, axis=(1, 2)).mean())
-        return (POSITION_WEIGHT * position + AFFINE_WEIGHT * affine) / (
-            POSITION_WEIGHT + AFFINE_WEIGHT
-        )
+        return position, affine
 
     @property
     def field_component(self) -> None:

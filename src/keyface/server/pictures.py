@@ -18,6 +18,7 @@ from keyface.bitstream import BackgroundPacket, BitstreamError, parse_packet
 from keyface.codec import limits
 from keyface.codec.config import crop_box
 from keyface.compose import Composer
+from keyface.fomm import MOTION_NAME
 from keyface.intra import IntraCodecError, get_intra_codec
 from keyface.renderers import get_renderer
 from keyface.server.datagram import Datagram
@@ -50,7 +51,11 @@ class SenderPictures:
         """Stitches the sender's face into its background (``keyface.compose``), once one came."""
         self._background_packet: BackgroundPacket | None = None
         self.avatar: Any = None
-        """An ``AvatarAnimator`` once the sender sent an avatar photo (avatar mode)."""
+        """The animator of the sender's avatar photo (avatar mode), once the photo and the
+        stream header came: an ``AvatarAnimator`` for face-mesh streams, a
+        ``FommAvatarAnimator`` for ``fomm`` ones."""
+        self._avatar_photo: np.ndarray | None = None
+        self._avatar_motion: str | None = None
 
     def decode(
         self,
@@ -64,6 +69,9 @@ class SenderPictures:
         frames = receive(payload, now) if receive is not None else self.decoder.tick(now)
         if self._background_packet is not None and self.decoder.header is not None:
             self._decode_background(self._background_packet)
+        if self._avatar_photo is not None and self.decoder.header is not None:
+            if self._avatar_motion != self.decoder.header.motion_name:
+                self._make_avatar()
         pictures = [(f.index, self.picture(f), f.concealed) for f in frames]
         return pictures, self.decoder.datagrams_to_send()
 
@@ -110,22 +118,43 @@ class SenderPictures:
         """Avatar mode: from now on the sender's motion animates this photo instead of its
         own face (``keyface.compose.avatar``)."""
         try:
-            from keyface.compose.avatar import AvatarAnimator
-            from keyface.face import FaceNotFoundError
-
             # Only the formats a sender sends (keyface send re-encodes as JPEG): not every
             # decoder Pillow has reaches untrusted bytes.
             with Image.open(io.BytesIO(payload), formats=AVATAR_FORMATS) as img:
                 if img.width * img.height > MAX_AVATAR_PIXELS:
                     raise ValueError(f"avatar photo too large ({img.width}x{img.height})")
                 photo = np.asarray(img.convert("RGB"))
-            header = self.decoder.header
-            fps = float(header.fps) if header is not None else 25.0
-            # The animator's own renderer (the warp): the room's keyframe enhancer undoes a
-            # keyframe codec, and an avatar photo was never coded by one.
-            avatar = AvatarAnimator.from_photo(photo, size=256, fps=fps)
-        except (OSError, ValueError, ImportError, FaceNotFoundError) as exc:
+        except (OSError, ValueError) as exc:
             self.decoder.stats.malformed += 1
+            logger.info("%s: unusable avatar photo: %s", self.name, exc)
+            return
+        self._avatar_photo, self._avatar_motion = photo, None
+        if self.decoder.header is not None:
+            self._make_avatar()
+
+    def _make_avatar(self) -> None:
+        """The animator of the avatar photo for the stream's motion representation (the
+        photo may come before the header: it waits for it)."""
+        from keyface.face import FaceNotFoundError
+        from keyface.fomm import MOTION_NAME
+
+        header = self.decoder.header
+        assert header is not None and self._avatar_photo is not None
+        photo, self._avatar_motion = self._avatar_photo, header.motion_name
+        try:
+            if header.motion_name == MOTION_NAME:
+                from keyface.compose.fomm_avatar import FommAvatarAnimator
+
+                avatar: Any = FommAvatarAnimator.from_photo(photo, size=256, fps=float(header.fps))
+            else:
+                from keyface.compose.avatar import AvatarAnimator
+
+                # The animator's own renderer (the warp): the room's keyframe enhancer undoes
+                # a keyframe codec, and an avatar photo was never coded by one.
+                avatar = AvatarAnimator.from_photo(photo, size=256, fps=float(header.fps))
+        except (ValueError, ImportError, FaceNotFoundError) as exc:
+            self.decoder.stats.malformed += 1
+            self._avatar_photo = None
             logger.info("%s: unusable avatar photo: %s", self.name, exc)
             return
         self.avatar = avatar
@@ -134,7 +163,10 @@ class SenderPictures:
     def picture(self, frame: RenderedFrame) -> np.ndarray:
         image = frame.image
         if self.avatar is not None and frame.keypoints is not None:
-            animated = self.avatar.animate(frame.keypoints)
+            if self._avatar_motion == MOTION_NAME:
+                animated = self.avatar.animate(frame.keypoints, frame.image.shape[0])
+            else:
+                animated = self.avatar.animate(frame.keypoints)
             if self.avatar.composer is not None:
                 image = self.avatar.full_frame(animated)
             else:

@@ -1,0 +1,230 @@
+"""Avatar mode for ``fomm`` streams: an avatar photo animated by a sender's FOMM keypoints.
+
+The ZTE paper's avatar mode drives an avatar with FOMM's *relative* motion; this is that mode
+for keyface's ``fomm`` streams, beside the face mesh's :class:`keyface.compose.AvatarAnimator`.
+Per frame it gets only the sender's decoded keypoints (positions and Jacobians, never the
+sender's picture) and renders the avatar with the stream's model, so the output is always
+the model's animation of the avatar's own pixels.
+
+**Relative transfer.** Learned keypoints sit where the detector put them on *that* face, so a
+sender's keypoints are not used as they are. One sender frame is the *initial* frame (the
+first one with keypoints); then, per keypoint ``k``,
+
+    p_target = p_avatar + s (p_sender - p_initial)
+    J_target = J_sender J_initial^-1 J_avatar
+
+with ``s`` the square root of the ratio of the areas of the avatar's and the initial frame's
+keypoint hulls (a face twice as large in the sender's crop moves the avatar half as far;
+FOMM's "adapted movement scale"). Positions are compared in 256-crop pixels, so a sender
+crop of 384 or 512 drives a 256 avatar the same way.
+
+**Quality gate with fallback.** As the face mesh's animator: when the target is too far from
+the avatar's own keypoints (the representation's motion distance,
+:meth:`~keyface.fomm.motion.FommMotion.gate_distance`, above ``threshold``) or no keypoints
+came, the animator glides (``transition_frames``, raised cosine) from the last good target to
+the avatar at rest (its own keypoints: the model's reconstruction of the photo), and back
+once the distance is under ``recover`` times the threshold. Learned keypoints have no named
+eyes or mouth, so there is no idle blink or smile here. After ``rebase_s`` seconds of gating
+the current sender frame becomes the new initial frame (the sender moved or zoomed and stayed
+there).
+
+The default threshold is measured by ``benchmarks/quality_gate.py --motion fomm``
+(docs/motion.md).
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from keyface.compose import Composer
+from keyface.compose.avatar import AvatarFrame, crop_photo
+from keyface.fomm import MOTION_NAME
+from keyface.fomm.motion import FommMotion, join_keypoints, split_keypoints
+from keyface.motion import REFERENCE_SIZE, get_representation
+from keyface.renderers import get_renderer
+from keyface.types import check_image
+
+FOMM_AVATAR_THRESHOLD = 0.10
+"""Default gate (FOMM motion distance from the avatar's keypoints to the transferred target)
+above which the avatar falls back to rest. Measured with the CPU-trained 64x64 model
+(``benchmarks/quality_gate.py --motion fomm``, docs/motion.md): the largest threshold whose gate
+rejects three quarters of the bad pairs (LPIPS 0.16 above the model's floor), as the face
+mesh's ``AVATAR_THRESHOLD`` does; it keeps 78 % of the pairs. FOMM's distances are smaller than
+the face mesh's for the same damage (its keypoints spread over the whole crop). Another model
+should be measured again."""
+
+MOVEMENT_SCALE = (0.25, 4.0)
+"""Bounds of the movement scale ``s`` (a degenerate keypoint hull must not fling the avatar)."""
+
+
+def _hull_area(points: np.ndarray) -> float:
+    hull = cv2.convexHull(np.asarray(points, dtype=np.float32).reshape(-1, 1, 2))
+    return float(cv2.contourArea(hull))
+
+
+def _inverse(jacobians: np.ndarray) -> np.ndarray:
+    """Inverses of ``(K, 2, 2)`` Jacobians; a (near) singular one is taken as the identity."""
+    jac = np.array(jacobians, dtype=np.float64)
+    singular = np.abs(np.linalg.det(jac)) < 1e-3
+    jac[singular] = np.eye(2)
+    return np.linalg.inv(jac)
+
+
+class FommAvatarAnimator:
+    """Animate ``avatar_image`` (a square face crop, uint8 RGB) with a sender's ``fomm``
+    keypoints, relatively (see the module docstring). The ``fomm`` model must be registered
+    (:func:`keyface.fomm.use_model`): it measures the avatar's keypoints and renders it.
+    ``fps`` sets the clock of ``rebase_s``. Sans-I/O and deterministic: feed the decoded
+    keypoints of each sender frame, in order, to :meth:`animate`.
+    """
+
+    def __init__(
+        self,
+        avatar_image: np.ndarray,
+        *,
+        threshold: float = FOMM_AVATAR_THRESHOLD,
+        recover: float = 0.9,
+        transition_frames: int = 6,
+        fps: float = 25.0,
+        rebase_s: float | None = 2.0,
+    ) -> None:
+        check_image(avatar_image, "avatar image")
+        if avatar_image.shape[0] != avatar_image.shape[1]:
+            raise ValueError("the avatar image must be a square face crop")
+        if threshold <= 0 or not 0 < recover <= 1:
+            raise ValueError("need threshold > 0 and 0 < recover <= 1")
+        if transition_frames < 1 or fps <= 0:
+            raise ValueError("need transition_frames >= 1 and fps > 0")
+        if rebase_s is not None and rebase_s <= 0:
+            raise ValueError("rebase_s must be positive (or None)")
+        rep = get_representation(MOTION_NAME)
+        assert isinstance(rep, FommMotion)
+        self.gate = rep
+        self.size = avatar_image.shape[0]
+        self.image = avatar_image
+        self.keypoints = rep.keypoints(rep.analyze_image(avatar_image), self.size)
+        """The avatar's own keypoints (crop pixels): its rest pose."""
+        self.renderer = get_renderer(MOTION_NAME)
+        self.reference = self.renderer.prepare(avatar_image, self.keypoints)
+        self.threshold = float(threshold)
+        self.recover = float(recover)
+        self.transition_frames = int(transition_frames)
+        self.fps = float(fps)
+        self.rebase_s = None if rebase_s is None else float(rebase_s)
+        self.composer: Composer | None = None
+        pos, jac = split_keypoints(self.keypoints, self.size)
+        self._avatar = (pos * (REFERENCE_SIZE / self.size), jac)
+        self._avatar_area = _hull_area(self._avatar[0])
+        self.reset()
+
+    @classmethod
+    def from_photo(cls, photo: np.ndarray, size: int = 256, **kwargs: object) -> FommAvatarAnimator:
+        """An animator for any face photo: the face is found and cropped the way the codec
+        crops to ``size``; the photo is kept as the background of :meth:`full_frame`. Raises
+        ``FaceNotFoundError`` without a face."""
+        crop, box = crop_photo(photo, size)
+        animator = cls(crop, **kwargs)  # type: ignore[arg-type]
+        animator.composer = Composer(photo, box)
+        return animator
+
+    # -- state --------------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget the sender: the next keypoints start a new relative transfer."""
+        self._frame = 0
+        self._initial: tuple[np.ndarray, np.ndarray, float] | None = None
+        self._mix = 0.0  # 0: transfer, 1: rest
+        self._gated = False
+        self._gated_run = 0
+        self._last_good: np.ndarray | None = None
+
+    @property
+    def initial(self) -> np.ndarray | None:
+        """The sender's initial keypoint positions, in 256-crop pixels (``None`` before any)."""
+        return None if self._initial is None else self._initial[0]
+
+    def set_initial(self, sender_keypoints: np.ndarray, sender_size: int) -> None:
+        """Take the motion relative to these sender keypoints (of a ``sender_size`` crop)."""
+        pos, jac = self._split(sender_keypoints, sender_size)
+        area = _hull_area(pos)
+        scale = math.sqrt(self._avatar_area / area) if area > 0 else 1.0
+        self._initial = (pos, _inverse(jac), float(np.clip(scale, *MOVEMENT_SCALE)))
+
+    def _split(self, keypoints: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+        kp = np.asarray(keypoints, dtype=np.float64)[:, :2]
+        if kp.shape != self.keypoints.shape:
+            raise ValueError(f"sender keypoints must be {self.keypoints.shape}, got {kp.shape}")
+        pos, jac = split_keypoints(kp, size)
+        return pos * (REFERENCE_SIZE / size), jac
+
+    # -- motion -------------------------------------------------------------------------------
+    def transfer(self, sender_keypoints: np.ndarray, sender_size: int) -> np.ndarray:
+        """Avatar keypoints (crop pixels) for these sender keypoints of a ``sender_size`` crop
+        (relative transfer, no gate). The first call makes them the initial frame."""
+        if self._initial is None:
+            self.set_initial(sender_keypoints, sender_size)
+        assert self._initial is not None
+        pos0, inv0, scale = self._initial
+        pos, jac = self._split(sender_keypoints, sender_size)
+        pos_a, jac_a = self._avatar
+        target = pos_a + scale * (pos - pos0)
+        jac_t = jac @ inv0 @ jac_a
+        return join_keypoints(target * (self.size / REFERENCE_SIZE), jac_t, self.size)
+
+    def distance(self, target: np.ndarray) -> float:
+        """The representation's motion distance from the avatar's keypoints to ``target``."""
+        return self.gate.gate_distance(self.keypoints, target)
+
+    def animate(self, sender_keypoints: np.ndarray | None, sender_size: int = 256) -> AvatarFrame:
+        """Render the next avatar frame for the sender's decoded keypoints of this frame (of
+        a ``sender_size`` crop; ``None``: none came). Only keypoints go in."""
+        index = self._frame
+        distance = math.nan
+        target: np.ndarray | None = None
+        rebased = False
+        if sender_keypoints is not None:
+            target = self.transfer(sender_keypoints, sender_size)
+            distance = self.distance(target)
+        if target is None:
+            gated = True
+        elif self._gated:  # hysteresis: come back only well under the threshold
+            gated = distance > self.recover * self.threshold
+        else:
+            gated = distance > self.threshold
+        self._gated_run = self._gated_run + 1 if gated and target is not None else 0
+        if (
+            target is not None
+            and self.rebase_s is not None
+            and self._gated_run >= self.rebase_s * self.fps
+        ):
+            assert sender_keypoints is not None
+            self.set_initial(sender_keypoints, sender_size)
+            target = self.transfer(sender_keypoints, sender_size)
+            distance, gated, rebased = self.distance(target), False, True
+            self._gated_run = 0
+        self._gated = gated
+        if not gated:
+            self._last_good = target
+        step = 1.0 / self.transition_frames
+        self._mix = min(1.0, self._mix + step) if gated else max(0.0, self._mix - step)
+        share = float(0.5 - 0.5 * math.cos(math.pi * self._mix))
+        if target is not None and not gated:
+            base = target
+        else:  # hold what was last rendered from the sender while gliding to rest
+            base = self._last_good if self._last_good is not None else self.keypoints
+        keypoints = ((1.0 - share) * base + share * self.keypoints).astype(np.float32)
+        image = self.renderer.render(self.reference, keypoints)
+        self._frame += 1
+        return AvatarFrame(index, image, keypoints, distance, gated, share, rebased)
+
+    def full_frame(self, frame: AvatarFrame) -> np.ndarray:
+        """The avatar frame pasted into the avatar's photo (animators made with
+        :meth:`from_photo`; a soft seam at the box border, see :mod:`keyface.compose`)."""
+        if self.composer is None:
+            raise ValueError("no photo to compose into: make the animator with from_photo()")
+        return self.composer.compose(frame.image)
+
+
+__all__ = ["FOMM_AVATAR_THRESHOLD", "FommAvatarAnimator"]
