@@ -20,6 +20,18 @@ distance where the expected LPIPS (an isotonic, i.e. non-decreasing, fit of LPIP
 distance) reaches ``--bad``. That is the avatar gate's default
 (``keyface.compose.avatar.AVATAR_THRESHOLD``); it is compared with the codec's
 ``DEFAULT_THRESHOLDS``. ``--summarise`` re-prints the tables from the pairs of an earlier run.
+
+``--motion fomm --model FILE`` measures the FOMM route instead (docs/motion.md): keypoints
+and Jacobians from the model's detector on each crop, the model's generator as renderer, its
+motion distance (:meth:`FommMotion.gate_distance`); the reference is redrawn with its own
+keypoints too (the model's floor). ``--bad-over-floor DELTA`` puts the bad level DELTA above
+that floor (the warp's floor is 0.04 and its bad level 0.2: DELTA 0.16). A model whose LPIPS
+saturates (a blurry one) never lets the isotonic fit reach that level, so the summary also
+gives the largest threshold that rejects three quarters of the bad pairs, as the face mesh's
+0.22 does; that sets ``keyface.compose.fomm_avatar.FOMM_AVATAR_THRESHOLD``:
+
+    python benchmarks/quality_gate.py --motion fomm --model MODEL --level 2 \
+        --bad-over-floor 0.16 --json results/fomm/quality_gate.json
 """
 
 from __future__ import annotations
@@ -37,12 +49,15 @@ from scipy.stats import spearmanr
 from keyface.bitstream import RefreshMode
 from keyface.codec.config import DEFAULT_THRESHOLDS
 from keyface.eval.metrics import compute_metrics
+from keyface.fomm import MOTION_NAME, use_model
+from keyface.fomm.motion import FommMotion
 from keyface.motion import face_regions, get_representation, motion_distance
 from keyface.pipeline import analyze, cropped_frames
 from keyface.renderers import get_renderer
+from keyface.threads import apply_thread_policy
 
 BINS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.7, 10.0)
-THRESHOLDS = (0.1, 0.15, 0.2, 0.22, 0.25, 0.3, 0.32, 0.35, 0.4, 0.5)
+THRESHOLDS = (0.05, 0.08, 0.1, 0.12, 0.15, 0.2, 0.22, 0.25, 0.3, 0.32, 0.35, 0.4, 0.5)
 
 
 def isotonic(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -67,17 +82,34 @@ def crossing(xs: np.ndarray, fit: np.ndarray, level: float) -> float | None:
 
 
 def measure_clip(clip: Path, args: argparse.Namespace) -> list[dict]:
-    rep = get_representation().for_level(args.level)
-    regions = face_regions(rep.mean)
     analysis = analyze(clip, max_frames=args.frames)
     crops = [img for _, img in cropped_frames(clip, analysis.crop, analysis.size, args.frames)]
-    kps: list[np.ndarray | None] = [
-        None if lm is None else rep.keypoints(rep.analyze(lm, analysis.size), analysis.size)
-        for lm in analysis.landmarks
-    ]
+    if args.motion == "fomm":  # keypoints measured on the picture, drawn by the model
+        fomm = get_representation(MOTION_NAME).for_level(args.level)
+        assert isinstance(fomm, FommMotion)
+        kps: list[np.ndarray | None] = [
+            fomm.keypoints(fomm.analyze_image(img), analysis.size) for img in crops
+        ]
+        renderer = get_renderer(MOTION_NAME)
+
+        def distance(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
+            position, affine = fomm.gate_parts(a, b)
+            return fomm.gate_distance(a, b), position, affine
+    else:
+        rep = get_representation().for_level(args.level)
+        regions = face_regions(rep.mean)
+        kps = [
+            None if lm is None else rep.keypoints(rep.analyze(lm, analysis.size), analysis.size)
+            for lm in analysis.landmarks
+        ]
+        renderer = get_renderer()
+
+        def distance(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
+            d = motion_distance(a, b, regions)
+            return d.value, d.position, d.affine
+
     n = len(crops)
     anchors = [a for a in (0, n // 3, (2 * n) // 3) if kps[a] is not None]
-    renderer = get_renderer()
     pairs, renders, truths = [], [], []
     for r in anchors:
         ref_kp = kps[r]
@@ -85,9 +117,9 @@ def measure_clip(clip: Path, args: argparse.Namespace) -> list[dict]:
         reference = renderer.prepare(crops[r], ref_kp)
         for j in range(0, n, args.step):
             drv = kps[j]
-            if j == r or drv is None:
-                continue
-            dist = motion_distance(ref_kp, drv, regions)
+            if (j == r and args.motion != "fomm") or drv is None:
+                continue  # (FOMM: the reference redrawn is the model's own floor)
+            value, position, affine = distance(ref_kp, drv)
             renders.append(renderer.render(reference, drv))
             truths.append(crops[j])
             pairs.append(
@@ -96,9 +128,9 @@ def measure_clip(clip: Path, args: argparse.Namespace) -> list[dict]:
                     "ref": r,
                     "frame": j,
                     "gap": abs(j - r),
-                    "distance": dist.value,
-                    "position": dist.position,
-                    "affine": dist.affine,
+                    "distance": value,
+                    "position": position,
+                    "affine": affine,
                 }
             )
     scores = compute_metrics(truths, renders, ["lpips_alex", "psnr"])
@@ -108,6 +140,17 @@ def measure_clip(clip: Path, args: argparse.Namespace) -> list[dict]:
         p["lpips"] = float(lp)
         p["psnr"] = float(ps)
     return pairs
+
+
+def floor(pairs: list[dict]) -> float:
+    """Mean LPIPS of the pairs with hardly any motion (distance under 0.05; else the 5 % with
+    the least): what the renderer loses without motion (a FOMM model's blur, say)."""
+    d = np.array([p["distance"] for p in pairs])
+    lp = np.array([p["lpips"] for p in pairs])
+    still = d < 0.05
+    if still.sum() < 10:
+        still = d <= np.percentile(d, 5)
+    return float(lp[still].mean())
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -163,7 +206,9 @@ def summarise(pairs: list[dict], bad: float) -> dict:
         )
     xs, fit = isotonic(d, lp)
     levels = {f"{level:.2f}": crossing(xs, fit, level) for level in (0.15, 0.2, 0.25, 0.3)}
+    levels[f"{bad:.2f}"] = crossing(xs, fit, bad)
     return {
+        "floor_lpips": floor(pairs),
         "pairs": len(pairs),
         "clips": len({p["clip"] for p in pairs}),
         "bad_lpips": bad,
@@ -173,6 +218,9 @@ def summarise(pairs: list[dict], bad: float) -> dict:
         "gate": gate,
         "isotonic_crossing": levels,
         "chosen_threshold": levels[f"{bad:.2f}"],
+        "rejecting_three_quarters": max(
+            (g["threshold"] for g in gate if (g["bad_rejected"] or 0.0) >= 0.75), default=None
+        ),
         "codec_default_motion_threshold": DEFAULT_THRESHOLDS[RefreshMode.MOTION],
     }
 
@@ -186,11 +234,25 @@ def main() -> None:
     parser.add_argument("--step", type=int, default=5, help="driving frame every N frames")
     parser.add_argument("--level", type=int, default=2, help="motion quantiser level")
     parser.add_argument("--bad", type=float, default=0.2, help="LPIPS-Alex of a bad frame")
+    parser.add_argument(
+        "--bad-over-floor",
+        type=float,
+        metavar="DELTA",
+        help="a bad frame is DELTA above the LPIPS of pairs without motion (for renderers "
+        "whose floor is far from the warp's 0.04, as a small FOMM model's; replaces --bad)",
+    )
+    parser.add_argument("--motion", choices=("facemesh", "fomm"), default="facemesh")
+    parser.add_argument("--model", type=Path, help="--motion fomm: the model file")
     parser.add_argument("--json", type=Path)
     parser.add_argument(
         "--summarise", type=Path, help="only re-summarise the pairs of an earlier --json"
     )
     args = parser.parse_args()
+    if args.motion == "fomm":
+        if args.model is None:
+            parser.error("--motion fomm needs --model FILE")
+        use_model(args.model)
+    apply_thread_policy()
     t0 = time.perf_counter()
     pairs: list[dict] = []
     if args.summarise:
@@ -206,6 +268,8 @@ def main() -> None:
             f"(max {d.max():.3f})  LPIPS {lp.mean():.3f}  rho {spearman(d, lp):+.2f}",
             flush=True,
         )
+    if args.bad_over_floor is not None:
+        args.bad = round(floor(pairs) + args.bad_over_floor, 3)
     summary = summarise(pairs, args.bad)
     seconds = time.perf_counter() - t0
     print(f"\n{summary['pairs']} pairs from {summary['clips']} clips ({seconds:.0f} s)")
@@ -223,11 +287,18 @@ def main() -> None:
         )
     print(f"\n{'threshold':>9} {'kept':>5} {'LPIPS':>6} {'p95':>6} {'bad kept':>8} {'rejected':>8}")
     for g in summary["gate"]:
+        cells = (g["kept_lpips_mean"], g["kept_lpips_p95"], g["bad_share_of_kept"])
+        lp_mean, lp_p95, bad_kept = (f"{v:.3f}" if v is not None else "-" for v in cells)
+        rejected = f"{g['bad_rejected']:.3f}" if g["bad_rejected"] is not None else "-"
         print(
-            f"{g['threshold']:>9.2f} {g['kept_share']:>5.2f} {g['kept_lpips_mean']:>6.3f} "
-            f"{g['kept_lpips_p95']:>6.3f} {g['bad_share_of_kept']:>8.3f} {g['bad_rejected']:>8.3f}"
+            f"{g['threshold']:>9.2f} {g['kept_share']:>5.2f} {lp_mean:>6} {lp_p95:>6} "
+            f"{bad_kept:>8} {rejected:>8}"
         )
     print(f"\nisotonic LPIPS(distance) reaches: {summary['isotonic_crossing']}")
+    print(
+        "largest threshold rejecting >= 75 % of the bad pairs (the face mesh's 0.22 rejects "
+        f"74 %): {summary['rejecting_three_quarters']}"
+    )
     print(
         f"chosen threshold (LPIPS {args.bad}): {summary['chosen_threshold']}; "
         f"codec default (motion): {summary['codec_default_motion_threshold']}"
