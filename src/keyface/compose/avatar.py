@@ -185,6 +185,52 @@ def closest_pose(avatar_keypoints: np.ndarray, candidates: Sequence[np.ndarray |
     return best
 
 
+@dataclass
+class FallbackGlide:
+    """The quality gate's state, shared by the avatar animators: hysteresis on the motion
+    distance, the run of gated frames (for the rebase) and the raised-cosine glide between
+    the sender's motion and the fallback (``transition_frames`` frames each way)."""
+
+    threshold: float
+    recover: float
+    transition_frames: int
+    mix: float = 0.0
+    """0: the sender's motion, 1: the fallback."""
+    gated: bool = False
+    run: int = 0
+    """Gated frames in a row that had a target (a face)."""
+    last_good: np.ndarray | None = None
+    """The last target that passed the gate."""
+
+    def judge(self, distance: float) -> bool:
+        """Whether a target at ``distance`` (``nan``: none this frame) is gated: over the
+        threshold, or, while gated, over ``recover`` times it; counts :attr:`run`."""
+        if math.isnan(distance):
+            gated = True
+        elif self.gated:  # hysteresis: come back only well under the threshold
+            gated = distance > self.recover * self.threshold
+        else:
+            gated = distance > self.threshold
+        self.run = self.run + 1 if gated and not math.isnan(distance) else 0
+        return gated
+
+    def step(
+        self, gated: bool, target: np.ndarray | None, rest: np.ndarray
+    ) -> tuple[np.ndarray, float]:
+        """Advance one frame: ``(base, share)``, the keypoints to show from the sender (the
+        target, or while gated the last good one, else ``rest``) and the fallback's share."""
+        self.gated = gated
+        if not gated:
+            self.last_good = target
+        step = 1.0 / self.transition_frames
+        self.mix = min(1.0, self.mix + step) if gated else max(0.0, self.mix - step)
+        share = float(0.5 - 0.5 * math.cos(math.pi * self.mix))
+        if target is not None and not gated:
+            return target, share
+        # hold what was last rendered from the sender while gliding to the fallback
+        return (self.last_good if self.last_good is not None else rest), share
+
+
 @dataclass(frozen=True)
 class AvatarFrame:
     """One animated avatar frame."""
@@ -285,11 +331,11 @@ class AvatarAnimator:
         self._initial: np.ndarray | None = None
         self._linear: np.ndarray | None = None
         self._candidates: list[np.ndarray] = []
-        self._mix = 1.0 if self.warmup else 0.0  # 0: transfer, 1: natural motion
-        self._gated = self.warmup > 0
-        self._gated_run = 0
+        warm = self.warmup > 0  # the idle motion meanwhile
+        self._glide = FallbackGlide(
+            self.threshold, self.recover, self.transition_frames, mix=float(warm), gated=warm
+        )
         self._initial_shape = 0.0
-        self._last_good: np.ndarray | None = None
 
     @property
     def initial(self) -> np.ndarray | None:
@@ -345,29 +391,14 @@ class AvatarAnimator:
             if sender_keypoints is not None:
                 target = self.transfer(sender_keypoints)
                 distance = self.distance(target)
-            if target is None:
-                gated = True
-            elif self._gated:  # hysteresis: come back only well under the threshold
-                gated = distance > self.recover * self.threshold
-            else:
-                gated = distance > self.threshold
-            self._gated_run = self._gated_run + 1 if gated and target is not None else 0
+            gated = self._glide.judge(distance)
             if target is not None and self._should_rebase(sender_keypoints):
                 assert sender_keypoints is not None
                 self.set_initial(sender_keypoints)
                 target = self.transfer(sender_keypoints)
                 distance, gated, rebased = self.distance(target), False, True
-                self._gated_run = 0
-        self._gated = gated
-        if not gated:
-            self._last_good = target
-        step = 1.0 / self.transition_frames
-        self._mix = min(1.0, self._mix + step) if gated else max(0.0, self._mix - step)
-        share = float(0.5 - 0.5 * math.cos(math.pi * self._mix))
-        if target is not None and not gated:
-            base = target
-        else:  # hold what was last rendered from the sender while gliding to the idle motion
-            base = self._last_good if self._last_good is not None else self._rest
+                self._glide.run = 0
+        base, share = self._glide.step(gated, target, self._rest)
         if share <= 0.0:
             keypoints = base
         elif share >= 1.0:
@@ -384,7 +415,7 @@ class AvatarAnimator:
         the initial frame did (it moved or zoomed, it did not turn away)?"""
         if self.rebase_s is None or sender_keypoints is None:
             return False
-        if self._gated_run < self.rebase_s * self.fps:
+        if self._glide.run < self.rebase_s * self.fps:
             return False
         shape = shape_distance(self.keypoints, sender_keypoints)
         return shape <= self._initial_shape + self.rebase_margin
@@ -423,6 +454,7 @@ __all__ = [
     "AVATAR_THRESHOLD",
     "AvatarAnimator",
     "AvatarFrame",
+    "FallbackGlide",
     "IdleMotion",
     "close_eyes",
     "closest_pose",

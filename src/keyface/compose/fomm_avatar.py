@@ -40,7 +40,7 @@ import cv2
 import numpy as np
 
 from keyface.compose import Composer
-from keyface.compose.avatar import AvatarFrame, crop_photo
+from keyface.compose.avatar import AvatarFrame, FallbackGlide, crop_photo
 from keyface.fomm import MOTION_NAME
 from keyface.fomm.motion import FommMotion, join_keypoints, split_keypoints
 from keyface.motion import REFERENCE_SIZE, get_representation
@@ -135,10 +135,7 @@ class FommAvatarAnimator:
         """Forget the sender: the next keypoints start a new relative transfer."""
         self._frame = 0
         self._initial: tuple[np.ndarray, np.ndarray, float] | None = None
-        self._mix = 0.0  # 0: transfer, 1: rest
-        self._gated = False
-        self._gated_run = 0
-        self._last_good: np.ndarray | None = None
+        self._glide = FallbackGlide(self.threshold, self.recover, self.transition_frames)
 
     @property
     def initial(self) -> np.ndarray | None:
@@ -187,33 +184,18 @@ class FommAvatarAnimator:
         if sender_keypoints is not None:
             target = self.transfer(sender_keypoints, sender_size)
             distance = self.distance(target)
-        if target is None:
-            gated = True
-        elif self._gated:  # hysteresis: come back only well under the threshold
-            gated = distance > self.recover * self.threshold
-        else:
-            gated = distance > self.threshold
-        self._gated_run = self._gated_run + 1 if gated and target is not None else 0
+        gated = self._glide.judge(distance)
         if (
             target is not None
             and self.rebase_s is not None
-            and self._gated_run >= self.rebase_s * self.fps
+            and self._glide.run >= self.rebase_s * self.fps
         ):
             assert sender_keypoints is not None
             self.set_initial(sender_keypoints, sender_size)
             target = self.transfer(sender_keypoints, sender_size)
             distance, gated, rebased = self.distance(target), False, True
-            self._gated_run = 0
-        self._gated = gated
-        if not gated:
-            self._last_good = target
-        step = 1.0 / self.transition_frames
-        self._mix = min(1.0, self._mix + step) if gated else max(0.0, self._mix - step)
-        share = float(0.5 - 0.5 * math.cos(math.pi * self._mix))
-        if target is not None and not gated:
-            base = target
-        else:  # hold what was last rendered from the sender while gliding to rest
-            base = self._last_good if self._last_good is not None else self.keypoints
+            self._glide.run = 0
+        base, share = self._glide.step(gated, target, self.keypoints)
         keypoints = ((1.0 - share) * base + share * self.keypoints).astype(np.float32)
         image = self.renderer.render(self.reference, keypoints)
         self._frame += 1
