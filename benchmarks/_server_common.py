@@ -199,12 +199,14 @@ def run_session(
     send_args: tuple[str, ...] = (),
     timeout_s: float = 300.0,
     relay: bool = False,
+    server_args: tuple[str, ...] = (),
 ) -> SessionResult:
     """Server + ``keyface send`` (the clip in real time) + a Python receiver; one sender.
     ``relay``: ``keyface serve --relay`` and a :class:`RelayReceiverClient` that decodes the
-    relayed datagrams (its pictures' stamps are the frame indices)."""
-    server_args = ("--relay",) if relay else ("--stamp-frames",)
-    with ServerProcess(*server_args) as server:
+    relayed datagrams (its pictures' stamps are the frame indices). ``server_args``: more
+    ``keyface serve`` arguments (``--model FILE`` for a FOMM sender)."""
+    mode_args = ("--relay",) if relay else ("--stamp-frames",)
+    with ServerProcess(*mode_args, *server_args) as server:
         return asyncio.run(_session(server, clip, frames, loss, seed, send_args, timeout_s, relay))
 
 

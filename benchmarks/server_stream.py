@@ -5,6 +5,7 @@ glass-to-glass latency.
     python benchmarks/server_stream.py --intra hevc --json results/server/stream_hevc.json
     python benchmarks/server_stream.py --full-frame --input CLIPS/KwaiVGI+LivePortrait__s18.mp4
     python benchmarks/server_stream.py --mode video --mode relay --json results/server/downlink.json
+    python benchmarks/server_stream.py --fomm-model MODEL --json results/fomm/server_stream.json
 
 Three processes: ``keyface serve --stamp-frames``, ``keyface send`` (the clip played in real
 time: face crop + landmarks + live coding + data channels) and this script's aiortc receiver.
@@ -42,6 +43,7 @@ def measure(
     full_frame: bool = False,
     extra: tuple[str, ...] = (),
     mode: str = "video",
+    fomm_model: Path | None = None,
 ) -> dict[str, Any]:
     """One session; ``extra``: more ``keyface send`` arguments; ``mode``: the receiver's
     (``video``: the server transcodes; ``relay``: ``keyface serve --relay``)."""
@@ -50,7 +52,19 @@ def measure(
         send_args += ("--full-frame",)
     if reset_interval is not None:
         send_args += ("--reset-interval", str(reset_interval))
-    r = run_session(clip, frames, loss=loss, seed=seed, send_args=send_args, relay=mode == "relay")
+    server_args: tuple[str, ...] = ()
+    if fomm_model is not None:  # the same model file at both ends
+        send_args += ("--motion", "fomm", "--model", str(fomm_model))
+        server_args = ("--model", str(fomm_model))
+    r = run_session(
+        clip,
+        frames,
+        loss=loss,
+        seed=seed,
+        send_args=send_args,
+        relay=mode == "relay",
+        server_args=server_args,
+    )
     s = r.sender["summary"]
     row: dict[str, Any] = {
         "mode": mode,
@@ -58,6 +72,7 @@ def measure(
         "downlink_payload_kbps": r.downlink.get("payload_kbps"),
         "clip": clip.name,
         "intra": intra or "default",
+        "motion": "fomm" if fomm_model is not None else "facemesh",
         "full_frame": full_frame,
         "loss": loss,
         "seed": seed,
@@ -144,12 +159,27 @@ def main() -> None:
         choices=["video", "relay"],
         help="receiver mode(s) to compare (repeatable; default video)",
     )
+    parser.add_argument(
+        "--fomm-model",
+        type=Path,
+        help="a FOMM model file: the sender codes --motion fomm with it, the server draws "
+        "with it (keyface serve --model)",
+    )
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
     clip = args.input or default_clip()
     info = machine()
     rows = [
-        measure(clip, args.frames, intra, 0.0, 0, full_frame=args.full_frame, mode=mode)
+        measure(
+            clip,
+            args.frames,
+            intra,
+            0.0,
+            0,
+            full_frame=args.full_frame,
+            mode=mode,
+            fomm_model=args.fomm_model,
+        )
         for mode in (args.mode or ["video"])
         for intra in (args.intra or [None])
     ]
