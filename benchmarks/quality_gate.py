@@ -28,7 +28,8 @@ keypoints too (the model's floor). ``--bad-over-floor DELTA`` puts the bad level
 that floor (the warp's floor is 0.04 and its bad level 0.2: DELTA 0.16). A model whose LPIPS
 saturates (a blurry one) never lets the isotonic fit reach that level, so the summary also
 gives the largest threshold that rejects three quarters of the bad pairs, as the face mesh's
-0.22 does; that sets ``keyface.compose.fomm_avatar.FOMM_AVATAR_THRESHOLD``:
+0.22 does; their ratio sets ``keyface.fomm.motion.GATE_SCALE`` (run it with
+``GATE_SCALE`` at 1 to measure a new model on the raw distance):
 
     python benchmarks/quality_gate.py --motion fomm --model MODEL --level 2 \
         --bad-over-floor 0.16 --json results/fomm/quality_gate.json

@@ -40,21 +40,19 @@ import cv2
 import numpy as np
 
 from keyface.compose import Composer
-from keyface.compose.avatar import AvatarFrame, FallbackGlide, crop_photo
+from keyface.compose.avatar import AVATAR_THRESHOLD, AvatarFrame, FallbackGlide, crop_photo
 from keyface.fomm import MOTION_NAME
 from keyface.fomm.motion import FommMotion, join_keypoints, split_keypoints
 from keyface.motion import REFERENCE_SIZE, get_representation
 from keyface.renderers import get_renderer
 from keyface.types import check_image
 
-FOMM_AVATAR_THRESHOLD = 0.10
+FOMM_AVATAR_THRESHOLD = AVATAR_THRESHOLD
 """Default gate (FOMM motion distance from the avatar's keypoints to the transferred target)
-above which the avatar falls back to rest. Measured with the CPU-trained 64x64 model
-(``benchmarks/quality_gate.py --motion fomm``, docs/motion.md): the largest threshold whose gate
-rejects three quarters of the bad pairs (LPIPS 0.16 above the model's floor), as the face
-mesh's ``AVATAR_THRESHOLD`` does; it keeps 78 % of the pairs. FOMM's distances are smaller than
-the face mesh's for the same damage (its keypoints spread over the whole crop). Another model
-should be measured again."""
+above which the avatar falls back to rest: the face mesh's, since FOMM's distance is put on
+its scale (:data:`keyface.fomm.motion.GATE_SCALE`, measured with the CPU-trained model by
+``benchmarks/quality_gate.py --motion fomm``, docs/motion.md: 0.10 before the scale keeps 78 %
+of the pairs and rejects 77 % of the bad ones). Another model should be measured again."""
 
 MOVEMENT_SCALE = (0.25, 4.0)
 """Bounds of the movement scale ``s`` (a degenerate keypoint hull must not fling the avatar)."""

@@ -62,6 +62,15 @@ clips of the train people (15,622 frames; ``benchmarks/fomm_coding.py``). Per-ke
 would save under 1 % of the bits (they matter at the first frame after a reset only)."""
 
 
+GATE_SCALE = 2.2
+"""FOMM's motion distance times this is on the face mesh's scale. Measured
+(``benchmarks/quality_gate.py --motion fomm``, results/fomm/quality_gate.md, distances before
+this scale): the gate that rejects three quarters of the bad renderings is 0.10 for FOMM (the
+CPU-trained model) and 0.22 for the face mesh; FOMM's keypoints spread over the whole crop,
+so the same damage moves them less relative to their extent. With the scale the codec's
+presets (``DEFAULT_THRESHOLDS``) and the avatar gate mean the same for both routes."""
+
+
 def to_pixels(value: np.ndarray, model_size: int, size: int) -> np.ndarray:
     """Normalised coordinates of a ``model_size`` picture -> pixels of a ``size`` crop (pixel
     centres at integers; the model's picture is the crop resized)."""
@@ -182,12 +191,13 @@ class FommMotion:
 
     def gate_distance(self, reference: np.ndarray, current: np.ndarray) -> float:
         """As the face mesh's (:mod:`keyface.motion.distance`): ``(2 * position + affine) / 3``
-        of :meth:`gate_parts`. How it predicts the rendering's quality is measured by
-        ``benchmarks/quality_gate.py --motion fomm`` (docs/motion.md)."""
+        of :meth:`gate_parts`, times :data:`GATE_SCALE` (on the face mesh's scale, so that
+        every gate threshold means the same damage on both routes)."""
         position, affine = self.gate_parts(reference, current)
-        return (POSITION_WEIGHT * position + AFFINE_WEIGHT * affine) / (
+        weighted = (POSITION_WEIGHT * position + AFFINE_WEIGHT * affine) / (
             POSITION_WEIGHT + AFFINE_WEIGHT
         )
+        return GATE_SCALE * weighted
 
     def gate_parts(self, reference: np.ndarray, current: np.ndarray) -> tuple[float, float]:
         """``(position, affine)``: the mean keypoint displacement over the reference
