@@ -31,6 +31,7 @@ from keyface.codec.config import CodecConfig
 from keyface.codec.ratecontrol import config_for_preset
 from keyface.compose.fomm_avatar import FommAvatarAnimator
 from keyface.fomm import MOTION_NAME, use_model
+from keyface.io import read_frames
 from keyface.pipeline import analyze, cropped_frames
 from keyface.renderers import get_renderer
 from keyface.server import SenderSession
@@ -51,7 +52,9 @@ def run_clip(clip: Path, avatar_photo: np.ndarray, frames: int) -> tuple[dict, l
     )
     sender = SenderSession(config, analysis.fps, crop=analysis.crop)
     server = ParticipantDecoder(clip.stem, renderer=get_renderer("warp"))  # the room's
-    avatar = FommAvatarAnimator.from_photo(avatar_photo, fps=float(analysis.fps))
+    avatar = FommAvatarAnimator.from_photo(
+        avatar_photo, fps=float(analysis.fps), sender_size=analysis.size
+    )
     send_ms, server_ms, avatar_ms, psnr, gated, rebased = [], [], [], [], 0, 0
     tiles: list[np.ndarray] = []
     show = {len(crops) // 4, len(crops) // 2, (3 * len(crops)) // 4}
@@ -72,7 +75,7 @@ def run_clip(clip: Path, avatar_photo: np.ndarray, frames: int) -> tuple[dict, l
             if frame.keypoints is None:
                 continue
             t0 = time.perf_counter()
-            animated = avatar.animate(frame.keypoints, analysis.size)
+            animated = avatar.animate(frame.keypoints)
             avatar_ms.append(1000 * (time.perf_counter() - t0))
             gated += animated.gated
             rebased += animated.rebased
@@ -110,12 +113,7 @@ def main() -> None:
     use_model(args.model)
     apply_thread_policy()
     clips = pick_clips(args.clips, args.split, "validation", args.limit + 1)
-    photos = []
-    for clip in clips:
-        import av
-
-        with av.open(str(clip)) as container:
-            photos.append(next(container.decode(video=0)).to_ndarray(format="rgb24"))
+    photos = [next(iter(read_frames(clip, 1))).image for clip in clips]
     rows, gallery = [], []
     for i, clip in enumerate(clips[: args.limit]):
         row, tiles = run_clip(clip, photos[i + 1], args.frames)

@@ -139,17 +139,17 @@ def _sender(avatar: FommAvatarAnimator, size: int) -> tuple[np.ndarray, np.ndarr
 
 
 def test_avatar_transfers_relative_motion_in_the_avatars_scale(model_file) -> None:
-    avatar = _avatar(rebase_s=None, threshold=10.0)  # the gate is the next test's
+    avatar = _avatar(rebase_s=None, threshold=10.0, sender_size=512)  # gate: next test
     pos_a, jac_a = split_keypoints(avatar.keypoints, 256)
     # A sender crop of 512 whose face is the avatar's seen twice as large: scale 1.
     pos, jac = _sender(avatar, 512)
-    first = avatar.animate(join_keypoints(pos, jac, 512), 512)
+    first = avatar.animate(join_keypoints(pos, jac, 512))
     assert first.distance == pytest.approx(0.0, abs=1e-6) and not first.gated
     np.testing.assert_allclose(first.keypoints, avatar.keypoints, atol=1e-3)
     # 20 px in the 512 crop are 10 px of a 256 crop; the Jacobians' change is carried over.
     angle = np.deg2rad(8.0)
     rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-    moved = avatar.animate(join_keypoints(pos + np.array([20.0, 0.0]), rot @ jac, 512), 512)
+    moved = avatar.animate(join_keypoints(pos + np.array([20.0, 0.0]), rot @ jac, 512))
     pos_t, jac_t = split_keypoints(moved.keypoints, 256)
     np.testing.assert_allclose(pos_t - pos_a, np.tile([10.0, 0.0], (len(pos_a), 1)), atol=1e-3)
     np.testing.assert_allclose(jac_t, rot @ jac_a, atol=1e-3)
@@ -157,8 +157,8 @@ def test_avatar_transfers_relative_motion_in_the_avatars_scale(model_file) -> No
     # A sender face half the avatar's size moves the avatar twice as far.
     small = _avatar(rebase_s=None, threshold=10.0)
     half, jac = _sender(small, 128)
-    small.animate(join_keypoints(half, jac, 256), 256)
-    step = small.transfer(join_keypoints(half + np.array([4.0, 0.0]), jac, 256), 256)
+    small.animate(join_keypoints(half, jac, 256))
+    step = small.transfer(join_keypoints(half + np.array([4.0, 0.0]), jac, 256))
     np.testing.assert_allclose(
         split_keypoints(step, 256)[0] - pos_a, [[8.0, 0.0]] * len(pos_a), atol=1e-3
     )
@@ -167,16 +167,16 @@ def test_avatar_transfers_relative_motion_in_the_avatars_scale(model_file) -> No
 def test_avatar_gate_glides_to_rest_and_rebases(model_file) -> None:
     avatar = _avatar(transition_frames=4, fps=10.0, rebase_s=1.0)
     pos, jac = _sender(avatar, 256)
-    avatar.animate(join_keypoints(pos, jac, 256), 256)
+    avatar.animate(join_keypoints(pos, jac, 256))
     far = join_keypoints(pos + np.array([60.0, 30.0]), jac, 256)
-    frames = [avatar.animate(far, 256) for _ in range(9)]
+    frames = [avatar.animate(far) for _ in range(9)]
     assert frames[0].distance > avatar.threshold and all(f.gated for f in frames)
     shares = [f.fallback for f in frames]
     assert shares[:4] == sorted(shares[:4]) and shares[3] == pytest.approx(1.0)
     # Fully at rest: the avatar's own keypoints.
     np.testing.assert_allclose(frames[5].keypoints, avatar.keypoints, atol=1e-4)
     # Gated for rebase_s seconds (10 frames): the sender's pose there becomes the new start.
-    rebased = avatar.animate(far, 256)
+    rebased = avatar.animate(far)
     assert rebased.rebased and not rebased.gated
     assert rebased.distance == pytest.approx(0.0, abs=1e-6)
     # No keypoints: gated too.

@@ -11,6 +11,7 @@ from keyface.cli._common import add_force_argument, existing_file, output_file, 
 from keyface.cli.main import UserError
 from keyface.fomm import MOTION_NAME
 from keyface.io import VIDEO_OUTPUT_FORMATS, VIDEO_OUTPUT_SUFFIXES, atomic_output
+from keyface.motion import own_renderer
 from keyface.pipeline import StreamDecoder, UserInputError, check_full_frame, decode_to_file
 from keyface.renderers import DEFAULT_RENDERER, get_renderer
 
@@ -54,8 +55,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def _generator(args: argparse.Namespace, data: bytes) -> str:
-    """The renderer to decode with: ``--generator``, else the model's generator for a stream
-    of learned keypoints (``--model``), else the default."""
+    """The renderer to decode with: the one the stream's motion brings (``fomm``: the
+    ``--model``'s generator), else ``--generator``, else the default."""
     header, _ = StreamHeader.parse(data)  # a damaged header: the one-line BitstreamError
     fomm = header.motion_name == MOTION_NAME
     if args.model is not None:
@@ -71,11 +72,14 @@ def _generator(args: argparse.Namespace, data: bytes) -> str:
             "the stream was coded with a FOMM model file: give it with --model FILE "
             f"(CRC-32 {header.motion_digest:08x})"
         )
-    if fomm:
-        # The warp and the enhancer work on face-mesh keypoints.
-        if args.generator not in (None, MOTION_NAME):
-            raise UserError("a fomm stream is rendered by its model's generator: drop --generator")
-        return MOTION_NAME
+    own = own_renderer(header.motion_name)  # fomm (registered above): the model's generator
+    if own is not None:
+        if args.generator not in (None, own):
+            raise UserError(
+                f"a {header.motion_name} stream is drawn by its own renderer {own!r}: "
+                "drop --generator"
+            )
+        return own
     return DEFAULT_RENDERER if args.generator is None else str(args.generator)
 
 

@@ -185,6 +185,27 @@ def closest_pose(avatar_keypoints: np.ndarray, candidates: Sequence[np.ndarray |
     return best
 
 
+def check_avatar_settings(
+    avatar_image: np.ndarray,
+    threshold: float,
+    recover: float,
+    transition_frames: int,
+    fps: float,
+    rebase_s: float | None,
+) -> None:
+    """``ValueError`` unless the avatar crop and the gate settings are usable (both
+    animators' checks)."""
+    check_image(avatar_image, "avatar image")
+    if avatar_image.shape[0] != avatar_image.shape[1]:
+        raise ValueError("the avatar image must be a square face crop")
+    if threshold <= 0 or not 0 < recover <= 1:
+        raise ValueError("need threshold > 0 and 0 < recover <= 1")
+    if transition_frames < 1 or fps <= 0:
+        raise ValueError("need transition_frames >= 1 and fps > 0")
+    if rebase_s is not None and rebase_s <= 0:
+        raise ValueError("rebase_s must be positive (or None)")
+
+
 @dataclass
 class FallbackGlide:
     """The quality gate's state, shared by the avatar animators: hysteresis on the motion
@@ -283,15 +304,9 @@ class AvatarAnimator:
         rebase_margin: float = 0.02,
         idle: IdleMotion = IdleMotion(),
     ) -> None:
-        check_image(avatar_image, "avatar image")
-        if avatar_image.shape[0] != avatar_image.shape[1]:
-            raise ValueError("the avatar image must be a square face crop")
-        if threshold <= 0 or not 0 < recover <= 1:
-            raise ValueError("need threshold > 0 and 0 < recover <= 1")
-        if transition_frames < 1 or fps <= 0 or warmup < 0:
-            raise ValueError("need transition_frames >= 1, fps > 0 and warmup >= 0")
-        if rebase_s is not None and rebase_s <= 0:
-            raise ValueError("rebase_s must be positive (or None)")
+        check_avatar_settings(avatar_image, threshold, recover, transition_frames, fps, rebase_s)
+        if warmup < 0:
+            raise ValueError("need warmup >= 0")
         if avatar_landmarks is None:
             avatar_landmarks = measure_landmarks(avatar_image)
         kp = np.asarray(avatar_landmarks, dtype=np.float32)[:, :2]
@@ -456,6 +471,7 @@ __all__ = [
     "AvatarFrame",
     "FallbackGlide",
     "IdleMotion",
+    "check_avatar_settings",
     "close_eyes",
     "closest_pose",
     "crop_photo",

@@ -40,12 +40,17 @@ import cv2
 import numpy as np
 
 from keyface.compose import Composer
-from keyface.compose.avatar import AVATAR_THRESHOLD, AvatarFrame, FallbackGlide, crop_photo
+from keyface.compose.avatar import (
+    AVATAR_THRESHOLD,
+    AvatarFrame,
+    FallbackGlide,
+    check_avatar_settings,
+    crop_photo,
+)
 from keyface.fomm import MOTION_NAME
 from keyface.fomm.motion import FommMotion, join_keypoints, split_keypoints
 from keyface.motion import REFERENCE_SIZE, get_representation
 from keyface.renderers import get_renderer
-from keyface.types import check_image
 
 FOMM_AVATAR_THRESHOLD = AVATAR_THRESHOLD
 """Default gate (FOMM motion distance from the avatar's keypoints to the transferred target)
@@ -75,8 +80,10 @@ class FommAvatarAnimator:
     """Animate ``avatar_image`` (a square face crop, uint8 RGB) with a sender's ``fomm``
     keypoints, relatively (see the module docstring). The ``fomm`` model must be registered
     (:func:`keyface.fomm.use_model`): it measures the avatar's keypoints and renders it.
-    ``fps`` sets the clock of ``rebase_s``. Sans-I/O and deterministic: feed the decoded
-    keypoints of each sender frame, in order, to :meth:`animate`.
+    ``fps`` sets the clock of ``rebase_s``; ``sender_size`` is the side of the sender's crop
+    (the stream's picture size), whose pixels its keypoints are in. Sans-I/O and
+    deterministic: feed the decoded keypoints of each sender frame, in order, to
+    :meth:`animate`.
     """
 
     def __init__(
@@ -88,16 +95,13 @@ class FommAvatarAnimator:
         transition_frames: int = 6,
         fps: float = 25.0,
         rebase_s: float | None = 2.0,
+        sender_size: int = 256,
     ) -> None:
-        check_image(avatar_image, "avatar image")
-        if avatar_image.shape[0] != avatar_image.shape[1]:
-            raise ValueError("the avatar image must be a square face crop")
-        if threshold <= 0 or not 0 < recover <= 1:
-            raise ValueError("need threshold > 0 and 0 < recover <= 1")
-        if transition_frames < 1 or fps <= 0:
-            raise ValueError("need transition_frames >= 1 and fps > 0")
-        if rebase_s is not None and rebase_s <= 0:
-            raise ValueError("rebase_s must be positive (or None)")
+        check_avatar_settings(avatar_image, threshold, recover, transition_frames, fps, rebase_s)
+        if sender_size < 1:
+            raise ValueError("sender_size must be positive")
+        self.sender_size = int(sender_size)
+        """The side of the sender's crop, whose pixels its keypoints are in."""
         rep = get_representation(MOTION_NAME)
         assert isinstance(rep, FommMotion)
         self.gate = rep
@@ -140,14 +144,15 @@ class FommAvatarAnimator:
         """The sender's initial keypoint positions, in 256-crop pixels (``None`` before any)."""
         return None if self._initial is None else self._initial[0]
 
-    def set_initial(self, sender_keypoints: np.ndarray, sender_size: int) -> None:
-        """Take the motion relative to these sender keypoints (of a ``sender_size`` crop)."""
-        pos, jac = self._split(sender_keypoints, sender_size)
+    def set_initial(self, sender_keypoints: np.ndarray) -> None:
+        """Take the motion relative to these sender keypoints."""
+        pos, jac = self._split(sender_keypoints)
         area = _hull_area(pos)
         scale = math.sqrt(self._avatar_area / area) if area > 0 else 1.0
         self._initial = (pos, _inverse(jac), float(np.clip(scale, *MOVEMENT_SCALE)))
 
-    def _split(self, keypoints: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    def _split(self, keypoints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        size = self.sender_size
         kp = np.asarray(keypoints, dtype=np.float64)[:, :2]
         if kp.shape != self.keypoints.shape:
             raise ValueError(f"sender keypoints must be {self.keypoints.shape}, got {kp.shape}")
@@ -155,14 +160,14 @@ class FommAvatarAnimator:
         return pos * (REFERENCE_SIZE / size), jac
 
     # -- motion -------------------------------------------------------------------------------
-    def transfer(self, sender_keypoints: np.ndarray, sender_size: int) -> np.ndarray:
-        """Avatar keypoints (crop pixels) for these sender keypoints of a ``sender_size`` crop
-        (relative transfer, no gate). The first call makes them the initial frame."""
+    def transfer(self, sender_keypoints: np.ndarray) -> np.ndarray:
+        """Avatar keypoints (crop pixels) for these sender keypoints (relative transfer, no
+        gate). The first call makes them the initial frame."""
         if self._initial is None:
-            self.set_initial(sender_keypoints, sender_size)
+            self.set_initial(sender_keypoints)
         assert self._initial is not None
         pos0, inv0, scale = self._initial
-        pos, jac = self._split(sender_keypoints, sender_size)
+        pos, jac = self._split(sender_keypoints)
         pos_a, jac_a = self._avatar
         target = pos_a + scale * (pos - pos0)
         jac_t = jac @ inv0 @ jac_a
@@ -172,15 +177,15 @@ class FommAvatarAnimator:
         """The representation's motion distance from the avatar's keypoints to ``target``."""
         return self.gate.gate_distance(self.keypoints, target)
 
-    def animate(self, sender_keypoints: np.ndarray | None, sender_size: int = 256) -> AvatarFrame:
-        """Render the next avatar frame for the sender's decoded keypoints of this frame (of
-        a ``sender_size`` crop; ``None``: none came). Only keypoints go in."""
+    def animate(self, sender_keypoints: np.ndarray | None) -> AvatarFrame:
+        """Render the next avatar frame for the sender's decoded keypoints of this frame
+        (``None``: none came). Only keypoints go in."""
         index = self._frame
         distance = math.nan
         target: np.ndarray | None = None
         rebased = False
         if sender_keypoints is not None:
-            target = self.transfer(sender_keypoints, sender_size)
+            target = self.transfer(sender_keypoints)
             distance = self.distance(target)
         gated = self._glide.judge(distance)
         if (
@@ -189,8 +194,8 @@ class FommAvatarAnimator:
             and self._glide.run >= self.rebase_s * self.fps
         ):
             assert sender_keypoints is not None
-            self.set_initial(sender_keypoints, sender_size)
-            target = self.transfer(sender_keypoints, sender_size)
+            self.set_initial(sender_keypoints)
+            target = self.transfer(sender_keypoints)
             distance, gated, rebased = self.distance(target), False, True
             self._glide.run = 0
         base, share = self._glide.step(gated, target, self.keypoints)

@@ -18,7 +18,6 @@ from keyface.bitstream import BackgroundPacket, BitstreamError, parse_packet
 from keyface.codec import limits
 from keyface.codec.config import crop_box
 from keyface.compose import Composer
-from keyface.fomm import MOTION_NAME
 from keyface.intra import IntraCodecError, get_intra_codec
 from keyface.renderers import get_renderer
 from keyface.server.datagram import Datagram
@@ -55,7 +54,8 @@ class SenderPictures:
         stream header came: an ``AvatarAnimator`` for face-mesh streams, a
         ``FommAvatarAnimator`` for ``fomm`` ones."""
         self._avatar_photo: np.ndarray | None = None
-        self._avatar_motion: str | None = None
+        self._avatar_stream: tuple[str, int] | None = None
+        """The stream (motion representation, picture size) the avatar was made for."""
 
     def decode(
         self,
@@ -70,7 +70,8 @@ class SenderPictures:
         if self._background_packet is not None and self.decoder.header is not None:
             self._decode_background(self._background_packet)
         if self._avatar_photo is not None and self.decoder.header is not None:
-            if self._avatar_motion != self.decoder.header.motion_name:
+            header = self.decoder.header
+            if self._avatar_stream != (header.motion_name, header.width):
                 self._make_avatar()
         pictures = [(f.index, self.picture(f), f.concealed) for f in frames]
         return pictures, self.decoder.datagrams_to_send()
@@ -128,7 +129,7 @@ class SenderPictures:
             self.decoder.stats.malformed += 1
             logger.info("%s: unusable avatar photo: %s", self.name, exc)
             return
-        self._avatar_photo, self._avatar_motion = photo, None
+        self._avatar_photo, self._avatar_stream = photo, None
         if self.decoder.header is not None:
             self._make_avatar()
 
@@ -140,12 +141,14 @@ class SenderPictures:
 
         header = self.decoder.header
         assert header is not None and self._avatar_photo is not None
-        photo, self._avatar_motion = self._avatar_photo, header.motion_name
+        photo, self._avatar_stream = self._avatar_photo, (header.motion_name, header.width)
         try:
             if header.motion_name == MOTION_NAME:
                 from keyface.compose.fomm_avatar import FommAvatarAnimator
 
-                avatar: Any = FommAvatarAnimator.from_photo(photo, size=256, fps=float(header.fps))
+                avatar: Any = FommAvatarAnimator.from_photo(
+                    photo, size=256, fps=float(header.fps), sender_size=header.width
+                )
             else:
                 from keyface.compose.avatar import AvatarAnimator
 
@@ -163,10 +166,7 @@ class SenderPictures:
     def picture(self, frame: RenderedFrame) -> np.ndarray:
         image = frame.image
         if self.avatar is not None and frame.keypoints is not None:
-            if self._avatar_motion == MOTION_NAME:
-                animated = self.avatar.animate(frame.keypoints, frame.image.shape[0])
-            else:
-                animated = self.avatar.animate(frame.keypoints)
+            animated = self.avatar.animate(frame.keypoints)
             if self.avatar.composer is not None:
                 image = self.avatar.full_frame(animated)
             else:

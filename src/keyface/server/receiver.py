@@ -20,7 +20,6 @@ from keyface.codec.decoder import DecoderCore
 from keyface.codec.limits import MAX_BASE_BACK
 from keyface.motion import own_renderer
 from keyface.render import Reference, Renderer
-from keyface.renderers import UnknownRendererError, get_renderer
 from keyface.server.datagram import (
     ACK_SPAN,
     KIND_FRAME,
@@ -228,14 +227,11 @@ class ParticipantDecoder:
 
     def _renderer_for(self, header: StreamHeader) -> Renderer | None:
         """:attr:`renderer`, unless the stream's motion brings its own renderer (``fomm``:
-        the model's generator), which then draws this sender whatever the room's is."""
+        the model's generator): then ``None``, and the decoder makes that one."""
         own = own_renderer(header.motion_name)
         if own is None or (self.renderer is not None and self.renderer.name == own):
             return self.renderer
-        try:
-            return get_renderer(own)
-        except UnknownRendererError:
-            return self.renderer  # DecoderCore refuses the header with the reason
+        return None
 
     def _drain(self, now: float) -> list[RenderedFrame]:
         out: list[RenderedFrame] = []
