@@ -1,0 +1,98 @@
+"""FOMM streams looked at: full frames with the gate before and after ``GATE_SCALE``.
+
+    KEYFACE_THREADS=2 python benchmarks/fomm_frames.py --model MODEL \
+        --out results/fomm/frames_gate_scale.jpg
+
+For a few validation clips, the first ``--frames`` frames are coded with ``--motion fomm`` on
+the animation ladder at ``--u`` with a full-frame background, once with the FOMM motion
+distance unscaled (``GATE_SCALE`` 1, the gate before the calibration) and once as shipped,
+and decoded to full frames (the model's crop pasted with the soft seam, as ``decode
+--full-frame`` does). Written: for three frames of each clip, source | before | after (each
+row one frame), with the rate and keyframe count of each run printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+from _common import CLIPS, SPLIT, pick_clips
+from PIL import Image
+
+import keyface.fomm.motion as fomm_motion
+from keyface.codec.config import CodecConfig, crop_box
+from keyface.codec.ratecontrol import config_at
+from keyface.compose import Composer
+from keyface.fomm import MOTION_NAME, use_model
+from keyface.io import read_frames
+from keyface.pipeline import analyze, decode_bytes, encode_analysis
+from keyface.threads import apply_thread_policy
+
+DEFAULT_CLIPS = ("d20", "00098", "vscodehappy")
+
+
+def full_frames(analysis, u: float) -> tuple[list[np.ndarray], float, int]:
+    config = config_at(u, CodecConfig(mode="animation"))
+    config = replace(config, motion=MOTION_NAME, generator=MOTION_NAME)
+    coded = encode_analysis(analysis, config, with_background=True)
+    result = decode_bytes(coded.data)
+    assert result.header.crop is not None and result.background is not None
+    composer = Composer(result.background, crop_box(result.header.crop))
+    frames = [composer.compose(f.image, f.reference, f.keypoints) for f in result.frames]
+    kbps = 8 * len(coded.data) / 1000 / (analysis.frame_count / float(analysis.fps))
+    return frames, kbps, coded.stats.keyframes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--clips", type=Path, default=CLIPS)
+    parser.add_argument("--split", type=Path, default=SPLIT)
+    parser.add_argument("--names", default=",".join(DEFAULT_CLIPS), help="clip name parts")
+    parser.add_argument("--frames", type=int, default=125)
+    parser.add_argument("--u", type=float, default=1.0)
+    parser.add_argument("--width", type=int, default=480, help="width of each tile")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    use_model(args.model)
+    apply_thread_policy()
+    clips = pick_clips(args.clips, args.split, "validation", None)
+    rows = []
+    for part in args.names.split(","):
+        clip = next(c for c in clips if part in c.name)
+        analysis = analyze(clip, max_frames=args.frames)
+        source = [f.image for f in read_frames(clip, args.frames)]
+        runs = {}
+        for label, scale in (("before", 1.0), ("after", fomm_motion.GATE_SCALE)):
+            shipped = fomm_motion.GATE_SCALE
+            fomm_motion.GATE_SCALE = scale
+            try:
+                runs[label] = full_frames(analysis, args.u)
+            finally:
+                fomm_motion.GATE_SCALE = shipped
+            print(
+                f"{clip.name[:44]:<44} {label:<6} {runs[label][1]:6.2f} kbit/s, "
+                f"{runs[label][2]} keyframes",
+                flush=True,
+            )
+        n = len(runs["after"][0])
+        for i in (n // 4, n // 2, (3 * n) // 4):
+            tiles = [source[i], runs["before"][0][i], runs["after"][0][i]]
+            h = round(tiles[0].shape[0] * args.width / tiles[0].shape[1])
+            rows.append(
+                np.concatenate(
+                    [cv2.resize(t, (args.width, h), interpolation=cv2.INTER_AREA) for t in tiles],
+                    axis=1,
+                )
+            )
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0))) for r in rows]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.concatenate(rows, axis=0)).save(args.out, quality=85)
+
+
+if __name__ == "__main__":
+    main()
