@@ -172,3 +172,20 @@ def test_encode_group_content_sets_the_groups_content_rule() -> None:
     assert parse("--group-content", "eyes+mouth").group_cut == ("eyes", "mouth")
     with pytest.raises(SystemExit):
         parse("--group-content", "ears")
+
+
+def test_encode_content_turns_the_landmark_rule_on() -> None:
+    """Streams whose keypoints name no mouth or eyes (FOMM) are judged on the landmarks only
+    when ``--content`` asks for the rule (off by default: docs/motion.md); ``off`` leaves it
+    off. The face-mesh route ignores the field (its keypoints carry the state)."""
+    from keyface.cli.encode import config_from_args
+    from keyface.cli.main import build_parser
+
+    def parse(*extra: str):
+        args = build_parser().parse_args(["encode", "in.mp4", "-o", "out.kf", *extra])
+        return config_from_args(args)
+
+    assert not parse().landmark_content
+    assert parse("--content", "keyframe").landmark_content
+    assert parse("--content", "detail").landmark_content
+    assert not parse("--content", "off").landmark_content

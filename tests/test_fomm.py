@@ -18,11 +18,12 @@ import pytest
 import torch
 from fomm_utils import randomised_networks
 
-from keyface.bitstream import BitstreamError, RefreshMode
+from keyface.bitstream import BitstreamError, DetailPacket, RefreshMode
 from keyface.cli.main import main
 from keyface.codec.config import CodecConfig
 from keyface.codec.decoder import DecoderCore
 from keyface.codec.encoder import EncoderCore
+from keyface.facemesh import INNER_LIP_GAP, INNER_MOUTH_CORNERS, mouth_opening
 from keyface.fomm import MOTION_NAME, FommConfig, forget_model, registered_model, use_model
 from keyface.fomm.checkpoint import save_upstream, upstream_layout
 from keyface.fomm.layers import AntiAliasInterpolation2d, coordinate_grid
@@ -413,6 +414,47 @@ def test_other_modes_and_levels_code_fomm(tiny_model, change: dict[str, object])
     decoder = DecoderCore(encoder.header, renderer=get_renderer(MOTION_NAME))
     out = sorted((f for p in packets for f in decoder.receive(p)), key=lambda f: f.index)
     assert [f.index for f in out] == list(range(7))
+
+
+def _open_mouth(landmarks: np.ndarray, share: float) -> np.ndarray:
+    """``landmarks`` with the inner lips parted by ``share`` of the inner mouth's width."""
+    marks = np.array(landmarks, dtype=np.float32)
+    width = np.linalg.norm(marks[INNER_MOUTH_CORNERS[0], :2] - marks[INNER_MOUTH_CORNERS[1], :2])
+    marks[INNER_LIP_GAP[1], 1] = marks[INNER_LIP_GAP[0], 1] + share * width
+    return marks
+
+
+@pytest.mark.parametrize("on", [True, False], ids=["landmark-content", "gate-only"])
+def test_an_opening_mouth_refreshes_a_fomm_stream_by_its_landmarks(
+    tiny_model, carphone_analysis, on: bool
+) -> None:
+    # FOMM keypoints name no mouth: the encoder judges the content rule on the source's
+    # face-mesh landmarks. The mouth opens at frame 3, wider than the keyframe's: that frame
+    # becomes a keyframe (not a promoted update: a picture the model drew is no reference for
+    # it), and the frames after it are drawn from it. With ``landmark_content`` off the motion
+    # gate alone decides, and no keyframe follows the first.
+    (_, image), *_ = carphone_analysis.frames()
+    closed = carphone_analysis.landmarks[0]
+    assert closed is not None and mouth_opening(closed) < 0.3
+    marks = [closed] * 3 + [_open_mouth(closed, 0.7)] * 3 + [None]  # frame 6: no face found
+    config = replace(
+        FOMM_CONFIG,
+        refresh_mode=RefreshMode.MOTION,
+        refresh_threshold=10.0,
+        landmark_content=on,
+    )
+    encoder = EncoderCore(config, Fraction(25))
+    packets = [p for m in marks for p in encoder.encode(image, m)] + encoder.flush()
+    decisions = {d.index: d for d in encoder.stats.decisions}
+    assert not any(isinstance(p, DetailPacket) for p in packets)
+    keyframes = [i for i, d in decisions.items() if d.keyframe]
+    if not on:
+        assert keyframes == [0]
+        return
+    assert keyframes == [0, 3] and decisions[3].refresh == "mouth"
+    decoder = DecoderCore(encoder.header, renderer=get_renderer(MOTION_NAME))
+    out = {f.index: f for p in packets for f in decoder.receive(p)}
+    assert [out[i].reference_frame for i in (1, 2, 4, 5, 6)] == [0, 0, 3, 3, 3]
 
 
 def test_renderer_survives_singular_jacobians(tiny_model) -> None:

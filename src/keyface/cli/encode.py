@@ -106,7 +106,8 @@ def add_codec_arguments(p: argparse.ArgumentParser) -> None:
         choices=("off", "keyframe", "detail"),
         help="when no reference shows the frame's open mouth or eyes: send a keyframe, or the "
         "missing eyes/mouth as DETAIL rectangles on the rendered frame (docs/codec.md); off: "
-        "the motion gate alone",
+        "the motion gate alone. --motion fomm: off unless given, judged on the face mesh's "
+        "landmarks, and detail sends keyframes (docs/motion.md)",
     )
     p.add_argument(
         "--detail-boost",
@@ -220,6 +221,7 @@ def explicit_settings(args: argparse.Namespace) -> dict[str, Any]:
     elif content is not None:
         overrides["content_refresh"] = True
         overrides["content_update"] = content
+        overrides["landmark_content"] = True  # FOMM streams: judged on the landmarks
     if getattr(args, "detail_boost", None) is not None:
         overrides["detail_boost"] = args.detail_boost
     if getattr(args, "detail_parts", None) is not None:

@@ -81,8 +81,8 @@ class CodecConfig:
     detail_boost: int = 0
     """Code the rectangles around the eyes and the mouth of every keyframe again at this many
     quality steps above the keyframe (DETAIL packets, :mod:`keyface.codec.detail`); 0: never.
-    Needs a representation with a face state; off by default (``keyface encode
-    --detail-boost``; measured in docs/codec.md)."""
+    Needs a face state (the representation's, or the landmarks' with ``landmark_content``);
+    off by default (``keyface encode --detail-boost``; measured in docs/codec.md)."""
     detail_parts: tuple[str, ...] = ("eyes", "mouth")
     """Which parts ``detail_boost`` codes again (of ``"eyes"``, ``"mouth"``)."""
     content_update: str = "detail"
@@ -109,8 +109,18 @@ class CodecConfig:
     """The PSNR in dB below which ``psnr_check`` codes a keyframe."""
     content_refresh: bool = True
     """Render each frame only from references that hold its mouth and eye state, and code a
-    keyframe when none does (:mod:`keyface.codec.content`; representations with a face state
-    only, not in ``RefreshMode.FIXED``). Encoder-side: streams decode the same either way."""
+    keyframe when none does (:mod:`keyface.codec.content`; needs a face state, see
+    ``landmark_content``; not in ``RefreshMode.FIXED``). Encoder-side: streams decode the same
+    either way."""
+    landmark_content: bool = False
+    """For keypoints that name no mouth or eyes (FOMM): judge the content rule and the eye
+    check on the source's face-mesh landmarks (encoder-side; the decoder needs nothing: it
+    follows the signalled reference). A frame no reference holds becomes a keyframe, never a
+    promoted update (a picture the model drew is a poor reference: with promotions the
+    stream needed 2.8 times the bits of the gate alone for the same LPIPS). Off by default:
+    with the only FOMM model trained here (a 64x64 blur) it costs 26-73 % more bits, and at
+    equal rate open-mouth LPIPS, DISTS and the eye state are worse; ``keyface encode --content
+    keyframe`` turns it on (docs/motion.md, "Mouths and eyes of FOMM streams")."""
     group_cut: tuple[str, ...] | None = None
     """Bidirectional mode: whether and how its groups follow the content rule (with
     ``content_refresh``). ``None`` (the default): they do not, each frame is animated from the

@@ -73,6 +73,7 @@ from keyface.motion import (
     estimate_field,
     get_representation,
 )
+from keyface.motion.facemesh_pca import MESH_FACES
 from keyface.render import WarpRenderer
 from keyface.renderers import get_renderer
 from keyface.types import CropBox, check_image
@@ -214,12 +215,17 @@ class EncoderCore:
         """Frame index of the newest IDR keyframe (-1 before the first frame)."""
         self._field_part: FieldComponent | None = self.representation.field_component
         rep = self.representation
-        self._face: FaceStateSource | None = rep if isinstance(rep, FaceStateSource) else None
         self._image_source: ImageMotionSource | None = (
             rep if isinstance(rep, ImageMotionSource) else None
         )
         """Where the parameters come from when not from landmarks (learned keypoints)."""
-        """Where the mouth and eyes are and how open (``None``: keypoints without them)."""
+        self._face: FaceStateSource | None = rep if isinstance(rep, FaceStateSource) else None
+        """Where the mouth and eyes are and how open: the decoded keypoints' representation,
+        or, for keypoints that name neither (FOMM), the face mesh on the source's landmarks
+        (:meth:`_face_points`); ``None``: neither."""
+        self._face_on_landmarks = self._face is None and config.landmark_content
+        if self._face_on_landmarks:
+            self._face = MESH_FACES
         if config.mode == "auto":
             raise ValueError("mode 'auto' is a ladder: resolve it with ratecontrol.config_at")
         self.mode = StreamMode[config.mode.upper()]
@@ -235,6 +241,7 @@ class EncoderCore:
         self.content_rule = ContentRule()
         self._promote = (
             self._content
+            and not self._face_on_landmarks
             and config.content_update == "detail"
             and RefreshMode(config.refresh_mode) == RefreshMode.MOTION
         )
@@ -346,18 +353,25 @@ class EncoderCore:
         q = self.state.quantize(params)
         keypoints = self.representation.keypoints(self.state.dequantize(q), size)
 
-        state = self._face.face_state(keypoints) if self._content and self._face else None
+        face = self._face_points(keypoints, landmarks)
+        state = (
+            self._face.face_state(face)
+            if self._content and self._face and face is not None
+            else None
+        )
         decision, field_q, reason = self._decide(index, image, keypoints, params, state)
         if decision is None and reason in ("mouth", "eyes") and self._promote:
-            assert state is not None
-            promoted = self._update(index, image, keypoints, params, q, state, reason)
+            assert state is not None and face is not None
+            promoted = self._update(index, image, keypoints, face, params, q, state, reason)
             if promoted is not None:
                 decision, field_q, detail_packets = promoted
                 packets.extend(detail_packets)
         if decision is None:
             if self.config.reset_at_keyframes and self._pending:
                 packets.extend(self._flush_motion())  # the keyframe starts its own packet
-            keyframe_packets, decision = self._keyframe(index, image, keypoints, q, state, reason)
+            keyframe_packets, decision = self._keyframe(
+                index, image, keypoints, face, q, state, reason
+            )
             packets.extend(keyframe_packets)
         elif field_q is not None:
             q = field_q
@@ -422,6 +436,17 @@ class EncoderCore:
         return packets
 
     # -- internals ------------------------------------------------------------------------
+    def _face_points(
+        self, keypoints: np.ndarray, landmarks: np.ndarray | None
+    ) -> np.ndarray | None:
+        """The points a frame's face state and DETAIL rectangles are measured on: its decoded
+        keypoints, or the source's face-mesh ``landmarks`` (crop pixels) for keypoints that
+        name no mouth or eyes (encoder-side only: the decoder follows the signalled reference
+        and the rectangles' positions); ``None``: no face in the frame."""
+        if not self._face_on_landmarks:
+            return keypoints
+        return None if landmarks is None else np.asarray(landmarks)[:, :2]
+
     def _params(self, image: np.ndarray, landmarks: np.ndarray | None) -> np.ndarray:
         if self._image_source is not None:  # measured on the picture, face or not
             return self._image_source.analyze_image(image)
@@ -576,10 +601,12 @@ class EncoderCore:
         index: int,
         image: np.ndarray,
         keypoints: np.ndarray,
+        face: np.ndarray | None,
         q: np.ndarray,
         state: FaceState | None,
         reason: str | None,
     ) -> tuple[list[Packet], FrameDecision]:
+        """Code frame ``index`` as a keyframe (``face``: see :meth:`_face_points`)."""
         quality = self.config.keyframe_quality
         idr = len(self.buffer) == 0
         data, decoded = self._code_keyframe(image, quality, idr)
@@ -593,14 +620,14 @@ class EncoderCore:
                 data, decoded = self._code_keyframe(image, quality, True)
                 score = psnr(decoded, image)
         packets: list[Packet] = [KeyframePacket(frame_index=index, quality=quality, data=data)]
-        if self._face is not None and self.config.detail_boost > 0:
+        if self._face is not None and face is not None and self.config.detail_boost > 0:
             # The eyes and/or the mouth of the keyframe coded again, better.
-            regions = self._face.detail_regions(keypoints)
+            regions = self._face.detail_regions(face)
             groups = [group for part in self.config.detail_parts for group in regions[part]]
             quality_detail = min(100, quality + self.config.detail_boost)
             decoded = self._rectangles(index, image, groups, quality_detail, decoded, packets)
-        if self.eye_reader is not None:
-            decoded = self._readable_eyes(index, image, keypoints, decoded, quality, packets)
+        if self.eye_reader is not None and face is not None:
+            decoded = self._readable_eyes(index, image, face, decoded, quality, packets)
         if idr:
             self.last_idr = index
         reference = self.renderer.prepare(decoded, keypoints)
@@ -626,14 +653,16 @@ class EncoderCore:
         index: int,
         image: np.ndarray,
         keypoints: np.ndarray,
+        face: np.ndarray,
         params: np.ndarray,
         q: np.ndarray,
         state: FaceState,
         reason: str,
     ) -> tuple[FrameDecision, np.ndarray, list[Packet]] | None:
         """Promote frame ``index`` to a reference: rendered from the nearest reference, with the
-        eyes or mouth that reference lacks coded as DETAIL rectangles. ``None`` when even the
-        nearest reference is beyond the motion gate (a keyframe is due anyway)."""
+        eyes or mouth that reference lacks coded as DETAIL rectangles (placed on ``face``,
+        :meth:`_face_points`). ``None`` when even the nearest reference is beyond the motion
+        gate (a keyframe is due anyway)."""
         assert self._face is not None
         dists = [
             self.representation.gate_distance(e.reference.keypoints, keypoints) for e in self.buffer
@@ -649,7 +678,7 @@ class EncoderCore:
         picture = self.renderer.render(entry.reference, keypoints, field)
         assert entry.state is not None
         parts = self.content_rule.missing_parts(entry.state, state) or [reason]
-        regions = self._face.detail_regions(keypoints)
+        regions = self._face.detail_regions(face)
         quality = min(
             100, self.config.keyframe_quality + max(UPDATE_BOOST, self.config.detail_boost)
         )
@@ -661,13 +690,13 @@ class EncoderCore:
             groups = [g for part in parts if part != "eyes" for g in regions[part]]
             picture = self._rectangles(index, image, groups, quality, picture, packets)
             picture = self._readable_eyes(
-                index, image, keypoints, picture, quality, packets, missing=True
+                index, image, face, picture, quality, packets, missing=True
             )
         if not packets:
             return None
         if self.eye_reader is not None and "eyes" not in parts:
             picture = self._readable_eyes(
-                index, image, keypoints, picture, self.config.keyframe_quality, packets
+                index, image, face, picture, self.config.keyframe_quality, packets
             )
         reference = self.renderer.prepare(picture, keypoints)
         self.buffer.push(BufferEntry(index, reference=reference, q=q, state=state, promoted=True))
@@ -681,21 +710,21 @@ class EncoderCore:
         self,
         index: int,
         image: np.ndarray,
-        keypoints: np.ndarray,
+        face: np.ndarray,
         picture: np.ndarray,
         quality: int,
         packets: list[Packet],
         missing: bool = False,
     ) -> np.ndarray:
-        """``picture`` (a reference to be) with the eyes that the face mesh reads less open on it
-        than on the source ``image`` coded again as DETAIL rectangles (appended to
-        ``packets``) at the first of ``quality`` + :data:`EYE_READ_STEPS` (``missing``: both
-        eyes, starting at ``quality`` itself: the eyes a content update must send) after which
-        they read open; at the last step where none does. Without an eye reader, a face in
-        ``image`` or an eye that fails, ``picture`` as it was (``missing``: the eyes at
-        ``quality``)."""
+        """``picture`` (a reference to be, its eyes placed by ``face``) with the eyes that the
+        face mesh reads less open on it than on the source ``image`` coded again as DETAIL
+        rectangles (appended to ``packets``) at the first of ``quality`` +
+        :data:`EYE_READ_STEPS` (``missing``: both eyes, starting at ``quality`` itself: the
+        eyes a content update must send) after which they read open; at the last step where
+        none does. Without an eye reader, a face in ``image`` or an eye that fails, ``picture``
+        as it was (``missing``: the eyes at ``quality``)."""
         assert self._face is not None
-        eyes = self._face.detail_regions(keypoints)["eyes"]
+        eyes = self._face.detail_regions(face)["eyes"]
         source = self.eye_reader.ears(image) if self.eye_reader is not None else None
         if missing:
             todo = list(range(len(eyes)))
@@ -748,20 +777,24 @@ class EncoderCore:
         group, self._group = self._group, []
         size = self.config.size
         coded = []
+        faces = []
         for index, image, landmarks in group:
             params = self._params(image, landmarks)
             q = self.state.quantize(params)
             keypoints = self.representation.keypoints(self.state.dequantize(q), size)
             coded.append((index, params, q, keypoints))
+            faces.append(self._face_points(keypoints, landmarks))
         states: list[FaceState | None] = [None] * len(group)
         cut = False
         if self._group_content and self._face is not None:
-            states = [self._face.face_state(c[3]) for c in coded]
+            face_source = self._face
+            states = [None if f is None else face_source.face_state(f) for f in faces]
             end = self._split_group(states)
             cut = end < len(group) - 1
             if cut:  # the rest opens the next group
                 self._group = group[end + 1 :]
                 group, coded, states = group[: end + 1], coded[: end + 1], states[: end + 1]
+                faces = faces[: end + 1]
         self._last_q = coded[-1][2]
         if self._aux is not None and self._aux_mirror is not None:
             pictures = [self._aux.encode(image) for _, image, _ in group]
@@ -774,7 +807,7 @@ class EncoderCore:
         if cut:
             reason = "content"
         packets, key_decision = self._keyframe(
-            last, image_last, coded[-1][3], coded[-1][2], states[-1], reason
+            last, image_last, coded[-1][3], faces[-1], coded[-1][2], states[-1], reason
         )
         self._pending_first = group[0][0]
         self._pending_reset = self._reset_due(self._pending_first, True)
@@ -802,7 +835,7 @@ class EncoderCore:
         self._aux_pending = pictures
         return [*packets, *self._flush_motion()]
 
-    def _split_group(self, states: list[FaceState]) -> int:
+    def _split_group(self, states: list[FaceState | None]) -> int:
         """The content rule in a group (bidirectional mode): the position in the collected
         group whose frame becomes its closing keyframe. The group is cut short at a frame
         that neither the past keyframe nor the planned closing one holds (a blink between two
@@ -818,8 +851,8 @@ class EncoderCore:
         if not parts:
             return end
 
-        def lacks(reference: FaceState | None, frame: FaceState) -> bool:
-            if reference is None:  # a keyframe without a face state is not judged
+        def lacks(reference: FaceState | None, frame: FaceState | None) -> bool:
+            if reference is None or frame is None:  # no face: not judged
                 return False
             return bool(parts.intersection(self.content_rule.missing_parts(reference, frame)))
 

@@ -69,6 +69,31 @@ def vector_from_rotation(rot: np.ndarray) -> np.ndarray:
     return vec.reshape(3)
 
 
+class MeshFaces:
+    """The face state and the DETAIL regions of face-mesh points (478, 2|3): a
+    :class:`keyface.motion.base.FaceStateSource` for any set of mesh points, the decoded
+    keypoints of the face-mesh representations or the source's landmarks, on which the encoder
+    judges the streams of representations whose keypoints name no mouth or eyes (FOMM)."""
+
+    def face_state(self, keypoints: np.ndarray) -> FaceState:
+        """Mouth and eye openness of mesh points (:mod:`keyface.facemesh` measures)."""
+        return FaceState(
+            mouth=mouth_opening(keypoints),
+            eyes=(
+                eye_aspect_ratio(keypoints, RIGHT_EYE_EAR),
+                eye_aspect_ratio(keypoints, LEFT_EYE_EAR),
+            ),
+        )
+
+    def detail_regions(self, keypoints: np.ndarray) -> dict[str, tuple[np.ndarray, ...]]:
+        """Each eye opening, and the outer lips."""
+        k = np.asarray(keypoints)[:, :2]
+        return {"eyes": (k[list(RIGHT_EYE)], k[list(LEFT_EYE)]), "mouth": (k[list(OUTER_LIPS)],)}
+
+
+MESH_FACES = MeshFaces()
+
+
 class FaceMeshPCA:
     """The default motion representation (``name = "facemesh-pca"``)."""
 
@@ -193,18 +218,11 @@ class FaceMeshPCA:
 
     def face_state(self, keypoints: np.ndarray) -> FaceState:
         """Mouth and eye openness of mesh keypoints (:mod:`keyface.facemesh` measures)."""
-        return FaceState(
-            mouth=mouth_opening(keypoints),
-            eyes=(
-                eye_aspect_ratio(keypoints, RIGHT_EYE_EAR),
-                eye_aspect_ratio(keypoints, LEFT_EYE_EAR),
-            ),
-        )
+        return MESH_FACES.face_state(keypoints)
 
     def detail_regions(self, keypoints: np.ndarray) -> dict[str, tuple[np.ndarray, ...]]:
         """Each eye opening, and the outer lips."""
-        k = np.asarray(keypoints)
-        return {"eyes": (k[list(RIGHT_EYE)], k[list(LEFT_EYE)]), "mouth": (k[list(OUTER_LIPS)],)}
+        return MESH_FACES.detail_regions(keypoints)
 
     @cached_property
     def regions(self) -> tuple[np.ndarray, ...]:
