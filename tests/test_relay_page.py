@@ -3,8 +3,9 @@
 crops), the page opened as ``/room/<name>?mode=relay`` (which redirects to it) decodes the
 relayed datagrams with StreamPlayer and the WebGL2 warp; its last drawn frame is the Python
 decoder's (``ParticipantDecoder`` with ``WarpRenderer``, fed the same datagrams) within the
-warp's PSNR. Writes ``results/browser/relay_page.png`` (a screenshot) and
-``results/browser/relay_page.json`` (decode speed, capture-to-draw latency). Also: the room
+warp's PSNR. Writes ``relay_page.png`` (a screenshot) and ``relay_page.json`` (decode speed,
+capture-to-draw latency) to the test's temporary folder, or to ``results/browser/`` with
+``KEYFACE_RECORD_RESULTS=1`` (a test run leaves the tree as it was). Also: the room
 page on a ``--relay`` server leads to the relay page, which names non-AVIF keyframes; and the
 loss paths (a withheld first IDR makes the page ask for a refresh; lost motion resumes at the
 next reset).
@@ -41,6 +42,13 @@ from keyface.server.session import Datagram, SenderSession
 
 pytestmark = [*NEEDS_CHROMIUM, OPT_OUT]
 RESULTS = Path(__file__).resolve().parent.parent / "results" / "browser"
+"""Where ``KEYFACE_RECORD_RESULTS=1`` keeps the screenshot and the figures."""
+
+
+def _results(tmp_path: Path) -> Path:
+    return RESULTS if os.environ.get("KEYFACE_RECORD_RESULTS") == "1" else tmp_path
+
+
 N_FRAMES = 60
 MIN_PSNR = 40.0
 """The last drawn frame against the Python decoder with the warp (dB, the whole face crop)."""
@@ -74,8 +82,10 @@ def _python_frames(sent: list[list[Datagram]]) -> dict[int, np.ndarray]:
     return out
 
 
-def test_the_relay_page_decodes_a_relayed_stream(carphone_analysis) -> None:
+def test_the_relay_page_decodes_a_relayed_stream(carphone_analysis, tmp_path: Path) -> None:
     from PIL import Image
+
+    results = _results(tmp_path)
 
     a = carphone_analysis
     images = [img for _, img in cropped_frames(a.path, a.crop, a.size, a.frame_count)]
@@ -125,8 +135,8 @@ def test_the_relay_page_decodes_a_relayed_stream(carphone_analysis) -> None:
                     handed[i] = time.time() * 1000.0
                 send_s = time.time() - wall
                 relay, png = await _shown_up_to(page, N_FRAMES - 1)
-                RESULTS.mkdir(parents=True, exist_ok=True)
-                await page.screenshot(path=str(RESULTS / "relay_page.png"))
+                results.mkdir(parents=True, exist_ok=True)
+                await page.screenshot(path=str(results / "relay_page.png"))
                 caption = await page.inner_text("figcaption")
         finally:
             await client.close()
@@ -205,7 +215,7 @@ def test_the_relay_page_decodes_a_relayed_stream(carphone_analysis) -> None:
         "last_frame_psnr_db": round(value, 2),
     }
     print(json.dumps(figures, indent=1))
-    (RESULTS / "relay_page.json").write_text(json.dumps(figures, indent=1) + "\n")
+    (results / "relay_page.json").write_text(json.dumps(figures, indent=1) + "\n")
 
 
 def test_the_room_page_on_a_relay_server_goes_to_the_relay_page_and_names_the_codec(
