@@ -86,6 +86,24 @@ def renderer() -> Any:
     return get_renderer(DEFAULT_RENDERER)
 
 
+def _differing(got: dict, reference: dict) -> list[tuple[int, int, float]]:
+    """The received pictures that differ from the loss-free decode by more than the learned
+    renderer's rounding, each with its largest difference and the share of values that
+    differ. The motion is decoded bit-exactly, but the enhancer's float convolutions can round
+    a few values one level differently between two runs in one process (seen in about one
+    full-suite run in three: one frame, a maximum difference of 1), so one level on under 1 %
+    of the values is the same picture."""
+    out = []
+    for i in sorted(got):
+        if i not in reference or np.array_equal(got[i], reference[i]):
+            continue
+        diff = np.abs(got[i].astype(np.int16) - reference[i])
+        worst, share = int(diff.max()), float(np.mean(diff > 0))
+        if worst > 1 or share >= 0.01:
+            out.append((i, worst, round(share, 4)))
+    return out
+
+
 def _order(n: int) -> list[int]:
     """Ping-pong over ``n`` analysed frames."""
     return list(range(n)) + list(range(n - 2, 0, -1))
@@ -444,7 +462,8 @@ def test_relay_end_to_end_late_join_and_no_decoder(
     crops, renderer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A live sender -> relay server -> two Python receivers (one from the start, one late):
-    every datagram arrives, both decode bit-exact with the lossless decode, the late one from
+    every datagram arrives, both decode the lossless decode's pictures (to the learned
+    renderer's rounding, :func:`_differing`), the late one from
     a refresh or the relay's copy of the IDR; the server never builds a decoder."""
 
     def forbidden(*args: Any, **kwargs: Any) -> Any:
@@ -519,13 +538,15 @@ def test_relay_end_to_end_late_join_and_no_decoder(
     assert a is not None and 0.9 * n_datagrams <= a.messages <= n_datagrams  # motion: unreliable
     got = {f.stamp: f.image for f in a.frames}
     assert len(got) >= 0.75 * len(sent)  # a busy machine may lose or delay motion: held
-    assert all(np.array_equal(got[i], reference[i]) for i in got if i in reference)
+    assert not _differing(got, reference), (
+        f"(index, max |difference|, share): {_differing(got, reference)}"
+    )
     b = late.by_participant("alice")
     assert b is not None
     decoded_late = {f.stamp: f.image for f in b.frames}
     assert decoded_late, "the late joiner decoded nothing"
     assert min(decoded_late) <= 45 + 15  # an IDR or the next motion reset, within half a second
-    assert all(np.array_equal(decoded_late[i], reference[i]) for i in decoded_late)
+    assert not _differing(decoded_late, reference), _differing(decoded_late, reference)
     entries = {p["name"]: p for p in r["state"]["participants"]}
     alice = entries["alice"]
     assert "decoded" not in alice and 0.9 * n_datagrams <= alice["relayed"] <= n_datagrams
