@@ -54,7 +54,7 @@ test-browser: setup chromium
 bench: setup
 	$(VENV)/bin/keyface bench --clips ../shared/data/clips/MANIFEST.tsv \
 		--split splits/dev_v1.json --subset validation --limit 12 --metrics default,dists \
-		--slow-every 25 --jobs 2 \
+		--u=-0.3,-0.2,-0.1,0,0.29,0.3,0.6,1,1.4,1.8,2.1,2.5 --slow-every 25 --jobs 2 \
 		--out results/bench
 
 clean:

@@ -179,6 +179,27 @@ def test_rate_control_ladder_is_monotone(carphone_analysis) -> None:
     assert rates == sorted(rates)
 
 
+def test_the_animation_floor_spends_less_on_everything_below_zero() -> None:
+    """Below u 0 (down to ``U_MIN``) the animation's knobs keep moving the same way: coarser
+    motion, worse keyframes, a wider gate, and no PSNR check at the very bottom; the aux
+    ladders start at 0, and nothing goes below ``U_MIN``."""
+    from keyface.codec.ratecontrol import U_MIN
+
+    us = [U_MIN, -0.2, -0.1, -0.05, 0.0, 0.3]
+    configs = [config_at(u, CodecConfig(mode="animation")) for u in us]
+    qualities = [c.keyframe_quality for c in configs]
+    levels = [c.quant_level for c in configs]
+    thresholds = [c.refresh_threshold for c in configs]
+    assert qualities == sorted(qualities) and qualities[0] == 4
+    assert levels == sorted(levels, reverse=True) and levels[0] == 7 and levels[4] == 4
+    assert thresholds == sorted(thresholds, reverse=True)
+    assert configs[0].psnr_check == 0 and configs[4].psnr_check > 0
+    assert config_at(U_MIN - 1, CodecConfig(mode="animation")) == configs[0]
+    assert config_at(U_MIN, CodecConfig(mode="auto")) == configs[0]
+    hybrid = CodecConfig(mode="hybrid")
+    assert config_at(U_MIN, hybrid) == config_at(0.0, hybrid)
+
+
 def test_rate_search_keeps_the_pinned_settings_at_every_trial() -> None:
     """``--kbps`` with ``--intra vvc --group-content off``: the search walks the one ladder
     (into the groups, whose own choice is hevc-ld keyframes and the content cut) and every

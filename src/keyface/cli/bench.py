@@ -164,7 +164,7 @@ def canonical_command(args: argparse.Namespace, cfg: Any) -> str:
         parts += ["--limit", str(args.limit)]
     parts += ["--frames", str(cfg.frames), "--size", str(cfg.size)]
     if cfg.keyface:
-        parts += ["--u", ",".join(f"{u:g}" for u in cfg.u_values)]
+        parts.append("--u=" + ",".join(f"{u:g}" for u in cfg.u_values))  # "=": u may be < 0
         if cfg.fomm_model is not None:
             parts += ["--motion", "fomm", "--model", str(cfg.fomm_model)]
             if cfg.fomm_student is not None:

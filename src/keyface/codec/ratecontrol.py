@@ -1,8 +1,9 @@
 """Rate control: quality presets, and ``--kbps`` by bisection over one quality knob.
 
 Every operating point of the encoder is placed on one monotone ladder ``u`` in
-``[0, U_MAX]``: as ``u`` grows the keyframes get better, keyframe refreshes come sooner, and the
-motion is quantised more finely. :func:`fit_bitrate` bisects ``u`` with real encodes until
+``[U_MIN, U_MAX]`` (below 0: the animation's floor, :data:`U_MIN`): as ``u`` grows the
+keyframes get better, keyframe refreshes come sooner, and the motion is quantised more
+finely. :func:`fit_bitrate` bisects ``u`` with real encodes until
 the stream lands within ``TOLERANCE`` of the target. It takes the encode step as a callable
 (``CodecConfig -> result with a kbps``), so it knows nothing of files or analysis:
 ``keyface.pipeline.encode_at_kbps`` passes one that re-runs only the encoder over an analysed
@@ -28,6 +29,14 @@ class HasRate(Protocol):
 
 R = TypeVar("R", bound=HasRate)
 
+U_MIN = -0.3
+"""The bottom of the animation ladder (and of the one ladder). Between ``U_MIN`` and 0 the
+animation goes below its u 0 (5.6 kbit/s on the 12 validation people): the motion quantised
+at levels 5-7 (41.6-26.0 bits a frame instead of 49.9), keyframes down to quality 4, the motion
+gate widened to 0.60 and no PSNR check below -0.1, down to 3.0 kbit/s at LPIPS 0.222, a rate
+no conventional codec reaches (VVC at QP 52: 5.5 kbit/s, LPIPS 0.290). The price is on the
+eyes: the coarse motion loses their shape, and the eye state is wrong in 12-16 % of frames
+(6.4 % at u 0). docs/codec.md, "Rate control"."""
 U_MAX = 2.5
 TOLERANCE = 0.08
 """Relative rate error at which the search stops (the promise to users is 15%)."""
@@ -45,7 +54,9 @@ def config_at(u: float, base: CodecConfig | None = None) -> CodecConfig:
     (:func:`animation_config_at`, :func:`hybrid_config_at`); ``auto`` is the one ladder
     over all modes, :data:`LADDER` (what ``--quality`` and ``--kbps`` use by default)."""
     base = base or CodecConfig()
-    u = min(max(u, 0.0), U_MAX)
+    u = min(max(u, U_MIN), U_MAX)
+    if base.mode not in ("auto", "animation"):
+        u = max(u, 0.0)  # the aux ladders start at 0
     if base.mode == "auto":
         mode, u, aux = ladder_position(u)
         base = replace(base, mode=mode)
@@ -69,20 +80,24 @@ and 18 dB with a keyframe allowed every 12 frames cost 1.2-2.1 kbit/s and lost a
 
 
 def animation_config_at(u: float, base: CodecConfig) -> CodecConfig:
-    """The animation ladder: keyframe quality, refresh threshold and motion quantiser."""
-    quality = min(95, round(10 + 20 * u))
-    level = 4 if u < 0.15 else 3 if u < 0.3 else 2 if u < 2.0 else 1
+    """The animation ladder: keyframe quality, refresh threshold and motion quantiser
+    (below 0, the floor: :data:`U_MIN`)."""
+    quality = min(95, max(4, round(10 + 20 * u)))
+    if u < 0:
+        level = 7 if u < -0.2 else 6 if u < -0.1 else 5
+    else:
+        level = 4 if u < 0.15 else 3 if u < 0.3 else 2 if u < 2.0 else 1
     mode = RefreshMode(base.refresh_mode)
     if mode == RefreshMode.MOTION:
         # Motion distance above which a keyframe is sent. Measured with LPIPS on 8 validation
         # clips (docs/codec.md): for the same rate, frequent refreshes of modest keyframes
         # (quality 20-40) beat rare refreshes of good ones, so both knobs move together.
-        threshold = max(0.08, 0.45 - 0.22 * u)
+        threshold = max(0.08, 0.45 - 0.22 * u) if u >= 0 else 0.45 - 0.5 * u
     elif mode == RefreshMode.PSNR:
         threshold = 16.0 + 8.0 * u  # dB below which a keyframe is sent
     else:
         threshold = 0.0 if u < 0.5 else round(300 / u)  # keyframe interval in frames
-    checked = {"psnr_check": PSNR_CHECK, "psnr_floor": PSNR_FLOOR}
+    checked = {"psnr_check": PSNR_CHECK if u >= -0.1 else 0, "psnr_floor": PSNR_FLOOR}
     return replace(
         base,
         keyframe_quality=quality,
@@ -160,12 +175,13 @@ LADDER: tuple[tuple[float, str, float, float, bool], ...] = (
 """The one ladder (``mode="auto"``): ``(u_start, mode, mode_u_start, slope, aux)`` segments;
 position ``u`` of a segment is ``mode_u_start + slope * (u - u_start)`` on that mode's ladder,
 ``aux=False``: the bidirectional groups without an aux stream on their own ladder
-(:data:`GROUP_LADDER`). The animation ladder up to u = 0.3 (5.61 kbit/s at u = 0, 6.99 at
-u = 0.29 on the 12 validation people, with the PSNR check; 5.06 / 6.41 without), then the
-groups from their v = 0 (groups of 30 frames, keyframe QP 43, 8.04 kbit/s) to their top
-(groups of 5 frames, QP 29, 63.4 kbit/s) at u = 2.5 (rates: results/bench/report.md of
-2026-12-07 02:08; BD-rate on LPIPS against VVC -19.8 %; -20.9 % without the PSNR check,
-whose curve starts lower; the ladder before -10.5 %).
+(:data:`GROUP_LADDER`). The animation ladder from its floor (``U_MIN``, 3.00 kbit/s) up to
+u = 0.3 (5.61 kbit/s at u = 0, 6.99 at u = 0.29 on the 12 validation people, with the PSNR
+check; 5.06 / 6.41 without), then the groups from their v = 0 (groups of 30 frames, keyframe
+QP 43, 8.04 kbit/s) to their top (groups of 5 frames, QP 29, 63.4 kbit/s) at u = 2.5 (rates:
+results/bench/report.md of 2026-12-07 06:32; BD-rate on LPIPS against VVC -26.9 %, -19.8 %
+without the floor's rungs, whose curve started at 5.6 kbit/s; -20.9 % without the PSNR
+check; the ladder before the groups' own -10.5 %).
 
 Why there (``benchmarks/group_grid.py`` on the 12 validation people, docs/hybrid.md, "Groups
 along the rate axis"): with ``hevc-ld`` keyframes and the content cut, groups of 30 frames
@@ -210,7 +226,7 @@ def fit_bitrate(
 ) -> R:
     """The result of ``encode`` at the ladder position whose bitrate is closest to ``kbps``.
 
-    Prefers results at or under the target; if even ``u = 0`` is over it, returns that (the
+    Prefers results at or under the target; if even ``U_MIN`` is over it, returns that (the
     floor of this clip) and says so on stderr; ``verbose`` prints every trial, ``on_trial``
     is called after each (at most :data:`SEARCH_TRIALS_MAX`) with its settings and result.
     ``pinned``: :class:`CodecConfig` fields the search keeps as given (the user's options,
@@ -224,7 +240,7 @@ def fit_bitrate(
     def config_at_u(u: float) -> CodecConfig:
         return replace(config_at(u, base), **pinned)
 
-    lo, hi = 0.0, U_MAX
+    lo, hi = U_MIN, U_MAX
     best: R | None = None
 
     def trial(config: CodecConfig) -> R:

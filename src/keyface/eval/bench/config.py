@@ -206,7 +206,7 @@ def parse_qps(items: Sequence[str] | None, anchors: Sequence[str]) -> dict[str, 
 
 
 def parse_u(text: str | None) -> tuple[float, ...]:
-    from keyface.codec.ratecontrol import U_MAX
+    from keyface.codec.ratecontrol import U_MAX, U_MIN
 
     if text is None:
         return DEFAULT_U
@@ -214,8 +214,8 @@ def parse_u(text: str | None) -> tuple[float, ...]:
         values = tuple(sorted({round(float(v), 4) for v in text.split(",") if v.strip()}))
     except ValueError:
         raise BenchError(f"--u {text!r}: expected numbers like 0,0.5,1") from None
-    if not values or any(not 0.0 <= v <= U_MAX for v in values):
-        raise BenchError(f"--u values must be in [0, {U_MAX}]")
+    if not values or any(not U_MIN <= v <= U_MAX for v in values):
+        raise BenchError(f"--u values must be in [{U_MIN}, {U_MAX}]")
     return values
 
 
