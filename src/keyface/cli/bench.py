@@ -54,7 +54,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
     c = p.add_argument_group("codecs")
     c.add_argument(
-        "--u", help="keyface ladder positions, comma-separated (default: 0,0.3,0.6,0.9,1.2,1.5)"
+        "--u",
+        help="keyface ladder positions in [-0.3, 2.5], comma-separated (default: "
+        "0,0.3,0.6,0.9,1.2,1.5; with a negative one: --u=-0.3,0,...)",
     )
     c.add_argument(
         "--generator",
