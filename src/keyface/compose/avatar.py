@@ -252,6 +252,45 @@ class FallbackGlide:
         return (self.last_good if self.last_good is not None else rest), share
 
 
+class RelativeAnimator:
+    """The per-frame judgement both avatar animators share: transfer the sender's keypoints
+    relatively, measure the target against the avatar, gate it (:class:`FallbackGlide`) and
+    rebase when :meth:`_should_rebase` says so. Subclasses give :meth:`transfer`,
+    :meth:`distance`, :meth:`set_initial` and :meth:`_should_rebase`, and hold ``_glide``."""
+
+    _glide: FallbackGlide
+
+    def transfer(self, sender_keypoints: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def distance(self, target: np.ndarray) -> float:
+        raise NotImplementedError
+
+    def set_initial(self, sender_keypoints: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _should_rebase(self, sender_keypoints: np.ndarray) -> bool:
+        raise NotImplementedError
+
+    def _follow(
+        self, sender_keypoints: np.ndarray | None
+    ) -> tuple[np.ndarray | None, float, bool, bool]:
+        """``(target, distance, gated, rebased)`` for this frame's sender keypoints
+        (``None``: no face; then no target and a ``nan`` distance, which gates)."""
+        target: np.ndarray | None = None
+        distance, rebased = math.nan, False
+        if sender_keypoints is not None:
+            target = self.transfer(sender_keypoints)
+            distance = self.distance(target)
+        gated = self._glide.judge(distance)
+        if sender_keypoints is not None and self._should_rebase(sender_keypoints):
+            self.set_initial(sender_keypoints)
+            target = self.transfer(sender_keypoints)
+            distance, gated, rebased = self.distance(target), False, True
+            self._glide.run = 0
+        return target, distance, gated, rebased
+
+
 @dataclass(frozen=True)
 class AvatarFrame:
     """One animated avatar frame."""
@@ -271,7 +310,7 @@ class AvatarFrame:
     """The sender's keypoints of this frame became the new initial frame."""
 
 
-class AvatarAnimator:
+class AvatarAnimator(RelativeAnimator):
     """Animate ``avatar_image`` with a sender's keypoints, relatively (see module docstring).
 
     ``avatar_image`` is a square face crop (uint8 RGB), ``avatar_landmarks`` its face-mesh
@@ -403,16 +442,7 @@ class AvatarAnimator:
                 self._candidates = []
             gated = True
         else:
-            if sender_keypoints is not None:
-                target = self.transfer(sender_keypoints)
-                distance = self.distance(target)
-            gated = self._glide.judge(distance)
-            if target is not None and self._should_rebase(sender_keypoints):
-                assert sender_keypoints is not None
-                self.set_initial(sender_keypoints)
-                target = self.transfer(sender_keypoints)
-                distance, gated, rebased = self.distance(target), False, True
-                self._glide.run = 0
+            target, distance, gated, rebased = self._follow(sender_keypoints)
         base, share = self._glide.step(gated, target, self._rest)
         if share <= 0.0:
             keypoints = base
@@ -425,10 +455,10 @@ class AvatarAnimator:
         self._frame += 1
         return AvatarFrame(index, image, keypoints, distance, gated, share, rebased)
 
-    def _should_rebase(self, sender_keypoints: np.ndarray | None) -> bool:
+    def _should_rebase(self, sender_keypoints: np.ndarray) -> bool:
         """Gated for ``rebase_s`` with a face that looks at least as much like the avatar as
         the initial frame did (it moved or zoomed, it did not turn away)?"""
-        if self.rebase_s is None or sender_keypoints is None:
+        if self.rebase_s is None:
             return False
         if self._glide.run < self.rebase_s * self.fps:
             return False

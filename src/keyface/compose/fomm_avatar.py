@@ -44,6 +44,7 @@ from keyface.compose.avatar import (
     AVATAR_THRESHOLD,
     AvatarFrame,
     FallbackGlide,
+    RelativeAnimator,
     check_avatar_settings,
     crop_photo,
 )
@@ -76,7 +77,7 @@ def _inverse(jacobians: np.ndarray) -> np.ndarray:
     return np.linalg.inv(jac)
 
 
-class FommAvatarAnimator:
+class FommAvatarAnimator(RelativeAnimator):
     """Animate ``avatar_image`` (a square face crop, uint8 RGB) with a sender's ``fomm``
     keypoints, relatively (see the module docstring). The ``fomm`` model must be registered
     (:func:`keyface.fomm.use_model`): it measures the avatar's keypoints and renders it.
@@ -177,27 +178,16 @@ class FommAvatarAnimator:
         """The representation's motion distance from the avatar's keypoints to ``target``."""
         return self.gate.gate_distance(self.keypoints, target)
 
+    def _should_rebase(self, sender_keypoints: np.ndarray) -> bool:
+        """Gated for ``rebase_s`` with a face (no shape check: learned keypoints have no
+        face shape to compare)."""
+        return self.rebase_s is not None and self._glide.run >= self.rebase_s * self.fps
+
     def animate(self, sender_keypoints: np.ndarray | None) -> AvatarFrame:
         """Render the next avatar frame for the sender's decoded keypoints of this frame
         (``None``: none came). Only keypoints go in."""
         index = self._frame
-        distance = math.nan
-        target: np.ndarray | None = None
-        rebased = False
-        if sender_keypoints is not None:
-            target = self.transfer(sender_keypoints)
-            distance = self.distance(target)
-        gated = self._glide.judge(distance)
-        if (
-            target is not None
-            and self.rebase_s is not None
-            and self._glide.run >= self.rebase_s * self.fps
-        ):
-            assert sender_keypoints is not None
-            self.set_initial(sender_keypoints)
-            target = self.transfer(sender_keypoints)
-            distance, gated, rebased = self.distance(target), False, True
-            self._glide.run = 0
+        target, distance, gated, rebased = self._follow(sender_keypoints)
         base, share = self._glide.step(gated, target, self.keypoints)
         keypoints = ((1.0 - share) * base + share * self.keypoints).astype(np.float32)
         image = self.renderer.render(self.reference, keypoints)
