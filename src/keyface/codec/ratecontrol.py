@@ -35,8 +35,8 @@ animation goes below its u 0 (5.6 kbit/s on the 12 validation people): the motio
 at levels 5-7 (41.6-26.0 bits a frame instead of 49.9), keyframes down to quality 4, the motion
 gate widened to 0.60 and no PSNR check below -0.1, down to 3.0 kbit/s at LPIPS 0.222, a rate
 no conventional codec reaches (VVC at QP 52: 5.5 kbit/s, LPIPS 0.290). The price is on the
-eyes: the coarse motion loses their shape, and the eye state is wrong in 12-16 % of frames
-(6.4 % at u 0). docs/codec.md, "Rate control"."""
+eyes: the coarse motion loses their shape, and the eye state is wrong in 9-17 % of frames
+(6.4 % at u 0; results/bench/report.md of 2026-12-07 06:32). docs/codec.md, "Rate control"."""
 U_MAX = 2.5
 TOLERANCE = 0.08
 """Relative rate error at which the search stops (the promise to users is 15%)."""
