@@ -57,6 +57,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "keyframes-hevc-ld": {"intra_codec": "hevc-ld"},
     "psnr4-16": {"psnr_check": 4, "psnr_floor": 16.0},
     "psnr4-18": {"psnr_check": 4, "psnr_floor": 18.0},
+    "motion-level3": {"quant_level": 3},
+    "motion-level4": {"quant_level": 4},
+    "eye-source": {"eye_source_state": True},
 }
 DEFAULT_U = (0.0, 0.3, 0.6, 0.9, 1.2)
 

@@ -145,7 +145,15 @@ def main() -> None:
     parser.add_argument("--margin", type=float, default=0.05)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--clips", default=None, help="comma-separated substrings")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=JSON",
+        help="a CodecConfig field over the ladder's, e.g. eye_source_state=true (repeatable)",
+    )
     args = parser.parse_args()
+    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
     from keyface.face.landmarks import LandmarkTracker
     from keyface.threads import apply_thread_policy
 
@@ -163,7 +171,7 @@ def main() -> None:
             for clip in clips:
                 if (clip.name, u) in have:
                     continue
-                r = diagnose(clip, u, args.margin, {}, tracker)
+                r = diagnose(clip, u, args.margin, overrides, tracker)
                 results.append(r)
                 saved.write_text(json.dumps(results))
                 counts = Counter(e["cause"] for f in r["flagged"] for e in f["eyes"])

@@ -14,7 +14,7 @@ import pytest
 
 from keyface.bitstream import DetailPacket, KeyframePacket, RefreshMode, read_stream, write_stream
 from keyface.codec.config import CodecConfig
-from keyface.codec.content import ContentRule, unread_eyes
+from keyface.codec.content import EYE_READ_SHARE, ContentRule, unread_eyes
 from keyface.codec.decoder import DecoderCore
 from keyface.codec.encoder import EncoderCore
 from keyface.facemesh import INNER_MOUTH, LEFT_EYE_LIDS, RIGHT_EYE_LIDS
@@ -295,3 +295,73 @@ def test_groups_are_cut_short_at_an_open_mouth_only_when_asked(face) -> None:
     # Cutting on the eyes only leaves this group alone.
     _, eyes = states(replace(base, group_cut=("eyes",)), sequence)
     assert [d.index for d in eyes.stats.decisions if d.keyframe] == [0, 7, 12]
+
+
+class BlinkEdgeEyes:
+    """A stand-in for the face mesh on still pictures: it reads the right eye of ``edge`` (a
+    source frame at a blink's edge) at a third of what the keypoints say, everything else as
+    the keypoints say."""
+
+    def __init__(self, edge: np.ndarray, eyes: tuple[float, float]) -> None:
+        self.edge, self.eyes = edge, eyes
+
+    def ears(self, image: np.ndarray) -> tuple[float, float]:
+        if image is self.edge:
+            return self.eyes[0] / 3, self.eyes[1]
+        return self.eyes
+
+
+def test_a_reference_taken_at_a_blinks_edge_holds_the_eye_as_its_picture_shows_it(face) -> None:
+    """Issue 18 (00015 at u 0: a quarter of its frames): the tracker smooths over a blink's
+    edge, so a reference's keypoints can say "open" where its picture shows a half-shut eye,
+    and every later frame with that eye open was warped from it and read closed. With
+    ``eye_source_state`` the reference holds the eye as the face mesh reads it on the source
+    picture, so the next frame whose eye is open gets an eye update instead."""
+    image, lm = face
+    rep = get_representation("facemesh-pca").for_level(CONFIG.quant_level)
+    eyes = rep.face_state(rep.keypoints(rep.analyze(lm, 256), 256)).eyes
+    edge = image.copy()
+    config = replace(CONFIG, content_update="detail")
+    sequence = [(edge, lm), (image, lm), (image, lm)]
+
+    def run(on: bool) -> EncoderCore:
+        encoder = EncoderCore(replace(config, eye_source_state=on), fps=25)
+        encoder.eye_reader = BlinkEdgeEyes(edge, eyes)
+        for im, m in sequence:
+            encoder.encode(im, m)
+        encoder.flush()
+        return encoder
+
+    off = run(False)
+    assert off.stats.updates == 0
+    coded = off.buffer[0].state  # the keypoints' state (quantised keypoints)
+    assert coded is not None and coded.eyes[0] > eyes[0] / 3 / EYE_READ_SHARE
+
+    on = run(True)
+    first = next(e for e in on.buffer if e.frame_index == 0)
+    assert first.state == replace(coded, eyes=(eyes[0] / 3, coded.eyes[1]))
+    assert [e.frame_index for e in on.buffer if e.promoted] == [1], "frame 1's eyes are sent"
+    assert on.stats.updates == 1, "frame 2 is held by frame 1's reference"
+
+
+def test_the_mesh_eye_reader_reads_a_picture_once_unless_it_changed() -> None:
+    """The encoder asks about a reference's source frame twice (the eye check, the held
+    state), with other pictures in between: the face mesh runs once. A caller that reuses
+    its frame buffer for the next frame gets that frame read."""
+    from keyface.codec.content import MeshEyeReader
+
+    class Counting:
+        calls = 0
+
+        def process(self, image: np.ndarray) -> None:
+            Counting.calls += 1
+            return None
+
+    reader = MeshEyeReader()
+    reader._tracker = Counting()
+    frame, other = np.zeros((64, 64, 3), np.uint8), np.ones((64, 64, 3), np.uint8)
+    assert reader.ears(frame) is None and reader.ears(other) is None
+    assert reader.ears(frame) is None and Counting.calls == 2
+    frame[:] = 7  # the same buffer, the next frame
+    reader.ears(frame)
+    assert Counting.calls == 3

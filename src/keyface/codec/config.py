@@ -99,6 +99,11 @@ class CodecConfig:
     ``content_refresh`` and ``content_update="detail"``, or the bidirectional mode (its
     keyframes: at its lowest rung, eye state wrong in 6 % of frames instead of 17 %, for 7 %
     more bits; docs/hybrid.md); encoder-side only."""
+    eye_source_state: bool = False
+    """With the eye check: a reference taken where the face mesh reads an eye on the source
+    picture itself less open than its keypoints say (a blink's edge: the tracker smooths over
+    it, the picture shows a half-shut eye) holds that eye as the picture shows it, so that later
+    frames with the eye open are not warped from it (issue 18; encoder-side only)."""
     psnr_check: int = 0
     """``RefreshMode.MOTION`` without an aux stream: render every ``psnr_check``-th frame
     as the decoder will and code a keyframe when its PSNR is below ``psnr_floor`` (DAC's rule as

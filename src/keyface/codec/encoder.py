@@ -54,6 +54,7 @@ from keyface.bitstream import (
 )
 from keyface.codec.config import BufferEntry, CodecConfig, ReferenceBuffer, crop_geometry
 from keyface.codec.content import (
+    EYE_READ_SHARE,
     EYE_READ_STEPS,
     ContentRule,
     EyeReader,
@@ -631,6 +632,7 @@ class EncoderCore:
         if idr:
             self.last_idr = index
         reference = self.renderer.prepare(decoded, keypoints)
+        state = self._held_state(image, state)
         self.buffer.push(BufferEntry(frame_index=index, reference=reference, q=q, state=state))
         self.stats.keyframes += 1
         decision = FrameDecision(index, True, None, index, score, quality, idr=idr, refresh=reason)
@@ -699,12 +701,27 @@ class EncoderCore:
                 index, image, face, picture, self.config.keyframe_quality, packets
             )
         reference = self.renderer.prepare(picture, keypoints)
+        state = self._held_state(image, state)
         self.buffer.push(BufferEntry(index, reference=reference, q=q, state=state, promoted=True))
         self.stats.updates += 1
         decision = FrameDecision(
             index, False, best, entry.frame_index, dists[best], promoted=True, refresh=reason
         )
         return decision, q, packets
+
+    def _held_state(self, image: np.ndarray, state: FaceState | None) -> FaceState | None:
+        """The state a new reference holds (``CodecConfig.eye_source_state``): ``state`` (its
+        keypoints'), each eye narrowed to what the face mesh reads on the source ``image``
+        where that is under :data:`EYE_READ_SHARE` of the keypoints' (a blink's edge)."""
+        if not self.config.eye_source_state or self.eye_reader is None or state is None:
+            return state
+        source = self.eye_reader.ears(image)
+        if source is None:
+            return state
+        eyes = tuple(
+            s if s < EYE_READ_SHARE * k else k for k, s in zip(state.eyes, source, strict=True)
+        )
+        return replace(state, eyes=(eyes[0], eyes[1]))
 
     def _readable_eyes(
         self,
