@@ -1,0 +1,151 @@
+"""Settings of the conventional encoders inside keyface, at equal rate (issue 13): the x265
+preset and psycho-visual options of the ``hevc-ld`` keyframe sequence (the group rungs), and
+the VVenC preset and perceptual QP adaptation of the ``vvc`` keyframes (the animation rungs).
+
+None of these changes the bitstream: a decoder reads the pictures whatever settings made
+them. For the clips a ``keyface bench`` run prepared (``cache/CLIP/crop.y4m``,
+``analysis.npz``), every clip is coded at each position ``--u`` of the one ladder once per
+variant, decoded with the default renderer and measured (``content_refresh.code_point``);
+``report.md`` gives the clip-averaged curves and each variant's BD-rates against ``--baseline``:
+
+    python benchmarks/encoder_settings.py --bench results/bench --u 1,1.4,1.8,2.1 \\
+        --variants x265-slow,x265-slower,x265-slow-psy1,x265-slower-psy1 \\
+        --baseline x265-slow --out results/hybrid/keyframe_x265
+
+A variant sets the encoder in each worker process before anything is coded (``VARIANTS``).
+Set ``KEYFACE_THREADS`` as for any benchmark; ``--jobs`` worker processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from multiprocessing import Pool
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from _common import command_line
+
+METRICS = ("lpips_alex", "lpips_mouth_open", "lpips_eyes", "eye_state", "psnr")
+VARIANTS: dict[str, dict[str, str]] = {
+    "x265-slow": {"x265_preset": "slow", "x265_psy": "psy-rd=0"},
+    "x265-slower": {"x265_preset": "slower", "x265_psy": "psy-rd=0"},
+    "x265-slow-psy1": {"x265_preset": "slow", "x265_psy": "psy-rd=1"},
+    "x265-slower-psy1": {"x265_preset": "slower", "x265_psy": "psy-rd=1"},
+    "x265-slower-psy2q": {"x265_preset": "slower", "x265_psy": "psy-rd=2:psy-rdoq=1"},
+    "vvc-fast": {"vvc_preset": "fast", "vvc_qpa": "0"},
+    "vvc-fast-qpa": {"vvc_preset": "fast", "vvc_qpa": "1"},
+    "vvc-medium": {"vvc_preset": "medium", "vvc_qpa": "0"},
+}
+"""Variant name -> the settings it changes (the others as shipped)."""
+
+
+def apply_variant(name: str) -> None:
+    """Set this process's encoders as variant ``name`` says (before any codec is built)."""
+    settings = VARIANTS[name]
+    if "x265_preset" in settings:
+        import keyface.intra.sequence as seq
+
+        seq.PRESET = settings["x265_preset"]
+        seq.HevcSequenceCodec.__init__.__defaults__ = (settings["x265_preset"],)
+        seq._X265_PARAMS = seq._X265_PARAMS.replace("psy-rd=1", settings["x265_psy"])
+    if "vvc_preset" in settings:
+        import keyface.intra.vvc as vvc
+
+        defaults = vvc.VvcIntraCodec.__init__.__defaults__
+        assert defaults is not None
+        vvc.VvcIntraCodec.__init__.__defaults__ = (settings["vvc_preset"], *defaults[1:])
+        run, qpa = vvc._run, settings["vvc_qpa"]
+
+        def with_qpa(args: list[str], stdin: bytes, timeout: float, what: str) -> bytes:
+            if "-qpa" in args:
+                args = list(args)
+                args[args.index("-qpa") + 1] = qpa
+            return run(args, stdin, timeout, what)
+
+        vvc._run = with_qpa
+
+
+def code(task: tuple[str, float]) -> dict[str, Any]:
+    from content_refresh import code_point
+
+    clip, u = task
+    point = code_point((clip, "as-shipped", u, {}, "auto"))
+    return {"clip": point["clip"], "u": u, "kbps": point["kbps"], "mean": point["mean"]}
+
+
+def curve(points: list[dict], metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Clip-averaged rate and ``metric`` at each ``u`` every clip has."""
+    clips = {p["clip"] for p in points}
+    rates, values = [], []
+    for u in sorted({p["u"] for p in points}):
+        sel = [p for p in points if p["u"] == u]
+        if {p["clip"] for p in sel} == clips:
+            rates.append(np.mean([p["kbps"] for p in sel]))
+            values.append(np.mean([p["mean"][metric] for p in sel]))
+    return np.array(rates), np.array(values)
+
+
+def report(points: dict[str, list[dict]], baseline: str, command: str) -> str:
+    from keyface.eval.bdrate import bd_rate
+
+    lines = ["# Encoder settings at equal rate", "", f"Command: `{command}`", ""]
+    lines += [f"- `{name}`: {VARIANTS[name]}" for name in points]
+    lines += ["", "| variant | u | kbit/s | " + " | ".join(METRICS) + " |"]
+    lines.append("|---|---|---|" + "---|" * len(METRICS))
+    for name, pts in points.items():
+        rates = curve(pts, METRICS[0])[0]
+        us = sorted({p["u"] for p in pts})
+        for i, rate in enumerate(rates):
+            values = " | ".join(f"{curve(pts, m)[1][i]:.4f}" for m in METRICS)
+            lines.append(f"| {name} | {us[i]:g} | {rate:.2f} | {values} |")
+    lines += ["", f"BD-rate against `{baseline}` (negative: fewer bits at equal quality):", ""]
+    lines.append("| variant | " + " | ".join(METRICS) + " |")
+    lines.append("|---|" + "---|" * len(METRICS))
+    for name, pts in points.items():
+        if name == baseline:
+            continue
+        cells = []
+        for m in METRICS:
+            r = bd_rate(*curve(points[baseline], m), *curve(pts, m), m)
+            cells.append("n/a" if r.value is None else f"{r.value:+.1f} %")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bench", type=Path, required=True, help="a keyface bench --out folder")
+    parser.add_argument("--u", required=True, help="positions on the one ladder")
+    parser.add_argument("--variants", required=True, help="of: " + ", ".join(VARIANTS))
+    parser.add_argument("--baseline", required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--jobs", type=int, default=2)
+    args = parser.parse_args()
+    names = args.variants.split(",")
+    if args.baseline not in names or any(n not in VARIANTS for n in names):
+        parser.error(f"--variants: names from {', '.join(VARIANTS)}, including --baseline")
+    us = [float(x) for x in args.u.split(",")]
+    clips = sorted(p for p in (args.bench / "cache").iterdir() if (p / "analysis.npz").is_file())
+    args.out.mkdir(parents=True, exist_ok=True)
+    points: dict[str, list[dict]] = {}
+    for name in names:
+        saved = args.out / f"{name}.json"
+        done = json.loads(saved.read_text()) if saved.is_file() else []
+        have = {(p["clip"], p["u"]) for p in done}
+        tasks = [(str(c), u) for u in us for c in clips if (c.name, u) not in have]
+        with Pool(args.jobs, initializer=apply_variant, initargs=(name,)) as pool:
+            for point in pool.imap_unordered(code, tasks):
+                done.append(point)
+                saved.write_text(json.dumps(done))
+                line = f"{name} {point['clip']} u={point['u']:g} {point['kbps']:.2f} kbit/s"
+                print(line, flush=True)
+        points[name] = done
+    text = report(points, args.baseline, command_line("encoder_settings.py", args))
+    (args.out / "report.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
