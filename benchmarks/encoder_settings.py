@@ -1,6 +1,7 @@
 """Settings of the conventional encoders inside keyface, at equal rate (issue 13): the x265
 preset and psycho-visual options of the ``hevc-ld`` keyframe sequence (the group rungs), and
-the VVenC preset and perceptual QP adaptation of the ``vvc`` keyframes (the animation rungs).
+the VVenC preset, perceptual QP adaptation and QP scale of the ``vvc`` keyframes (the
+animation rungs).
 
 None of these changes the bitstream: a decoder reads the pictures whatever settings made
 them. For the clips a ``keyface bench`` run prepared (``cache/CLIP/crop.y4m``,
@@ -35,7 +36,10 @@ VARIANTS: dict[str, dict[str, str]] = {
     "x265-slower-psy1": {"x265_preset": "slower", "x265_psy": "psy-rd=1"},
     "x265-slower-psy2q": {"x265_preset": "slower", "x265_psy": "psy-rd=2:psy-rdoq=1"},
     "vvc-fast": {"vvc_preset": "fast", "vvc_qpa": "0"},
-    "vvc-fast-qpa": {"vvc_preset": "fast", "vvc_qpa": "1"},
+    "vvc-qpa": {"vvc_preset": "fast", "vvc_qpa": "1"},
+    "vvc-qpa+5": {"vvc_preset": "fast", "vvc_qpa": "1", "vvc_dqp": "5"},
+    "vvc-qpa+8": {"vvc_preset": "fast", "vvc_qpa": "1", "vvc_dqp": "8"},
+    "vvc-qpa-63": {"vvc_preset": "fast", "vvc_qpa": "1", "vvc_max_qp": "63"},
     "vvc-medium": {"vvc_preset": "medium", "vvc_qpa": "0"},
 }
 """Variant name -> the settings it changes (the others as shipped)."""
@@ -57,6 +61,10 @@ def apply_variant(name: str) -> None:
         assert defaults is not None
         vvc.VvcIntraCodec.__init__.__defaults__ = (settings["vvc_preset"], *defaults[1:])
         run, qpa = vvc._run, settings["vvc_qpa"]
+        scale = vvc.quality_to_qp
+        top, dqp = int(settings.get("vvc_max_qp", "51")), int(settings.get("vvc_dqp", "0"))
+        # The quality scale of the keyframes (and DETAIL rectangles): QP 0..top, plus dqp.
+        vvc.quality_to_qp = lambda quality, max_qp=51: min(63, scale(quality, top) + dqp)
 
         def with_qpa(args: list[str], stdin: bytes, timeout: float, what: str) -> bytes:
             if "-qpa" in args:

@@ -2,7 +2,9 @@
 
 Encoder: VVenC (``libvvenc``) inside the static ``ffmpeg`` of ``imageio-ffmpeg``, run as a
 subprocess with pipes (raw ``yuv420p10le`` in, raw ``.266`` out), constant QP, ``qpa=0`` (no
-perceptual QP adaptation, so the QP maps straight from the quality), chroma QP offsets -4
+perceptual QP adaptation, so the QP maps straight from the quality; with it the keyframes
+gained nothing at equal rate and the same picture did not always code to the same bytes:
+results/intra_vvc/report.md), chroma QP offsets -4
 (+0.3 dB RGB PSNR at equal size), preset ``fast`` (``medium`` gains ~0.15 dB for 3x the time:
 ~1.3 s instead of ~0.4 s at 256x256). Decoder: FFmpeg's native ``vvc`` decoder, in-process
 through PyAV when PyAV's FFmpeg has it (~5-10 ms at 256x256), else the same ``ffmpeg``
