@@ -31,12 +31,12 @@ R = TypeVar("R", bound=HasRate)
 
 U_MIN = -0.3
 """The bottom of the animation ladder (and of the one ladder). Between ``U_MIN`` and 0 the
-animation goes below its u 0 (5.6 kbit/s on the 12 validation people): the motion quantised
+animation goes below its u 0 (5.5 kbit/s on the 12 validation people): the motion quantised
 at levels 5-7 (41.6-26.0 bits a frame instead of 49.9), keyframes down to quality 4, the motion
-gate widened to 0.60 and no PSNR check below -0.1, down to 3.0 kbit/s at LPIPS 0.222, a rate
+gate widened to 0.60 and no PSNR check below -0.1, down to 2.9 kbit/s at LPIPS 0.222, a rate
 no conventional codec reaches (VVC at QP 52: 5.5 kbit/s, LPIPS 0.290). The price is on the
 eyes: the coarse motion loses their shape, and the eye state is wrong in 9-17 % of frames
-(6.4 % at u 0; results/bench/report.md of 2026-12-07 06:32). docs/codec.md, "Rate control"."""
+(6.4 % at u 0; results/bench/report.md of 2026-12-07 09:12). docs/codec.md, "Rate control"."""
 U_MAX = 2.5
 TOLERANCE = 0.08
 """Relative rate error at which the search stops (the promise to users is 15%)."""
@@ -175,13 +175,14 @@ LADDER: tuple[tuple[float, str, float, float, bool], ...] = (
 """The one ladder (``mode="auto"``): ``(u_start, mode, mode_u_start, slope, aux)`` segments;
 position ``u`` of a segment is ``mode_u_start + slope * (u - u_start)`` on that mode's ladder,
 ``aux=False``: the bidirectional groups without an aux stream on their own ladder
-(:data:`GROUP_LADDER`). The animation ladder from its floor (``U_MIN``, 3.00 kbit/s) up to
-u = 0.3 (5.61 kbit/s at u = 0, 6.99 at u = 0.29 on the 12 validation people, with the PSNR
-check; 5.06 / 6.41 without), then the groups from their v = 0 (groups of 30 frames, keyframe
-QP 43, 8.04 kbit/s) to their top (groups of 5 frames, QP 29, 63.4 kbit/s) at u = 2.5 (rates:
-results/bench/report.md of 2026-12-07 06:32; BD-rate on LPIPS against VVC -26.9 %, -19.8 %
-without the floor's rungs, whose curve started at 5.6 kbit/s; -20.9 % without the PSNR
-check; the ladder before the groups' own -10.5 %).
+(:data:`GROUP_LADDER`). The animation ladder from its floor (``U_MIN``, 2.89 kbit/s) up to
+u = 0.3 (5.50 kbit/s at u = 0, 6.87 at u = 0.29 on the 12 validation people, with the PSNR
+check), then the groups from their v = 0 (groups of 30 frames, keyframe QP 43, 8.17 kbit/s)
+to their top (groups of 5 frames, QP 29, 64.6 kbit/s) at u = 2.5 (rates:
+results/bench/report.md of 2026-12-07 09:12; BD-rate on LPIPS against VVC -29.8 %; -26.9 %
+before the keyframe sequence's x265 settings and 64-frame motion packets, -19.8 % without the
+floor's rungs, whose curve started at 5.6 kbit/s; -20.9 % without the PSNR check; the ladder
+before the groups' own -10.5 %).
 
 Why there (``benchmarks/group_grid.py`` on the 12 validation people, docs/hybrid.md, "Groups
 along the rate axis"): with ``hevc-ld`` keyframes and the content cut, groups of 30 frames
