@@ -24,7 +24,7 @@ MAX_SOURCE_PIXELS = 7680 * 4320
 """Largest BACKGROUND picture (``source_width * source_height``): 8K UHD."""
 MAX_FRAMES_PER_PACKET = 64
 """Most frames one MOTION packet may cover (``n_frames``); ``CodecConfig.motion_chunk`` is
-refused above it, so every keyface encoder stays within it (its default is 16)."""
+refused above it, so every keyface encoder stays within it (its default, for files)."""
 MAX_PENDING_KEYFRAMES = MAX_FRAMES_PER_PACKET
 """Most keyframe pictures held before the MOTION packet that covers them."""
 MAX_DETAILS_PER_FRAME = 8
