@@ -81,12 +81,16 @@ def test_a_decoder_that_missed_the_start_waits_for_an_idr_keyframe() -> None:
 
 
 def test_stand_alone_pictures_are_hevc_intra_pictures() -> None:
-    """DETAIL rectangles and backgrounds do not enter the sequence: the same bytes as the
-    ``hevc`` codec's, decodable by any instance at any time."""
+    """DETAIL rectangles and backgrounds do not enter the sequence: the bytes the ``hevc``
+    codec writes at the sequence's preset, decodable by any instance (and by ``hevc``) at any
+    time."""
+    from keyface.intra.hevc import HevcIntraCodec
+    from keyface.intra.sequence import PRESET
+
     codec, hevc = get_intra_codec("hevc-ld"), get_intra_codec("hevc")
     patch = np.ascontiguousarray(scene(0)[:48, :64])
     data = codec.encode(patch, 50)
-    assert data == hevc.encode(patch, 50)
+    assert data == HevcIntraCodec(PRESET).encode(patch, 50)
     assert np.array_equal(get_intra_codec("hevc-ld").decode(data), hevc.decode(data))
 
 
@@ -119,10 +123,11 @@ def test_the_codec_loop_stays_in_step_with_the_sequence(carphone_analysis, confi
         assert frame.reference_frame == decision.reference_frame
     if config.refresh_mode != RefreshMode.PSNR:
         # after the first (IDR) keyframe, P pictures of the sequence: far fewer bytes than the
-        # same keyframes coded as stand-alone HEVC intra pictures
+        # same keyframes coded as stand-alone HEVC intra pictures (0.60 of them on carphone,
+        # though the sequence keeps psycho-visual texture, psy-rd=1, which they do not)
         hevc = encode_analysis(carphone_analysis, replace(config, intra_codec="hevc"))
         ours, theirs = keyframe_bytes(result.data), keyframe_bytes(hevc.data)
-        assert sum(ours[1:]) < 0.6 * sum(theirs[1:]), (ours, theirs)
+        assert sum(ours[1:]) < 0.7 * sum(theirs[1:]), (ours, theirs)
 
 
 @pytest.mark.slow

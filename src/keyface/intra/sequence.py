@@ -14,7 +14,7 @@ and a decoder each hold their own instance (the registry builds one per call), a
 must be decoded in the order they were coded. A P keyframe whose earlier keyframes were not
 decoded is refused with :class:`~keyface.intra.IntraCodecError`; an IDR keyframe always
 decodes. Every other picture of the stream (DETAIL rectangles, BACKGROUND) is a stand-alone
-HEVC intra picture, exactly as the ``hevc`` codec codes it, through
+HEVC intra picture, as the ``hevc`` codec codes it at the sequence's preset, through
 :meth:`~HevcSequenceCodec.encode` and :meth:`~HevcSequenceCodec.decode`.
 
 Each keyframe's data is one access unit in the compact form of :mod:`keyface.intra._nal`
@@ -91,7 +91,8 @@ class HevcSequenceCodec:
 
     # -- stand-alone pictures ---------------------------------------------------------------
     def encode(self, image: np.ndarray, quality: int) -> bytes:
-        """A stand-alone intra picture (DETAIL, BACKGROUND), as the ``hevc`` codec codes it."""
+        """A stand-alone intra picture (DETAIL, BACKGROUND), as the ``hevc`` codec codes it at
+        :data:`PRESET`."""
         return self._intra.encode(image, quality)
 
     def decode(self, data: bytes, max_pixels: int | None = None) -> np.ndarray:
