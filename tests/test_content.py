@@ -342,26 +342,3 @@ def test_a_reference_taken_at_a_blinks_edge_holds_the_eye_as_its_picture_shows_i
     assert first.state == replace(coded, eyes=(eyes[0] / 3, coded.eyes[1]))
     assert [e.frame_index for e in on.buffer if e.promoted] == [1], "frame 1's eyes are sent"
     assert on.stats.updates == 1, "frame 2 is held by frame 1's reference"
-
-
-def test_the_mesh_eye_reader_reads_a_picture_once_unless_it_changed() -> None:
-    """The encoder asks about a reference's source frame twice (the eye check, the held
-    state), with other pictures in between: the face mesh runs once. A caller that reuses
-    its frame buffer for the next frame gets that frame read."""
-    from keyface.codec.content import MeshEyeReader
-
-    class Counting:
-        calls = 0
-
-        def process(self, image: np.ndarray) -> None:
-            Counting.calls += 1
-            return None
-
-    reader = MeshEyeReader()
-    reader._tracker = Counting()
-    frame, other = np.zeros((64, 64, 3), np.uint8), np.ones((64, 64, 3), np.uint8)
-    assert reader.ears(frame) is None and reader.ears(other) is None
-    assert reader.ears(frame) is None and Counting.calls == 2
-    frame[:] = 7  # the same buffer, the next frame
-    reader.ears(frame)
-    assert Counting.calls == 3

@@ -86,26 +86,14 @@ class EyeReader(Protocol):
     def ears(self, image: np.ndarray) -> tuple[float, float] | None: ...
 
 
-RECENT_READS = 4
-"""How many of its last readings a :class:`MeshEyeReader` keeps."""
-
-
 class MeshEyeReader:
     """:class:`EyeReader` with the face mesh on still images (the tracker is started on first
     use: about 15 ms a picture on one core, run on the few reference pictures only)."""
 
     def __init__(self) -> None:
         self._tracker: Any = None
-        self._recent: list[tuple[np.ndarray, bytes, tuple[float, float] | None]] = []
 
     def ears(self, image: np.ndarray) -> tuple[float, float] | None:
-        """The reading of ``image``. One of the last :data:`RECENT_READS` array objects asked
-        again with the same content is not read again (the encoder asks about a source frame
-        more than once, with the pictures it codes from it in between)."""
-        sample = np.ascontiguousarray(image[::8, ::8]).tobytes()  # a buffer reused by a caller
-        for seen, seen_sample, ears in self._recent:
-            if seen is image and seen_sample == sample:
-                return ears
         from keyface.facemesh import LEFT_EYE_EAR, RIGHT_EYE_EAR, eye_aspect_ratio
 
         if self._tracker is None:
@@ -113,13 +101,9 @@ class MeshEyeReader:
 
             self._tracker = LandmarkTracker(video=False)
         marks = self._tracker.process(image)
-        ears = (
-            None
-            if marks is None
-            else (eye_aspect_ratio(marks, RIGHT_EYE_EAR), eye_aspect_ratio(marks, LEFT_EYE_EAR))
-        )
-        self._recent = [(image, sample, ears), *self._recent[: RECENT_READS - 1]]
-        return ears
+        if marks is None:
+            return None
+        return eye_aspect_ratio(marks, RIGHT_EYE_EAR), eye_aspect_ratio(marks, LEFT_EYE_EAR)
 
 
 def unread_eyes(

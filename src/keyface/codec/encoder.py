@@ -627,12 +627,14 @@ class EncoderCore:
             groups = [group for part in self.config.detail_parts for group in regions[part]]
             quality_detail = min(100, quality + self.config.detail_boost)
             decoded = self._rectangles(index, image, groups, quality_detail, decoded, packets)
+        source = None
         if self.eye_reader is not None and face is not None:
-            decoded = self._readable_eyes(index, image, face, decoded, quality, packets)
+            source = self.eye_reader.ears(image)
+            decoded = self._readable_eyes(index, image, source, face, decoded, quality, packets)
         if idr:
             self.last_idr = index
         reference = self.renderer.prepare(decoded, keypoints)
-        state = self._held_state(image, state)
+        state = self._held_state(state, source)
         self.buffer.push(BufferEntry(frame_index=index, reference=reference, q=q, state=state))
         self.stats.keyframes += 1
         decision = FrameDecision(index, True, None, index, score, quality, idr=idr, refresh=reason)
@@ -685,23 +687,26 @@ class EncoderCore:
             100, self.config.keyframe_quality + max(UPDATE_BOOST, self.config.detail_boost)
         )
         packets: list[Packet] = []
+        source = None  # the face mesh's reading of the source's eyes, where it is needed
         if self.eye_reader is None or "eyes" not in parts:
             groups = [g for part in parts for g in regions[part]]
             picture = self._rectangles(index, image, groups, quality, picture, packets)
         else:  # the eyes at the first quality that shows them open
             groups = [g for part in parts if part != "eyes" for g in regions[part]]
             picture = self._rectangles(index, image, groups, quality, picture, packets)
+            source = self.eye_reader.ears(image)
             picture = self._readable_eyes(
-                index, image, face, picture, quality, packets, missing=True
+                index, image, source, face, picture, quality, packets, missing=True
             )
         if not packets:
             return None
         if self.eye_reader is not None and "eyes" not in parts:
+            source = self.eye_reader.ears(image)
             picture = self._readable_eyes(
-                index, image, face, picture, self.config.keyframe_quality, packets
+                index, image, source, face, picture, self.config.keyframe_quality, packets
             )
         reference = self.renderer.prepare(picture, keypoints)
-        state = self._held_state(image, state)
+        state = self._held_state(state, source)
         self.buffer.push(BufferEntry(index, reference=reference, q=q, state=state, promoted=True))
         self.stats.updates += 1
         decision = FrameDecision(
@@ -709,24 +714,26 @@ class EncoderCore:
         )
         return decision, q, packets
 
-    def _held_state(self, image: np.ndarray, state: FaceState | None) -> FaceState | None:
+    def _held_state(
+        self, state: FaceState | None, source: tuple[float, float] | None
+    ) -> FaceState | None:
         """The state a new reference holds (``CodecConfig.eye_source_state``): ``state`` (its
-        keypoints'), each eye narrowed to what the face mesh reads on the source ``image``
-        where that is under :data:`EYE_READ_SHARE` of the keypoints' (a blink's edge)."""
-        if not self.config.eye_source_state or self.eye_reader is None or state is None:
+        keypoints'), each eye narrowed to what the face mesh reads on the source picture
+        (``source``, ``None``: not read) where that is under :data:`EYE_READ_SHARE` of the
+        keypoints' (a blink's edge)."""
+        if not self.config.eye_source_state or state is None or source is None:
             return state
-        source = self.eye_reader.ears(image)
-        if source is None:
-            return state
-        eyes = tuple(
-            s if s < EYE_READ_SHARE * k else k for k, s in zip(state.eyes, source, strict=True)
-        )
-        return replace(state, eyes=(eyes[0], eyes[1]))
+
+        def held(keypoints: float, picture: float) -> float:
+            return picture if picture < EYE_READ_SHARE * keypoints else keypoints
+
+        return replace(state, eyes=(held(state.eyes[0], source[0]), held(state.eyes[1], source[1])))
 
     def _readable_eyes(
         self,
         index: int,
         image: np.ndarray,
+        source: tuple[float, float] | None,
         face: np.ndarray,
         picture: np.ndarray,
         quality: int,
@@ -734,7 +741,8 @@ class EncoderCore:
         missing: bool = False,
     ) -> np.ndarray:
         """``picture`` (a reference to be, its eyes placed by ``face``) with the eyes that the
-        face mesh reads less open on it than on the source ``image`` coded again as DETAIL
+        face mesh reads less open on it than on the source ``image`` (its reading ``source``,
+        read once by the caller) coded again as DETAIL
         rectangles (appended to ``packets``) at the first of ``quality`` +
         :data:`EYE_READ_STEPS` (``missing``: both eyes, starting at ``quality`` itself: the
         eyes a content update must send) after which they read open; at the last step where
@@ -742,7 +750,6 @@ class EncoderCore:
         as it was (``missing``: the eyes at ``quality``)."""
         assert self._face is not None
         eyes = self._face.detail_regions(face)["eyes"]
-        source = self.eye_reader.ears(image) if self.eye_reader is not None else None
         if missing:
             todo = list(range(len(eyes)))
             qualities = [quality]
