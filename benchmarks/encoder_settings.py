@@ -51,7 +51,6 @@ def apply_variant(name: str) -> None:
     if "x265_preset" in settings:
         import keyface.intra.sequence as seq
 
-        seq.PRESET = settings["x265_preset"]
         seq.HevcSequenceCodec.__init__.__defaults__ = (settings["x265_preset"],)
         seq._X265_PARAMS = seq._X265_PARAMS.replace("psy-rd=1", settings["x265_psy"])
     if "vvc_preset" in settings:
@@ -83,40 +82,43 @@ def code(task: tuple[str, float]) -> dict[str, Any]:
     return {"clip": point["clip"], "u": u, "kbps": point["kbps"], "mean": point["mean"]}
 
 
-def curve(points: list[dict], metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """Clip-averaged rate and ``metric`` at each ``u`` every clip has."""
+def curves(points: list[dict]) -> tuple[list[float], np.ndarray, dict[str, np.ndarray]]:
+    """``(u, rate, {metric: values})``: clip averages at each ``u`` that every clip has."""
     clips = {p["clip"] for p in points}
-    rates, values = [], []
+    us, rates, values = [], [], {m: [] for m in METRICS}
     for u in sorted({p["u"] for p in points}):
         sel = [p for p in points if p["u"] == u]
-        if {p["clip"] for p in sel} == clips:
-            rates.append(np.mean([p["kbps"] for p in sel]))
-            values.append(np.mean([p["mean"][metric] for p in sel]))
-    return np.array(rates), np.array(values)
+        if {p["clip"] for p in sel} != clips:
+            continue
+        us.append(u)
+        rates.append(np.mean([p["kbps"] for p in sel]))
+        for m in METRICS:
+            values[m].append(np.mean([p["mean"][m] for p in sel]))
+    return us, np.array(rates), {m: np.array(v) for m, v in values.items()}
 
 
 def report(points: dict[str, list[dict]], baseline: str, command: str) -> str:
     from keyface.eval.bdrate import bd_rate
 
+    table = {name: curves(pts) for name, pts in points.items()}
     lines = ["# Encoder settings at equal rate", "", f"Command: `{command}`", ""]
     lines += [f"- `{name}`: {VARIANTS[name]}" for name in points]
     lines += ["", "| variant | u | kbit/s | " + " | ".join(METRICS) + " |"]
     lines.append("|---|---|---|" + "---|" * len(METRICS))
-    for name, pts in points.items():
-        rates = curve(pts, METRICS[0])[0]
-        us = sorted({p["u"] for p in pts})
-        for i, rate in enumerate(rates):
-            values = " | ".join(f"{curve(pts, m)[1][i]:.4f}" for m in METRICS)
-            lines.append(f"| {name} | {us[i]:g} | {rate:.2f} | {values} |")
+    for name, (us, rates, values) in table.items():
+        for i, (u, rate) in enumerate(zip(us, rates, strict=True)):
+            cells = " | ".join(f"{values[m][i]:.4f}" for m in METRICS)
+            lines.append(f"| {name} | {u:g} | {rate:.2f} | {cells} |")
     lines += ["", f"BD-rate against `{baseline}` (negative: fewer bits at equal quality):", ""]
     lines.append("| variant | " + " | ".join(METRICS) + " |")
     lines.append("|---|" + "---|" * len(METRICS))
-    for name, pts in points.items():
+    _, base_rates, base_values = table[baseline]
+    for name, (_, rates, values) in table.items():
         if name == baseline:
             continue
         cells = []
         for m in METRICS:
-            r = bd_rate(*curve(points[baseline], m), *curve(pts, m), m)
+            r = bd_rate(base_rates, base_values[m], rates, values[m], m)
             cells.append("n/a" if r.value is None else f"{r.value:+.1f} %")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
