@@ -277,3 +277,29 @@ def finite_mean(values: Sequence[float | None]) -> float:
 def short_name(clip: str) -> str:
     """A clip's name without its source prefix (``d6`` of ``KwaiVGI+LivePortrait__d6``)."""
     return clip.split("__")[-1]
+
+
+def mouth_and_eye_frames(landmarks: Sequence[Any]) -> tuple[int, int]:
+    """The frames of the widest-open mouth and of the most closed eye, by the source's face
+    mesh (a frame without a face is neither)."""
+    from keyface.facemesh import LEFT_EYE_EAR, RIGHT_EYE_EAR, eye_aspect_ratio, mouth_opening
+
+    mouth = [mouth_opening(m) if m is not None else -math.inf for m in landmarks]
+    eye = [
+        min(eye_aspect_ratio(m, RIGHT_EYE_EAR), eye_aspect_ratio(m, LEFT_EYE_EAR))
+        if m is not None
+        else math.inf
+        for m in landmarks
+    ]
+    return int(np.argmax(mouth)), int(np.argmin(eye))
+
+
+def save_rows(rows: Sequence[np.ndarray], out: Path) -> None:
+    """Picture rows (uint8 RGB) stacked, each padded right to the widest and 4 pixels below,
+    saved as ``out`` (JPEG quality 85)."""
+    from PIL import Image
+
+    width = max(r.shape[1] for r in rows)
+    padded = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0))) for r in rows]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.concatenate(padded, axis=0)).save(out, quality=85)

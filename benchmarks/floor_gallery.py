@@ -15,14 +15,13 @@ import json
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from _common import mouth_and_eye_frames, save_rows
 
 
 def main() -> None:
     from keyface.codec import CodecConfig
     from keyface.codec.ratecontrol import config_at
     from keyface.eval.bench.worker import load_analysis
-    from keyface.facemesh import LEFT_EYE_EAR, RIGHT_EYE_EAR, eye_aspect_ratio, mouth_opening
     from keyface.io import read_frames
     from keyface.pipeline import decode_bytes, encode_analysis
     from keyface.threads import apply_thread_policy
@@ -41,15 +40,7 @@ def main() -> None:
         meta = json.loads((clip / "meta.json").read_text())
         analysis = load_analysis(clip, meta)
         source = [f.image for f in read_frames(clip / "crop.y4m", meta["frames"])]
-        marks = analysis.landmarks[: len(source)]
-        mouth = [mouth_opening(m) if m is not None else -1.0 for m in marks]
-        eyes = [
-            min(eye_aspect_ratio(m, RIGHT_EYE_EAR), eye_aspect_ratio(m, LEFT_EYE_EAR))
-            if m is not None
-            else 9.0
-            for m in marks
-        ]
-        picks = [int(np.argmax(mouth)), int(np.argmin(eyes))]
+        picks = list(mouth_and_eye_frames(analysis.landmarks[: len(source)]))
         decoded = []
         for u in us:
             coded = encode_analysis(analysis, config_at(u, CodecConfig(mode="auto")))
@@ -57,10 +48,7 @@ def main() -> None:
             print(f"{clip.name[:44]:<44} u {u:+.1f}: {coded.kbps:6.2f} kbit/s", flush=True)
         for i in picks:
             rows.append(np.concatenate([source[i]] + [d[i] for d in decoded], axis=1))
-    width = max(r.shape[1] for r in rows)
-    rows = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0))) for r in rows]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.concatenate(rows, axis=0)).save(args.out, quality=85)
+    save_rows(rows, args.out)
 
 
 if __name__ == "__main__":

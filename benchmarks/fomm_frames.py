@@ -25,8 +25,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from _common import CLIPS, SPLIT, pick_clips
-from PIL import Image
+from _common import CLIPS, SPLIT, pick_clips, save_rows
 
 import keyface.fomm.motion as fomm_motion
 from keyface.codec.config import CodecConfig, crop_box
@@ -125,10 +124,7 @@ def main() -> None:
                     axis=1,
                 )
             )
-    width = max(r.shape[1] for r in rows)
-    rows = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0))) for r in rows]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.concatenate(rows, axis=0)).save(args.out, quality=85)
+    save_rows(rows, args.out)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from _common import mouth_and_eye_frames
 
 
 def old_config(u: float):  # type: ignore[no-untyped-def]
@@ -83,14 +84,8 @@ def main() -> None:
         analysis = load_analysis(clip_dir, meta)
         ref = [f.image for f in read_frames(clip_dir / "crop.y4m", meta["frames"])]
         marks = analysis.landmarks
-        mouth = [mouth_opening(m) if m is not None else -1.0 for m in marks]
-        eye = [
-            min(eye_aspect_ratio(m, RIGHT_EYE_EAR), eye_aspect_ratio(m, LEFT_EYE_EAR))
-            if m is not None
-            else np.inf
-            for m in marks
-        ]
-        picks = {"mouth": int(np.argmax(mouth)), "eyes": int(np.argmin(eye))}
+        mouth_frame, eye_frame = mouth_and_eye_frames(marks)
+        picks = {"mouth": mouth_frame, "eyes": eye_frame}
         after_us = [float(x) for x in args.u.split(",")]
         before_us = [float(x) for x in (args.before_u or args.u).split(",")]
         if len(before_us) != len(after_us):
@@ -117,8 +112,9 @@ def main() -> None:
                     draw.text((i * side + 4, 4), label, fill=(255, 255, 0))
                 path = args.out / f"{clip_dir.name}_u{u:g}_{what}_f{k}.jpg"
                 strip.save(path, quality=90)
+                eye = min(eye_aspect_ratio(marks[k], e) for e in (RIGHT_EYE_EAR, LEFT_EYE_EAR))
                 print(
-                    f"{path}: mouth opening {mouth[k]:.2f}, eye aspect {eye[k]:.3f}, "
+                    f"{path}: mouth opening {mouth_opening(marks[k]):.2f}, eye aspect {eye:.3f}, "
                     + ", ".join(f"{n} {rows[n][1]:.1f} kbit/s" for n in ("before", "after"))
                 )
 
