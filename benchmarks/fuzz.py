@@ -185,8 +185,9 @@ def make_fast_seeds() -> None:
         "v1_vvc": (four, replace(fixed, intra_codec="vvc"), False),
         "v1_heif": (four, replace(fixed, intra_codec="heif"), False),
         "v1_avif": (four, replace(fixed, intra_codec="avif"), False),
-        # keyframes as one low-delay HEVC sequence: the second is a P picture of the first
+        # keyframes as one low-delay HEVC / VVC sequence: the second is a P picture of the first
         "v1_hevcld": (four, replace(fixed, intra_codec="hevc-ld"), False),
+        "v1_vvcld": (four, replace(fixed, intra_codec="vvc-ld"), False),
         # sides not a multiple of 8 (the networks' padding), face motion only (facemesh-pca),
         # one frame per MOTION packet with a motion reset every 2 frames (live-style)
         "v1_hevc36_nofield": (

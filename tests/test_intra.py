@@ -19,7 +19,7 @@ from keyface.intra import (
 )
 from keyface.intra._color import decode_planes, encode_planes
 
-CODECS = ("avif", "heif", "hevc", "hevc-ld", "vvc")
+CODECS = ("avif", "heif", "hevc", "hevc-ld", "vvc", "vvc-ld")
 
 
 def smooth_image(h: int, w: int, seed: int = 0) -> np.ndarray:

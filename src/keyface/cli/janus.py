@@ -22,7 +22,7 @@ from keyface.cli._common import existing_file, positive_float, positive_int
 from keyface.cli.main import UserError
 from keyface.codec.config import CodecConfig
 from keyface.codec.ratecontrol import QUALITY_PRESETS, config_for_preset
-from keyface.intra import available_intra_codecs
+from keyface.intra import live_intra_codecs
 from keyface.server.session import DEFAULT_RESET_INTERVAL
 
 PAGE_INTRA = "avif"
@@ -66,7 +66,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     send.add_argument(
         "--intra",
-        choices=available_intra_codecs(),
+        choices=live_intra_codecs(),
         help=f"keyframe codec (default {PAGE_INTRA}: what the page decodes)",
     )
     send.add_argument("--size", type=int, default=256, choices=(256, 384, 512), help="crop size")

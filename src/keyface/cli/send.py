@@ -23,7 +23,7 @@ from keyface.cli.encode import motion_overrides
 from keyface.cli.main import UserError
 from keyface.codec.config import CodecConfig
 from keyface.codec.ratecontrol import QUALITY_PRESETS, config_for_preset
-from keyface.intra import available_intra_codecs
+from keyface.intra import available_intra_codecs, live_intra_codecs
 from keyface.io import write_bytes_atomic
 from keyface.server.lossmodel import LossModel, loss_model
 from keyface.server.session import DEFAULT_RESET_INTERVAL
@@ -55,7 +55,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--intra",
-        choices=available_intra_codecs(),
+        choices=live_intra_codecs(),
         help=f"keyframe codec (default {LIVE_INTRA}: the fastest to encode)",
     )
     p.add_argument(

@@ -11,6 +11,9 @@ Codecs (registry name -> class):
   process; :mod:`keyface.intra.sequence`): each keyframe after an IDR one is predicted from
   the keyframes before it, so encoder and decoder each hold their own instance
   (:class:`SequenceIntraCodec`); other pictures are ``hevc`` intra pictures.
+* ``vvc-ld``: the same with VVC (:mod:`keyface.intra.vvc_sequence`): VVenC codes each keyframe
+  by coding the sequence since its IDR picture again, so it is an encoder for files, not for
+  live senders; other pictures are ``vvc`` intra pictures.
 
 ``quality`` is one scale for all codecs, 1..100, higher is better and bigger. ``hevc`` and
 ``vvc`` use ``QP = round(51 * (100 - quality) / 99)``; ``heif`` and ``avif`` map it through
@@ -56,12 +59,14 @@ from keyface.registry import Registry
 __all__ = [
     "CODECS",
     "DEFAULT_INTRA_CODEC",
+    "FILE_ONLY",
     "IntraCodec",
     "IntraCodecError",
     "SequenceIntraCodec",
     "annexb_spans",
     "available_intra_codecs",
     "get_intra_codec",
+    "live_intra_codecs",
     "split_annexb",
 ]
 
@@ -94,6 +99,18 @@ def _hevc_ld() -> IntraCodec:
     return HevcSequenceCodec()
 
 
+@CODECS.register(
+    "vvc-ld",
+    summary="keyframes as one low-delay VVC sequence (VVenC P pictures; files only)",
+    speed="slow",
+    cached=False,
+)
+def _vvc_ld() -> IntraCodec:
+    from keyface.intra.vvc_sequence import VvcSequenceCodec
+
+    return VvcSequenceCodec()
+
+
 @CODECS.register("avif", summary="AV1 intra in AVIF (Pillow)", speed="slow")
 def _avif() -> IntraCodec:
     from keyface.intra.avif import AvifIntraCodec
@@ -115,6 +132,16 @@ DEFAULT_INTRA_CODEC: str = "vvc"
 def available_intra_codecs() -> list[str]:
     """Names accepted by :func:`get_intra_codec`, sorted."""
     return sorted(CODECS.names())
+
+
+FILE_ONLY: frozenset[str] = frozenset({"vvc-ld"})
+"""Codecs for files only: their encoder holds back or repeats work a live sender cannot wait
+for (``vvc-ld`` runs VVenC over the whole keyframe sequence for each keyframe)."""
+
+
+def live_intra_codecs() -> list[str]:
+    """Names a live sender may use: :func:`available_intra_codecs` without :data:`FILE_ONLY`."""
+    return [name for name in available_intra_codecs() if name not in FILE_ONLY]
 
 
 def get_intra_codec(name: str) -> IntraCodec:
