@@ -41,6 +41,9 @@ VARIANTS: dict[str, dict[str, str]] = {
     "vvc-qpa+8": {"vvc_preset": "fast", "vvc_qpa": "1", "vvc_dqp": "8"},
     "vvc-qpa-63": {"vvc_preset": "fast", "vvc_qpa": "1", "vvc_max_qp": "63"},
     "vvc-medium": {"vvc_preset": "medium", "vvc_qpa": "0"},
+    "vvc-ld": {"groups_intra": "vvc-ld"},
+    "vvc-ld-gop8": {"groups_intra": "vvc-ld", "vvc_ld_gop": "8", "vvc_ld_alf": "1"},
+    "vvc-ld-alf": {"groups_intra": "vvc-ld", "vvc_ld_alf": "1"},
 }
 """Variant name -> the settings it changes (the others as shipped)."""
 
@@ -48,6 +51,19 @@ VARIANTS: dict[str, dict[str, str]] = {
 def apply_variant(name: str) -> None:
     """Set this process's encoders as variant ``name`` says (before any codec is built)."""
     settings = VARIANTS[name]
+    if "groups_intra" in settings:  # the groups' keyframe sequence codec
+        import keyface.codec.ratecontrol as ratecontrol
+
+        ratecontrol.GROUPS_INTRA = settings["groups_intra"]
+    if "vvc_ld_gop" in settings:  # VVenC's own low-delay GOP (QP offsets by position)
+        import keyface.intra.vvc_sequence as vvc_ld
+
+        gop = settings["vvc_ld_gop"]
+        vvc_ld.LD_PARAMS = vvc_ld.LD_PARAMS.split(":GOPSize=")[0] + f":GOPSize={gop}"
+    if "vvc_ld_alf" in settings:  # VVenC's adaptive loop filter on (1) or off (0)
+        import keyface.intra.vvc_sequence as vvc_ld
+
+        vvc_ld.LD_PARAMS = vvc_ld.LD_PARAMS.replace("ALF=0", f"ALF={settings['vvc_ld_alf']}")
     if "x265_preset" in settings:
         import keyface.intra.sequence as seq
 
