@@ -202,7 +202,7 @@ def test_the_animation_floor_spends_less_on_everything_below_zero() -> None:
 
 def test_rate_search_keeps_the_pinned_settings_at_every_trial() -> None:
     """``--kbps`` with ``--intra vvc --group-content off``: the search walks the one ladder
-    (into the groups, whose own choice is hevc-ld keyframes and the content cut) and every
+    (into the groups, whose own choice is vvc-ld keyframes and the content cut) and every
     trial keeps what the user asked for; the keyframe quality is the search's to choose."""
     from keyface.codec.ratecontrol import fit_bitrate
 

@@ -290,7 +290,7 @@ def test_bidirectional_groups_without_an_aux_stream(carphone_analysis) -> None:
 
 def test_the_one_ladder_hands_over_from_the_animation_to_cut_groups() -> None:
     """``mode="auto"``: the animation ladder at the bottom, then bidirectional groups without
-    an aux stream whose keyframes are one ``hevc-ld`` sequence and whose groups are cut where
+    an aux stream whose keyframes are one ``vvc-ld`` sequence and whose groups are cut where
     neither keyframe holds a frame's eyes or mouth; along the groups the group length never
     grows and, at a fixed length, the keyframe QP never rises."""
     from keyface.codec.ratecontrol import (
@@ -309,7 +309,7 @@ def test_the_one_ladder_hands_over_from_the_animation_to_cut_groups() -> None:
     for u in np.linspace(switch, U_MAX, 45):
         config = config_at(float(u), CodecConfig(mode="auto"))
         assert config.mode == "bidirectional" and config.aux_scale == 0
-        assert config.intra_codec == "hevc-ld" and config.group_cut == GROUPS_CUT
+        assert config.intra_codec == "vvc-ld" and config.group_cut == GROUPS_CUT
         step = (config.gop, quality_to_qp(config.keyframe_quality))
         if previous is not None:
             assert step[0] <= previous[0]

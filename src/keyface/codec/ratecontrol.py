@@ -108,7 +108,12 @@ def animation_config_at(u: float, base: CodecConfig) -> CodecConfig:
     )
 
 
-GROUPS_INTRA = "hevc-ld"
+GROUPS_INTRA = "vvc-ld"
+"""The groups' keyframe codec: one low-delay VVC sequence (files; a live sender codes its own
+keyframes, ``keyface send --intra``). Against ``hevc-ld`` on the 12 validation people at the
+one ladder's group rungs (``benchmarks/encoder_settings.py``, results/hybrid/keyframe_vvc):
+BD-rate -3.3 % on LPIPS, -4.3 % on eye LPIPS, -54.5 % on the eye state, -6.5 % on PSNR,
++3.6 % on open-mouth LPIPS; the encoder runs at about half the speed (docs/hybrid.md)."""
 GROUPS_CUT = ("eyes", "mouth")
 GROUP_LADDER: tuple[tuple[float, int, float, float], ...] = (
     (0.0, 30, 43.0, 34.0),
@@ -118,9 +123,10 @@ GROUP_LADDER: tuple[tuple[float, int, float, float], ...] = (
 )
 """The groups' own ladder, ``(v_start, gop, qp_start, qp_end)`` segments over ``v`` in
 ``[0, GROUPS_V_MAX]``: bidirectional groups of ``gop`` frames without an aux stream, their
-keyframes one ``hevc-ld`` sequence (each predicted from the ones before) at a QP that falls
-linearly from ``qp_start`` to ``qp_end`` along the segment, and the content rule cutting a
-group short where neither keyframe holds a frame's eyes or mouth (:data:`GROUPS_CUT`).
+keyframes one low-delay sequence (:data:`GROUPS_INTRA`; each predicted from the ones before)
+at a QP that falls linearly from ``qp_start`` to ``qp_end`` along the segment (chosen with
+``hevc-ld`` keyframes), and the content rule cutting a group short where neither keyframe
+holds a frame's eyes or mouth (:data:`GROUPS_CUT`).
 Chosen from the grid of group length x keyframe QP x cut on the 12 validation people
 (``benchmarks/group_grid.py``, docs/hybrid.md, "Groups along the rate axis"): with keyframes
 that predict each other, long groups (30 frames) lead up to ~20 kbit/s and shorter ones
