@@ -1,20 +1,23 @@
 """Settings of the conventional encoders inside keyface, at equal rate (issue 13): the x265
-preset and psycho-visual options of the ``hevc-ld`` keyframe sequence (the group rungs), and
-the VVenC preset, perceptual QP adaptation and QP scale of the ``vvc`` keyframes (the
-animation rungs).
+preset and psycho-visual options of the ``hevc-ld`` keyframe sequence (the group rungs), the
+groups' keyframe codec (``vvc-ld`` and its VVenC settings), and the VVenC preset, perceptual
+QP adaptation and QP scale of the ``vvc`` keyframes (the animation rungs).
 
-None of these changes the bitstream: a decoder reads the pictures whatever settings made
-them. For the clips a ``keyface bench`` run prepared (``cache/CLIP/crop.y4m``,
-``analysis.npz``), every clip is coded at each position ``--u`` of the one ladder once per
-variant, decoded with the default renderer and measured (``content_refresh.code_point``);
-``report.md`` gives the clip-averaged curves and each variant's BD-rates against ``--baseline``:
+None of these changes the bitstream's format: a decoder reads the pictures whatever settings
+made them (a ``vvc-ld`` variant names its codec in the header). For the clips a ``keyface
+bench`` run prepared (``cache/CLIP/crop.y4m``, ``analysis.npz``), every clip is coded at each
+position ``--u`` of the one ladder once per variant, decoded with the default renderer and
+measured (``content_refresh.code_point``); ``report.md`` gives the clip-averaged curves and
+each variant's BD-rates against ``--baseline``:
 
     python benchmarks/encoder_settings.py --bench results/bench --u 1,1.4,1.8,2.1 \\
         --variants x265-slow,x265-slower,x265-slow-psy1,x265-slower-psy1 \\
         --baseline x265-slow --out results/hybrid/keyframe_x265
 
 A variant sets the encoder in each worker process before anything is coded (``VARIANTS``).
-Set ``KEYFACE_THREADS`` as for any benchmark; ``--jobs`` worker processes.
+Set ``KEYFACE_THREADS`` as for any benchmark; ``--jobs`` worker processes. ``--gallery
+CLIPS@U`` codes only those clips at ``U`` and writes ``OUT/gallery_uU.jpg``: source | each
+variant on each clip's widest-open mouth and most closed eye.
 """
 
 from __future__ import annotations
@@ -26,15 +29,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import command_line
+from _common import command_line, mouth_and_eye_frames, save_rows
 
 METRICS = ("lpips_alex", "lpips_mouth_open", "lpips_eyes", "eye_state", "psnr")
 VARIANTS: dict[str, dict[str, str]] = {
-    "x265-slow": {"x265_preset": "slow", "x265_psy": "psy-rd=0"},
-    "x265-slower": {"x265_preset": "slower", "x265_psy": "psy-rd=0"},
-    "x265-slow-psy1": {"x265_preset": "slow", "x265_psy": "psy-rd=1"},
-    "x265-slower-psy1": {"x265_preset": "slower", "x265_psy": "psy-rd=1"},
-    "x265-slower-psy2q": {"x265_preset": "slower", "x265_psy": "psy-rd=2:psy-rdoq=1"},
+    "x265-slow": {"groups_intra": "hevc-ld", "x265_preset": "slow", "x265_psy": "psy-rd=0"},
+    "x265-slower": {"groups_intra": "hevc-ld", "x265_preset": "slower", "x265_psy": "psy-rd=0"},
+    "x265-slow-psy1": {"groups_intra": "hevc-ld", "x265_preset": "slow", "x265_psy": "psy-rd=1"},
+    "x265-slower-psy1": {
+        "groups_intra": "hevc-ld",
+        "x265_preset": "slower",
+        "x265_psy": "psy-rd=1",
+    },
+    "x265-slower-psy2q": {
+        "groups_intra": "hevc-ld",
+        "x265_preset": "slower",
+        "x265_psy": "psy-rd=2:psy-rdoq=1",
+    },
     "vvc-fast": {"vvc_preset": "fast", "vvc_qpa": "0"},
     "vvc-qpa": {"vvc_preset": "fast", "vvc_qpa": "1"},
     "vvc-qpa+5": {"vvc_preset": "fast", "vvc_qpa": "1", "vvc_dqp": "5"},
@@ -98,6 +109,53 @@ def code(task: tuple[str, float]) -> dict[str, Any]:
     return {"clip": point["clip"], "u": u, "kbps": point["kbps"], "mean": point["mean"]}
 
 
+def frames_of(task: tuple[str, float]) -> dict[str, Any]:
+    """The decoded frames of the widest-open mouth and the most closed eye (by the source's
+    face mesh) of one clip at ``u``, with the source's and the rate."""
+    from keyface.codec import CodecConfig
+    from keyface.codec.ratecontrol import config_at
+    from keyface.eval.bench.worker import load_analysis
+    from keyface.io import read_frames
+    from keyface.pipeline import decode_bytes, encode_analysis
+    from keyface.threads import apply_thread_policy
+
+    apply_thread_policy()
+    clip_dir, u = Path(task[0]), task[1]
+    meta = json.loads((clip_dir / "meta.json").read_text())
+    analysis = load_analysis(clip_dir, meta)
+    ref = [f.image for f in read_frames(clip_dir / "crop.y4m", meta["frames"])]
+    coded = encode_analysis(analysis, config_at(u, CodecConfig(mode="auto")))
+    frames = [f.image for f in decode_bytes(coded.data).frames]
+    picks = mouth_and_eye_frames(analysis.landmarks)
+    return {
+        "clip": clip_dir.name,
+        "kbps": coded.kbps,
+        "picks": picks,
+        "source": [ref[i] for i in picks],
+        "decoded": [frames[i] for i in picks],
+    }
+
+
+def gallery(names: list[str], clips: list[Path], u: float, out: Path) -> None:
+    """``out``: per clip, its widest-open mouth then its most closed eye, as source | one
+    picture per variant (in ``names``' order)."""
+    coded: dict[str, list[dict]] = {}
+    for name in names:
+        with Pool(1, initializer=apply_variant, initargs=(name,)) as pool:
+            coded[name] = pool.map(frames_of, [(str(c), u) for c in clips])
+    rows = []
+    for k, clip in enumerate(clips):
+        rates = ", ".join(f"{n} {coded[n][k]['kbps']:.1f}" for n in names)
+        print(f"{clip.name}: frames {coded[names[0]][k]['picks']}, kbit/s {rates}")
+        for j in range(2):
+            pictures = [coded[names[0]][k]["source"][j]] + [
+                coded[n][k]["decoded"][j] for n in names
+            ]
+            rows.append(np.concatenate(pictures, axis=1))
+    save_rows(rows, out)
+    print(f"wrote {out}: rows source | {' | '.join(names)}")
+
+
 def curves(points: list[dict]) -> tuple[list[float], np.ndarray, dict[str, np.ndarray]]:
     """``(u, rate, {metric: values})``: clip averages at each ``u`` that every clip has."""
     clips = {p["clip"] for p in points}
@@ -148,6 +206,12 @@ def main() -> None:
     parser.add_argument("--baseline", required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument(
+        "--gallery",
+        help="instead of the sweep: CLIPS@U (comma-separated substrings of clip names, one "
+        "ladder position) -> OUT/gallery_uU.jpg, source | each variant on each clip's "
+        "widest-open mouth and most closed eye",
+    )
     args = parser.parse_args()
     names = args.variants.split(",")
     if args.baseline not in names or any(n not in VARIANTS for n in names):
@@ -155,6 +219,11 @@ def main() -> None:
     us = [float(x) for x in args.u.split(",")]
     clips = sorted(p for p in (args.bench / "cache").iterdir() if (p / "analysis.npz").is_file())
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.gallery:
+        wanted, at = args.gallery.split("@")
+        picked = [c for key in wanted.split(",") for c in clips if key in c.name]
+        gallery(names, picked, float(at), args.out / f"gallery_u{float(at):g}.jpg")
+        return
     points: dict[str, list[dict]] = {}
     for name in names:
         saved = args.out / f"{name}.json"
