@@ -87,7 +87,7 @@ class HevcSequenceCodec:
         self._encoder: av.CodecContext | None = None
         self._key: tuple[int, int, int] | None = None
         self._pts = 0
-        self._decoder: av.CodecContext | None = None
+        self._decoder = SequenceDecoder("hevc", "hevc-ld")
 
     # -- stand-alone pictures ---------------------------------------------------------------
     def encode(self, image: np.ndarray, quality: int) -> bytes:
@@ -133,31 +133,48 @@ class HevcSequenceCodec:
     def decode_keyframe(self, data: bytes, max_pixels: int | None = None) -> np.ndarray:
         """The next keyframe of the sequence (made by :meth:`encode_keyframe`, in order)."""
         annexb, flags = _PACKER.unpack(data)
-        fresh = is_random_access(annexb)
+        frame = self._decoder.decode(annexb, is_random_access(annexb), max_pixels)
+        return rgb_picture(frame, flags, max_pixels, "hevc-ld")
+
+
+class SequenceDecoder:
+    """The decoder side of a keyframe sequence (``hevc-ld``, ``vvc-ld``): one FFmpeg decoder,
+    started afresh at each random-access picture and fed one access unit per keyframe, which
+    must give back exactly that picture. A P picture with no decoder started, or one FFmpeg
+    cannot decode whole (a reference missing or damaged), is refused; so is any picture after
+    a refusal, until the next random-access one."""
+
+    def __init__(self, codec: str, what: str, options: dict[str, str] | None = None) -> None:
+        self.codec, self.what, self.options = codec, what, dict(options or {})
+        self._context: av.CodecContext | None = None
+
+    def decode(self, annexb: bytes, fresh: bool, max_pixels: int | None) -> av.VideoFrame:
+        """The picture of one access unit; ``fresh``: it is a random-access picture."""
+        what = self.what
         if fresh:  # a fresh decoder: nothing before it is needed
             try:
-                self._decoder = av.CodecContext.create("hevc", "r")
-                self._decoder.options = ffmpeg_max_pixels(max_pixels)
+                self._context = av.CodecContext.create(self.codec, "r")
+                self._context.options = {**ffmpeg_max_pixels(max_pixels), **self.options}
             except (av.FFmpegError, ValueError) as exc:
-                raise IntraCodecError(f"hevc-ld decoder failed: {one_line(exc)}") from None
-        if self._decoder is None:
+                raise IntraCodecError(f"{what} decoder failed: {one_line(exc)}") from None
+        if self._context is None:
             raise IntraCodecError(
-                "hevc-ld keyframe predicted from earlier keyframes that were not decoded"
+                f"{what} keyframe predicted from earlier keyframes that were not decoded"
             )
         try:
-            frames = list(self._decoder.decode(av.Packet(annexb)))
+            frames = list(self._context.decode(av.Packet(annexb)))
         except MemoryError as exc:
-            self._decoder = None
-            raise IntraCodecError(oversize("hevc-ld", max_pixels, exc)) from None
+            self._context = None
+            raise IntraCodecError(oversize(what, max_pixels, exc)) from None
         except (av.FFmpegError, ValueError) as exc:
-            self._decoder = None
-            raise IntraCodecError(f"corrupt hevc-ld data ({one_line(exc)})") from None
+            self._context = None
+            raise IntraCodecError(f"corrupt {what} data ({one_line(exc)})") from None
         if len(frames) != 1 or frames[0].is_corrupt:
-            self._decoder = None
+            self._context = None
             if not fresh:  # FFmpeg finds no reference picture, or conceals a missing one
                 raise IntraCodecError(
-                    "hevc-ld keyframe predicted from earlier keyframes that were not decoded "
+                    f"{what} keyframe predicted from earlier keyframes that were not decoded "
                     "(one is missing or damaged)"
                 )
-            raise IntraCodecError("corrupt hevc-ld data (no picture decoded)")
-        return rgb_picture(frames[0], flags, max_pixels, "hevc-ld")
+            raise IntraCodecError(f"corrupt {what} data (no picture decoded)")
+        return frames[0]

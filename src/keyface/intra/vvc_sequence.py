@@ -47,14 +47,13 @@ from keyface.intra._base import (
     check_input_image,
     check_pixels,
     decoded_image,
-    ffmpeg_max_pixels,
     one_line,
-    oversize,
     quality_to_qp,
 )
 from keyface.intra._color import decode_planes, encode_planes
 from keyface.intra._nal import PictureFlags, split_annexb
 from keyface.intra.hevc import check_decoded_frame, frame_to_planes
+from keyface.intra.sequence import SequenceDecoder
 from keyface.intra.vvc import _PACKER, _VVENC_PARAMS, VvcIntraCodec, _vvc_type, pyav_has_vvc_decoder
 
 PRESET = "fast"
@@ -115,7 +114,9 @@ class VvcSequenceCodec:
         """How often VVenC did not repeat an earlier access unit and an IDR keyframe was sent
         instead (never seen; kept so that a test can say so)."""
         self._run: _Run | None = None
-        self._decoder: av.CodecContext | None = None
+        # Without ``low_delay`` FFmpeg's vvc decoder holds each picture back until the next
+        # one arrives.
+        self._decoder = SequenceDecoder("vvc", "vvc-ld", {"flags": "low_delay", "threads": "1"})
 
     # -- stand-alone pictures ---------------------------------------------------------------
     def encode(self, image: np.ndarray, quality: int) -> bytes:
@@ -180,40 +181,7 @@ class VvcSequenceCodec:
     def decode_keyframe(self, data: bytes, max_pixels: int | None = None) -> np.ndarray:
         """The next keyframe of the sequence (made by :meth:`encode_keyframe`, in order)."""
         annexb, flags = _PACKER.unpack(data)
-        fresh = is_random_access(annexb)
-        if fresh:  # a fresh decoder: nothing before it is needed
-            try:
-                self._decoder = av.CodecContext.create("vvc", "r")
-                # Without ``low_delay`` FFmpeg's vvc decoder holds each picture back until
-                # the next one arrives.
-                self._decoder.options = {
-                    **ffmpeg_max_pixels(max_pixels),
-                    "flags": "low_delay",
-                    "threads": "1",
-                }
-            except (av.FFmpegError, ValueError) as exc:
-                raise IntraCodecError(f"vvc-ld decoder failed: {one_line(exc)}") from None
-        if self._decoder is None:
-            raise IntraCodecError(
-                "vvc-ld keyframe predicted from earlier keyframes that were not decoded"
-            )
-        try:
-            frames = list(self._decoder.decode(av.Packet(annexb)))
-        except MemoryError as exc:
-            self._decoder = None
-            raise IntraCodecError(oversize("vvc-ld", max_pixels, exc)) from None
-        except (av.FFmpegError, ValueError) as exc:
-            self._decoder = None
-            raise IntraCodecError(f"corrupt vvc-ld data ({one_line(exc)})") from None
-        if len(frames) != 1 or frames[0].is_corrupt:
-            self._decoder = None
-            if not fresh:
-                raise IntraCodecError(
-                    "vvc-ld keyframe predicted from earlier keyframes that were not decoded "
-                    "(one is missing or damaged)"
-                )
-            raise IntraCodecError("corrupt vvc-ld data (no picture decoded)")
-        frame = frames[0]
+        frame = self._decoder.decode(annexb, is_random_access(annexb), max_pixels)
         check_decoded_frame(frame, ("yuv420p10le",), "vvc-ld")
         check_pixels(frame.width, frame.height, max_pixels, "vvc-ld")
         try:
