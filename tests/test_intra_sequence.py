@@ -66,18 +66,28 @@ def test_keyframes_after_the_first_are_predicted_and_decode_in_order() -> None:
     assert max(sizes[1:]) < 0.5 * sizes[0], sizes
 
 
-def test_a_decoder_that_missed_the_start_waits_for_an_idr_keyframe() -> None:
-    encoder, late = get_intra_codec("hevc-ld"), get_intra_codec("hevc-ld")
+@pytest.mark.parametrize("name", ["hevc-ld", "vvc-ld"])
+def test_a_decoder_that_missed_the_start_waits_for_an_idr_keyframe(name: str) -> None:
+    """For either sequence codec (``vvc-ld``: keyface.intra.vvc_sequence)."""
+    from keyface.intra import vvc, vvc_sequence
+
+    packer, is_idr = (
+        (_PACKER, is_random_access)
+        if name == "hevc-ld"
+        else (vvc._PACKER, vvc_sequence.is_random_access)
+    )
+    encoder, late = get_intra_codec(name), get_intra_codec(name)
     assert isinstance(encoder, SequenceIntraCodec) and isinstance(late, SequenceIntraCodec)
     encoder.encode_keyframe(scene(0), 40)
     predicted = encoder.encode_keyframe(scene(1), 40)
     with pytest.raises(IntraCodecError, match="earlier keyframes that were not decoded"):
         late.decode_keyframe(predicted)
     fresh = encoder.encode_keyframe(scene(2), 40, idr=True)
-    assert is_random_access(units(fresh))
+    assert is_idr(units(fresh, packer))
     assert late.decode_keyframe(fresh).shape == (128, 128, 3)
-    # a change of quality starts the sequence again as well
-    assert is_random_access(units(encoder.encode_keyframe(scene(3), 60)))
+    # a change of quality or of picture size starts the sequence again as well
+    assert is_idr(units(encoder.encode_keyframe(scene(3), 60), packer))
+    assert is_idr(units(encoder.encode_keyframe(scene(4, size=96), 60), packer))
 
 
 def test_stand_alone_pictures_are_hevc_intra_pictures() -> None:

@@ -4,7 +4,8 @@ VVenC through FFmpeg cannot hand back one picture at a time, so the codec codes 
 by running VVenC again over the sequence since its IDR picture and keeps the new access unit.
 That is only sound if VVenC repeats the earlier access units byte for byte; these tests show
 that it does with the codec's settings, what the codec does if it ever did not, and that the
-codec loop stays in step with it.
+codec loop stays in step with it. (A decoder that missed the start: tests/test_intra_sequence.py,
+for both sequence codecs.)
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pytest
 from test_intra_sequence import keyframe_bytes, scene
 
 from keyface.codec.config import CodecConfig
-from keyface.intra import IntraCodecError, SequenceIntraCodec, get_intra_codec
+from keyface.intra import SequenceIntraCodec, get_intra_codec
 from keyface.intra.vvc import _PACKER
 from keyface.intra.vvc_sequence import VvcSequenceCodec, is_random_access
 from keyface.pipeline import decode_bytes, encode_analysis
@@ -74,21 +75,6 @@ def test_an_encoder_run_that_disagrees_with_what_was_sent_restarts_with_an_idr()
     assert encoder.restarts == 1 and idr(second)
     assert np.array_equal(encoder.decode_keyframe(second), decoder.decode_keyframe(second))
     assert not idr(encoder.encode_keyframe(scene(2), 40))  # and the new run goes on
-
-
-def test_a_decoder_that_missed_the_start_waits_for_an_idr_keyframe() -> None:
-    encoder, late = get_intra_codec("vvc-ld"), get_intra_codec("vvc-ld")
-    assert isinstance(encoder, SequenceIntraCodec) and isinstance(late, SequenceIntraCodec)
-    encoder.encode_keyframe(scene(0), 40)
-    predicted = encoder.encode_keyframe(scene(1), 40)
-    with pytest.raises(IntraCodecError, match="earlier keyframes that were not decoded"):
-        late.decode_keyframe(predicted)
-    fresh = encoder.encode_keyframe(scene(2), 40, idr=True)
-    assert idr(fresh)
-    assert late.decode_keyframe(fresh).shape == (128, 128, 3)
-    # a change of quality or of picture size starts the sequence again as well
-    assert idr(encoder.encode_keyframe(scene(3), 60))
-    assert idr(encoder.encode_keyframe(scene(4, size=96), 60))
 
 
 def test_stand_alone_pictures_are_vvc_intra_pictures() -> None:
