@@ -40,7 +40,7 @@ from keyface.intra._base import (
 )
 from keyface.intra._color import decode_planes, encode_planes
 from keyface.intra._dicts import VVC_DICTIONARY
-from keyface.intra._nal import NalPacker
+from keyface.intra._nal import NalPacker, PictureFlags
 from keyface.intra.hevc import check_decoded_frame, frame_to_planes
 
 VvcDecoder = Literal["auto", "pyav", "ffmpeg"]
@@ -67,6 +67,37 @@ def pyav_has_vvc_decoder() -> bool:
         return av.codec.Codec("vvc", "r") is not None
     except (av.FFmpegError, ValueError):
         return False
+
+
+def raw10(planes: tuple[np.ndarray, ...]) -> bytes:
+    """10-bit 4:2:0 planes as VVenC's ``yuv420p10le`` input."""
+    return b"".join(p.astype("<u2").tobytes() for p in planes)
+
+
+def frame_planes(frame: av.VideoFrame, what: str) -> tuple[np.ndarray, ...]:
+    """The (Y, Cb, Cr) planes of a decoded 10-bit 4:2:0 VVC ``frame``; IntraCodecError names
+    ``what``."""
+    check_decoded_frame(frame, ("yuv420p10le",), what)
+    try:
+        return frame_to_planes(frame, np.dtype("<u2"))
+    except ValueError as exc:
+        raise IntraCodecError(f"corrupt {what} data ({one_line(exc)})") from None
+
+
+def planes_rgb(
+    planes: tuple[np.ndarray, ...], flags: PictureFlags, max_pixels: int | None, what: str
+) -> np.ndarray:
+    """The RGB picture of decoded VVC planes (``flags`` from the compact packing), checked
+    against ``max_pixels``; IntraCodecError names ``what``."""
+    h, w = planes[0].shape
+    check_pixels(w, h, max_pixels, what)
+    if w < 2 or h < 2:
+        raise IntraCodecError(f"corrupt {what} data (picture too small)")
+    try:
+        rgb = decode_planes(planes, flags, 10)
+    except (ValueError, IndexError) as exc:
+        raise IntraCodecError(f"corrupt {what} data ({one_line(exc)})") from None
+    return decoded_image(rgb, what)
 
 
 class _FfmpegFailed(IntraCodecError):
@@ -142,7 +173,7 @@ class VvcIntraCodec:
 
     def _encode_planes(self, planes: tuple[np.ndarray, ...], qp: int) -> bytes:
         h, w = planes[0].shape
-        raw = b"".join(p.astype("<u2").tobytes() for p in planes)
+        raw = raw10(planes)
         args = [
             "-f", "rawvideo", "-pix_fmt", "yuv420p10le", "-s", f"{w}x{h}", "-framerate", "25",
             "-i", "pipe:0", "-frames:v", "1",
@@ -160,15 +191,7 @@ class VvcIntraCodec:
             planes = self._decode_pyav(annexb, max_pixels)
         else:
             planes = self._decode_ffmpeg(annexb, max_pixels)
-        h, w = planes[0].shape
-        check_pixels(w, h, max_pixels, "vvc")
-        if w < 2 or h < 2:
-            raise IntraCodecError("corrupt vvc data (picture too small)")
-        try:
-            rgb = decode_planes(planes, flags, 10)
-        except (ValueError, IndexError) as exc:
-            raise IntraCodecError(f"corrupt vvc data ({one_line(exc)})") from None
-        return decoded_image(rgb, "vvc")
+        return planes_rgb(planes, flags, max_pixels, "vvc")
 
     @staticmethod
     def _decode_pyav(annexb: bytes, max_pixels: int | None) -> tuple[np.ndarray, ...]:
@@ -182,12 +205,7 @@ class VvcIntraCodec:
             raise IntraCodecError(f"corrupt vvc data ({one_line(exc)})") from None
         if not frames:
             raise IntraCodecError("corrupt vvc data (no picture decoded)")
-        frame = frames[0]
-        check_decoded_frame(frame, ("yuv420p10le",), "vvc")
-        try:
-            return frame_to_planes(frame, np.dtype("<u2"))
-        except ValueError as exc:
-            raise IntraCodecError(f"corrupt vvc data ({one_line(exc)})") from None
+        return frame_planes(frames[0], "vvc")
 
     def _decode_ffmpeg(self, annexb: bytes, max_pixels: int | None) -> tuple[np.ndarray, ...]:
         limit = [] if max_pixels is None else ["-max_pixels", str(int(max_pixels))]

@@ -45,16 +45,22 @@ from keyface.ffmpeg import FfmpegError, FfmpegFailed, run_ffmpeg
 from keyface.intra._base import (
     IntraCodecError,
     check_input_image,
-    check_pixels,
-    decoded_image,
     one_line,
     quality_to_qp,
 )
-from keyface.intra._color import decode_planes, encode_planes
+from keyface.intra._color import encode_planes
 from keyface.intra._nal import PictureFlags, split_annexb
-from keyface.intra.hevc import check_decoded_frame, frame_to_planes
 from keyface.intra.sequence import SequenceDecoder
-from keyface.intra.vvc import _PACKER, _VVENC_PARAMS, VvcIntraCodec, _vvc_type, pyav_has_vvc_decoder
+from keyface.intra.vvc import (
+    _PACKER,
+    _VVENC_PARAMS,
+    VvcIntraCodec,
+    _vvc_type,
+    frame_planes,
+    planes_rgb,
+    pyav_has_vvc_decoder,
+    raw10,
+)
 
 PRESET = "fast"
 MAX_RUN = 32
@@ -135,7 +141,7 @@ class VvcSequenceCodec:
         qp = quality_to_qp(quality)
         planes, flags = encode_planes(check_input_image(image), 10)
         h, w = planes[0].shape
-        raw = b"".join(p.astype("<u2").tobytes() for p in planes)
+        raw = raw10(planes)
         run = self._run
         if (
             idr
@@ -182,13 +188,7 @@ class VvcSequenceCodec:
         """The next keyframe of the sequence (made by :meth:`encode_keyframe`, in order)."""
         annexb, flags = _PACKER.unpack(data)
         frame = self._decoder.decode(annexb, is_random_access(annexb), max_pixels)
-        check_decoded_frame(frame, ("yuv420p10le",), "vvc-ld")
-        check_pixels(frame.width, frame.height, max_pixels, "vvc-ld")
-        try:
-            rgb = decode_planes(frame_to_planes(frame, np.dtype("<u2")), flags, 10)
-        except (ValueError, IndexError) as exc:
-            raise IntraCodecError(f"corrupt vvc-ld data ({one_line(exc)})") from None
-        return decoded_image(rgb, "vvc-ld")
+        return planes_rgb(frame_planes(frame, "vvc-ld"), flags, max_pixels, "vvc-ld")
 
 
 def _access_units(stream: bytes) -> list[bytes]:
