@@ -14,11 +14,14 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from keyface.clips import select_clips
+
+if TYPE_CHECKING:
+    from keyface.codec.config import CodecConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIPS = ROOT.parent / "shared" / "data" / "clips"
@@ -74,9 +77,12 @@ class CodedClip:
         return 8 * len(self.coded.data) / 1000 / self.seconds
 
 
-def code_cached_clip(clip_dir: Path, u: float, frames: int) -> CodedClip:
+def code_cached_clip(
+    clip_dir: Path, u: float, frames: int, base: CodecConfig | None = None
+) -> CodedClip:
     """The first ``frames`` frames of a bench-cache clip (``clip_dir/crop.y4m`` + its
-    ``analysis.npz``) coded at ``config_at(u)`` and decoded, with the time each took."""
+    ``analysis.npz``) coded at ``config_at(u, base)`` (``base``: the ladder's mode; default
+    the animation ladder) and decoded, with the time each took."""
     from keyface.codec.ratecontrol import config_at
     from keyface.eval.bench.worker import load_analysis
     from keyface.io import read_frames
@@ -88,7 +94,7 @@ def code_cached_clip(clip_dir: Path, u: float, frames: int) -> CodedClip:
     analysis = load_analysis(clip_dir, meta)
     analysis.landmarks = analysis.landmarks[:n]
     t0 = time.perf_counter()
-    coded = encode_analysis(analysis, config_at(u))
+    coded = encode_analysis(analysis, config_at(u, base))
     t1 = time.perf_counter()
     result = decode_bytes(coded.data)
     t2 = time.perf_counter()

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import command_line, mouth_and_eye_frames, save_rows
+from _common import code_cached_clip, command_line, mouth_and_eye_frames, save_rows
 
 METRICS = ("lpips_alex", "lpips_mouth_open", "lpips_eyes", "eye_state", "psnr")
 VARIANTS: dict[str, dict[str, str]] = {
@@ -111,28 +111,20 @@ def code(task: tuple[str, float]) -> dict[str, Any]:
 
 def frames_of(task: tuple[str, float]) -> dict[str, Any]:
     """The decoded frames of the widest-open mouth and the most closed eye (by the source's
-    face mesh) of one clip at ``u``, with the source's and the rate."""
+    face mesh) of one clip at ``u`` of the one ladder, with the source's and the rate."""
     from keyface.codec import CodecConfig
-    from keyface.codec.ratecontrol import config_at
-    from keyface.eval.bench.worker import load_analysis
-    from keyface.io import read_frames
-    from keyface.pipeline import decode_bytes, encode_analysis
     from keyface.threads import apply_thread_policy
 
     apply_thread_policy()
-    clip_dir, u = Path(task[0]), task[1]
-    meta = json.loads((clip_dir / "meta.json").read_text())
-    analysis = load_analysis(clip_dir, meta)
-    ref = [f.image for f in read_frames(clip_dir / "crop.y4m", meta["frames"])]
-    coded = encode_analysis(analysis, config_at(u, CodecConfig(mode="auto")))
-    frames = [f.image for f in decode_bytes(coded.data).frames]
-    picks = mouth_and_eye_frames(analysis.landmarks)
+    clip = code_cached_clip(Path(task[0]), task[1], 1 << 30, CodecConfig(mode="auto"))
+    picks = mouth_and_eye_frames(clip.analysis.landmarks)
+    decoded = clip.decoded
     return {
-        "clip": clip_dir.name,
-        "kbps": coded.kbps,
+        "clip": Path(task[0]).name,
+        "kbps": clip.kbps,
         "picks": picks,
-        "source": [ref[i] for i in picks],
-        "decoded": [frames[i] for i in picks],
+        "source": [clip.ref[i] for i in picks],
+        "decoded": [decoded[i] for i in picks],
     }
 
 
