@@ -118,7 +118,8 @@ class VvcSequenceCodec:
         self.timeout = float(timeout)
         self.restarts = 0
         """How often VVenC did not repeat an earlier access unit and an IDR keyframe was sent
-        instead (never seen; kept so that a test can say so)."""
+        instead (none in the tests and the trial runs of 2026-12-07; the benchmarks do not
+        count it)."""
         self._run: _Run | None = None
         # Without ``low_delay`` FFmpeg's vvc decoder holds each picture back until the next
         # one arrives.
