@@ -113,7 +113,8 @@ GROUPS_INTRA = "vvc-ld"
 keyframes, ``keyface send --intra``). Against ``hevc-ld`` on the 12 validation people at the
 one ladder's group rungs (``benchmarks/encoder_settings.py``, results/hybrid/keyframe_vvc):
 BD-rate -3.3 % on LPIPS, -4.3 % on eye LPIPS, -54.5 % on the eye state, -6.5 % on PSNR,
-+3.6 % on open-mouth LPIPS; the encoder runs at about half the speed (docs/hybrid.md)."""
++3.6 % on open-mouth LPIPS; the encoder runs at half the speed or less, slower still on long
+files (docs/hybrid.md)."""
 GROUPS_CUT = ("eyes", "mouth")
 GROUP_LADDER: tuple[tuple[float, int, float, float], ...] = (
     (0.0, 30, 43.0, 34.0),
