@@ -1,17 +1,18 @@
-"""The bidirectional groups with ``hevc-ld`` keyframes over a grid of group length, keyframe QP
-and content cut (issues 13 and 18): where on the rate axis each setting lands, how it looks,
-and which settings make the front that the one ladder's group segment should follow.
+"""The bidirectional groups with keyframes that predict each other (``--intra``: the groups'
+default, ``vvc-ld``, or ``hevc-ld``) over a grid of group length, keyframe QP and content cut
+(issues 13 and 18): where on the rate axis each setting lands, how it looks, and which settings
+make the front that the one ladder's group segment should follow.
 
     python benchmarks/group_grid.py --bench results/bench \\
         --configs 30:36,30:40,15:38,15:42,15:42:cut --out results/hybrid/group_grid
 
 Each ``--configs`` entry is ``GOP:QP`` or ``GOP:QP:CUT``: bidirectional groups of GOP frames
 without an aux stream (``keyface.codec.ratecontrol.groups_config_at``'s settings otherwise:
-motion quantiser level 2, the eye check on), keyframes one ``hevc-ld`` sequence at QP, and with
+motion quantiser level 2, the eye check on), keyframes one ``--intra`` sequence at QP, and with
 ``CUT`` the content rule in the groups: ``cut`` (``group_cut=("eyes", "mouth")``: a frame is
 animated from the keyframe that holds its mouth and eyes, and a group is cut short with a
 keyframe where neither does), ``mouth`` or ``eyes`` (the cut on that part only). With
-``hevc-ld`` a cut's keyframe is a P picture, so it costs far less than the intra keyframe it
+such a sequence a cut's keyframe is a P picture, so it costs far less than the intra keyframe it
 cost when the cut was measured (docs/hybrid.md).
 
 For the clips a ``keyface bench`` run prepared (its ``cache/CLIP/crop.y4m`` and
@@ -33,6 +34,8 @@ from typing import Any
 
 import numpy as np
 from _common import beside_vvc, command_line, resume_points
+
+from keyface.codec.ratecontrol import GROUPS_INTRA
 
 METRICS = [
     "psnr",
@@ -73,8 +76,8 @@ def label(gop: int, qp: int, cut: str) -> str:
     return f"{gop}:{qp}" + (f":{cut}" if cut else "")
 
 
-def group_config(gop: int, qp: int, cut: str) -> Any:
-    """The groups' settings of one grid entry."""
+def group_config(gop: int, qp: int, cut: str, intra: str) -> Any:
+    """The groups' settings of one grid entry, keyframes coded with ``intra``."""
     from keyface.codec import CodecConfig
     from keyface.codec.ratecontrol import groups_config_at
     from keyface.intra._base import qp_to_quality
@@ -87,11 +90,12 @@ def group_config(gop: int, qp: int, cut: str) -> Any:
         keyframe_quality=quality,
         max_keyframe_quality=max(base.max_keyframe_quality, quality),
         group_cut=CUTS[cut],
+        intra_codec=intra,
     )
 
 
-def code_point(task: tuple[str, int, int, str]) -> dict[str, Any]:
-    """Code, decode and measure one (clip, GOP, QP, cut) point."""
+def code_point(task: tuple[str, int, int, str, str]) -> dict[str, Any]:
+    """Code, decode and measure one (clip, GOP, QP, cut, keyframe codec) point."""
     from keyface.eval.bench.worker import load_analysis
     from keyface.eval.metrics import compute_metrics
     from keyface.io import read_frames
@@ -99,12 +103,12 @@ def code_point(task: tuple[str, int, int, str]) -> dict[str, Any]:
     from keyface.threads import apply_thread_policy
 
     apply_thread_policy()
-    clip_dir, gop, qp, cut = Path(task[0]), task[1], task[2], task[3]
+    clip_dir, gop, qp, cut, intra = Path(task[0]), task[1], task[2], task[3], task[4]
     meta = json.loads((clip_dir / "meta.json").read_text())
     analysis = load_analysis(clip_dir, meta)
     ref = [f.image for f in read_frames(clip_dir / "crop.y4m", meta["frames"])]
     t0 = time.perf_counter()
-    coded = encode_analysis(analysis, group_config(gop, qp, cut))
+    coded = encode_analysis(analysis, group_config(gop, qp, cut, intra))
     frames = [f.image for f in decode_bytes(coded.data).frames]
     seconds = time.perf_counter() - t0
     m = compute_metrics(ref, frames, METRICS, progress=False, slow_every=SLOW_EVERY)
@@ -113,6 +117,7 @@ def code_point(task: tuple[str, int, int, str]) -> dict[str, Any]:
         "gop": gop,
         "qp": qp,
         "cut": cut,
+        "intra": intra,
         "kbps": coded.kbps,
         "keyframes": coded.stats.keyframes,
         "coding_seconds": seconds,
@@ -129,7 +134,7 @@ def front(rows: list[tuple[str, float, float]]) -> set[str]:
     }
 
 
-def report(points: list[dict], anchors: list[dict], out: Path, command: str) -> str:
+def report(points: list[dict], anchors: list[dict], out: Path, command: str, intra: str) -> str:
     clips = sorted({p["clip"] for p in points})
     configs = sorted({(p["gop"], p["qp"], cut_name(p)) for p in points})
     rows = []
@@ -144,12 +149,12 @@ def report(points: list[dict], anchors: list[dict], out: Path, command: str) -> 
     rows.sort(key=lambda r: r[1])
     best = front([(n, r, v["lpips_alex"]) for n, r, _, v in rows])
     lines = [
-        "# The bidirectional groups with hevc-ld keyframes: group length x keyframe QP x cut",
+        f"# The bidirectional groups with {intra} keyframes: group length x keyframe QP x cut",
         "",
         f"Command: `{command}`",
         "",
         f"{len(clips)} clips, the bench's frames and crops. `GOP:QP[:cut]`: groups of GOP "
-        "frames without aux, keyframes one hevc-ld sequence at QP, `cut`: the content rule in "
+        f"frames without aux, keyframes one {intra} sequence at QP, `cut`: the content rule in "
         "the groups (eyes and mouth; `mouth`, `eyes`: that part only). Means over clips "
         "(eye_state: share of frames whose eye state differs from the source); DISTS on "
         f"every {SLOW_EVERY}th frame. In brackets: "
@@ -173,6 +178,12 @@ def main() -> None:
     parser.add_argument("--bench", type=Path, default=Path("results/bench"))
     parser.add_argument("--configs", required=True, help="GOP:QP[:CUT],... (see above)")
     parser.add_argument("--out", type=Path, default=Path("results/hybrid/group_grid"))
+    parser.add_argument(
+        "--intra",
+        default=GROUPS_INTRA,
+        help=f"the keyframe sequence's codec (default {GROUPS_INTRA}; points saved before "
+        "this option were hevc-ld)",
+    )
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--limit", type=int, default=None, help="at most this many clips")
     parser.add_argument("--clips", default=None, help="only clips whose name has one of these")
@@ -190,11 +201,11 @@ def main() -> None:
     points, computed = resume_points(
         code_point,
         {
-            (c, gop, qp, cut): (str(args.bench / "cache" / c), gop, qp, cut)
+            (c, gop, qp, cut, args.intra): (str(args.bench / "cache" / c), gop, qp, cut, args.intra)
             for gop, qp, cut in configs
             for c in clips
         },
-        lambda p: (p["clip"], p["gop"], p["qp"], cut_name(p)),
+        lambda p: (p["clip"], p["gop"], p["qp"], cut_name(p), p.get("intra", "hevc-ld")),
         args.jobs,
         args.out / "points.json",
         lambda p: (
@@ -204,7 +215,7 @@ def main() -> None:
         compute=not args.report_only,
     )
     command = command_line("group_grid.py", args, skip=("report_only",))
-    print(report(points, anchors, args.out, command))
+    print(report(points, anchors, args.out, command, args.intra))
     print(f"{computed} points in {time.perf_counter() - t0:.0f} s")
 
 
