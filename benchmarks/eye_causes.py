@@ -50,8 +50,9 @@ def _state(ratio: float) -> str:
 
 
 def diagnose(
-    clip_dir: Path, u: float, margin: float, overrides: dict[str, Any], tracker: Any
+    clip_dir: Path, u: float, margin: float, overrides: dict[str, Any], tracker: Any, mode: str
 ) -> dict[str, Any]:
+    from keyface.codec import CodecConfig
     from keyface.codec.ratecontrol import config_at
     from keyface.eval.bench.worker import load_analysis
     from keyface.eval.regions import CLOSED_SHARE, OPEN_SHARE, open_eye_ratios
@@ -61,7 +62,7 @@ def diagnose(
     meta = json.loads((clip_dir / "meta.json").read_text())
     analysis = load_analysis(clip_dir, meta)
     source = [f.image for f in read_frames(clip_dir / "crop.y4m", meta["frames"])]
-    coded = encode_analysis(analysis, replace(config_at(u), **overrides))
+    coded = encode_analysis(analysis, replace(config_at(u, CodecConfig(mode=mode)), **overrides))
     decoded = decode_bytes(coded.data).frames
     marks_s = [tracker.process(x) for x in source]
     marks_d = [tracker.process(f.image) for f in decoded]
@@ -146,6 +147,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--clips", default=None, help="comma-separated substrings")
     parser.add_argument(
+        "--mode",
+        default="animation",
+        help="the ladder: animation (default) or auto (the one ladder, groups from u 0.3)",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -171,7 +177,7 @@ def main() -> None:
             for clip in clips:
                 if (clip.name, u) in have:
                     continue
-                r = diagnose(clip, u, args.margin, overrides, tracker)
+                r = diagnose(clip, u, args.margin, overrides, tracker, args.mode)
                 results.append(r)
                 saved.write_text(json.dumps(results))
                 counts = Counter(e["cause"] for f in r["flagged"] for e in f["eyes"])
