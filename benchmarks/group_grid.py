@@ -13,7 +13,9 @@ motion quantiser level 2, the eye check on), keyframes one ``--intra`` sequence 
 animated from the keyframe that holds its mouth and eyes, and a group is cut short with a
 keyframe where neither does), ``mouth`` or ``eyes`` (the cut on that part only). With
 such a sequence a cut's keyframe is a P picture, so it costs far less than the intra keyframe it
-cost when the cut was measured (docs/hybrid.md).
+cost when the cut was measured (docs/hybrid.md). ``--low-delay``: no groups, the animation
+mode with a keyframe every GOP frames (past keyframes only: a call's structure) and, with a
+cut, the content rule sending a keyframe where no reference holds a frame's eyes or mouth.
 
 For the clips a ``keyface bench`` run prepared (its ``cache/CLIP/crop.y4m`` and
 ``analysis.npz``), every config is coded, decoded with the default renderer and measured like
@@ -76,13 +78,29 @@ def label(gop: int, qp: int, cut: str) -> str:
     return f"{gop}:{qp}" + (f":{cut}" if cut else "")
 
 
-def group_config(gop: int, qp: int, cut: str, intra: str) -> Any:
-    """The groups' settings of one grid entry, keyframes coded with ``intra``."""
+def group_config(gop: int, qp: int, cut: str, intra: str, low_delay: bool = False) -> Any:
+    """The groups' settings of one grid entry, keyframes coded with ``intra``. ``low_delay``:
+    no groups but the animation mode with a keyframe every ``gop`` frames (past keyframes
+    only, no added delay, what a call can use) and, with a cut, the content rule sending a
+    keyframe where no reference holds a frame's eyes or mouth."""
+    from keyface.bitstream import RefreshMode
     from keyface.codec import CodecConfig
-    from keyface.codec.ratecontrol import groups_config_at
+    from keyface.codec.ratecontrol import animation_config_at, groups_config_at
     from keyface.intra._base import qp_to_quality
 
     quality = qp_to_quality(qp)
+    if low_delay:
+        base = animation_config_at(0.5, CodecConfig())
+        return replace(
+            base,
+            refresh_mode=RefreshMode.FIXED,
+            refresh_threshold=float(gop),
+            keyframe_quality=quality,
+            max_keyframe_quality=max(base.max_keyframe_quality, quality),
+            content_refresh=bool(cut),
+            content_update="keyframe",
+            intra_codec=intra,
+        )
     base = groups_config_at(0.0, CodecConfig(mode="bidirectional"))
     return replace(
         base,
@@ -94,8 +112,8 @@ def group_config(gop: int, qp: int, cut: str, intra: str) -> Any:
     )
 
 
-def code_point(task: tuple[str, int, int, str, str]) -> dict[str, Any]:
-    """Code, decode and measure one (clip, GOP, QP, cut, keyframe codec) point."""
+def code_point(task: tuple[str, int, int, str, str, bool]) -> dict[str, Any]:
+    """Code, decode and measure one (clip, GOP, QP, cut, keyframe codec, low delay) point."""
     from keyface.eval.bench.worker import load_analysis
     from keyface.eval.metrics import compute_metrics
     from keyface.io import read_frames
@@ -103,12 +121,12 @@ def code_point(task: tuple[str, int, int, str, str]) -> dict[str, Any]:
     from keyface.threads import apply_thread_policy
 
     apply_thread_policy()
-    clip_dir, gop, qp, cut, intra = Path(task[0]), task[1], task[2], task[3], task[4]
+    clip_dir, (gop, qp, cut, intra, low_delay) = Path(task[0]), task[1:]
     meta = json.loads((clip_dir / "meta.json").read_text())
     analysis = load_analysis(clip_dir, meta)
     ref = [f.image for f in read_frames(clip_dir / "crop.y4m", meta["frames"])]
     t0 = time.perf_counter()
-    coded = encode_analysis(analysis, group_config(gop, qp, cut, intra))
+    coded = encode_analysis(analysis, group_config(gop, qp, cut, intra, low_delay))
     frames = [f.image for f in decode_bytes(coded.data).frames]
     seconds = time.perf_counter() - t0
     m = compute_metrics(ref, frames, METRICS, progress=False, slow_every=SLOW_EVERY)
@@ -118,6 +136,7 @@ def code_point(task: tuple[str, int, int, str, str]) -> dict[str, Any]:
         "qp": qp,
         "cut": cut,
         "intra": intra,
+        "low_delay": low_delay,
         "kbps": coded.kbps,
         "keyframes": coded.stats.keyframes,
         "coding_seconds": seconds,
@@ -134,7 +153,14 @@ def front(rows: list[tuple[str, float, float]]) -> set[str]:
     }
 
 
-def report(points: list[dict], anchors: list[dict], out: Path, command: str, intra: str) -> str:
+def report(
+    points: list[dict],
+    anchors: list[dict],
+    out: Path,
+    command: str,
+    intra: str,
+    low_delay: bool = False,
+) -> str:
     clips = sorted({p["clip"] for p in points})
     configs = sorted({(p["gop"], p["qp"], cut_name(p)) for p in points})
     rows = []
@@ -149,7 +175,12 @@ def report(points: list[dict], anchors: list[dict], out: Path, command: str, int
     rows.sort(key=lambda r: r[1])
     best = front([(n, r, v["lpips_alex"]) for n, r, _, v in rows])
     lines = [
-        f"# The bidirectional groups with {intra} keyframes: group length x keyframe QP x cut",
+        (
+            f"# Low delay: a {intra} keyframe every GOP frames x keyframe QP x content rule"
+            if low_delay
+            else f"# The bidirectional groups with {intra} keyframes: group length x keyframe QP "
+            "x cut"
+        ),
         "",
         f"Command: `{command}`",
         "",
@@ -184,6 +215,11 @@ def main() -> None:
         help=f"the keyframe sequence's codec (default {GROUPS_INTRA}; points saved before "
         "this option were hevc-ld)",
     )
+    parser.add_argument(
+        "--low-delay",
+        action="store_true",
+        help="the animation mode with a keyframe every GOP frames instead of groups",
+    )
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--limit", type=int, default=None, help="at most this many clips")
     parser.add_argument("--clips", default=None, help="only clips whose name has one of these")
@@ -201,11 +237,25 @@ def main() -> None:
     points, computed = resume_points(
         code_point,
         {
-            (c, gop, qp, cut, args.intra): (str(args.bench / "cache" / c), gop, qp, cut, args.intra)
+            (c, gop, qp, cut, args.intra, args.low_delay): (
+                str(args.bench / "cache" / c),
+                gop,
+                qp,
+                cut,
+                args.intra,
+                args.low_delay,
+            )
             for gop, qp, cut in configs
             for c in clips
         },
-        lambda p: (p["clip"], p["gop"], p["qp"], cut_name(p), p.get("intra", "hevc-ld")),
+        lambda p: (
+            p["clip"],
+            p["gop"],
+            p["qp"],
+            cut_name(p),
+            p.get("intra", "hevc-ld"),
+            p.get("low_delay", False),
+        ),
         args.jobs,
         args.out / "points.json",
         lambda p: (
@@ -215,7 +265,7 @@ def main() -> None:
         compute=not args.report_only,
     )
     command = command_line("group_grid.py", args, skip=("report_only",))
-    print(report(points, anchors, args.out, command, args.intra))
+    print(report(points, anchors, args.out, command, args.intra, args.low_delay))
     print(f"{computed} points in {time.perf_counter() - t0:.0f} s")
 
 

@@ -131,8 +131,10 @@ holds a frame's eyes or mouth (:data:`GROUPS_CUT`).
 Chosen from the grid of group length x keyframe QP x cut on the 12 validation people
 (``benchmarks/group_grid.py``, docs/hybrid.md, "Groups along the rate axis"): with keyframes
 that predict each other, long groups (30 frames) lead up to ~20 kbit/s and shorter ones
-above, and the cut costs ~12 % more bits for far better mouths and eyes. :data:`GROUPS_V_MAX`
-is where the one ladder's top (``U_MAX``) falls on it (:data:`LADDER`)."""
+above, and the cut costs ~12 % more bits for far better mouths and eyes. The same grid with
+``vvc-ld`` keyframes (results/hybrid/group_grid_vvc) has the same front, the ladder's rungs on
+it. :data:`GROUPS_V_MAX` is where the one ladder's top (``U_MAX``) falls on it
+(:data:`LADDER`)."""
 
 
 def groups_config_at(v: float, base: CodecConfig) -> CodecConfig:
