@@ -58,6 +58,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "psnr4-16": {"psnr_check": 4, "psnr_floor": 16.0},
     "psnr4-18": {"psnr_check": 4, "psnr_floor": 18.0},
     "motion-level3": {"quant_level": 3},
+    "live": {"intra_codec": "hevc", "content_update": "keyframe"},
     "motion-level4": {"quant_level": 4},
     "eye-source": {"eye_source_state": True},
 }
@@ -229,7 +230,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results/content"))
     parser.add_argument("--u", default=",".join(str(u) for u in DEFAULT_U))
     parser.add_argument("--variants", default=",".join(VARIANTS), help="of: " + ", ".join(VARIANTS))
-    parser.add_argument("--gallery-u", type=float, default=0.3)
+    parser.add_argument(
+        "--gallery-u", type=float, default=0.3, help="one of --u (another value: no gallery)"
+    )
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--limit", type=int, default=None, help="at most this many clips")
     parser.add_argument("--mode", default="animation", help="the ladder of --u (or auto)")
@@ -258,7 +261,8 @@ def main() -> None:
     )
     command = command_line("content_refresh.py", args)
     print(report(points, args.out, command, args.baseline))
-    gallery(points, args.bench, args.out, args.gallery_u, args.baseline, args.mode)
+    if args.gallery_u in us:  # a --gallery-u off the ladder positions: no gallery
+        gallery(points, args.bench, args.out, args.gallery_u, args.baseline, args.mode)
     print(f"{computed} points in {time.perf_counter() - t0:.0f} s")
 
 

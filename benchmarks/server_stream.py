@@ -6,6 +6,8 @@ glass-to-glass latency.
     python benchmarks/server_stream.py --full-frame --input CLIPS/KwaiVGI+LivePortrait__s18.mp4
     python benchmarks/server_stream.py --mode video --mode relay --json results/server/downlink.json
     python benchmarks/server_stream.py --fomm-model MODEL --json results/fomm/server_stream.json
+    python benchmarks/server_stream.py --ladder call --ladder animation \\
+        --json results/server/stream_call.json
 
 Three processes: ``keyface serve --stamp-frames``, ``keyface send`` (the clip played in real
 time: face crop + landmarks + live coding + data channels) and this script's aiortc receiver.
@@ -72,6 +74,7 @@ def measure(
         "downlink_payload_kbps": r.downlink.get("payload_kbps"),
         "clip": clip.name,
         "intra": intra or "default",
+        "ladder": extra[extra.index("--ladder") + 1] if "--ladder" in extra else "animation",
         "motion": "fomm" if fomm_model is not None else "facemesh",
         "full_frame": full_frame,
         "loss": loss,
@@ -121,6 +124,7 @@ def cpu_figures(cpu: dict[str, float], frames: int) -> dict[str, Any]:
 COLUMNS = [
     ("mode", "mode", ""),
     ("intra", "intra", ""),
+    ("ladder", "ladder", ""),
     ("frames_sent", "sent", "d"),
     ("uplink_kbps", "kbit/s", ".2f"),
     ("keyframes", "keys", "d"),
@@ -165,6 +169,13 @@ def main() -> None:
         help="a FOMM model file: the sender codes --motion fomm with it, the server draws "
         "with it (keyface serve --model)",
     )
+    parser.add_argument(
+        "--ladder",
+        action="append",
+        choices=["call", "animation"],
+        help="the sender's ladder(s) to compare (repeatable; keyface send --ladder; default "
+        "animation, keyface send's default)",
+    )
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
     clip = args.input or default_clip()
@@ -177,11 +188,13 @@ def main() -> None:
             0.0,
             0,
             full_frame=args.full_frame,
+            extra=("--ladder", ladder),
             mode=mode,
             fomm_model=args.fomm_model,
         )
         for mode in (args.mode or ["video"])
         for intra in (args.intra or [None])
+        for ladder in (args.ladder or ["animation"])
     ]
     print(f"{clip.name}, {args.frames} frames, loopback, {info['cpu_count']} CPUs")
     table = [{**r, **{f"cpu_{k}": v for k, v in r["cpu_ms_per_frame"].items()}} for r in rows]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from keyface.bitstream import BitstreamError, MotionPacket
+from keyface.bitstream import BitstreamError, MotionPacket, RefreshMode
 from keyface.codec.config import CodecConfig
 from keyface.entropy import MotionCoderState
 from keyface.pipeline import cropped_frames
@@ -371,3 +371,61 @@ def test_hybrid_call_falls_back_to_animation_after_a_lost_aux_picture(
     ]
     assert len(fused) >= len(crops) - 3 * len(dropped) - 2
     assert stats.fused >= len(crops) - 3 * len(dropped) - 2 - sender.keyframes
+
+
+# ------------------------------------------------------------------------- the call ladder
+def test_keyface_send_ladder_call_puts_the_presets_on_measured_points() -> None:
+    """``keyface send --ladder call``: the presets fall on the call ladder's measured points
+    (a keyframe every 15 / 15 / 10 / 8 frames, each a P picture of one HEVC sequence); the
+    default ladder keeps the motion gate's keyframes, intra HEVC."""
+    from keyface.cli._common import UserError
+    from keyface.cli.main import build_parser
+    from keyface.cli.send import _config
+    from keyface.codec.ratecontrol import CALL_INTRA
+    from keyface.intra._base import quality_to_qp
+
+    def config(*extra: str) -> CodecConfig:
+        argv = ["send", "--input", "x.mp4", "--server", "http://h:1", "--room", "r", *extra]
+        return _config(build_parser().parse_args(argv))
+
+    steps = []
+    for quality in ("low", "medium", "high", "best"):
+        c = config("--ladder", "call", "--quality", quality)
+        assert c.mode == "animation" and c.refresh_mode == RefreshMode.FIXED
+        assert c.intra_codec == CALL_INTRA and c.content_update == "keyframe"
+        steps.append((int(c.refresh_threshold), quality_to_qp(c.keyframe_quality)))
+    assert steps == [(15, 40), (15, 37), (10, 35), (8, 32)]
+    gate = config()
+    assert gate.refresh_mode == RefreshMode.MOTION and gate.intra_codec == "hevc"
+    assert config("--ladder", "call", "--intra", "hevc").intra_codec == "hevc"
+    with pytest.raises(UserError, match="--ladder call is for the animation mode"):
+        config("--ladder", "call", "--mode", "hybrid")
+
+
+def test_a_call_ladder_keyframe_lost_is_replaced_by_an_idr_one(carphone_analysis, crops) -> None:
+    """On the call ladder every keyframe after the first is predicted from the one before, so
+    a receiver that lost one cannot decode the next: it holds its picture, asks for a refresh,
+    and the sender's IDR keyframe starts the sequence again. Nothing is drawn from a wrong
+    picture, and every picture shown fresh is the lossless one."""
+    from keyface.codec.ratecontrol import QUALITY_PRESETS, call_config_at
+
+    config = call_config_at(QUALITY_PRESETS["high"], CodecConfig(size=carphone_analysis.size))
+    interval = int(config.refresh_threshold)
+    lost = interval  # the second keyframe, the first P picture of the sequence
+    call = _call(
+        carphone_analysis,
+        crops[: 3 * interval + 5],
+        lambda i: False,
+        drop_reliable=lambda i: i == lost,
+        config=config,
+    )
+    frames = [_frame(ds) for ds in call.datagrams]
+    keys = [i for i, f in enumerate(frames) if f.keyframe is not None]
+    assert keys[:2] == [0, lost] and frames[0].idr and not frames[lost].idr
+    assert call.stats.lost_keyframes == 1 and call.stats.undecodable == 0
+    assert call.stats.refresh_requests >= 1 and call.sender.stats.idr_keyframes == 2
+    idr = call.sender.encoder.last_idr
+    assert lost < idr < lost + interval
+    held = [f.index for f in call.shown if f.concealed]
+    assert held == list(range(lost, idr))
+    _check_pictures(call)

@@ -22,7 +22,7 @@ from keyface.cli._common import (
 from keyface.cli.encode import motion_overrides
 from keyface.cli.main import UserError
 from keyface.codec.config import CodecConfig
-from keyface.codec.ratecontrol import QUALITY_PRESETS, config_for_preset
+from keyface.codec.ratecontrol import CALL_INTRA, QUALITY_PRESETS, config_for_preset
 from keyface.intra import available_intra_codecs, live_intra_codecs
 from keyface.io import write_bytes_atomic
 from keyface.server.lossmodel import LossModel, loss_model
@@ -56,7 +56,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--intra",
         choices=live_intra_codecs(),
-        help=f"keyframe codec (default {LIVE_INTRA}: the fastest to encode)",
+        help=f"keyframe codec (default {LIVE_INTRA}: the fastest to encode; with --ladder "
+        f"call, {CALL_INTRA})",
     )
     p.add_argument(
         "--keyframe-quality", type=positive_int, help="keyframe quality 1..100 (overrides)"
@@ -72,6 +73,15 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "--aux-scale", type=int, choices=(2, 4, 8), help="hybrid: aux downsampling (default 4)"
     )
     p.add_argument("--aux-qp", type=int, choices=range(52), metavar="0..51", help="hybrid: aux QP")
+    p.add_argument(
+        "--ladder",
+        choices=("animation", "call"),
+        default="animation",
+        help="the presets' ladder: animation (default: keyframes when the motion gate or the "
+        "content rule asks) or call (a keyframe every 8-15 frames, each predicted from the one "
+        "before: 39 %% fewer bits at equal LPIPS, but each keyframe stalls the pipeline "
+        "~150 ms; docs/server.md)",
+    )
     add_motion_arguments(p)
     p.add_argument(
         "--reset-interval",
@@ -157,18 +167,22 @@ keyframe), for ~0-9 % more bits (docs/server.md)."""
 
 
 def _config(args: argparse.Namespace) -> CodecConfig:
-    config = config_for_preset(args.quality, CodecConfig(mode=args.mode or "animation"))
+    motion = motion_overrides(args)
+    call = args.ladder == "call"
+    if call and (args.mode == "hybrid" or motion):
+        raise UserError("--ladder call is for the animation mode with the face-mesh motion")
+    config = config_for_preset(args.quality, CodecConfig(mode=args.mode or "animation"), call=call)
     overrides: dict[str, Any] = {"size": args.size}
     if args.intra:
         overrides["intra_codec"] = args.intra
-    elif LIVE_INTRA in available_intra_codecs():
+    elif not call and LIVE_INTRA in available_intra_codecs():
         overrides["intra_codec"] = LIVE_INTRA
     if args.keyframe_quality is not None:
         overrides["keyframe_quality"] = args.keyframe_quality
     for name in ("aux_scale", "aux_qp"):
         if getattr(args, name, None) is not None:
             overrides[name] = getattr(args, name)
-    overrides.update(motion_overrides(args))  # --motion fomm: the server needs the model too
+    overrides.update(motion)  # --motion fomm: the server needs the model too
     try:
         return replace(config, **overrides)
     except ValueError as exc:

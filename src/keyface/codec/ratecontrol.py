@@ -159,6 +159,61 @@ def groups_config_at(v: float, base: CodecConfig) -> CodecConfig:
     )
 
 
+CALL_INTRA = "hevc-ld"
+"""The call ladder's keyframe codec: one low-delay HEVC sequence, each keyframe a P picture
+predicted from the one before (x265 in process; ``vvc-ld`` is for files only)."""
+CALL_LADDER: tuple[tuple[float, int, float, float], ...] = (
+    (0.0, 30, 45.0, 41.0),
+    (0.2, 15, 40.0, 37.0),
+    (0.6, 15, 37.0, 35.0),
+    (1.0, 10, 35.0, 33.0),
+    (1.4, 8, 32.0, 28.0),
+)
+"""The call ladder (``keyface send --ladder call``): ``(u_start, interval, qp_start, qp_end)``
+segments over ``u`` in ``[0, U_MAX]``: the animation mode with a :data:`CALL_INTRA` keyframe
+every ``interval`` frames, at a QP that falls linearly from ``qp_start`` to ``qp_end`` along
+the segment, and the content rule sending a keyframe where no reference holds a frame's eyes
+or mouth; past keyframes only, no added delay. The quality presets fall on measured points:
+``low`` (u 0.2) a keyframe every 15 frames at QP 40, ``medium`` every 15 at QP 37, ``high``
+every 10 at QP 35, ``best`` every 8 at QP 32. On the 12 validation people
+(``benchmarks/group_grid.py --low-delay --intra hevc-ld``, results/hybrid/low_delay) they code
+9.44 / 12.2 / 18.5 / 28.7 kbit/s at LPIPS 0.113 / 0.097 / 0.079 / 0.063 with the eye state
+wrong in 9.0 / 5.8 / 5.5 / 5.2 % of frames, where the animation ladder as live calls coded it
+(HEVC intra keyframes from the motion gate and the content rule, results/hybrid/live_presets)
+had 9.41 / 15.6 / 24.7 / 50.5 kbit/s at 0.147 / 0.110 / 0.089 / 0.069 and 18.5 / 5.9 / 3.6 /
+1.9 %: BD-rate -39 % on LPIPS and -25 % on the eye state; against VVC (random access, with
+its delay) -28 % on LPIPS where the old presets were +23 %. u 0 (a keyframe every 30 frames
+at QP 45) codes 5.3 kbit/s at 0.177; above ``best`` the ladder goes on to QP 28, not measured.
+Not the default: each keyframe costs the sender ~110 ms and the server ~70 ms (x265 ``slower``
+and the renderer's preparation of the picture), and with a keyframe every 10-15 frames the
+pipeline is stalled often: on one 2-core machine running sender, server and receiver the
+median latency was 116 ms instead of 76 (``benchmarks/server_stream.py --ladder call --ladder
+animation``, results/server/stream_call.json)."""
+
+
+def call_config_at(u: float, base: CodecConfig | None = None) -> CodecConfig:
+    """The call ladder's settings at ``u`` (:data:`CALL_LADDER`; below 0: its u 0): the
+    motion quantised as on the animation ladder at u 0.5 (level 2), with its PSNR check."""
+    base = base or CodecConfig()
+    u = min(max(u, 0.0), U_MAX)
+    starts = [s[0] for s in CALL_LADDER] + [U_MAX]
+    k = max(i for i, s in enumerate(CALL_LADDER) if u >= s[0])
+    _, interval, qp_start, qp_end = CALL_LADDER[k]
+    t = (u - starts[k]) / (starts[k + 1] - starts[k])
+    quality = qp_to_quality(min(51, max(0, round(qp_start + (qp_end - qp_start) * t))))
+    config = animation_config_at(0.5, replace(base, mode="animation"))
+    return replace(
+        config,
+        refresh_mode=RefreshMode.FIXED,
+        refresh_threshold=float(interval),
+        keyframe_quality=quality,
+        max_keyframe_quality=max(config.max_keyframe_quality, quality),
+        content_refresh=True,
+        content_update="keyframe",
+        intra_codec=CALL_INTRA,
+    )
+
+
 HYBRID_ANIMATION_SHARE = 0.4
 """The hybrid ladders code their animation at this share of their own ladder position."""
 
@@ -220,9 +275,15 @@ def ladder_position(u: float) -> tuple[str, float, bool]:
     return mode, mode_start + slope * (u - start), aux
 
 
-def config_for_preset(name: str, base: CodecConfig | None = None) -> CodecConfig:
+def config_for_preset(
+    name: str, base: CodecConfig | None = None, *, call: bool = False
+) -> CodecConfig:
+    """The settings of quality preset ``name`` on the ladder of ``base.mode`` (:func:`config_at`),
+    or with ``call`` on the call ladder (:func:`call_config_at`)."""
     if name not in QUALITY_PRESETS:
         raise ValueError(f"unknown quality preset {name!r} (choose from {list(QUALITY_PRESETS)})")
+    if call:
+        return call_config_at(QUALITY_PRESETS[name], base)
     return config_at(QUALITY_PRESETS[name], base)
 
 
