@@ -83,24 +83,13 @@ def group_config(gop: int, qp: int, cut: str, intra: str, low_delay: bool = Fals
     no groups but the animation mode with a keyframe every ``gop`` frames (past keyframes
     only, no added delay, what a call can use) and, with a cut, the content rule sending a
     keyframe where no reference holds a frame's eyes or mouth."""
-    from keyface.bitstream import RefreshMode
     from keyface.codec import CodecConfig
-    from keyface.codec.ratecontrol import animation_config_at, groups_config_at
+    from keyface.codec.ratecontrol import groups_config_at, low_delay_config
     from keyface.intra._base import qp_to_quality
 
+    if low_delay:  # keyface send --ladder call's structure (its points: CALL_LADDER)
+        return low_delay_config(gop, qp, intra=intra, content=bool(cut))
     quality = qp_to_quality(qp)
-    if low_delay:
-        base = animation_config_at(0.5, CodecConfig())
-        return replace(
-            base,
-            refresh_mode=RefreshMode.FIXED,
-            refresh_threshold=float(gop),
-            keyframe_quality=quality,
-            max_keyframe_quality=max(base.max_keyframe_quality, quality),
-            content_refresh=bool(cut),
-            content_update="keyframe",
-            intra_codec=intra,
-        )
     base = groups_config_at(0.0, CodecConfig(mode="bidirectional"))
     return replace(
         base,

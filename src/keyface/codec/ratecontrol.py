@@ -200,7 +200,23 @@ def call_config_at(u: float, base: CodecConfig | None = None) -> CodecConfig:
     k = max(i for i, s in enumerate(CALL_LADDER) if u >= s[0])
     _, interval, qp_start, qp_end = CALL_LADDER[k]
     t = (u - starts[k]) / (starts[k + 1] - starts[k])
-    quality = qp_to_quality(min(51, max(0, round(qp_start + (qp_end - qp_start) * t))))
+    return low_delay_config(interval, round(qp_start + (qp_end - qp_start) * t), base)
+
+
+def low_delay_config(
+    interval: int,
+    qp: int,
+    base: CodecConfig | None = None,
+    *,
+    intra: str = CALL_INTRA,
+    content: bool = True,
+) -> CodecConfig:
+    """The animation mode with an ``intra`` keyframe every ``interval`` frames at ``qp`` (the
+    call ladder's points, :func:`call_config_at`), the motion as on the animation ladder at
+    u 0.5, and with ``content`` the content rule sending a keyframe where no reference holds a
+    frame's eyes or mouth."""
+    base = base or CodecConfig()
+    quality = qp_to_quality(min(51, max(0, qp)))
     config = animation_config_at(0.5, replace(base, mode="animation"))
     return replace(
         config,
@@ -208,9 +224,9 @@ def call_config_at(u: float, base: CodecConfig | None = None) -> CodecConfig:
         refresh_threshold=float(interval),
         keyframe_quality=quality,
         max_keyframe_quality=max(config.max_keyframe_quality, quality),
-        content_refresh=True,
+        content_refresh=content,
         content_update="keyframe",
-        intra_codec=CALL_INTRA,
+        intra_codec=intra,
     )
 
 
