@@ -397,6 +397,9 @@ def test_keyface_send_ladder_call_puts_the_presets_on_measured_points() -> None:
     assert steps == [(15, 40), (15, 37), (10, 35), (8, 32)]
     gate = config()
     assert gate.refresh_mode == RefreshMode.MOTION and gate.intra_codec == "hevc"
+    # the sender predicts its frames with the warp alone: the server draws with its own
+    # renderer, and the keyframe enhancer would only stall the sender (docs/server.md)
+    assert gate.generator == c.generator == "warp"
     assert config("--ladder", "call", "--intra", "hevc").intra_codec == "hevc"
     with pytest.raises(UserError, match="--ladder call is for the animation mode"):
         config("--ladder", "call", "--mode", "hybrid")

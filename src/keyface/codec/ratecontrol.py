@@ -184,11 +184,11 @@ had 9.41 / 15.6 / 24.7 / 50.5 kbit/s at 0.147 / 0.110 / 0.089 / 0.069 and 18.5 /
 1.9 %: BD-rate -39 % on LPIPS and -25 % on the eye state; against VVC (random access, with
 its delay) -28 % on LPIPS where the old presets were +23 %. u 0 (a keyframe every 30 frames
 at QP 45) codes 5.3 kbit/s at 0.177; above ``best`` the ladder goes on to QP 28, not measured.
-Not the default: each keyframe costs the sender ~110 ms and the server ~70 ms (x265 ``slower``
-and the renderer's preparation of the picture), and with a keyframe every 10-15 frames the
-pipeline is stalled often: on one 2-core machine running sender, server and receiver the
-median latency was 116 ms instead of 76 (``benchmarks/server_stream.py --ladder call --ladder
-animation``, results/server/stream_call.json)."""
+Not the default: each keyframe stalls the server ~70 ms (the keyframe enhancer), and with a
+keyframe every 8-15 frames that is often: on one 2-core machine running sender, server and
+receiver the latency was 65 / 156 ms (p50 / p90) against the animation ladder's 67 / 79
+(``benchmarks/server_stream.py --ladder call --ladder animation``,
+results/server/stream_call.json; docs/server.md, "The call ladder")."""
 
 
 def call_config_at(u: float, base: CodecConfig | None = None) -> CodecConfig:
