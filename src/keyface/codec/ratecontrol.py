@@ -186,7 +186,8 @@ its delay) -28 % on LPIPS where the old presets were +23 %. u 0 (a keyframe ever
 at QP 45) codes 5.3 kbit/s at 0.177; above ``best`` the ladder goes on to QP 28, not measured.
 Not the default: each keyframe stalls the server ~70 ms (the keyframe enhancer), and with a
 keyframe every 8-15 frames that is often: on one 2-core machine running sender, server and
-receiver the latency was 65 / 156 ms (p50 / p90) against the animation ladder's 67 / 79
+receiver the latency was 65-96 / 156-187 ms (p50 / p90, three runs) against the animation
+ladder's 67-69 / 79
 (``benchmarks/server_stream.py --ladder call --ladder animation``,
 results/server/stream_call.json; docs/server.md, "The call ladder")."""
 
