@@ -137,15 +137,25 @@ it. :data:`GROUPS_V_MAX` is where the one ladder's top (``U_MAX``) falls on it
 (:data:`LADDER`)."""
 
 
+def segment_at(
+    ladder: tuple[tuple[float, int, float, float], ...], v: float, end: float
+) -> tuple[int, int]:
+    """``(frames, QP)`` at position ``v`` (clamped to ``[0, end]``) of a ladder of
+    ``(v_start, frames, qp_start, qp_end)`` segments (:data:`GROUP_LADDER`,
+    :data:`CALL_LADDER`): the segment's frame count, its QP linear from ``qp_start`` at its start
+    to ``qp_end`` at the next segment's start (or ``end``), rounded into 0..51."""
+    v = min(max(v, 0.0), end)
+    starts = [s[0] for s in ladder] + [end]
+    k = max(i for i, s in enumerate(ladder) if v >= s[0])
+    _, frames, qp_start, qp_end = ladder[k]
+    t = (v - starts[k]) / (starts[k + 1] - starts[k])
+    return frames, min(51, max(0, round(qp_start + (qp_end - qp_start) * t)))
+
+
 def groups_config_at(v: float, base: CodecConfig) -> CodecConfig:
     """The groups' settings at position ``v`` of their own ladder (:data:`GROUP_LADDER`); the
     motion is quantised as on the animation ladder at u 0.5 (level 2), the eye check is on."""
-    v = min(max(v, 0.0), GROUPS_V_MAX)
-    starts = [s[0] for s in GROUP_LADDER] + [GROUPS_V_MAX]
-    k = max(i for i, s in enumerate(GROUP_LADDER) if v >= s[0])
-    _, gop, qp_start, qp_end = GROUP_LADDER[k]
-    t = (v - starts[k]) / (starts[k + 1] - starts[k])
-    qp = min(51, max(0, round(qp_start + (qp_end - qp_start) * t)))
+    gop, qp = segment_at(GROUP_LADDER, v, GROUPS_V_MAX)
     quality = qp_to_quality(qp)
     config = animation_config_at(0.5, base)
     return replace(
@@ -195,13 +205,8 @@ results/server/stream_call.json; docs/server.md, "The call ladder")."""
 def call_config_at(u: float, base: CodecConfig | None = None) -> CodecConfig:
     """The call ladder's settings at ``u`` (:data:`CALL_LADDER`; below 0: its u 0): the
     motion quantised as on the animation ladder at u 0.5 (level 2), with its PSNR check."""
-    base = base or CodecConfig()
-    u = min(max(u, 0.0), U_MAX)
-    starts = [s[0] for s in CALL_LADDER] + [U_MAX]
-    k = max(i for i, s in enumerate(CALL_LADDER) if u >= s[0])
-    _, interval, qp_start, qp_end = CALL_LADDER[k]
-    t = (u - starts[k]) / (starts[k + 1] - starts[k])
-    return low_delay_config(interval, round(qp_start + (qp_end - qp_start) * t), base)
+    interval, qp = segment_at(CALL_LADDER, u, U_MAX)
+    return low_delay_config(interval, qp, base)
 
 
 def low_delay_config(

@@ -69,6 +69,22 @@ def pyav_has_vvc_decoder() -> bool:
         return False
 
 
+def vvenc_args(
+    size: tuple[int, int], preset: str, qp: int, params: str, *options: str
+) -> list[str]:
+    """FFmpeg arguments that code ``yuv420p10le`` pictures of ``size`` (w, h) from stdin with
+    VVenC at ``preset`` and constant ``qp`` (``params``: ``-vvenc-params``) to a VVC Annex B
+    stream on stdout; ``options``: more output options."""
+    w, h = size
+    return [
+        "-f", "rawvideo", "-pix_fmt", "yuv420p10le", "-s", f"{w}x{h}", "-framerate", "25",
+        "-i", "pipe:0", *options,
+        "-c:v", "libvvenc", "-preset", preset, "-qp", str(qp), "-qpa", "0",
+        "-vvenc-params", params,
+        "-f", "vvc", "pipe:1",
+    ]  # fmt: skip
+
+
 def raw10(planes: tuple[np.ndarray, ...]) -> bytes:
     """10-bit 4:2:0 planes as VVenC's ``yuv420p10le`` input."""
     return b"".join(p.astype("<u2").tobytes() for p in planes)
@@ -173,15 +189,8 @@ class VvcIntraCodec:
 
     def _encode_planes(self, planes: tuple[np.ndarray, ...], qp: int) -> bytes:
         h, w = planes[0].shape
-        raw = raw10(planes)
-        args = [
-            "-f", "rawvideo", "-pix_fmt", "yuv420p10le", "-s", f"{w}x{h}", "-framerate", "25",
-            "-i", "pipe:0", "-frames:v", "1",
-            "-c:v", "libvvenc", "-preset", self.preset, "-qp", str(qp), "-qpa", "0",
-            "-vvenc-params", _VVENC_PARAMS,
-            "-f", "vvc", "pipe:1",
-        ]  # fmt: skip
-        return _run(args, raw, self.timeout, "vvc encoder")
+        args = vvenc_args((w, h), self.preset, qp, _VVENC_PARAMS, "-frames:v", "1")
+        return _run(args, raw10(planes), self.timeout, "vvc encoder")
 
     def decode(self, data: bytes, max_pixels: int | None = None) -> np.ndarray:
         """Decode bytes made by :meth:`encode`; IntraCodecError if they are not such bytes

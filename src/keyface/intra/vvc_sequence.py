@@ -60,6 +60,7 @@ from keyface.intra.vvc import (
     planes_rgb,
     pyav_has_vvc_decoder,
     raw10,
+    vvenc_args,
 )
 
 PRESET = "fast"
@@ -164,13 +165,8 @@ class VvcSequenceCodec:
     def _code(self, run: _Run, raw: bytes) -> list[bytes]:
         """Access units of ``run``'s pictures, ``raw`` and ``raw`` again (the last one is
         coded as a stream's end and thrown away)."""
-        w, h = run.size
-        args = [
-            "-f", "rawvideo", "-pix_fmt", "yuv420p10le", "-s", f"{w}x{h}", "-framerate", "25",
-            "-i", "pipe:0", "-c:v", "libvvenc", "-preset", self.preset, "-qp", str(run.qp),
-            "-qpa", "0", "-period", "100000", "-threads", "1", "-vvenc-params", LD_PARAMS,
-            "-f", "vvc", "pipe:1",
-        ]  # fmt: skip
+        options = ("-period", "100000", "-threads", "1")
+        args = vvenc_args(run.size, self.preset, run.qp, LD_PARAMS, *options)
         stdin = b"".join([*run.raw, raw, raw])
         try:
             stream = run_ffmpeg(args, stdin=stdin, timeout=self.timeout, what="vvc-ld").stdout
