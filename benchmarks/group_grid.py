@@ -14,8 +14,9 @@ animated from the keyframe that holds its mouth and eyes, and a group is cut sho
 keyframe where neither does), ``mouth`` or ``eyes`` (the cut on that part only). With
 such a sequence a cut's keyframe is a P picture, so it costs far less than the intra keyframe it
 cost when the cut was measured (docs/hybrid.md). ``--low-delay``: no groups, the animation
-mode with a keyframe every GOP frames (past keyframes only: a call's structure) and, with a
-cut, the content rule sending a keyframe where no reference holds a frame's eyes or mouth.
+mode with a keyframe every GOP frames and no other (past keyframes only: ``keyface send
+--ladder call``'s structure); the cut changes nothing there, the fixed-interval refresh does
+not consult the content rule.
 
 For the clips a ``keyface bench`` run prepared (its ``cache/CLIP/crop.y4m`` and
 ``analysis.npz``), every config is coded, decoded with the default renderer and measured like
@@ -81,14 +82,13 @@ def label(gop: int, qp: int, cut: str) -> str:
 def group_config(gop: int, qp: int, cut: str, intra: str, low_delay: bool = False) -> Any:
     """The groups' settings of one grid entry, keyframes coded with ``intra``. ``low_delay``:
     no groups but the animation mode with a keyframe every ``gop`` frames (past keyframes
-    only, no added delay, what a call can use) and, with a cut, the content rule sending a
-    keyframe where no reference holds a frame's eyes or mouth."""
+    only, no added delay, what a call can use) and no other; ``cut`` changes nothing there."""
     from keyface.codec import CodecConfig
     from keyface.codec.ratecontrol import groups_config_at, low_delay_config
     from keyface.intra._base import qp_to_quality
 
     if low_delay:  # keyface send --ladder call's structure (its points: CALL_LADDER)
-        return low_delay_config(gop, qp, intra=intra, content=bool(cut))
+        return low_delay_config(gop, qp, intra=intra)
     quality = qp_to_quality(qp)
     base = groups_config_at(0.0, CodecConfig(mode="bidirectional"))
     return replace(

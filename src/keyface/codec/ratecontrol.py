@@ -182,8 +182,9 @@ CALL_LADDER: tuple[tuple[float, int, float, float], ...] = (
 """The call ladder (``keyface send --ladder call``): ``(u_start, interval, qp_start, qp_end)``
 segments over ``u`` in ``[0, U_MAX]``: the animation mode with a :data:`CALL_INTRA` keyframe
 every ``interval`` frames, at a QP that falls linearly from ``qp_start`` to ``qp_end`` along
-the segment, and the content rule sending a keyframe where no reference holds a frame's eyes
-or mouth; past keyframes only, no added delay. The quality presets fall on measured points:
+the segment; past keyframes only, no added delay. Nothing else sends a keyframe: the encoder's
+fixed-interval refresh consults neither the content rule nor the PSNR check, and every frame is
+drawn from the newest keyframe. The quality presets fall on measured points:
 ``low`` (u 0.2) a keyframe every 15 frames at QP 40, ``medium`` every 15 at QP 37, ``high``
 every 10 at QP 35, ``best`` every 8 at QP 32. On the 12 validation people
 (``benchmarks/group_grid.py --low-delay --intra hevc-ld``, results/hybrid/low_delay) they code
@@ -194,17 +195,20 @@ had 9.41 / 15.6 / 24.7 / 50.5 kbit/s at 0.147 / 0.110 / 0.089 / 0.069 and 18.5 /
 1.9 %: BD-rate -39 % on LPIPS and -25 % on the eye state; against VVC (random access, with
 its delay) -28 % on LPIPS where the old presets were +23 %. u 0 (a keyframe every 30 frames
 at QP 45) codes 5.3 kbit/s at 0.177; above ``best`` the ladder goes on to QP 28, not measured.
-Not the default: each keyframe stalls the server ~70 ms (the keyframe enhancer), and with a
-keyframe every 8-15 frames that is often: on one 2-core machine running sender, server and
-receiver the latency was 65-96 / 156-187 ms (p50 / p90, three runs) against the animation
-ladder's 67-69 / 79
-(``benchmarks/server_stream.py --ladder call --ladder animation``,
+Looked at (``benchmarks/call_gallery.py``, results/server/call_gallery_medium.jpg) it fails
+where the means do not show it: at ``medium`` d10's wide-open mouth is a flat red oval and
+s13's fast turn a bent face with a smeared mouth, frames the default ladder draws right (its
+content rule and gate send keyframes there). Not the default, for that and for latency:
+each keyframe stalls the server ~70 ms (the keyframe enhancer), and with a keyframe every
+8-15 frames that is often: on one 2-core machine running sender, server and receiver the
+latency was 65-96 / 156-187 ms (p50 / p90, three runs) against the animation ladder's
+67-69 / 79 (``benchmarks/server_stream.py --ladder call --ladder animation``,
 results/server/stream_call.json; docs/server.md, "The call ladder")."""
 
 
 def call_config_at(u: float, base: CodecConfig | None = None) -> CodecConfig:
     """The call ladder's settings at ``u`` (:data:`CALL_LADDER`; below 0: its u 0): the
-    motion quantised as on the animation ladder at u 0.5 (level 2), with its PSNR check."""
+    motion quantised as on the animation ladder at u 0.5 (level 2)."""
     interval, qp = segment_at(CALL_LADDER, u, U_MAX)
     return low_delay_config(interval, qp, base)
 
@@ -215,12 +219,11 @@ def low_delay_config(
     base: CodecConfig | None = None,
     *,
     intra: str = CALL_INTRA,
-    content: bool = True,
 ) -> CodecConfig:
     """The animation mode with an ``intra`` keyframe every ``interval`` frames at ``qp`` (the
-    call ladder's points, :func:`call_config_at`), the motion as on the animation ladder at
-    u 0.5, and with ``content`` the content rule sending a keyframe where no reference holds a
-    frame's eyes or mouth."""
+    call ladder's points, :func:`call_config_at`) and no other (the fixed-interval refresh
+    consults neither the content rule nor the PSNR check), the motion as on the animation
+    ladder at u 0.5."""
     base = base or CodecConfig()
     quality = qp_to_quality(min(51, max(0, qp)))
     config = animation_config_at(0.5, replace(base, mode="animation"))
@@ -230,7 +233,6 @@ def low_delay_config(
         refresh_threshold=float(interval),
         keyframe_quality=quality,
         max_keyframe_quality=max(config.max_keyframe_quality, quality),
-        content_refresh=content,
         content_update="keyframe",
         intra_codec=intra,
     )
