@@ -21,7 +21,6 @@ from keyface.codec.config import CodecConfig
 from keyface.codec.encoder import EncoderCore
 from keyface.codec.limits import MAX_BASE_BACK
 from keyface.entropy import MotionSnapshot
-from keyface.motion import own_renderer
 from keyface.server.datagram import (
     ACK_SPAN,
     MAX_COPIES,
@@ -43,14 +42,6 @@ acknowledgements (``keyface send --reset-interval``): a lost unreliable MOTION d
 costs at most this many frames. With acknowledgements (every keyface server sends them) the
 sender codes each frame from an acknowledged one and needs no periodic resets (docs/server.md,
 "Loss")."""
-LIVE_MIRROR = "warp"
-"""The renderer a live sender predicts its own frames with (its mirror of the decoder: the
-PSNR check and the content rule look at those predictions), unless its motion brings its own
-renderer (FOMM). The server draws with its own renderer whatever this is, so the default's
-keyframe enhancer (66 ms a keyframe on this CPU) bought the sender nothing: on the 12
-validation people at ``medium`` the receiver's pictures came out the same with either mirror
-(same keyframes and rate, LPIPS 0.0966 / 0.0967 on the call ladder, 0.1104 / 0.1103 on the
-animation ladder, eye state 5.8 / 5.9 %, 5.9 / 5.9 %; docs/server.md, "The call ladder")."""
 ACK_TIMEOUT_S = 1.0
 """Acknowledgements count as flowing while the newest arrived at most this long ago; when they
 stop, the sender goes back to coding each frame from the previous one with periodic resets."""
@@ -66,7 +57,7 @@ def live_codec_config(config: CodecConfig, reset_interval: int | None) -> CodecC
     motion-coder resets every ``reset_interval`` frames and at every keyframe (a receiver can
     start at any keyframe, a lost datagram costs at most ``reset_interval`` frames). Frame
     datagrams carry a keyframe and motion only, so the content rule sends keyframes and no
-    DETAIL rectangles are coded. The sender predicts its frames with :data:`LIVE_MIRROR`."""
+    DETAIL rectangles are coded."""
     if reset_interval is not None and reset_interval < 1:
         raise ValueError("reset_interval must be >= 1 or None")
     if config.mode == "bidirectional":
@@ -80,7 +71,6 @@ def live_codec_config(config: CodecConfig, reset_interval: int | None) -> CodecC
         reset_at_keyframes=True,
         content_update="keyframe",
         detail_boost=0,
-        generator=own_renderer(config.motion_representation) or LIVE_MIRROR,
     )
 
 
