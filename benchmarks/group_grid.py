@@ -14,9 +14,11 @@ animated from the keyframe that holds its mouth and eyes, and a group is cut sho
 keyframe where neither does), ``mouth`` or ``eyes`` (the cut on that part only). With
 such a sequence a cut's keyframe is a P picture, so it costs far less than the intra keyframe it
 cost when the cut was measured (docs/hybrid.md). ``--low-delay``: no groups, the animation
-mode with a keyframe every GOP frames and no other (past keyframes only: ``keyface send
---ladder call``'s structure); the cut changes nothing there, the fixed-interval refresh does
-not consult the content rule.
+mode with a keyframe at least every GOP frames (past keyframes only: ``keyface send --ladder
+call``'s structure); with ``cut`` the content rule, the motion gate and the PSNR check send
+keyframes between those too and each frame is drawn from the buffered keyframe that suits it
+(``CodecConfig.max_interval``, the call ladder), without it no other keyframe is sent and
+every frame is drawn from the newest (the fixed-interval refresh, the first call ladder).
 
 For the clips a ``keyface bench`` run prepared (its ``cache/CLIP/crop.y4m`` and
 ``analysis.npz``), every config is coded, decoded with the default renderer and measured like
@@ -82,13 +84,14 @@ def label(gop: int, qp: int, cut: str) -> str:
 def group_config(gop: int, qp: int, cut: str, intra: str, low_delay: bool = False) -> Any:
     """The groups' settings of one grid entry, keyframes coded with ``intra``. ``low_delay``:
     no groups but the animation mode with a keyframe every ``gop`` frames (past keyframes
-    only, no added delay, what a call can use) and no other; ``cut`` changes nothing there."""
+    only, no added delay, what a call can use): with ``cut`` (any) its rules send keyframes
+    between those too, without it no other keyframe is sent (the fixed-interval refresh)."""
     from keyface.codec import CodecConfig
     from keyface.codec.ratecontrol import groups_config_at, low_delay_config
     from keyface.intra._base import qp_to_quality
 
     if low_delay:  # keyface send --ladder call's structure (its points: CALL_LADDER)
-        return low_delay_config(gop, qp, intra=intra)
+        return low_delay_config(gop, qp, intra=intra, fixed=not cut)
     quality = qp_to_quality(qp)
     base = groups_config_at(0.0, CodecConfig(mode="bidirectional"))
     return replace(

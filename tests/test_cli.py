@@ -174,6 +174,21 @@ def test_encode_group_content_sets_the_groups_content_rule() -> None:
         parse("--group-content", "ears")
 
 
+def test_encode_max_interval_adds_regular_keyframes_to_the_rules() -> None:
+    """``--max-interval N``: a keyframe at least every N frames on top of the refresh rule
+    (:attr:`CodecConfig.max_interval`); the fixed refresh has its own interval."""
+    from keyface.cli.encode import config_from_args
+    from keyface.cli.main import build_parser
+
+    def parse(*extra: str):
+        args = build_parser().parse_args(["encode", "in.mp4", "-o", "out.kf", *extra])
+        return config_from_args(args)
+
+    assert parse("--mode", "animation").max_interval == 0
+    config = parse("--mode", "animation", "--max-interval", "12")
+    assert config.max_interval == 12 and config.refresh_mode.name == "MOTION"
+
+
 def test_encode_content_turns_the_landmark_rule_on() -> None:
     """Streams whose keypoints name no mouth or eyes (FOMM) are judged on the landmarks only
     when ``--content`` asks for the rule (off by default: docs/motion.md); ``off`` leaves it

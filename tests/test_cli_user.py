@@ -125,6 +125,10 @@ def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
             ["encode", "{video}", "-o", "{tmp}/x.kf", "--psnr-floor", "20"],
             "--psnr-floor is the floor of --psnr-check N",
         ),
+        (
+            ["encode", "{video}", "-o", "{tmp}/x.kf", "--refresh", "fixed", "--max-interval", "9"],
+            "--max-interval is for --refresh psnr or motion",
+        ),
         (["crop", "{video}", "-o", "{tmp}/x.mp4", "--max-frames", "-1"], "at least 1"),
         (["eval", "{video}", "{tmp}/missing.mp4"], "no such file"),
     ],

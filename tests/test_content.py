@@ -110,6 +110,28 @@ def test_an_opening_mouth_gets_a_keyframe_and_keeps_using_it(face) -> None:
     assert [d.index for d in plain.stats.decisions if d.keyframe] == [0]
 
 
+def test_regular_keyframes_do_not_switch_the_content_rule_off(face) -> None:
+    """``max_interval`` (the call ladder's regular keyframes) comes on top of the rules: the
+    mouth that opens between two regular keyframes gets its own, the clock restarts there, and
+    a frame is drawn from whichever buffered keyframe holds its mouth, not always the newest.
+    The fixed-interval refresh (``RefreshMode.FIXED``) knows only the clock: the red oval."""
+    image, closed = face
+    opened = open_mouth(closed, 14.0)
+    sequence = [(image, closed)] * 3 + [(image, opened)] * 2 + [(image, closed)] * 10
+    _, encoder = states(replace(CONFIG, max_interval=6), sequence)
+    decisions = encoder.stats.decisions
+    assert [(d.index, d.refresh) for d in decisions if d.keyframe] == [
+        (0, "first"),
+        (3, "mouth"),
+        (9, "interval"),
+    ]
+    assert [d.reference_frame for d in decisions[4:9]] == [3, 0, 0, 0, 0]
+
+    fixed = replace(CONFIG, refresh_mode=RefreshMode.FIXED, refresh_threshold=6)
+    _, encoder = states(fixed, sequence)
+    assert [d.index for d in encoder.stats.decisions if d.keyframe] == [0, 6, 12]
+
+
 def test_a_keyframe_taken_in_a_blink_is_replaced_when_the_eyes_open(face) -> None:
     image, lm = face
     sequence = [(image, close_eyes(lm))] * 3 + [(image, lm)] * 3 + [(image, close_eyes(lm))] * 3

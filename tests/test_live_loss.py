@@ -376,8 +376,8 @@ def test_hybrid_call_falls_back_to_animation_after_a_lost_aux_picture(
 # ------------------------------------------------------------------------- the call ladder
 def test_keyface_send_ladder_call_puts_the_presets_on_measured_points() -> None:
     """``keyface send --ladder call``: the presets fall on the call ladder's measured points
-    (a keyframe every 15 / 15 / 10 / 8 frames, each a P picture of one HEVC sequence); the
-    default ladder keeps the motion gate's keyframes, intra HEVC."""
+    (a keyframe at least every 15 / 15 / 10 / 8 frames, each a P picture of one HEVC
+    sequence); the default ladder keeps the motion gate's keyframes, intra HEVC."""
     from keyface.cli._common import UserError
     from keyface.cli.main import build_parser
     from keyface.cli.send import _config
@@ -391,12 +391,15 @@ def test_keyface_send_ladder_call_puts_the_presets_on_measured_points() -> None:
     steps = []
     for quality in ("low", "medium", "high", "best"):
         c = config("--ladder", "call", "--quality", quality)
-        assert c.mode == "animation" and c.refresh_mode == RefreshMode.FIXED
+        # regular keyframes on top of the rules (content rule, gate, PSNR check)
+        assert c.mode == "animation" and c.refresh_mode == RefreshMode.MOTION
+        assert c.content_refresh and c.psnr_check > 0
         assert c.intra_codec == CALL_INTRA and c.content_update == "keyframe"
-        steps.append((int(c.refresh_threshold), quality_to_qp(c.keyframe_quality)))
+        steps.append((c.max_interval, quality_to_qp(c.keyframe_quality)))
     assert steps == [(15, 40), (15, 37), (10, 35), (8, 32)]
     gate = config()
     assert gate.refresh_mode == RefreshMode.MOTION and gate.intra_codec == "hevc"
+    assert gate.max_interval == 0
     # the sender predicts its frames with the warp alone: the server draws with its own
     # renderer, and the keyframe enhancer would only stall the sender (docs/server.md)
     assert gate.generator == c.generator == "warp"
@@ -413,7 +416,7 @@ def test_a_call_ladder_keyframe_lost_is_replaced_by_an_idr_one(carphone_analysis
     from keyface.codec.ratecontrol import QUALITY_PRESETS, call_config_at
 
     config = call_config_at(QUALITY_PRESETS["high"], CodecConfig(size=carphone_analysis.size))
-    interval = int(config.refresh_threshold)
+    interval = config.max_interval
     lost = interval  # the second keyframe, the first P picture of the sequence
     call = _call(
         carphone_analysis,

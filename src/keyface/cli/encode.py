@@ -88,6 +88,13 @@ def add_codec_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--psnr-floor", type=float, metavar="DB", help="the floor of --psnr-check (default 16)"
     )
+    p.add_argument(
+        "--max-interval",
+        type=non_negative_int,
+        metavar="N",
+        help="psnr and motion refresh: also send a keyframe when the newest one is N frames "
+        "old (the rules still send theirs in between; 0: off, the default)",
+    )
     p.add_argument("--buffer", type=int, choices=range(1, 6), help="reference buffer size 1..5")
     p.add_argument(
         "--motion-level", type=non_negative_int, help="motion quantiser level (0 = finest)"
@@ -208,6 +215,10 @@ def explicit_settings(args: argparse.Namespace) -> dict[str, Any]:
         if not overrides.get("psnr_check"):
             raise UserError("--psnr-floor is the floor of --psnr-check N: give both")
         overrides["psnr_floor"] = args.psnr_floor
+    if getattr(args, "max_interval", None) is not None:
+        if args.refresh == "fixed":
+            raise UserError("--max-interval is for --refresh psnr or motion (fixed: --threshold)")
+        overrides["max_interval"] = args.max_interval
     if args.motion_level is not None:
         overrides["quant_level"] = args.motion_level
     if args.chunk is not None:

@@ -78,10 +78,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         choices=("animation", "call"),
         default="animation",
         help="the presets' ladder: animation (default: keyframes when the motion gate or the "
-        "content rule asks) or call (a keyframe every 8-15 frames, each predicted from the one "
-        "before: 39 %% fewer bits at equal LPIPS on the mean, but no keyframe where a mouth "
-        "opens or the head turns between two, and each keyframe stalls the server ~70 ms; "
-        "docs/server.md)",
+        "content rule asks) or call (also a keyframe at least every 8-15 frames, each "
+        "predicted from the one before: 40 %% fewer bits at equal LPIPS on the mean, but each "
+        "keyframe stalls the server ~70 ms; docs/server.md)",
     )
     add_motion_arguments(p)
     p.add_argument(

@@ -116,6 +116,10 @@ class CodecConfig:
     second (``keyface.codec.encoder.PSNR_CHECK_GAP``). 0: never."""
     psnr_floor: float = 16.0
     """The PSNR in dB below which ``psnr_check`` codes a keyframe."""
+    max_interval: int = 0
+    """``RefreshMode.PSNR`` and ``MOTION``: also code a keyframe when the newest one is this
+    many frames old, whatever the rule says (the call ladder's regular keyframes, which the
+    content rule, the gate and the PSNR check still precede); 0: never. Encoder-side only."""
     content_refresh: bool = True
     """Render each frame only from references that hold its mouth and eye state, and code a
     keyframe when none does (:mod:`keyface.codec.content`; needs a face state, see
@@ -178,6 +182,8 @@ class CodecConfig:
             raise ValueError(f"detail_parts must name eyes and/or mouth, got {self.detail_parts}")
         if self.group_cut is not None and not set(self.group_cut) <= {"eyes", "mouth"}:
             raise ValueError(f"group_cut must name eyes and/or mouth, got {self.group_cut}")
+        if self.max_interval < 0:
+            raise ValueError(f"max_interval must be >= 0, got {self.max_interval}")
         if self.psnr_check < 0:
             raise ValueError(f"psnr_check must be >= 0, got {self.psnr_check}")
         if self.reset_interval is not None and self.reset_interval < 1:

@@ -9,7 +9,11 @@ For every frame the encoder quantises the motion, then decides how the decoder g
 * ``RefreshMode.MOTION`` (ZTE quality gate): pick the reference with the smallest motion
   distance (:mod:`keyface.motion.distance`) and code a keyframe when even that is above the
   threshold. No rendering, so it is much cheaper.
-* ``RefreshMode.FIXED``: a keyframe every ``threshold`` frames (0: the first frame only).
+* ``RefreshMode.FIXED``: a keyframe every ``threshold`` frames (0: the first frame only),
+  drawn from the newest keyframe; no other rule applies.
+
+In the PSNR and MOTION modes ``max_interval`` adds a keyframe whenever the newest one is that
+many frames old (the call ladder's regular keyframes).
 
 In the PSNR and MOTION modes the content rule (:mod:`keyface.codec.content`) comes first: a
 frame is rendered only from a reference whose mouth and eyes are open at least about as wide
@@ -125,8 +129,9 @@ class FrameDecision:
     a reference (``content_update="detail"``)."""
     refresh: str | None = None
     """Why a keyframe was coded, or a frame promoted: ``"first"`` (empty buffer), ``"forced"``,
-    ``"gate"`` (motion distance), ``"psnr"``, ``"interval"`` (fixed mode), ``"mouth"`` or
-    ``"eyes"`` (no reference holds the frame's mouth or eye state); ``None`` otherwise."""
+    ``"gate"`` (motion distance), ``"psnr"``, ``"interval"`` (fixed mode, ``max_interval``),
+    ``"mouth"`` or ``"eyes"`` (no reference holds the frame's mouth or eye state); ``None``
+    otherwise."""
 
 
 @dataclass
@@ -525,6 +530,10 @@ class EncoderCore:
             if interval > 0 and index - self.buffer[0].frame_index >= interval:
                 return None, None, "interval"
             return FrameDecision(index, False, 0, self.buffer[0].frame_index, 0.0), None, None
+        if self.config.max_interval > 0:
+            newest = max((e.frame_index for e in self.buffer if not e.promoted), default=index)
+            if index - newest >= self.config.max_interval:
+                return None, None, "interval"
         candidates = list(range(len(self.buffer)))
         if state is not None:
             # The content rule: only references that hold this mouth and these eyes.

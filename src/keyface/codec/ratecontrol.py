@@ -181,29 +181,28 @@ CALL_LADDER: tuple[tuple[float, int, float, float], ...] = (
 )
 """The call ladder (``keyface send --ladder call``): ``(u_start, interval, qp_start, qp_end)``
 segments over ``u`` in ``[0, U_MAX]``: the animation mode with a :data:`CALL_INTRA` keyframe
-every ``interval`` frames, at a QP that falls linearly from ``qp_start`` to ``qp_end`` along
-the segment; past keyframes only, no added delay. Nothing else sends a keyframe: the encoder's
-fixed-interval refresh consults neither the content rule nor the PSNR check, and every frame is
-drawn from the newest keyframe. The quality presets fall on measured points:
-``low`` (u 0.2) a keyframe every 15 frames at QP 40, ``medium`` every 15 at QP 37, ``high``
-every 10 at QP 35, ``best`` every 8 at QP 32. On the 12 validation people
-(``benchmarks/group_grid.py --low-delay --intra hevc-ld``, results/hybrid/low_delay) they code
-9.44 / 12.2 / 18.5 / 28.7 kbit/s at LPIPS 0.113 / 0.097 / 0.079 / 0.063 with the eye state
-wrong in 9.0 / 5.8 / 5.5 / 5.2 % of frames, where the animation ladder as live calls coded it
-(HEVC intra keyframes from the motion gate and the content rule, results/hybrid/live_presets)
-had 9.41 / 15.6 / 24.7 / 50.5 kbit/s at 0.147 / 0.110 / 0.089 / 0.069 and 18.5 / 5.9 / 3.6 /
-1.9 %: BD-rate -39 % on LPIPS and -25 % on the eye state; against VVC (random access, with
-its delay) -28 % on LPIPS where the old presets were +23 %. u 0 (a keyframe every 30 frames
-at QP 45) codes 5.3 kbit/s at 0.177; above ``best`` the ladder goes on to QP 28, not measured.
-Looked at (``benchmarks/call_gallery.py``, results/server/call_gallery_medium.jpg) it fails
-where the means do not show it: at ``medium`` d10's wide-open mouth is a flat red oval and
-s13's fast turn a bent face with a smeared mouth, frames the default ladder draws right (its
-content rule and gate send keyframes there). Not the default, for that and for latency:
-each keyframe stalls the server ~70 ms (the keyframe enhancer), and with a keyframe every
-8-15 frames that is often: on one 2-core machine running sender, server and receiver the
-latency was 65-96 / 156-187 ms (p50 / p90, three runs) against the animation ladder's
-67-69 / 79 (``benchmarks/server_stream.py --ladder call --ladder animation``,
-results/server/stream_call.json; docs/server.md, "The call ladder")."""
+at least every ``interval`` frames (``CodecConfig.max_interval``), at a QP that falls linearly
+from ``qp_start`` to ``qp_end`` along the segment; past keyframes only, no added delay. The
+rules still send keyframes in between: the content rule (a mouth or eyes no buffered keyframe
+holds), the motion gate and the PSNR check, and each frame is drawn from the buffered keyframe
+that suits it. The quality presets fall on measured points: ``low`` (u 0.2) a keyframe at
+least every 15 frames at QP 40, ``medium`` every 15 at QP 37, ``high`` every 10 at QP 35,
+``best`` every 8 at QP 32. On the 12 validation people (``benchmarks/group_grid.py
+--low-delay --intra hevc-ld``, configs ``GOP:QP:cut``, results/hybrid/low_delay) they code
+10.8 / 14.1 / 20.3 / 30.2 kbit/s at LPIPS 0.108 / 0.091 / 0.077 / 0.062, open-mouth LPIPS
+0.077 / 0.065 / 0.056 / 0.050, the eye state wrong in 7.8 / 4.6 / 4.5 / 4.4 % of frames,
+where the animation ladder as live calls coded it (HEVC intra keyframes from the motion gate
+and the content rule, results/hybrid/live_presets) had 9.41 / 15.6 / 24.7 / 50.5 kbit/s at
+0.147 / 0.110 / 0.089 / 0.069, open mouths 0.102 / 0.084 / 0.072 / 0.055 and 18.5 / 5.9 / 3.6
+/ 1.9 %: BD-rate -40 % on LPIPS and -56 % on open-mouth LPIPS; against VVC (random access,
+with its delay) -20 % on LPIPS. The first version of this ladder sent no keyframe between its
+regular ones (``RefreshMode.FIXED``, configs ``GOP:QP``): 8 % fewer bits at equal LPIPS, but
+open-mouth LPIPS 23 % worse at equal rate, and looked at (``benchmarks/call_gallery.py``) d10's
+wide-open mouth became a flat red oval and s13's fast turn a bent face; with the rules both are
+drawn right (results/server/call_gallery_medium.jpg). u 0 (at least every 30 frames at QP 45)
+codes 6.6 kbit/s at 0.165; above ``best`` the ladder goes on to QP 28, not measured. Not the
+default, for latency: each keyframe stalls the server ~70 ms (the keyframe enhancer), and with
+a keyframe every 8-15 frames that is often (docs/server.md, "The call ladder")."""
 
 
 def call_config_at(u: float, base: CodecConfig | None = None) -> CodecConfig:
@@ -219,23 +218,30 @@ def low_delay_config(
     base: CodecConfig | None = None,
     *,
     intra: str = CALL_INTRA,
+    fixed: bool = False,
 ) -> CodecConfig:
-    """The animation mode with an ``intra`` keyframe every ``interval`` frames at ``qp`` (the
-    call ladder's points, :func:`call_config_at`) and no other (the fixed-interval refresh
-    consults neither the content rule nor the PSNR check), the motion as on the animation
-    ladder at u 0.5."""
+    """The animation mode with an ``intra`` keyframe at ``qp`` at least every ``interval``
+    frames (the call ladder's points, :func:`call_config_at`), the motion as on the animation
+    ladder at u 0.5, and its rules: the content rule (a keyframe where no reference holds the
+    frame's mouth or eyes), the motion gate and the PSNR check still send keyframes between the
+    regular ones, and each frame is drawn from the buffered keyframe that suits it.
+    ``fixed=True``: a keyframe every ``interval`` frames and no other, every frame drawn from
+    the newest (the fixed-interval refresh; measured first, see :data:`CALL_LADDER`)."""
     base = base or CodecConfig()
     quality = qp_to_quality(min(51, max(0, qp)))
-    config = animation_config_at(0.5, replace(base, mode="animation"))
-    return replace(
+    config = animation_config_at(
+        0.5, replace(base, mode="animation", refresh_mode=RefreshMode.MOTION)
+    )
+    config = replace(
         config,
-        refresh_mode=RefreshMode.FIXED,
-        refresh_threshold=float(interval),
         keyframe_quality=quality,
         max_keyframe_quality=max(config.max_keyframe_quality, quality),
         content_update="keyframe",
         intra_codec=intra,
     )
+    if fixed:
+        return replace(config, refresh_mode=RefreshMode.FIXED, refresh_threshold=float(interval))
+    return replace(config, max_interval=interval)
 
 
 HYBRID_ANIMATION_SHARE = 0.4
