@@ -38,7 +38,15 @@ import cv2
 import numpy as np
 from _common import at_rate, command_line, resume_points
 
-METRICS = ["psnr", "lpips_alex", "lpips_mouth", "lpips_mouth_open", "lpips_eyes", "eye_state"]
+METRICS = [
+    "psnr",
+    "lpips_alex",
+    "lpips_mouth",
+    "lpips_mouth_open",
+    "lpips_eyes",
+    "eye_state",
+    "gaze_off",
+]
 VARIANTS: dict[str, dict[str, Any]] = {
     "before": {"content_refresh": False, "detail_boost": 0},
     "content": {"content_refresh": True, "content_update": "keyframe", "detail_boost": 0},
@@ -61,6 +69,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "live": {"intra_codec": "hevc", "content_update": "keyframe"},
     "motion-level4": {"quant_level": 4},
     "eye-source": {"eye_source_state": True},
+    "gaze-choose": {"gaze_rule": "choose"},
+    "gaze-refresh": {"gaze_rule": "refresh"},
 }
 DEFAULT_U = (0.0, 0.3, 0.6, 0.9, 1.2)
 
@@ -108,7 +118,8 @@ def _curve(points: list[dict], variant: str, metric: str) -> tuple[np.ndarray, n
     for u in us:
         sel = [p for p in points if p["variant"] == variant and p["u"] == u]
         rates.append(np.mean([p["kbps"] for p in sel]))
-        vals = [p["mean"][metric] for p in sel if not math.isnan(p["mean"][metric])]
+        vals = [p["mean"].get(metric, math.nan) for p in sel]  # gaze_off came later
+        vals = [v for v in vals if not math.isnan(v)]
         values.append(np.mean(vals) if vals else math.nan)
     return np.array(rates), np.array(values)
 
@@ -137,7 +148,8 @@ def report(points: list[dict], out: Path, command: str, baseline: str = "before"
             sel = [p for p in points if p["variant"] == variant and p["u"] == u]
             cells = []
             for metric in METRICS:
-                vals = [p["mean"][metric] for p in sel if not math.isnan(p["mean"][metric])]
+                vals = [p["mean"].get(metric, math.nan) for p in sel]
+                vals = [v for v in vals if not math.isnan(v)]
                 cells.append(f"{np.mean(vals):.4f}" if vals else "n/a")
             kbps = np.mean([p["kbps"] for p in sel])
             keys = np.mean([p["keyframes"] for p in sel])
@@ -184,8 +196,9 @@ def gallery(
     baseline: str = "before",
     mode: str = "animation",
 ) -> None:
-    """Per clip: the frame with the worst ``lpips_mouth_open`` and the worst eye-state frame
-    of ``baseline``, shown as source | baseline | each other variant at ladder position ``u``."""
+    """Per clip: the frame with the worst ``lpips_mouth_open``, the worst eye-state frame and
+    the first frame whose eyes look elsewhere (``gaze_off``) of ``baseline``, shown as
+    source | baseline | each other variant at ladder position ``u``."""
     from keyface.codec import CodecConfig
     from keyface.codec.ratecontrol import config_at
     from keyface.eval.bench.worker import load_analysis
@@ -202,7 +215,9 @@ def gallery(
             p for p in points if p["clip"] == clip and p["variant"] == baseline and p["u"] == u
         )
         picks = []
-        for metric in ("lpips_mouth_open", "eye_state"):
+        for metric in ("lpips_mouth_open", "eye_state", "gaze_off"):
+            if metric not in before["per_frame"]:
+                continue
             values = np.array(before["per_frame"][metric], dtype=float)
             if np.isfinite(values).any() and np.nanmax(values) > 0:
                 picks.append((metric, int(np.nanargmax(values))))

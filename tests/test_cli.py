@@ -174,9 +174,10 @@ def test_encode_group_content_sets_the_groups_content_rule() -> None:
         parse("--group-content", "ears")
 
 
-def test_encode_max_interval_adds_regular_keyframes_to_the_rules() -> None:
+def test_encode_max_interval_and_gaze_set_their_fields() -> None:
     """``--max-interval N``: a keyframe at least every N frames on top of the refresh rule
-    (:attr:`CodecConfig.max_interval`); the fixed refresh has its own interval."""
+    (:attr:`CodecConfig.max_interval`); the fixed refresh has its own interval. ``--gaze``
+    names :attr:`CodecConfig.gaze_rule` (``choose`` unless given)."""
     from keyface.cli.encode import config_from_args
     from keyface.cli.main import build_parser
 
@@ -185,6 +186,7 @@ def test_encode_max_interval_adds_regular_keyframes_to_the_rules() -> None:
         return config_from_args(args)
 
     assert parse("--mode", "animation").max_interval == 0
+    assert parse().gaze_rule == "choose" and parse("--gaze", "refresh").gaze_rule == "refresh"
     config = parse("--mode", "animation", "--max-interval", "12")
     assert config.max_interval == 12 and config.refresh_mode.name == "MOTION"
 

@@ -132,6 +132,60 @@ def test_regular_keyframes_do_not_switch_the_content_rule_off(face) -> None:
     assert [d.index for d in encoder.stats.decisions if d.keyframe] == [0, 6, 12]
 
 
+def test_the_gaze_rule_keeps_eyes_from_looking_the_wrong_way(face) -> None:
+    """A warp barely moves an iris: drawn from a sideways glance, eyes that look ahead keep
+    looking sideways. ``gaze_rule="refresh"``: a glance gets its own keyframe, and the look
+    ahead afterwards goes back to the first keyframe; with the default (``"choose"``) the
+    glance is drawn from the first keyframe (the eyes stay ahead) and nothing is refreshed."""
+    from face_utils import glance
+
+    from keyface.codec.content import GAZE_MARGIN
+
+    image, ahead = face
+    aside = glance(ahead, 0.25)
+    rep = get_representation("facemesh-pca").for_level(CONFIG.quant_level)
+    states_ = [rep.face_state(rep.keypoints(rep.analyze(lm, 256), 256)) for lm in (ahead, aside)]
+    assert states_[0].gaze is not None and states_[1].gaze is not None
+    moved = [abs(a - b) for a, b in zip(states_[0].gaze, states_[1].gaze, strict=True)]
+    assert min(moved) > 1.5 * GAZE_MARGIN, "the quantised keypoints show the glance"
+    rule = ContentRule(gaze_margin=GAZE_MARGIN)
+    assert rule.missing(states_[0], states_[1]) == "eyes" and rule.holds(states_[0], states_[0])
+    assert ContentRule().holds(states_[0], states_[1]), "off by default"
+
+    sequence = [(image, ahead)] * 3 + [(image, aside)] * 3 + [(image, ahead)] * 3
+    _, encoder = states(replace(CONFIG, gaze_rule="refresh"), sequence)
+    decisions = encoder.stats.decisions
+    assert [(d.index, d.refresh) for d in decisions if d.keyframe] == [(0, "first"), (3, "eyes")]
+    assert [d.reference_frame for d in decisions[4:]] == [3, 3, 0, 0, 0]
+    _, plain = states(CONFIG, sequence)
+    assert [d.index for d in plain.stats.decisions if d.keyframe] == [0]
+
+
+def test_the_gaze_choice_picks_a_reference_that_looks_the_same_way(face) -> None:
+    """``gaze_rule="choose"`` sends no keyframe for a glance; it only prefers, among the
+    references that hold a frame, one whose eyes look where the frame's do. Here the glance
+    came with an open mouth (a keyframe by the mouth rule), and later glances with the mouth
+    shut are drawn from it, where without the choice they are drawn from the nearer first
+    keyframe, which looks ahead."""
+    from face_utils import glance
+
+    image, ahead = face
+    aside = glance(ahead, 0.25)
+    sequence = (
+        [(image, ahead)] * 3
+        + [(image, open_mouth(aside, 14.0))] * 2
+        + [(image, ahead)] * 2
+        + [(image, aside)] * 2
+    )
+    _, encoder = states(replace(CONFIG, gaze_rule="choose"), sequence)
+    decisions = encoder.stats.decisions
+    assert [(d.index, d.refresh) for d in decisions if d.keyframe] == [(0, "first"), (3, "mouth")]
+    assert [d.reference_frame for d in decisions[5:]] == [0, 0, 3, 3]
+    _, plain = states(replace(CONFIG, gaze_rule="off"), sequence)
+    assert [d.index for d in plain.stats.decisions if d.keyframe] == [0, 3]
+    assert [d.reference_frame for d in plain.stats.decisions[7:]] == [0, 0]
+
+
 def test_a_keyframe_taken_in_a_blink_is_replaced_when_the_eyes_open(face) -> None:
     image, lm = face
     sequence = [(image, close_eyes(lm))] * 3 + [(image, lm)] * 3 + [(image, close_eyes(lm))] * 3

@@ -187,6 +187,7 @@ PERFECT = {
     "lpips_mouth_open": 0.0,
     "lpips_eyes": 0.0,
     "eye_state": 0.0,
+    "gaze_off": 0.0,
     "mouth_open": 0.0,
     "flicker": 0.0,
 }
@@ -202,7 +203,7 @@ def test_identical_scores_perfect(sanity_table: dict[str, VideoMetrics], name: s
         assert value == pytest.approx(PERFECT[name], abs=1e-5)
 
 
-STATES = ("eye_state", "mouth_open", "flicker")
+STATES = ("eye_state", "gaze_off", "mouth_open", "flicker")
 """Region measures of states and of change between frames: blur and noise do not move them
 monotonically (they are 0 until an eye or the mouth reads differently); tests/test_regions.py
 makes their failures instead."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from face_utils import glance
 
 from keyface.eval.metrics import compute_metrics
 from keyface.eval.regions import (
@@ -14,14 +15,15 @@ from keyface.eval.regions import (
     eye_aspect_ratio,
     eye_states,
     flicker,
+    gaze_measures,
     mouth_opening,
     outside_face,
     state_measures,
 )
-from keyface.facemesh import LEFT_EYE_EAR, OUTER_LIPS, RIGHT_EYE_EAR, RIGHT_EYE_LIDS
+from keyface.facemesh import LEFT_EYE_EAR, OUTER_LIPS, RIGHT_EYE_EAR, RIGHT_EYE_LIDS, gaze
 from keyface.pipeline import cropped_frames
 
-REGIONS = ["lpips_mouth", "lpips_eyes", "eye_state", "mouth_open", "flicker"]
+REGIONS = ["lpips_mouth", "lpips_eyes", "eye_state", "gaze_off", "mouth_open", "flicker"]
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +41,7 @@ def test_identical_frames_score_perfect(clip) -> None:
     assert m.mean["lpips_mouth"] == pytest.approx(0, abs=1e-6)
     assert m.mean["lpips_eyes"] == pytest.approx(0, abs=1e-6)
     assert m.mean["eye_state"] == 0 and m.mean["mouth_open"] == pytest.approx(0, abs=1e-9)
+    assert m.mean["gaze_off"] == 0
     assert m.mean["flicker"] == 0
     assert np.isnan(m.per_frame["flicker"][0])  # no change before the first frame
 
@@ -94,6 +97,28 @@ def test_eye_and_mouth_state_from_landmarks(clip) -> None:
     assert state_measures([lm], [opened])[1][0] == pytest.approx(
         mouth_opening(opened) - mouth_opening(lm)
     )
+
+
+def test_eyes_that_look_elsewhere_are_gaze_off(clip) -> None:
+    """``gaze_off``: an iris moved by more than a tenth of the eye's width (a glance) counts,
+    less does not, and a closed eye's gaze is not compared (eye_state measures it)."""
+    _, marks = clip
+    lm = marks[0]
+    g0 = gaze(lm)
+    assert g0 is not None and all(0.35 < g < 0.65 for g in g0), "carphone looks ahead"
+    g1 = gaze(glance(lm, 0.2))
+    assert g1 is not None
+    assert g1[0] - g0[0] == pytest.approx(0.2) and g1[1] - g0[1] == pytest.approx(-0.2)
+    shut = glance(lm, 0.2)
+    for upper, lower in RIGHT_EYE_LIDS:
+        shut[upper] = shut[lower]
+    values = gaze_measures(
+        [lm, lm, lm, lm, None], [glance(lm, 0.2), glance(lm, 0.05), lm, shut, lm]
+    )
+    assert values[:3] == [1.0, 0.0, 0.0]
+    assert values[3] == 1.0, "the left eye is open in both and looks elsewhere"
+    assert np.isnan(values[4])
+    assert gaze(lm[:468]) is None, "no irises, no gaze"
 
 
 def test_a_pumping_background_is_flicker(clip) -> None:

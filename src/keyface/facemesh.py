@@ -1,5 +1,5 @@
 """Index tables of the 478-point MediaPipe face mesh (468 points + 10 iris points): the one
-place that knows which landmark is which, and the two openness measures built on them. Pure
+place that knows which landmark is which, and the openness and gaze measures built on them. Pure
 data and arithmetic, no third-party imports: the motion model, the encoder's content rule, the
 warp, composition, the learned renderer's input planes, avatar mode and the metrics share it."""
 
@@ -81,6 +81,31 @@ def eye_aspect_ratio(points: Any, eye: tuple[tuple[int, int], Sequence[tuple[int
     width = _dist(points, c0, c1)
     opening = sum(_dist(points, a, b) for a, b in pairs) / len(pairs)
     return opening / width if width > 1e-6 else 0.0
+
+
+def iris_position(points: Any, iris: Sequence[int], corners: tuple[int, int]) -> float:
+    """Where the iris centre (``iris[0]``) of ``(478, 2|3)`` mesh points sits along its eye's
+    corner-to-corner axis (``RIGHT_EYE_CORNERS`` / ``LEFT_EYE_CORNERS``, outer corner first):
+    0 at the outer corner, 1 at the inner one, about 0.45-0.55 looking ahead; a sideways glance
+    moves both eyes' values about 0.15-0.25 in opposite directions (the gaze)."""
+    x0, y0 = float(points[corners[0]][0]), float(points[corners[0]][1])
+    ax, ay = float(points[corners[1]][0]) - x0, float(points[corners[1]][1]) - y0
+    length = ax * ax + ay * ay
+    if length < 1e-12:
+        return 0.5
+    cx, cy = float(points[iris[0]][0]) - x0, float(points[iris[0]][1]) - y0
+    return (cx * ax + cy * ay) / length
+
+
+def gaze(points: Any) -> tuple[float, float] | None:
+    """:func:`iris_position` of the right and the left eye, ``None`` for points without the
+    iris (fewer than 478)."""
+    if len(points) <= max(LEFT_IRIS):
+        return None
+    return (
+        iris_position(points, RIGHT_IRIS, RIGHT_EYE_CORNERS),
+        iris_position(points, LEFT_IRIS, LEFT_EYE_CORNERS),
+    )
 
 
 def mouth_opening(points: Any) -> float:

@@ -24,7 +24,7 @@ from keyface.cli._common import (
     use_fomm_arguments,
 )
 from keyface.cli.main import UserError
-from keyface.codec.config import MODES, CodecConfig
+from keyface.codec.config import GAZE_RULES, MODES, CodecConfig
 from keyface.codec.encoder import EncoderStats
 from keyface.codec.ratecontrol import QUALITY_PRESETS, SEARCH_TRIALS_MAX, config_for_preset
 from keyface.intra import available_intra_codecs
@@ -115,6 +115,13 @@ def add_codec_arguments(p: argparse.ArgumentParser) -> None:
         "missing eyes/mouth as DETAIL rectangles on the rendered frame (docs/codec.md); off: "
         "the motion gate alone. --motion fomm: off unless given, judged on the face mesh's "
         "landmarks, and detail sends keyframes (docs/motion.md)",
+    )
+    p.add_argument(
+        "--gaze",
+        choices=GAZE_RULES,
+        help="where the eyes look (a warp barely moves an iris): choose (default) draws each "
+        "frame from a reference whose eyes look the same way where one holds it; refresh also "
+        "sends a keyframe for a glance no reference shows (more bits: docs/codec.md); off",
     )
     p.add_argument(
         "--detail-boost",
@@ -237,6 +244,8 @@ def explicit_settings(args: argparse.Namespace) -> dict[str, Any]:
         overrides["detail_boost"] = args.detail_boost
     if getattr(args, "detail_parts", None) is not None:
         overrides["detail_parts"] = tuple(args.detail_parts.split(","))
+    if getattr(args, "gaze", None) is not None:
+        overrides["gaze_rule"] = args.gaze
     if getattr(args, "group_content", None) is not None:
         overrides["group_cut"] = GROUP_CONTENT[args.group_content]
     for name in ("aux_scale", "aux_qp", "gop", "fusion"):

@@ -79,7 +79,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         default="animation",
         help="the presets' ladder: animation (default: keyframes when the motion gate or the "
         "content rule asks) or call (also a keyframe at least every 8-15 frames, each "
-        "predicted from the one before: 40 %% fewer bits at equal LPIPS on the mean, but each "
+        "predicted from the one before: 39 %% fewer bits at equal LPIPS on the mean, but each "
         "keyframe stalls the server ~70 ms; docs/server.md)",
     )
     add_motion_arguments(p)

@@ -11,6 +11,11 @@ the decoder also has):
 * a reference **holds** a frame when its mouth is open at least ``mouth_margin`` less than the
   frame's, and each of its eyes at least ``eye_share`` of the frame's eye (closing a mouth or
   an eye by warping looks right; opening one does not);
+* with the gaze rule (``CodecConfig.gaze_rule``), where the eyes look counts too: a warp
+  barely moves an iris, so eyes drawn from a sideways glance keep looking sideways.
+  ``"choose"`` prefers, among the references that hold a frame, those whose irises sit within
+  :data:`GAZE_MARGIN` of the frame's (no keyframe for it); ``"refresh"`` makes that part of
+  holding (``ContentRule.gaze_margin``), so a glance no reference shows gets a keyframe;
 * the encoder renders a frame only from references that hold it (the nearest of them by the
   motion gate), and codes a keyframe when none does.
 
@@ -39,6 +44,28 @@ BLINK_SHARE = 0.25
 squeezes only what lies between the lid points, and a blink rendered from open eyes kept the
 lashes, the white and the iris beside them (it read open in 25-37 eyes of the 12 validation
 clips at every rung, ``benchmarks/eye_causes.py``)."""
+GAZE_MARGIN = 0.1
+"""With the gaze rule on (``CodecConfig.gaze_rule``): a reference holds an eye whose iris
+sits at most this far (a share of the eye's corner-to-corner width) from where its own does.
+Looking ahead the iris centre measures about 0.45-0.55, a sideways glance moves it 0.15-0.25;
+the quantised face-mesh keypoints follow the source's within about 0.05."""
+GAZE_OPEN = 0.15
+"""The gaze is compared only where both eyes' aspect ratios are at least this (a closing lid
+hides the iris and the mesh guesses it)."""
+
+
+def looks_elsewhere(reference: FaceState, frame: FaceState, margin: float = GAZE_MARGIN) -> bool:
+    """Whether an eye open in both states (aspect ratio at least :data:`GAZE_OPEN`) has its
+    iris more than ``margin`` from the reference's in ``frame``; ``False`` without gaze or
+    with ``margin <= 0``."""
+    if margin <= 0 or reference.gaze is None or frame.gaze is None:
+        return False
+    return any(
+        min(r_ear, f_ear) >= GAZE_OPEN and abs(r - f) > margin
+        for r_ear, f_ear, r, f in zip(
+            reference.eyes, frame.eyes, reference.gaze, frame.gaze, strict=True
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -48,12 +75,18 @@ class ContentRule:
     mouth_margin: float = MOUTH_MARGIN
     eye_share: float = EYE_SHARE
     blink_share: float = BLINK_SHARE
+    gaze_margin: float = 0.0
+    """Also require the reference's irises within this of the frame's (:data:`GAZE_MARGIN`;
+    a warp moves the iris little: drawn from a sideways glance, eyes that look ahead keep
+    looking sideways); 0: the gaze is not compared."""
 
     def missing_parts(self, reference: FaceState, frame: FaceState) -> list[str]:
         """Every part ``frame`` shows that ``reference`` lacks (``"eyes"``, ``"mouth"``)."""
         parts = []
         pairs = list(zip(reference.eyes, frame.eyes, strict=True))
         if any(r < self.eye_share * e or e < self.blink_share * r for r, e in pairs):
+            parts.append("eyes")
+        elif looks_elsewhere(reference, frame, self.gaze_margin):
             parts.append("eyes")
         if frame.mouth > reference.mouth + self.mouth_margin:
             parts.append("mouth")

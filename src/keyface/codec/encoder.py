@@ -60,9 +60,11 @@ from keyface.codec.config import BufferEntry, CodecConfig, ReferenceBuffer, crop
 from keyface.codec.content import (
     EYE_READ_SHARE,
     EYE_READ_STEPS,
+    GAZE_MARGIN,
     ContentRule,
     EyeReader,
     MeshEyeReader,
+    looks_elsewhere,
     unread_eyes,
 )
 from keyface.codec.detail import UPDATE_BOOST, blend_detail, detail_boxes
@@ -244,7 +246,11 @@ class EncoderCore:
             and config.group_cut is not None
         )
         """Bidirectional groups under the content rule (:meth:`_split_group`)."""
-        self.content_rule = ContentRule()
+        self.content_rule = ContentRule(
+            gaze_margin=GAZE_MARGIN if config.gaze_rule == "refresh" else 0.0
+        )
+        self._gaze_choice = config.gaze_rule == "choose"
+        """Prefer references whose irises sit where the frame's do (``gaze_rule="choose"``)."""
         self._promote = (
             self._content
             and not self._face_on_landmarks
@@ -547,7 +553,7 @@ class EncoderCore:
                 newest = self.buffer[0].state
                 assert newest is not None
                 return None, None, self.content_rule.missing(newest, state) or "mouth"
-            candidates = held
+            candidates = self._looking_alike(held, state)
         if mode == RefreshMode.MOTION:
             # The gate looks at the keyframes only: a promoted frame (a rendered picture) must
             # not put off the refresh that a keyframe's age calls for.
@@ -905,11 +911,25 @@ class EncoderCore:
         without the content rule)."""
         if state is None or not self._group_content:
             return list(range(count))
-        return [
+        held = [
             i
             for i in range(count)
             if self.buffer[i].state is None or self.content_rule.holds(self.buffer[i].state, state)
         ]
+        return self._looking_alike(held, state)
+
+    def _looking_alike(self, held: list[int], state: FaceState) -> list[int]:
+        """``held`` narrowed to the references whose eyes look where ``state``'s do, where the
+        gaze rule chooses (``gaze_rule="choose"``) and one does; ``held`` otherwise."""
+        if not self._gaze_choice:
+            return held
+        alike = [
+            i
+            for i in held
+            if self.buffer[i].state is None
+            or not looks_elsewhere(self.buffer[i].state, state, GAZE_MARGIN)
+        ]
+        return alike or held
 
     def _flush_motion(self) -> list[Packet]:
         """The pending frames' AUX packet (hybrid modes) and MOTION packet."""

@@ -185,19 +185,20 @@ at least every ``interval`` frames (``CodecConfig.max_interval``), at a QP that 
 from ``qp_start`` to ``qp_end`` along the segment; past keyframes only, no added delay. The
 rules still send keyframes in between: the content rule (a mouth or eyes no buffered keyframe
 holds), the motion gate and the PSNR check, and each frame is drawn from the buffered keyframe
-that suits it. The quality presets fall on measured points: ``low`` (u 0.2) a keyframe at
-least every 15 frames at QP 40, ``medium`` every 15 at QP 37, ``high`` every 10 at QP 35,
-``best`` every 8 at QP 32. On the 12 validation people (``benchmarks/group_grid.py
---low-delay --intra hevc-ld``, configs ``GOP:QP:cut``, results/hybrid/low_delay) they code
-10.8 / 14.1 / 20.3 / 30.2 kbit/s at LPIPS 0.108 / 0.091 / 0.077 / 0.062, open-mouth LPIPS
-0.077 / 0.065 / 0.056 / 0.050, the eye state wrong in 7.8 / 4.6 / 4.5 / 4.4 % of frames,
+that suits it (its eyes looking the same way, ``gaze_rule="choose"``). The quality presets
+fall on measured points: ``low`` (u 0.2) a keyframe at least every 15 frames at QP 40,
+``medium`` every 15 at QP 37, ``high`` every 10 at QP 35, ``best`` every 8 at QP 32. On the 12
+validation people (``benchmarks/group_grid.py --low-delay --intra hevc-ld``, configs
+``GOP:QP:cut``, results/hybrid/low_delay) they code 10.8 / 14.1 / 20.3 / 30.3 kbit/s at LPIPS
+0.109 / 0.092 / 0.078 / 0.063, open-mouth LPIPS 0.076 / 0.064 / 0.054 / 0.049, the eye state
+wrong in 7.5 / 4.6 / 4.4 / 4.6 % of frames,
 where the animation ladder as live calls coded it (HEVC intra keyframes from the motion gate
 and the content rule, results/hybrid/live_presets) had 9.41 / 15.6 / 24.7 / 50.5 kbit/s at
 0.147 / 0.110 / 0.089 / 0.069, open mouths 0.102 / 0.084 / 0.072 / 0.055 and 18.5 / 5.9 / 3.6
-/ 1.9 %: BD-rate -40 % on LPIPS and -56 % on open-mouth LPIPS; against VVC (random access,
-with its delay) -20 % on LPIPS. The first version of this ladder sent no keyframe between its
-regular ones (``RefreshMode.FIXED``, configs ``GOP:QP``): 8 % fewer bits at equal LPIPS, but
-open-mouth LPIPS 23 % worse at equal rate, and looked at (``benchmarks/call_gallery.py``) d10's
+/ 1.9 %: BD-rate -39 % on LPIPS and -57 % on open-mouth LPIPS; against VVC (random access,
+with its delay) -19 % on LPIPS. The first version of this ladder sent no keyframe between its
+regular ones (``RefreshMode.FIXED``, configs ``GOP:QP``): 9 % fewer bits at equal LPIPS, but
+24 % more at equal open-mouth LPIPS, and looked at (``benchmarks/call_gallery.py``) d10's
 wide-open mouth became a flat red oval and s13's fast turn a bent face; with the rules both are
 drawn right (results/server/call_gallery_medium.jpg). u 0 (at least every 30 frames at QP 45)
 codes 6.6 kbit/s at 0.165; above ``best`` the ladder goes on to QP 28, not measured. Not the

@@ -520,6 +520,11 @@ def _region_metrics(ref: Sequence[np.ndarray], dist: Sequence[np.ndarray], names
                 sum(a is None and b is None for a, b in zip(marks_a, marks_b, strict=True)),
                 n,
             )
+        elif name == "gaze_off":
+            ctx.per_frame[name] = regions.gaze_measures(marks_a, marks_b)
+            ctx.notes[name] = (
+                f"iris moved more than {regions.GAZE_OFF} of the eye's width, eyes open in both"
+            )
         elif name == "flicker":
             ctx.per_frame[name] = regions.flicker(ref, dist, marks_a)
             ctx.notes[name] = "grey levels outside the reference's face oval; frame 0 has none"

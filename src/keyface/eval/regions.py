@@ -15,6 +15,10 @@ compared with the right place:
   An eye is closed below :data:`CLOSED_SHARE` of its open aspect ratio (the median over the
   reference clip: people and meshes differ, a fixed threshold flips on a narrow eye) and open
   above :data:`OPEN_SHARE` of it; in between it is unsure and never counts as a disagreement;
+* ``gaze_off``: 1 when an eye open in both frames looks elsewhere in the decoded one (its iris
+  centre more than :data:`GAZE_OFF` of the eye's corner-to-corner width from the reference's,
+  :func:`keyface.facemesh.gaze`), 0 otherwise, NaN without an eye open in both: its mean is the
+  share of frames whose eyes look the wrong way;
 * ``mouth_open``: |inner-lip gap / mouth width| of the decoded frame minus the reference's;
 * ``flicker``: mean absolute error of the frame-to-frame change outside the face oval (hair,
   shoulders, background), in 0..255 grey levels: a still background that ripples or pumps in
@@ -39,6 +43,7 @@ from keyface.facemesh import (
     RIGHT_EYE,
     RIGHT_EYE_EAR,
     eye_aspect_ratio,
+    gaze,
     mouth_opening,
 )
 
@@ -46,6 +51,7 @@ __all__ = [
     "eye_aspect_ratio",
     "eye_states",
     "flicker",
+    "gaze_measures",
     "mouth_opening",
     "open_eye_ratios",
     "region_box",
@@ -58,6 +64,10 @@ OPEN_SHARE = 0.8
 """An eye is closed below ``CLOSED_SHARE`` and open above ``OPEN_SHARE`` times its open eye
 aspect ratio (the reference clip's median for that eye; open eyes measure about 0.2-0.35 on
 MediaPipe's mesh, a blink goes below 0.1)."""
+GAZE_OFF = 0.1
+"""An eye looks elsewhere when its iris centre moved more than this share of the eye's width
+(looking ahead it measures about 0.45-0.55 of the way from the outer to the inner corner, a
+sideways glance 0.25-0.35 or 0.65-0.75)."""
 OPEN_MOUTH = 0.15
 """A mouth is open (the teeth or the inside show) above this inner-lip gap over inner mouth
 width: ``lpips_mouth_open`` scores those frames only."""
@@ -165,6 +175,25 @@ def state_measures(
         eye.append(float(clash))
         mouth.append(abs(mouth_opening(b) - mouth_opening(a)))
     return eye, mouth
+
+
+def gaze_measures(ref_marks: Sequence[Landmarks], dist_marks: Sequence[Landmarks]) -> list[float]:
+    """Per frame ``gaze_off`` (0/1; NaN without both faces or without an eye open in both)."""
+    open_ears = open_eye_ratios(ref_marks)
+    values = []
+    for a, b in zip(ref_marks, dist_marks, strict=True):
+        ga = None if a is None else gaze(a)
+        gb = None if b is None else gaze(b)
+        if a is None or b is None or ga is None or gb is None:
+            values.append(float("nan"))
+            continue
+        both_open = [
+            x == y == "open"
+            for x, y in zip(eye_states(a, open_ears), eye_states(b, open_ears), strict=True)
+        ]
+        offs = [abs(p - q) > GAZE_OFF for p, q, o in zip(ga, gb, both_open, strict=True) if o]
+        values.append(float(any(offs)) if offs else float("nan"))
+    return values
 
 
 def region_pairs(

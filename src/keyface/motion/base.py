@@ -79,6 +79,9 @@ class FaceState:
     """Inner-lip gap over the inner mouth width (0 closed, about 0.5-0.8 wide open)."""
     eyes: tuple[float, float]
     """Eye aspect ratio of the right and the left eye (open about 0.2-0.35, a blink < 0.1)."""
+    gaze: tuple[float, float] | None = None
+    """Where each iris sits between its eye's corners (:func:`keyface.facemesh.gaze`: 0 outer
+    corner, 1 inner, about 0.5 ahead); ``None``: keypoints without irises."""
 
 
 @runtime_checkable

@@ -32,6 +32,7 @@ from keyface.facemesh import (
     RIGHT_EYE,
     RIGHT_EYE_EAR,
     eye_aspect_ratio,
+    gaze,
     mouth_opening,
 )
 from keyface.motion.base import REFERENCE_SIZE, FaceState, MotionStatistics, QuantLevel
@@ -76,13 +77,14 @@ class MeshFaces:
     judges the streams of representations whose keypoints name no mouth or eyes (FOMM)."""
 
     def face_state(self, keypoints: np.ndarray) -> FaceState:
-        """Mouth and eye openness of mesh points (:mod:`keyface.facemesh` measures)."""
+        """Mouth and eye openness and gaze of mesh points (:mod:`keyface.facemesh` measures)."""
         return FaceState(
             mouth=mouth_opening(keypoints),
             eyes=(
                 eye_aspect_ratio(keypoints, RIGHT_EYE_EAR),
                 eye_aspect_ratio(keypoints, LEFT_EYE_EAR),
             ),
+            gaze=gaze(keypoints),
         )
 
     def detail_regions(self, keypoints: np.ndarray) -> dict[str, tuple[np.ndarray, ...]]:
