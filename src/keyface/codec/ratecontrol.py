@@ -275,10 +275,10 @@ u = 0.3 (5.50 kbit/s at u = 0, 6.87 at u = 0.29 on the 12 validation people, wit
 check), then the groups from their v = 0 (groups of 30 frames, keyframe QP 43, 7.90 kbit/s)
 to their top (groups of 5 frames, QP 29, 63.3 kbit/s) at u = 2.5 (rates:
 results/bench/report.md of 2026-12-07 11:33, with ``vvc-ld`` keyframes; BD-rate on LPIPS
-against VVC -31.4 %, -31.1 % with the gaze choice (16:39); -29.8 % with ``hevc-ld`` ones, -26.9 % before the keyframe sequence's
-x265 settings and 64-frame motion packets, -19.8 % without the
-floor's rungs, whose curve started at 5.6 kbit/s; -20.9 % without the PSNR check; the ladder
-before the groups' own -10.5 %).
+against VVC -31.4 %, -31.1 % with the gaze choice (16:39); -29.8 % with ``hevc-ld`` ones,
+-26.9 % before the keyframe sequence's x265 settings and 64-frame motion packets, -19.8 %
+without the floor's rungs, whose curve started at 5.6 kbit/s; -20.9 % without the PSNR check;
+the ladder before the groups' own -10.5 %).
 
 Why there (``benchmarks/group_grid.py`` on the 12 validation people, docs/hybrid.md, "Groups
 along the rate axis"): with ``hevc-ld`` keyframes and the content cut, groups of 30 frames
