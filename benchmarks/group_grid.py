@@ -104,22 +104,27 @@ def group_config(gop: int, qp: int, cut: str, intra: str, low_delay: bool = Fals
     )
 
 
-def code_point(task: tuple[str, int, int, str, str, bool]) -> dict[str, Any]:
-    """Code, decode and measure one (clip, GOP, QP, cut, keyframe codec, low delay) point."""
+def code_point(task: tuple[str, int, int, str, str, bool, str]) -> dict[str, Any]:
+    """Code, decode and measure one (clip, GOP, QP, cut, keyframe codec, low delay, decoder's
+    renderer) point."""
     from keyface.eval.bench.worker import load_analysis
     from keyface.eval.metrics import compute_metrics
     from keyface.io import read_frames
     from keyface.pipeline import decode_bytes, encode_analysis
+    from keyface.renderers import get_renderer
     from keyface.threads import apply_thread_policy
 
     apply_thread_policy()
-    clip_dir, (gop, qp, cut, intra, low_delay) = Path(task[0]), task[1:]
+    clip_dir, (gop, qp, cut, intra, low_delay, renderer) = Path(task[0]), task[1:]
     meta = json.loads((clip_dir / "meta.json").read_text())
     analysis = load_analysis(clip_dir, meta)
     ref = [f.image for f in read_frames(clip_dir / "crop.y4m", meta["frames"])]
     t0 = time.perf_counter()
     coded = encode_analysis(analysis, group_config(gop, qp, cut, intra, low_delay))
-    frames = [f.image for f in decode_bytes(coded.data).frames]
+    decoded = decode_bytes(
+        coded.data, renderer=None if renderer == "default" else get_renderer(renderer)
+    )
+    frames = [f.image for f in decoded.frames]
     seconds = time.perf_counter() - t0
     m = compute_metrics(ref, frames, METRICS, progress=False, slow_every=SLOW_EVERY)
     return {
@@ -129,6 +134,7 @@ def code_point(task: tuple[str, int, int, str, str, bool]) -> dict[str, Any]:
         "cut": cut,
         "intra": intra,
         "low_delay": low_delay,
+        "renderer": renderer,
         "kbps": coded.kbps,
         "keyframes": coded.stats.keyframes,
         "coding_seconds": seconds,
@@ -212,6 +218,11 @@ def main() -> None:
         action="store_true",
         help="the animation mode with a keyframe every GOP frames instead of groups",
     )
+    parser.add_argument(
+        "--renderer",
+        default="default",
+        help="decode with this renderer (keyface decode --generator; default: the default)",
+    )
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--limit", type=int, default=None, help="at most this many clips")
     parser.add_argument("--clips", default=None, help="only clips whose name has one of these")
@@ -229,13 +240,14 @@ def main() -> None:
     points, computed = resume_points(
         code_point,
         {
-            (c, gop, qp, cut, args.intra, args.low_delay): (
+            (c, gop, qp, cut, args.intra, args.low_delay, args.renderer): (
                 str(args.bench / "cache" / c),
                 gop,
                 qp,
                 cut,
                 args.intra,
                 args.low_delay,
+                args.renderer,
             )
             for gop, qp, cut in configs
             for c in clips
@@ -247,6 +259,7 @@ def main() -> None:
             cut_name(p),
             p.get("intra", "hevc-ld"),
             p.get("low_delay", False),
+            p.get("renderer", "default"),
         ),
         args.jobs,
         args.out / "points.json",

@@ -8,6 +8,7 @@ glass-to-glass latency.
     python benchmarks/server_stream.py --fomm-model MODEL --json results/fomm/server_stream.json
     python benchmarks/server_stream.py --ladder call --ladder animation \\
         --json results/server/stream_call.json
+    python benchmarks/server_stream.py --ladder call --server-generator warp
 
 Three processes: ``keyface serve --stamp-frames``, ``keyface send`` (the clip played in real
 time: face crop + landmarks + live coding + data channels) and this script's aiortc receiver.
@@ -46,9 +47,11 @@ def measure(
     extra: tuple[str, ...] = (),
     mode: str = "video",
     fomm_model: Path | None = None,
+    server_generator: str | None = None,
 ) -> dict[str, Any]:
     """One session; ``extra``: more ``keyface send`` arguments; ``mode``: the receiver's
-    (``video``: the server transcodes; ``relay``: ``keyface serve --relay``)."""
+    (``video``: the server transcodes; ``relay``: ``keyface serve --relay``);
+    ``server_generator``: the server's renderer (``keyface serve --generator``)."""
     send_args: tuple[str, ...] = (("--intra", intra) if intra else ()) + extra
     if full_frame:
         send_args += ("--full-frame",)
@@ -58,6 +61,8 @@ def measure(
     if fomm_model is not None:  # the same model file at both ends
         send_args += ("--motion", "fomm", "--model", str(fomm_model))
         server_args = ("--model", str(fomm_model))
+    if server_generator is not None:
+        server_args += ("--generator", server_generator)
     r = run_session(
         clip,
         frames,
@@ -76,6 +81,7 @@ def measure(
         "intra": intra or "default",
         "ladder": extra[extra.index("--ladder") + 1] if "--ladder" in extra else "animation",
         "motion": "fomm" if fomm_model is not None else "facemesh",
+        "server_generator": server_generator or "default",
         "full_frame": full_frame,
         "loss": loss,
         "seed": seed,
@@ -125,6 +131,7 @@ COLUMNS = [
     ("mode", "mode", ""),
     ("intra", "intra", ""),
     ("ladder", "ladder", ""),
+    ("server_generator", "server renders", ""),
     ("frames_sent", "sent", "d"),
     ("uplink_kbps", "kbit/s", ".2f"),
     ("keyframes", "keys", "d"),
@@ -176,6 +183,12 @@ def main() -> None:
         help="the sender's ladder(s) to compare (repeatable; keyface send --ladder; default "
         "animation, keyface send's default)",
     )
+    parser.add_argument(
+        "--server-generator",
+        action="append",
+        help="the server's renderer(s) to compare (repeatable; keyface serve --generator; "
+        "default: the server's default)",
+    )
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
     clip = args.input or default_clip()
@@ -191,10 +204,12 @@ def main() -> None:
             extra=("--ladder", ladder),
             mode=mode,
             fomm_model=args.fomm_model,
+            server_generator=generator,
         )
         for mode in (args.mode or ["video"])
         for intra in (args.intra or [None])
         for ladder in (args.ladder or ["animation"])
+        for generator in (args.server_generator or [None])
     ]
     print(f"{clip.name}, {args.frames} frames, loopback, {info['cpu_count']} CPUs")
     table = [{**r, **{f"cpu_{k}": v for k, v in r["cpu_ms_per_frame"].items()}} for r in rows]
