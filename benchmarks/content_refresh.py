@@ -46,6 +46,7 @@ METRICS = [
     "lpips_eyes",
     "eye_state",
     "gaze_off",
+    "flicker",
 ]
 VARIANTS: dict[str, dict[str, Any]] = {
     "before": {"content_refresh": False, "detail_boost": 0},
@@ -71,6 +72,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "eye-source": {"eye_source_state": True},
     "gaze-choose": {"gaze_rule": "choose"},
     "gaze-refresh": {"gaze_rule": "refresh"},
+    "group-hold1": {"group_hold": 1.0},
 }
 DEFAULT_U = (0.0, 0.3, 0.6, 0.9, 1.2)
 

@@ -7,6 +7,7 @@ Uses synthetic pictures for the aux codec and the carphone clip (40 frames) for 
 from __future__ import annotations
 
 from dataclasses import replace
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -286,6 +287,43 @@ def test_bidirectional_groups_without_an_aux_stream(carphone_analysis) -> None:
         decode_bytes(result.data, aux_only=True)
     with pytest.raises(ValueError, match="hybrid mode needs an aux stream"):
         replace(BASE, mode="hybrid", aux_scale=0)
+
+
+def test_a_group_hold_keeps_frames_on_one_keyframe_until_the_other_is_clearly_better(
+    carphone_analysis,
+) -> None:
+    """``group_hold`` (streams without aux): a frame keeps the previous frame's keyframe
+    unless the other one is better by more than the hold (dB). With no hold the choice is
+    made frame by frame; an endless hold keeps every frame of a group on its past keyframe;
+    the decoder follows what is signalled either way."""
+    from keyface.codec.encoder import _held_choice
+
+    a, b = np.zeros((16, 16, 3), np.uint8), np.full((16, 16, 3), 100, np.uint8)
+    target = np.full((4, 4, 3), 52, np.uint8)  # a little nearer to b
+    assert _held_choice([a, b], target, 0, 1.0) == 0, "not better by more than 1 dB: held"
+    assert _held_choice([a, b], target, 0, 0.01) == 1
+    assert _held_choice([a, b], np.full((4, 4, 3), 95, np.uint8), 0, 1.0) == 1
+
+    def switches(hold: float) -> tuple[int, list]:
+        config = replace(BASE, mode="bidirectional", gop=8, aux_scale=0, group_hold=hold)
+        result = encode_analysis(carphone_analysis, config)
+        ds = result.stats.decisions
+        decoded = decode_bytes(result.data)
+        assert [f.reference_frame for f in decoded.frames] == [d.reference_frame for d in ds]
+        n = sum(
+            1
+            for x, y in pairwise(ds)
+            if not (x.keyframe or y.keyframe) and x.reference_frame != y.reference_frame
+        )
+        return n, ds
+
+    endless, ds = switches(1000.0)
+    assert endless == 0
+    keys = [d.index for d in ds if d.keyframe]
+    for d in ds:  # every frame drawn from the keyframe before it
+        if not d.keyframe:
+            assert d.reference_frame == max(k for k in keys if k < d.index)
+    assert switches(0.0)[0] >= endless
 
 
 def test_the_one_ladder_hands_over_from_the_animation_to_cut_groups() -> None:

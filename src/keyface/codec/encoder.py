@@ -851,6 +851,8 @@ class EncoderCore:
         self._pending_first = group[0][0]
         self._pending_reset = self._reset_due(self._pending_first, True)
         candidates = [e.reference.image for e in self.buffer][:2]  # the future, the past
+        hold = self.config.group_hold if self._aux is None else 0.0
+        previous = len(candidates) - 1  # the frame before the group is the past keyframe
         for k, ((index, params, q, keypoints), (_, image, _)) in enumerate(
             zip(coded, group, strict=True)
         ):
@@ -860,8 +862,11 @@ class EncoderCore:
                 held = self._holders(states[k], len(candidates))
                 if len(held) == 1:  # only one keyframe shows this mouth and these eyes
                     ref = held[0]
+                elif hold > 0 and len(candidates) == 2:
+                    ref = _held_choice(candidates, aux[k], previous, hold)
                 else:
                     ref = choose_keyframe(candidates, aux[k])
+                previous = ref
                 entry = self.buffer[ref]
                 if self._field_part is not None:
                     q = self._field(entry, image, keypoints, params)[0]
@@ -948,6 +953,15 @@ class EncoderCore:
         )
         self._pending = []
         return [*aux, packet]
+
+
+def _held_choice(pictures: list[np.ndarray], target: np.ndarray, previous: int, hold: float) -> int:
+    """:func:`choose_keyframe` with a hold (``CodecConfig.group_hold``): ``previous`` unless
+    the other picture's PSNR against ``target`` is higher by more than ``hold`` dB."""
+    side = target.shape[0]
+    scores = [psnr(downsample(p, side), target) for p in pictures]
+    best = int(np.argmax(scores))
+    return previous if scores[best] - scores[previous] <= hold else best
 
 
 def choose_keyframe(pictures: list[np.ndarray], aux: np.ndarray) -> int:
