@@ -36,6 +36,7 @@ representation needs no change here.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
@@ -503,8 +504,23 @@ class EncoderCore:
         every = self.config.psnr_check
         if every <= 0 or self._aux is not None or index % every:
             return False
-        newest = max((e.frame_index for e in self.buffer if not e.promoted), default=-(10**9))
-        return index - newest >= max(3 * every, round(PSNR_CHECK_GAP * self.fps))
+        newest = self._newest_keyframe()
+        age = index - newest if newest is not None else 10**9
+        return age >= max(3 * every, round(PSNR_CHECK_GAP * self.fps))
+
+    def _newest_keyframe(self) -> int | None:
+        """Frame index of the newest buffered keyframe (promoted frames are not keyframes),
+        ``None`` when the buffer holds none."""
+        return max((e.frame_index for e in self.buffer if not e.promoted), default=None)
+
+    def _holding(self, indices: Iterable[int], state: FaceState) -> list[int]:
+        """The buffer entries of ``indices`` that hold ``state``'s mouth and eyes (the content
+        rule; an entry without a state holds everything)."""
+        return [
+            i
+            for i in indices
+            if self.buffer[i].state is None or self.content_rule.holds(self.buffer[i].state, state)
+        ]
 
     def _mouth_as_near(self, held: int, nearest: int, state: FaceState | None) -> bool:
         """Whether buffer entry ``held`` shows a mouth about as open as the frame's (``state``)
@@ -537,18 +553,13 @@ class EncoderCore:
                 return None, None, "interval"
             return FrameDecision(index, False, 0, self.buffer[0].frame_index, 0.0), None, None
         if self.config.max_interval > 0:
-            newest = max((e.frame_index for e in self.buffer if not e.promoted), default=index)
-            if index - newest >= self.config.max_interval:
+            newest = self._newest_keyframe()
+            if newest is not None and index - newest >= self.config.max_interval:
                 return None, None, "interval"
         candidates = list(range(len(self.buffer)))
         if state is not None:
             # The content rule: only references that hold this mouth and these eyes.
-            held = [
-                i
-                for i in candidates
-                if self.buffer[i].state is None
-                or self.content_rule.holds(self.buffer[i].state, state)
-            ]
+            held = self._holding(candidates, state)
             if not held:
                 newest = self.buffer[0].state
                 assert newest is not None
@@ -916,12 +927,7 @@ class EncoderCore:
         without the content rule)."""
         if state is None or not self._group_content:
             return list(range(count))
-        held = [
-            i
-            for i in range(count)
-            if self.buffer[i].state is None or self.content_rule.holds(self.buffer[i].state, state)
-        ]
-        return self._looking_alike(held, state)
+        return self._looking_alike(self._holding(range(count), state), state)
 
     def _looking_alike(self, held: list[int], state: FaceState) -> list[int]:
         """``held`` narrowed to the references whose eyes look where ``state``'s do, where the
@@ -955,11 +961,16 @@ class EncoderCore:
         return [*aux, packet]
 
 
+def _keyframe_scores(pictures: list[np.ndarray], target: np.ndarray) -> list[float]:
+    """PSNR of each picture, downsampled to ``target``'s size, against ``target``."""
+    side = target.shape[0]
+    return [psnr(downsample(p, side), target) for p in pictures]
+
+
 def _held_choice(pictures: list[np.ndarray], target: np.ndarray, previous: int, hold: float) -> int:
     """:func:`choose_keyframe` with a hold (``CodecConfig.group_hold``): ``previous`` unless
     the other picture's PSNR against ``target`` is higher by more than ``hold`` dB."""
-    side = target.shape[0]
-    scores = [psnr(downsample(p, side), target) for p in pictures]
+    scores = _keyframe_scores(pictures, target)
     best = int(np.argmax(scores))
     return previous if scores[best] - scores[previous] <= hold else best
 
@@ -969,6 +980,4 @@ def choose_keyframe(pictures: list[np.ndarray], aux: np.ndarray) -> int:
     in ``pictures`` (buffer order: 0 the future keyframe, 1 the past one) whose downsampled
     version has the highest PSNR against the frame's decoded aux picture ``aux``. Encoder and
     decoder call this on the same pictures, so they agree; the encoder also signals it."""
-    side = aux.shape[0]
-    scores = [psnr(downsample(p, side), aux) for p in pictures]
-    return int(np.argmax(scores))
+    return int(np.argmax(_keyframe_scores(pictures, aux)))
