@@ -77,6 +77,23 @@ class CodedClip:
         return 8 * len(self.coded.data) / 1000 / self.seconds
 
 
+def cached_clip(clip_dir: Path) -> tuple[dict[str, Any], Any, list[np.ndarray]]:
+    """A clip a ``keyface bench`` run prepared: its ``meta.json``, its cached analysis
+    (``analysis.npz``, :class:`keyface.pipeline.Analysis`) and its source frames
+    (``crop.y4m``, RGB)."""
+    from keyface.eval.bench.worker import load_analysis
+    from keyface.io import read_frames
+
+    meta = json.loads((clip_dir / "meta.json").read_text())
+    analysis = load_analysis(clip_dir, meta)
+    return meta, analysis, [f.image for f in read_frames(clip_dir / "crop.y4m", meta["frames"])]
+
+
+def find_cached_clip(bench: Path, part: str) -> Path:
+    """The first (by name) clip folder in ``bench``'s cache whose name contains ``part``."""
+    return next(p for p in sorted((bench / "cache").iterdir()) if part in p.name)
+
+
 def code_cached_clip(
     clip_dir: Path, u: float, frames: int, base: CodecConfig | None = None
 ) -> CodedClip:

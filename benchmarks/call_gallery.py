@@ -16,12 +16,11 @@ any benchmark.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import mouth_and_eye_frames, save_rows
+from _common import cached_clip, find_cached_clip, mouth_and_eye_frames, save_rows
 
 LADDERS = ("animation", "call")
 
@@ -46,8 +45,6 @@ def main() -> None:
     parser.add_argument("--quality", default="medium")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    from keyface.eval.bench.worker import load_analysis
-    from keyface.io import read_frames
     from keyface.pipeline import decode_bytes, encode_analysis
     from keyface.threads import apply_thread_policy
 
@@ -55,10 +52,8 @@ def main() -> None:
     configs = {ladder: send_config(ladder, args.quality) for ladder in LADDERS}
     rows = []
     for key in args.clips.split(","):
-        clip_dir = next(p for p in sorted((args.bench / "cache").iterdir()) if key in p.name)
-        meta = json.loads((clip_dir / "meta.json").read_text())
-        analysis = load_analysis(clip_dir, meta)
-        source = [f.image for f in read_frames(clip_dir / "crop.y4m", meta["frames"])]
+        clip_dir = find_cached_clip(args.bench, key)
+        _, analysis, source = cached_clip(clip_dir)
         picks = mouth_and_eye_frames(analysis.landmarks)
         decoded, rates = {}, {}
         for ladder, config in configs.items():

@@ -27,7 +27,6 @@ Set ``KEYFACE_THREADS`` as for any benchmark (``keyface.threads``); ``--jobs`` w
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from dataclasses import replace
@@ -36,7 +35,7 @@ from typing import Any
 
 import cv2
 import numpy as np
-from _common import at_rate, command_line, resume_points
+from _common import at_rate, cached_clip, command_line, resume_points
 
 METRICS = [
     "psnr",
@@ -70,6 +69,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "live": {"intra_codec": "hevc", "content_update": "keyframe"},
     "motion-level4": {"quant_level": 4},
     "eye-source": {"eye_source_state": True},
+    "gaze-off": {"gaze_rule": "off"},
     "gaze-choose": {"gaze_rule": "choose"},
     "gaze-refresh": {"gaze_rule": "refresh"},
     "group-hold1": {"group_hold": 1.0},
@@ -81,17 +81,13 @@ def code_point(task: tuple[str, str, float, dict[str, Any], str]) -> dict[str, A
     """Code, decode and measure one (clip, variant, u) point on ladder ``mode``."""
     from keyface.codec import CodecConfig
     from keyface.codec.ratecontrol import config_at
-    from keyface.eval.bench.worker import load_analysis
     from keyface.eval.metrics import compute_metrics
-    from keyface.io import read_frames
     from keyface.pipeline import decode_bytes, encode_analysis
     from keyface.threads import apply_thread_policy
 
     apply_thread_policy()
     clip_dir, variant, u, overrides, mode = Path(task[0]), task[1], task[2], task[3], task[4]
-    meta = json.loads((clip_dir / "meta.json").read_text())
-    analysis = load_analysis(clip_dir, meta)
-    ref = [f.image for f in read_frames(clip_dir / "crop.y4m", meta["frames"])]
+    _, analysis, ref = cached_clip(clip_dir)
     coded = encode_analysis(analysis, replace(config_at(u, CodecConfig(mode=mode)), **overrides))
     decoded = decode_bytes(coded.data)
     frames = [f.image for f in decoded.frames]
@@ -203,8 +199,6 @@ def gallery(
     source | baseline | each other variant at ladder position ``u``."""
     from keyface.codec import CodecConfig
     from keyface.codec.ratecontrol import config_at
-    from keyface.eval.bench.worker import load_analysis
-    from keyface.io import read_frames
     from keyface.pipeline import decode_bytes, encode_analysis
 
     u = min({p["u"] for p in points}, key=lambda v: abs(v - u))  # the nearest u measured
@@ -226,9 +220,7 @@ def gallery(
         if not picks:
             continue
         clip_dir = bench / "cache" / clip
-        meta = json.loads((clip_dir / "meta.json").read_text())
-        analysis = load_analysis(clip_dir, meta)
-        ref = [f.image for f in read_frames(clip_dir / "crop.y4m", meta["frames"])]
+        _, analysis, ref = cached_clip(clip_dir)
         decoded = {}
         for variant in variants:
             config = replace(config_at(u, CodecConfig(mode=mode)), **VARIANTS[variant])

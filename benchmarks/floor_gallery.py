@@ -11,18 +11,15 @@ shows two frames, the widest-open mouth and the most closed eye by the source's 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
-from _common import mouth_and_eye_frames, save_rows
+from _common import cached_clip, find_cached_clip, mouth_and_eye_frames, save_rows
 
 
 def main() -> None:
     from keyface.codec import CodecConfig
     from keyface.codec.ratecontrol import config_at
-    from keyface.eval.bench.worker import load_analysis
-    from keyface.io import read_frames
     from keyface.pipeline import decode_bytes, encode_analysis
     from keyface.threads import apply_thread_policy
 
@@ -36,10 +33,8 @@ def main() -> None:
     us = [float(u) for u in args.u.split(",")]
     rows = []
     for part in args.clips.split(","):
-        clip = next(d for d in sorted((args.bench / "cache").iterdir()) if part in d.name)
-        meta = json.loads((clip / "meta.json").read_text())
-        analysis = load_analysis(clip, meta)
-        source = [f.image for f in read_frames(clip / "crop.y4m", meta["frames"])]
+        clip = find_cached_clip(args.bench, part)
+        _, analysis, source = cached_clip(clip)
         picks = list(mouth_and_eye_frames(analysis.landmarks[: len(source)]))
         decoded = []
         for u in us:

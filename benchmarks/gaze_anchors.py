@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import command_line
+from _common import cached_clip, command_line
 
 METRICS = ["lpips_alex", "eye_state", "gaze_off"]
 
@@ -36,7 +36,6 @@ def main() -> None:
 
     from keyface.eval.anchors import encode_anchor
     from keyface.eval.metrics import compute_metrics
-    from keyface.io import read_frames
     from keyface.threads import apply_thread_policy
 
     apply_thread_policy()
@@ -50,8 +49,7 @@ def main() -> None:
     clips = [args.bench / "cache" / c for c in sorted({p["clip"] for p in bench_points})]
     rows: list[dict[str, Any]] = []
     for clip in clips:
-        meta = json.loads((clip / "meta.json").read_text())
-        ref = [f.image for f in read_frames(clip / "crop.y4m", meta["frames"])]
+        meta, _, ref = cached_clip(clip)
         fps = Fraction(str(meta["fps"]))
         for codec, qp in points:
             r = encode_anchor(ref, fps, codec, qp)

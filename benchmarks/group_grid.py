@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import beside_vvc, command_line, resume_points
+from _common import beside_vvc, cached_clip, command_line, resume_points
 
 from keyface.codec.ratecontrol import GROUPS_INTRA
 
@@ -107,18 +107,14 @@ def group_config(gop: int, qp: int, cut: str, intra: str, low_delay: bool = Fals
 def code_point(task: tuple[str, int, int, str, str, bool, str]) -> dict[str, Any]:
     """Code, decode and measure one (clip, GOP, QP, cut, keyframe codec, low delay, decoder's
     renderer) point."""
-    from keyface.eval.bench.worker import load_analysis
     from keyface.eval.metrics import compute_metrics
-    from keyface.io import read_frames
     from keyface.pipeline import decode_bytes, encode_analysis
     from keyface.renderers import get_renderer
     from keyface.threads import apply_thread_policy
 
     apply_thread_policy()
     clip_dir, (gop, qp, cut, intra, low_delay, renderer) = Path(task[0]), task[1:]
-    meta = json.loads((clip_dir / "meta.json").read_text())
-    analysis = load_analysis(clip_dir, meta)
-    ref = [f.image for f in read_frames(clip_dir / "crop.y4m", meta["frames"])]
+    _, analysis, ref = cached_clip(clip_dir)
     t0 = time.perf_counter()
     coded = encode_analysis(analysis, group_config(gop, qp, cut, intra, low_delay))
     decoded = decode_bytes(
