@@ -87,7 +87,7 @@ def iris_position(points: Any, iris: Sequence[int], corners: tuple[int, int]) ->
     """Where the iris centre (``iris[0]``) of ``(478, 2|3)`` mesh points sits along its eye's
     corner-to-corner axis (``RIGHT_EYE_CORNERS`` / ``LEFT_EYE_CORNERS``, outer corner first):
     0 at the outer corner, 1 at the inner one, about 0.45-0.55 looking ahead; a sideways glance
-    moves both eyes' values about 0.15-0.25 in opposite directions (the gaze)."""
+    moves both eyes' values in opposite directions (by 0.13-0.24 in d10's two glances)."""
     x0, y0 = float(points[corners[0]][0]), float(points[corners[0]][1])
     ax, ay = float(points[corners[1]][0]) - x0, float(points[corners[1]][1]) - y0
     length = ax * ax + ay * ay

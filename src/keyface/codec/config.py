@@ -138,7 +138,7 @@ class CodecConfig:
     glance no reference shows gets a keyframe (or, in the groups, a cut). Encoder-side only.
     On the 12 validation people (docs/codec.md, "Where the eyes look") ``"choose"`` costs no
     bits and moves whole-frame LPIPS by +0.6 % BD-rate for eyes that look the wrong way in
-    3-6 % fewer frames; ``"refresh"`` in 6-23 % fewer, for +9 % bits at equal LPIPS."""
+    0-6 % fewer frames; ``"refresh"`` in 6-23 % fewer, for +9 % bits at equal LPIPS."""
     landmark_content: bool = False
     """For keypoints that name no mouth or eyes (FOMM): judge the content rule and the eye
     check on the source's face-mesh landmarks (encoder-side; the decoder needs nothing: it

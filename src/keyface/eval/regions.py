@@ -66,8 +66,8 @@ aspect ratio (the reference clip's median for that eye; open eyes measure about 
 MediaPipe's mesh, a blink goes below 0.1)."""
 GAZE_OFF = 0.1
 """An eye looks elsewhere when its iris centre moved more than this share of the eye's width
-(looking ahead it measures about 0.45-0.55 of the way from the outer to the inner corner, a
-sideways glance 0.25-0.35 or 0.65-0.75)."""
+(looking ahead it measures about 0.45-0.55 of the way from the outer to the inner corner;
+d10's sideways glances measured 0.29-0.32 and 0.69-0.78)."""
 OPEN_MOUTH = 0.15
 """A mouth is open (the teeth or the inside show) above this inner-lip gap over inner mouth
 width: ``lpips_mouth_open`` scores those frames only."""
