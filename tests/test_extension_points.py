@@ -76,6 +76,24 @@ def test_live_policy_resets_on_interval_and_keyframes_and_reports_idr() -> None:
     assert encoder.last_idr == 6
 
 
+def test_a_live_sender_predicts_with_the_warp_unless_it_names_another_renderer() -> None:
+    """The server draws with its own renderer, so a sender whose config names the default
+    renderer predicts its frames with ``LIVE_MIRROR`` (the warp: the keyframe enhancer would
+    only stall it); a config that names another renderer (a FOMM model's, a weights file)
+    keeps it, and ``mirror=None`` keeps the default too."""
+    from keyface.renderers import DEFAULT_RENDERER
+    from keyface.server.session import LIVE_MIRROR
+
+    default = CodecConfig()
+    assert default.generator == DEFAULT_RENDERER != LIVE_MIRROR == "warp"
+    assert live_codec_config(default, None).generator == "warp"
+    assert live_codec_config(default, None, mirror=None).generator == DEFAULT_RENDERER
+    other = replace(default, generator="my-generator.safetensors")
+    assert live_codec_config(other, None).generator == "my-generator.safetensors"
+    session = SenderSession(replace(default, intra_codec="hevc"), Fraction(25))
+    assert session.encoder.config.generator == "warp"
+
+
 def test_sender_session_uses_the_public_policy_only() -> None:
     """The live sender is a plain EncoderCore configured for live links: no subclass. It
     decides motion resets and bases itself, through ``reset_motion`` and ``continue_motion``."""

@@ -32,7 +32,7 @@ from keyface.server.datagram import (
 )
 from keyface.server.lossmodel import GilbertElliott, Outage, RandomLoss, loss_model
 from keyface.server.receiver import ParticipantDecoder, RenderedFrame
-from keyface.server.session import Datagram, RoomSession, SenderSession
+from keyface.server.session import Datagram, RoomSession, SenderSession, live_codec_config
 
 FPS = 25.0
 
@@ -402,7 +402,8 @@ def test_keyface_send_ladder_call_puts_the_presets_on_measured_points() -> None:
     assert gate.max_interval == 0
     # the sender predicts its frames with the warp alone: the server draws with its own
     # renderer, and the keyframe enhancer would only stall the sender (docs/server.md)
-    assert gate.generator == c.generator == "warp"
+    assert live_codec_config(gate, None).generator == live_codec_config(c, None).generator
+    assert live_codec_config(c, None).generator == "warp"
     assert config("--ladder", "call", "--intra", "hevc").intra_codec == "hevc"
     with pytest.raises(UserError, match="--ladder call is for the animation mode"):
         config("--ladder", "call", "--mode", "hybrid")

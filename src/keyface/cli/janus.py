@@ -20,7 +20,6 @@ from typing import Any
 
 from keyface.cli._common import existing_file, positive_float, positive_int
 from keyface.cli.main import UserError
-from keyface.cli.send import LIVE_MIRROR
 from keyface.codec.config import CodecConfig
 from keyface.codec.ratecontrol import QUALITY_PRESETS, config_for_preset
 from keyface.intra import live_intra_codecs
@@ -126,7 +125,7 @@ def _config(args: argparse.Namespace) -> CodecConfig:
     config = config_for_preset(args.quality, CodecConfig())
     intra = args.intra or PAGE_INTRA
     try:
-        return replace(config, size=args.size, intra_codec=intra, generator=LIVE_MIRROR)
+        return replace(config, size=args.size, intra_codec=intra)
     except ValueError as exc:
         raise UserError(str(exc)) from None
 

@@ -166,23 +166,13 @@ keyframe in ~30 ms where VVC takes ~200-300 ms (a latency spike of that size at 
 keyframe), for ~0-9 % more bits (docs/server.md)."""
 
 
-LIVE_MIRROR = "warp"
-"""The renderer a live sender predicts its own frames with (its mirror of the decoder: the
-PSNR check and the content rule look at those predictions). The server draws with its own
-renderer whatever this is, so the default's keyframe enhancer (66 ms a keyframe on this CPU)
-buys the sender nothing: on the 12 validation people at ``medium`` the receiver's pictures
-came out the same with either mirror (same keyframes and rate, LPIPS 0.0966 / 0.0967 on the
-call ladder, 0.1104 / 0.1103 on the animation ladder, eye state 5.8 / 5.9 %, 5.9 / 5.9 %;
-docs/server.md, "The call ladder")."""
-
-
 def _config(args: argparse.Namespace) -> CodecConfig:
     motion = motion_overrides(args)
     call = args.ladder == "call"
     if call and (args.mode == "hybrid" or motion):
         raise UserError("--ladder call is for the animation mode with the face-mesh motion")
     config = config_for_preset(args.quality, CodecConfig(mode=args.mode or "animation"), call=call)
-    overrides: dict[str, Any] = {"size": args.size, "generator": LIVE_MIRROR}
+    overrides: dict[str, Any] = {"size": args.size}
     if args.intra:
         overrides["intra_codec"] = args.intra
     elif not call and LIVE_INTRA in available_intra_codecs():

@@ -12,6 +12,7 @@ See ``docs/server.md``.
 
 from keyface.server.session import (
     DEFAULT_RESET_INTERVAL,
+    LIVE_MIRROR,
     AlreadyJoined,
     Datagram,
     DatagramError,
@@ -43,6 +44,7 @@ from keyface.server.tokens import (
 
 __all__ = [
     "DEFAULT_RESET_INTERVAL",
+    "LIVE_MIRROR",
     "AlreadyJoined",
     "Datagram",
     "DatagramError",

@@ -45,7 +45,13 @@ from keyface.io.video import VideoError
 from keyface.pipeline import flatten_inside
 from keyface.renderers import get_renderer
 from keyface.server.client import ConnectionLost, SenderClient
-from keyface.server.session import DEFAULT_RESET_INTERVAL, Datagram, SenderSession
+from keyface.server.session import (
+    DEFAULT_RESET_INTERVAL,
+    LIVE_MIRROR,
+    Datagram,
+    SenderSession,
+    live_codec_config,
+)
 from keyface.threads import apply_thread_policy
 from keyface.types import CropBox
 
@@ -254,8 +260,12 @@ class LiveSender:
         report_every_s: float = 2.0,
         record: bool = False,
         avatar: bytes | None = None,
+        mirror: str | None = LIVE_MIRROR,
     ) -> None:
         self.source = source
+        self.mirror = mirror
+        """The renderer the encoder predicts its frames with in place of the default renderer
+        (``None``: keep ``config.generator``; :func:`keyface.server.live.live_codec_config`)."""
         self.avatar = avatar
         self.client = client
         self.config = config
@@ -298,7 +308,7 @@ class LiveSender:
         self._analyzer.detector.detect(np.zeros((64, 64, 3), dtype=np.uint8))
         # The encoder's renderer: a learned one loads its weights and exports its network to
         # ONNX once per process (about 1.3 s), which must not happen at the first face.
-        get_renderer(self.config.generator)
+        get_renderer(live_codec_config(self.config, None, self.mirror).generator)
         apply_thread_policy()
 
     def _analyze(
@@ -334,6 +344,7 @@ class LiveSender:
                 reset_interval=self.reset_interval,
                 feedback=self.feedback,
                 redundancy=self.redundancy,
+                mirror=self.mirror,
             )
             if self.full_frame:
                 background = flatten_inside(image, box)

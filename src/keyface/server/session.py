@@ -37,6 +37,7 @@ from keyface.server.datagram import (
 )
 from keyface.server.live import (
     DEFAULT_RESET_INTERVAL,
+    LIVE_MIRROR,
     SenderSession,
     SenderStats,
     live_codec_config,
@@ -64,6 +65,7 @@ __all__ = [
     "KIND_FEEDBACK",
     "KIND_FRAME",
     "KIND_HEADER",
+    "LIVE_MIRROR",
     "MAX_DATAGRAM",
     "AlreadyJoined",
     "Channel",
