@@ -72,7 +72,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "gaze-off": {"gaze_rule": "off"},
     "gaze-choose": {"gaze_rule": "choose"},
     "gaze-refresh": {"gaze_rule": "refresh"},
-    "group-hold1": {"group_hold": 1.0},
+    "switch0": {"group_switch": 0.0},
+    "switch2": {"group_switch": 2.0},
+    "switch4": {"group_switch": 4.0},
+    "switch8": {"group_switch": 8.0},
 }
 DEFAULT_U = (0.0, 0.3, 0.6, 0.9, 1.2)
 

@@ -289,51 +289,76 @@ def test_bidirectional_groups_without_an_aux_stream(carphone_analysis) -> None:
         replace(BASE, mode="hybrid", aux_scale=0)
 
 
-def test_a_group_hold_keeps_frames_on_one_keyframe_until_the_other_is_clearly_better(
+def test_a_switch_cost_keeps_a_group_from_flipping_between_its_keyframes() -> None:
+    """``plan_references`` (``group_switch``): the frames of a group are assigned together,
+    each change of keyframe costing the switch (the past keyframe before the group and the
+    future one after it count). A lone frame that prefers the other keyframe by less than two
+    switches stays; a long run that prefers it pays for the change once; a frame only one
+    keyframe holds (the content rule) takes it whatever it costs; without a cost each frame
+    takes its better keyframe."""
+    from keyface.codec.encoder import plan_references
+
+    past, future = 1, 0
+    # scores[k] = [PSNR of the future keyframe, PSNR of the past one]
+    lone = [[20, 21], [22, 21], [20, 23], [24, 20], [24, 20]]
+    free: list[list[int]] = [[] for _ in lone]
+    assert plan_references(lone, free, 0.0) == [past, future, past, future, future]
+    assert plan_references(lone, free, 2.0) == [past, past, past, future, future]
+    once = plan_references(lone, free, 100.0)
+    assert once == [past, past, past, future, future], "one switch, at the best place"
+    run = [[22, 21]] * 6 + [[21, 22]]
+    plan = plan_references(run, [[] for _ in run], 2.0)
+    assert plan == [future] * 7, "six frames pay for moving early; one does not pay to go back"
+    forced = [[] for _ in lone]
+    forced[1] = [future]
+    assert plan_references(lone, forced, 100.0)[1] == future
+    assert plan_references([], [], 3.0) == []
+
+
+def test_the_encoder_follows_the_switch_cost_and_the_decoder_follows_the_stream(
     carphone_analysis,
 ) -> None:
-    """``group_hold`` (streams without aux): a frame keeps the previous frame's keyframe
-    unless the other one is better by more than the hold (dB). With no hold the choice is
-    made frame by frame; an endless hold keeps every frame of a group on its past keyframe;
-    the decoder follows what is signalled either way."""
-    from keyface.codec.encoder import _held_choice
+    """A clip that jumps back and forth between two poses (carphone's frames 1 and 38) inside
+    a group whose keyframes show one each: without a switch cost its frames flip between the
+    keyframes; with an endless one they change once, from the past keyframe to the future one
+    (that change is paid once wherever it falls), never back. The decoder draws each frame
+    from the keyframe the stream names either way."""
+    a = carphone_analysis
+    assert a.crops is not None
+    order = [0, 1, 38, 1, 38, 1, 38, 38, 1, 38, 1, 38, 1, 38, 38]
+    jumpy = replace(a, landmarks=[a.landmarks[i] for i in order], crops=[a.crops[i] for i in order])
 
-    a, b = np.zeros((16, 16, 3), np.uint8), np.full((16, 16, 3), 100, np.uint8)
-    target = np.full((4, 4, 3), 52, np.uint8)  # a little nearer to b
-    assert _held_choice([a, b], target, 0, 1.0) == 0, "not better by more than 1 dB: held"
-    assert _held_choice([a, b], target, 0, 0.01) == 1
-    assert _held_choice([a, b], np.full((4, 4, 3), 95, np.uint8), 0, 1.0) == 1
-
-    def switches(hold: float) -> tuple[int, list]:
-        config = replace(BASE, mode="bidirectional", gop=8, aux_scale=0, group_hold=hold)
-        result = encode_analysis(carphone_analysis, config)
+    def flips(cost: float) -> int:
+        config = replace(BASE, mode="bidirectional", gop=8, aux_scale=0, group_switch=cost)
+        result = encode_analysis(jumpy, config)
         ds = result.stats.decisions
         decoded = decode_bytes(result.data)
         assert [f.reference_frame for f in decoded.frames] == [d.reference_frame for d in ds]
-        n = sum(
-            1
-            for x, y in pairwise(ds)
-            if not (x.keyframe or y.keyframe) and x.reference_frame != y.reference_frame
-        )
-        return n, ds
+        keys = [d.index for d in ds if d.keyframe]
+        extra = 0
+        for past, future in pairwise(keys):
+            refs = [d.reference_frame for d in ds[past + 1 : future]]
+            assert set(refs) <= {past, future}
+            changes = sum(x != y for x, y in pairwise(refs))
+            extra += max(0, changes - (refs[0] == past and refs[-1] == future))
+        return extra
 
-    endless, ds = switches(1000.0)
-    assert endless == 0
-    keys = [d.index for d in ds if d.keyframe]
-    for d in ds:  # every frame drawn from the keyframe before it
-        if not d.keyframe:
-            assert d.reference_frame == max(k for k in keys if k < d.index)
-    assert switches(0.0)[0] >= endless
+    assert flips(0.0) > 0
+    assert flips(1000.0) == 0
+    with pytest.raises(ValueError, match="group_switch"):
+        replace(BASE, group_switch=-1.0)
 
 
 def test_the_one_ladder_hands_over_from_the_animation_to_cut_groups() -> None:
     """``mode="auto"``: the animation ladder at the bottom, then bidirectional groups without
     an aux stream whose keyframes are one ``vvc-ld`` sequence and whose groups are cut where
-    neither keyframe holds a frame's eyes or mouth; along the groups the group length never
-    grows and, at a fixed length, the keyframe QP never rises."""
+    neither keyframe holds a frame's eyes or mouth, and whose frames change keyframe at a
+    cost; along the groups the group length never grows and, at a fixed length, the keyframe
+    QP never rises."""
     from keyface.codec.ratecontrol import (
         GROUP_LADDER,
         GROUPS_CUT,
+        GROUPS_SWITCH,
         LADDER,
         U_MAX,
         config_at,
@@ -348,6 +373,7 @@ def test_the_one_ladder_hands_over_from_the_animation_to_cut_groups() -> None:
         config = config_at(float(u), CodecConfig(mode="auto"))
         assert config.mode == "bidirectional" and config.aux_scale == 0
         assert config.intra_codec == "vvc-ld" and config.group_cut == GROUPS_CUT
+        assert config.group_switch == GROUPS_SWITCH > 0
         step = (config.gop, quality_to_qp(config.keyframe_quality))
         if previous is not None:
             assert step[0] <= previous[0]

@@ -161,12 +161,14 @@ class CodecConfig:
     23-29 % better open mouths and eye state wrong in ~2.5 % of frames instead of ~4-5 %
     (docs/hybrid.md, "Groups along the rate axis"; with intra keyframes it cost 10-70 % more
     bits)."""
-    group_hold: float = 0.0
-    """Bidirectional groups without an aux stream: a frame keeps the keyframe the frame before
-    it was drawn from unless the other one's picture (downsampled, PSNR against the frame) is
-    better by more than this many dB, so that the frames of a group do not flip between their
-    two keyframes; 0: each frame takes the better one on its own. Encoder-side only (these
-    streams signal each frame's keyframe)."""
+    group_switch: float = 0.0
+    """Bidirectional groups without an aux stream: what a change of keyframe from one frame to
+    the next costs, in dB of the choice's score (the keyframe's picture, downsampled, PSNR
+    against the frame), when the frames of a group are assigned to their two keyframes
+    together (:func:`keyface.codec.encoder.plan_references`), so that a group does not flip
+    between its keyframes (each flip changes the background to the other keyframe's; such
+    frames scored 2-3 times the flicker of others). 0: each frame takes the better keyframe on
+    its own. Encoder-side only (these streams signal each frame's keyframe)."""
     mode: str = "animation"
     """``"animation"`` (keyframes and motion), ``"hybrid"`` (plus the low-delay auxiliary
     stream, fused at the decoder) or ``"bidirectional"`` (groups of ``gop`` frames between two
@@ -206,8 +208,8 @@ class CodecConfig:
             raise ValueError(
                 f"gaze_rule must be one of {', '.join(GAZE_RULES)}, got {self.gaze_rule!r}"
             )
-        if self.group_hold < 0:
-            raise ValueError(f"group_hold must be >= 0, got {self.group_hold}")
+        if self.group_switch < 0:
+            raise ValueError(f"group_switch must be >= 0, got {self.group_switch}")
         if self.max_interval < 0:
             raise ValueError(f"max_interval must be >= 0, got {self.max_interval}")
         if self.psnr_check < 0:

@@ -862,22 +862,25 @@ class EncoderCore:
         self._pending_first = group[0][0]
         self._pending_reset = self._reset_due(self._pending_first, True)
         candidates = [e.reference.image for e in self.buffer][:2]  # the future, the past
-        hold = self.config.group_hold if self._aux is None else 0.0
-        previous = len(candidates) - 1  # the frame before the group is the past keyframe
+        switch = self.config.group_switch if self._aux is None else 0.0
+        inner = len(group) - 1  # the frames between the keyframes
+        held = [self._holders(states[k], len(candidates)) for k in range(inner)]
+        if switch > 0 and len(candidates) == 2:
+            small = [downsample(c, aux[0].shape[0]) for c in candidates]
+            scores = [[psnr(p, aux[k]) for p in small] for k in range(inner)]
+            plan = plan_references(scores, held, switch)
+        else:
+            plan = [
+                h[0] if len(h) == 1 else choose_keyframe(candidates, aux[k])
+                for k, h in enumerate(held)
+            ]
         for k, ((index, params, q, keypoints), (_, image, _)) in enumerate(
             zip(coded, group, strict=True)
         ):
             if index == last:
                 decision = key_decision
             else:
-                held = self._holders(states[k], len(candidates))
-                if len(held) == 1:  # only one keyframe shows this mouth and these eyes
-                    ref = held[0]
-                elif hold > 0 and len(candidates) == 2:
-                    ref = _held_choice(candidates, aux[k], previous, hold)
-                else:
-                    ref = choose_keyframe(candidates, aux[k])
-                previous = ref
+                ref = plan[k]  # only one keyframe may show this mouth and these eyes
                 entry = self.buffer[ref]
                 if self._field_part is not None:
                     q = self._field(entry, image, keypoints, params)[0]
@@ -967,12 +970,34 @@ def _keyframe_scores(pictures: list[np.ndarray], target: np.ndarray) -> list[flo
     return [psnr(downsample(p, side), target) for p in pictures]
 
 
-def _held_choice(pictures: list[np.ndarray], target: np.ndarray, previous: int, hold: float) -> int:
-    """:func:`choose_keyframe` with a hold (``CodecConfig.group_hold``): ``previous`` unless
-    the other picture's PSNR against ``target`` is higher by more than ``hold`` dB."""
-    scores = _keyframe_scores(pictures, target)
-    best = int(np.argmax(scores))
-    return previous if scores[best] - scores[previous] <= hold else best
+def plan_references(scores: list[list[float]], held: list[list[int]], switch: float) -> list[int]:
+    """The keyframe each frame of a group is drawn from (``CodecConfig.group_switch``): the
+    sequence that maximises the frames' scores (``scores[k][i]``: PSNR in dB of keyframe ``i``,
+    0 the future and 1 the past, against frame ``k``) less ``switch`` dB for every change of
+    keyframe from one frame to the next, counting the past keyframe before the group and the
+    future one that closes it (the picture a viewer sees changes there too); frame ``k`` may
+    only take a keyframe in ``held[k]`` (the content rule; empty: either). Viterbi over two
+    states: the best plan flips at most where the scores or the content rule pay for it."""
+    cost = np.array([switch, 0.0])  # the frame before the group is the past keyframe
+    back: list[np.ndarray] = []
+    for k, row in enumerate(scores):
+        allowed = np.zeros(2, bool)
+        allowed[held[k] or [0, 1]] = True
+        stay = cost
+        cross = cost[::-1] + switch
+        came = np.where(stay <= cross, np.arange(2), 1 - np.arange(2))
+        cost = np.minimum(stay, cross) - np.asarray(row, np.float64)
+        cost = np.where(allowed, cost, np.inf)
+        back.append(came)
+    if not back:
+        return []
+    cost = cost + np.array([0.0, switch])  # the group closes on the future keyframe
+    ref = int(np.argmin(cost))
+    plan = []
+    for came in reversed(back):
+        plan.append(ref)
+        ref = int(came[ref])
+    return plan[::-1]
 
 
 def choose_keyframe(pictures: list[np.ndarray], aux: np.ndarray) -> int:

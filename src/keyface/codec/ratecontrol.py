@@ -116,6 +116,14 @@ BD-rate -3.3 % on LPIPS, -4.3 % on eye LPIPS, -54.5 % on the eye state, -6.5 % o
 +3.6 % on open-mouth LPIPS; the encoder runs at half the speed or less, slower still on long
 files (docs/hybrid.md)."""
 GROUPS_CUT = ("eyes", "mouth")
+GROUPS_SWITCH = 2.0
+"""The groups' switch cost (``CodecConfig.group_switch``, dB): the frames of a group are
+assigned to their two keyframes together, a change of keyframe from one frame to the next
+paying 2 dB of the choice's score. On the 12 validation people at the one ladder's u 0.6 / 1
+/ 1.8 (``benchmarks/content_refresh.py``, results/hybrid/group_switch) at the same rate:
+background flicker -5 / -5 / -2 % (spata -12 %, 00015 -9 %), eye state wrong in 1.8 / 1.8 /
+1.8 % of frames instead of 2.0 / 1.9 / 1.8 %, whole-frame LPIPS +0.4 % (BD-rate); 4 dB
+gained no more flicker and cost more LPIPS (+0.6 %)."""
 GROUP_LADDER: tuple[tuple[float, int, float, float], ...] = (
     (0.0, 30, 43.0, 34.0),
     (0.8, 20, 34.0, 31.0),
@@ -154,7 +162,8 @@ def segment_at(
 
 def groups_config_at(v: float, base: CodecConfig) -> CodecConfig:
     """The groups' settings at position ``v`` of their own ladder (:data:`GROUP_LADDER`); the
-    motion is quantised as on the animation ladder at u 0.5 (level 2), the eye check is on."""
+    motion is quantised as on the animation ladder at u 0.5 (level 2), the eye check is on, the
+    frames of a group switch keyframe at a cost (:data:`GROUPS_SWITCH`)."""
     gop, qp = segment_at(GROUP_LADDER, v, GROUPS_V_MAX)
     quality = qp_to_quality(qp)
     config = animation_config_at(0.5, base)
@@ -166,6 +175,7 @@ def groups_config_at(v: float, base: CodecConfig) -> CodecConfig:
         keyframe_quality=quality,
         max_keyframe_quality=max(config.max_keyframe_quality, quality),
         group_cut=GROUPS_CUT,
+        group_switch=GROUPS_SWITCH,
     )
 
 
