@@ -823,7 +823,9 @@ class EncoderCore:
         (it also opens the next group); every other frame is animated from the past or the
         future keyframe, whichever :func:`choose_keyframe` prefers against the frame's aux
         picture, as the decoder will see it (without an aux stream: against the frame itself,
-        downsampled 4x). Packets: AUX, KEYFRAME (+ DETAIL), MOTION."""
+        downsampled 4x, and with ``group_switch`` the whole group at once,
+        :func:`plan_references`); a frame only one keyframe holds (the content rule) takes
+        that one. Packets: AUX, KEYFRAME (+ DETAIL), MOTION."""
         group, self._group = self._group, []
         size = self.config.size
         coded = []
@@ -880,7 +882,7 @@ class EncoderCore:
             if index == last:
                 decision = key_decision
             else:
-                ref = plan[k]  # only one keyframe may show this mouth and these eyes
+                ref = plan[k]
                 entry = self.buffer[ref]
                 if self._field_part is not None:
                     q = self._field(entry, image, keypoints, params)[0]
