@@ -229,3 +229,31 @@ def test_coefficient_order_is_the_written_one() -> None:
             expected = np.zeros(rep.field_params)
             expected[2 * k + c] = 1.0
             np.testing.assert_allclose(coded, expected, atol=1e-12)
+
+
+def test_a_group_holds_its_frames_grid_from_one_frame_to_the_next(monkeypatch) -> None:
+    """Bidirectional groups: the picture between two still keyframes sits 0.75 px off (about
+    1.7 quantiser steps of the grid's mean) and jitters by +-0.2 px (+-0.4 steps). Each
+    frame's grid is held at the previous frame's within the hysteresis, so the coded grid
+    stays put across the group instead of flipping between 1 and 2 steps with the jitter (a
+    background that jumps by half a pixel from frame to frame)."""
+    base = texture(seed=2)
+    jitter = [0.0, 0.2, -0.2, 0.2, -0.2, 0.2, -0.2, 0.0]
+    frames = [base] + [shifted(base, 0.75 + j, 0.0) for j in jitter[1:-1]] + [base]
+    coded: list[np.ndarray] = []
+    quantize = FaceMeshField.quantize_field
+
+    def recording(self, params, steps, previous):  # type: ignore[no-untyped-def]
+        q = quantize(self, params, steps, previous)
+        coded.append(q[self.base.num_params :])
+        return q
+
+    monkeypatch.setattr(FaceMeshField, "quantize_field", recording)
+    config = replace(CONFIG, mode="bidirectional", gop=8, aux_scale=0)
+    data, encoder = encode(frames, config)
+    assert encoder.stats.keyframes == 2
+    assert len(coded) == 6  # the frames between the keyframes
+    dc_x = [int(q[0]) for q in coded]
+    assert all(abs(v) >= 1 for v in dc_x), "the shift is measured"
+    assert len(set(dc_x)) == 1, f"the grid flips from frame to frame: {dc_x}"
+    assert len(decode(data)) == len(frames)

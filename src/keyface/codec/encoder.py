@@ -39,6 +39,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
+from typing import Literal
 
 import numpy as np
 
@@ -482,10 +483,17 @@ class EncoderCore:
         )
 
     def _field(
-        self, entry: BufferEntry, image: np.ndarray, keypoints: np.ndarray, params: np.ndarray
+        self,
+        entry: BufferEntry,
+        image: np.ndarray,
+        keypoints: np.ndarray,
+        params: np.ndarray,
+        previous: np.ndarray | Literal["last"] | None = "last",
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(q, field)``: the quantised parameters with the body-motion grid measured against
-        the warp of ``entry``, and that grid as the decoder will dequantise it."""
+        the warp of ``entry``, and that grid as the decoder will dequantise it. The grid is
+        held at ``previous``'s within the quantiser's hysteresis (``"last"``: the last frame
+        coded; ``None``: no hold)."""
         rep = self._field_part
         assert rep is not None
         reference = entry.reference
@@ -494,7 +502,8 @@ class EncoderCore:
         weight = body_weight(keypoints, size, size)
         field = estimate_field(image, reference.image, flow, rep.field_grid, weight)
         measured = rep.with_field(params, field)
-        q = rep.quantize_field(measured, self.state.steps, self._last_q)
+        held = self._last_q if isinstance(previous, str) else previous
+        q = rep.quantize_field(measured, self.state.steps, held)
         return q, rep.field(self.state.dequantize(q))
 
     def _psnr_check_due(self, index: int) -> bool:
@@ -847,6 +856,7 @@ class EncoderCore:
                 self._group = group[end + 1 :]
                 group, coded, states = group[: end + 1], coded[: end + 1], states[: end + 1]
                 faces = faces[: end + 1]
+        before = self._last_q  # the past keyframe's parameters
         self._last_q = coded[-1][2]
         if self._aux is not None and self._aux_mirror is not None:
             pictures = [self._aux.encode(image) for _, image, _ in group]
@@ -876,6 +886,7 @@ class EncoderCore:
                 h[0] if len(h) == 1 else choose_keyframe(candidates, aux[k])
                 for k, h in enumerate(held)
             ]
+        shown_from = len(candidates) - 1  # the frame before the group is the past keyframe
         for k, ((index, params, q, keypoints), (_, image, _)) in enumerate(
             zip(coded, group, strict=True)
         ):
@@ -885,7 +896,12 @@ class EncoderCore:
                 ref = plan[k]
                 entry = self.buffer[ref]
                 if self._field_part is not None:
-                    q = self._field(entry, image, keypoints, params)[0]
+                    # The grid is measured against the frame's keyframe: hold it at the
+                    # previous frame's while both are drawn from the same one (the past
+                    # keyframe's for the first frame), so that it does not jitter.
+                    same = ref == shown_from
+                    q = self._field(entry, image, keypoints, params, before if same else None)[0]
+                    before, shown_from = q, ref
                 decision = FrameDecision(index, False, ref, entry.frame_index, 0.0)
             if k == 0 and self._pending_reset:
                 decision = replace(decision, motion_reset=True)
