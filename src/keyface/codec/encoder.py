@@ -39,7 +39,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
-from typing import Literal
 
 import numpy as np
 
@@ -390,7 +389,8 @@ class EncoderCore:
         elif field_q is not None:
             q = field_q
         elif self._field_part is not None and decision.reference is not None:
-            q = self._field(self.buffer[decision.reference], image, keypoints, params)[0]
+            entry = self.buffer[decision.reference]
+            q = self._field(entry, image, keypoints, params, self._last_q)[0]
         if not self._pending:
             self._pending_first = index
             self._pending_reset = self._reset_due(index, decision.keyframe)
@@ -488,12 +488,12 @@ class EncoderCore:
         image: np.ndarray,
         keypoints: np.ndarray,
         params: np.ndarray,
-        previous: np.ndarray | Literal["last"] | None = "last",
+        previous: np.ndarray | None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(q, field)``: the quantised parameters with the body-motion grid measured against
         the warp of ``entry``, and that grid as the decoder will dequantise it. The grid is
-        held at ``previous``'s within the quantiser's hysteresis (``"last"``: the last frame
-        coded; ``None``: no hold)."""
+        held at ``previous``'s (quantised parameters) within the quantiser's hysteresis
+        (``None``: no hold)."""
         rep = self._field_part
         assert rep is not None
         reference = entry.reference
@@ -502,8 +502,7 @@ class EncoderCore:
         weight = body_weight(keypoints, size, size)
         field = estimate_field(image, reference.image, flow, rep.field_grid, weight)
         measured = rep.with_field(params, field)
-        held = self._last_q if isinstance(previous, str) else previous
-        q = rep.quantize_field(measured, self.state.steps, held)
+        q = rep.quantize_field(measured, self.state.steps, previous)
         return q, rep.field(self.state.dequantize(q))
 
     def _psnr_check_due(self, index: int) -> bool:
@@ -604,7 +603,7 @@ class EncoderCore:
             if not self._psnr_check_due(index):
                 return decision, None, None
             q, field = (
-                self._field(entry, image, keypoints, params)
+                self._field(entry, image, keypoints, params, self._last_q)
                 if self._field_part is not None
                 else (None, None)
             )
@@ -619,7 +618,7 @@ class EncoderCore:
         for i in candidates:
             e = self.buffer[i]
             q, field = (
-                self._field(e, image, keypoints, params)
+                self._field(e, image, keypoints, params, self._last_q)
                 if self._field_part is not None
                 else (None, None)
             )
@@ -711,7 +710,7 @@ class EncoderCore:
             return None
         entry = self.buffer[best]
         if self._field_part is not None:
-            q, field = self._field(entry, image, keypoints, params)
+            q, field = self._field(entry, image, keypoints, params, self._last_q)
         else:
             field = None
         picture = self.renderer.render(entry.reference, keypoints, field)
@@ -878,15 +877,15 @@ class EncoderCore:
         inner = len(group) - 1  # the frames between the keyframes
         held = [self._holders(states[k], len(candidates)) for k in range(inner)]
         if switch > 0 and len(candidates) == 2:
-            small = [downsample(c, aux[0].shape[0]) for c in candidates]
-            scores = [[psnr(p, aux[k]) for p in small] for k in range(inner)]
+            small = [downsample(c, aux[0].shape[0]) for c in candidates]  # once a group
+            scores = [_keyframe_scores(small, aux[k]) for k in range(inner)]
             plan = plan_references(scores, held, switch)
         else:
             plan = [
                 h[0] if len(h) == 1 else choose_keyframe(candidates, aux[k])
                 for k, h in enumerate(held)
             ]
-        shown_from = len(candidates) - 1  # the frame before the group is the past keyframe
+        drawn_from = len(candidates) - 1  # the frame before the group is the past keyframe
         for k, ((index, params, q, keypoints), (_, image, _)) in enumerate(
             zip(coded, group, strict=True)
         ):
@@ -899,9 +898,9 @@ class EncoderCore:
                     # The grid is measured against the frame's keyframe: hold it at the
                     # previous frame's while both are drawn from the same one (the past
                     # keyframe's for the first frame), so that it does not jitter.
-                    same = ref == shown_from
+                    same = ref == drawn_from
                     q = self._field(entry, image, keypoints, params, before if same else None)[0]
-                    before, shown_from = q, ref
+                    before, drawn_from = q, ref
                 decision = FrameDecision(index, False, ref, entry.frame_index, 0.0)
             if k == 0 and self._pending_reset:
                 decision = replace(decision, motion_reset=True)
