@@ -63,6 +63,13 @@ rate, LPIPS 0.0966 / 0.0967 on the call ladder, 0.1104 / 0.1103 on the animation
 state 5.8 / 5.9 %, 5.9 / 5.9 %; docs/server.md, "The call ladder")."""
 
 
+def live_generator(generator: str, mirror: str | None = LIVE_MIRROR) -> str:
+    """The renderer a live sender predicts its frames with when its config names
+    ``generator``: ``mirror`` in place of the default renderer (``None``: keep it); any other
+    renderer (a FOMM model's, a ``.safetensors`` file) as named."""
+    return mirror if mirror is not None and generator == DEFAULT_RENDERER else generator
+
+
 def live_codec_config(
     config: CodecConfig, reset_interval: int | None, mirror: str | None = LIVE_MIRROR
 ) -> CodecConfig:
@@ -70,9 +77,8 @@ def live_codec_config(
     motion-coder resets every ``reset_interval`` frames and at every keyframe (a receiver can
     start at any keyframe, a lost datagram costs at most ``reset_interval`` frames). Frame
     datagrams carry a keyframe and motion only, so the content rule sends keyframes and no
-    DETAIL rectangles are coded. Where ``config`` names the default renderer, the sender
-    predicts its frames with ``mirror`` instead (:data:`LIVE_MIRROR`; ``None``: keep it); any
-    other renderer (a FOMM model's, a ``.safetensors`` file) is kept."""
+    DETAIL rectangles are coded. The sender predicts its frames with
+    :func:`live_generator` (``mirror`` in place of the default renderer)."""
     if reset_interval is not None and reset_interval < 1:
         raise ValueError("reset_interval must be >= 1 or None")
     if config.mode == "bidirectional":
@@ -86,11 +92,7 @@ def live_codec_config(
         reset_at_keyframes=True,
         content_update="keyframe",
         detail_boost=0,
-        generator=(
-            mirror
-            if mirror is not None and config.generator == DEFAULT_RENDERER
-            else config.generator
-        ),
+        generator=live_generator(config.generator, mirror),
     )
 
 

@@ -50,7 +50,7 @@ from keyface.server.session import (
     LIVE_MIRROR,
     Datagram,
     SenderSession,
-    live_codec_config,
+    live_generator,
 )
 from keyface.threads import apply_thread_policy
 from keyface.types import CropBox
@@ -265,7 +265,7 @@ class LiveSender:
         self.source = source
         self.mirror = mirror
         """The renderer the encoder predicts its frames with in place of the default renderer
-        (``None``: keep ``config.generator``; :func:`keyface.server.live.live_codec_config`)."""
+        (``None``: keep ``config.generator``; :func:`keyface.server.live.live_generator`)."""
         self.avatar = avatar
         self.client = client
         self.config = config
@@ -308,7 +308,7 @@ class LiveSender:
         self._analyzer.detector.detect(np.zeros((64, 64, 3), dtype=np.uint8))
         # The encoder's renderer: a learned one loads its weights and exports its network to
         # ONNX once per process (about 1.3 s), which must not happen at the first face.
-        get_renderer(live_codec_config(self.config, None, self.mirror).generator)
+        get_renderer(live_generator(self.config.generator, self.mirror))
         apply_thread_policy()
 
     def _analyze(

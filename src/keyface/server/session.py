@@ -41,6 +41,7 @@ from keyface.server.live import (
     SenderSession,
     SenderStats,
     live_codec_config,
+    live_generator,
 )
 from keyface.server.receiver import (
     ParticipantDecoder,
@@ -87,6 +88,7 @@ __all__ = [
     "encode_frame_datagram",
     "encode_header_datagram",
     "live_codec_config",
+    "live_generator",
     "log_field",
     "parse_datagram",
 ]
