@@ -56,6 +56,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "update+eyes20": {"detail_boost": 20, "detail_parts": ("eyes",)},
     "rule-off": {"content_refresh": False},
     "as-shipped": {},
+    "eye-landmarks": {"eye_landmarks": True},
+    "eye-keypoints": {"eye_landmarks": False},
     "group-off": {"group_cut": None},
     "group-choice": {"group_cut": ()},
     "group-cut-eyes": {"group_cut": ("eyes",)},

@@ -196,6 +196,29 @@ def test_a_keyframe_taken_in_a_blink_is_replaced_when_the_eyes_open(face) -> Non
     assert [d.reference_frame for d in decisions[6:]] == [0, 0, 0]
 
 
+def test_at_the_coarsest_levels_the_eyes_are_judged_on_the_source_landmarks(face) -> None:
+    """Issue 18 (00015 and 00098 at the ladder's floor: an eye shut in 48-79 % of frames): with
+    4 shape coefficients the quantised keypoints keep almost nothing of the eyes, so a first
+    keyframe taken with the eyes shut reads as open and holds every later open eye. With
+    ``eye_landmarks`` the rule reads the eyes on the source's landmarks and the first frame
+    whose eyes open gets a keyframe."""
+    image, lm = face
+    level = 7
+    rep = get_representation("facemesh-pca").for_level(level)
+    shut, opened = (
+        rep.face_state(rep.keypoints(rep.analyze(m, 256), 256)).eyes for m in (close_eyes(lm), lm)
+    )
+    # The precondition: the keypoints read the shut eyes at least as open as the rule allows.
+    assert min(s / o for s, o in zip(shut, opened, strict=True)) > ContentRule().eye_share
+    sequence = [(image, close_eyes(lm))] * 3 + [(image, lm)] * 3
+    config = replace(CONFIG, quant_level=level)
+    _, keypoints_only = states(config, sequence)
+    assert [d.index for d in keypoints_only.stats.decisions if d.keyframe] == [0]
+    _, on_landmarks = states(replace(config, eye_landmarks=True), sequence)
+    refreshed = [(d.index, d.refresh) for d in on_landmarks.stats.decisions if d.keyframe]
+    assert refreshed == [(0, "first"), (3, "eyes")]
+
+
 def test_a_detail_update_promotes_the_rendered_frame_instead_of_a_keyframe(face) -> None:
     """``content_update="detail"``: the opening mouth costs one rectangle, not a keyframe."""
     image, closed = face

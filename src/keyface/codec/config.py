@@ -112,6 +112,15 @@ class CodecConfig:
     picture itself less open than its keypoints say (a blink's edge: the tracker smooths over
     it, the picture shows a half-shut eye) holds that eye as the picture shows it, so that later
     frames with the eye open are not warped from it (issue 18; encoder-side only)."""
+    eye_landmarks: bool = False
+    """Measure each frame's and each reference's eye openness for the content rule on the
+    source's face-mesh landmarks instead of the quantised keypoints (the mouth and the gaze
+    stay the keypoints'). The coarsest quantiser levels (the ladder's floor, 4-12 shape
+    coefficients) keep almost nothing of the eyes' shape, so a first keyframe taken with an eye
+    shut or half shut read as open and held every later open eye (issue 18). The animation
+    ladder sets it below ``ratecontrol.EYE_LANDMARKS_BELOW``; the groups of the bidirectional
+    mode judge their keypoints. Encoder-side only: the decoder follows the signalled
+    reference."""
     psnr_check: int = 0
     """``RefreshMode.MOTION`` without an aux stream: render every ``psnr_check``-th frame
     as the decoder will and code a keyframe when its PSNR is below ``psnr_floor`` (DAC's rule as

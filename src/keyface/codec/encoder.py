@@ -372,6 +372,8 @@ class EncoderCore:
             if self._content and self._face and face is not None
             else None
         )
+        if state is not None and self.config.eye_landmarks and landmarks is not None:
+            state = replace(state, eyes=MESH_FACES.face_state(np.asarray(landmarks)[:, :2]).eyes)
         decision, field_q, reason = self._decide(index, image, keypoints, params, state)
         if decision is None and reason in ("mouth", "eyes") and self._promote:
             assert state is not None and face is not None

@@ -79,9 +79,21 @@ and 18 dB with a keyframe allowed every 12 frames cost 1.2-2.1 kbit/s and lost a
 (+4 / +12 %)."""
 
 
+EYE_LANDMARKS_BELOW = 0.3
+"""The animation ladder judges the eyes for the content rule on the source's landmarks
+(``CodecConfig.eye_landmarks``) below this ``u``, where the motion is quantised at levels 3-7
+(24-4 shape coefficients) that keep little or nothing of the eyes' shape. On the 12
+validation people at u -0.3 / -0.2 / -0.1 / 0 / 0.29 (``benchmarks/content_refresh.py``,
+results/eyes/eye_landmarks): eye state wrong in 4.8 / 4.9 / 4.8 / 3.9 / 4.0 % of frames
+instead of 13.1 / 16.9 / 9.4 / 6.4 / 4.8 % (00015: 67-79 % -> 5-10 %, its first keyframe
+taken with an eye shut), for 3.43 / 4.22 / 4.95 / 5.43 / 6.92 kbit/s instead of 2.89 / 3.80 /
+4.62 / 5.50 / 6.88; at equal rate whole-frame LPIPS +3 / +5 / +2 / -1 % (BD-rate +3.8 %)."""
+
+
 def animation_config_at(u: float, base: CodecConfig) -> CodecConfig:
     """The animation ladder: keyframe quality, refresh threshold and motion quantiser
-    (below 0, the floor: :data:`U_MIN`)."""
+    (below 0, the floor: :data:`U_MIN`); below :data:`EYE_LANDMARKS_BELOW` the eyes judged on
+    the landmarks."""
     quality = min(95, max(4, round(10 + 20 * u)))
     if u < 0:
         level = 7 if u < -0.2 else 6 if u < -0.1 else 5
@@ -104,6 +116,7 @@ def animation_config_at(u: float, base: CodecConfig) -> CodecConfig:
         max_keyframe_quality=min(100, quality + 30),
         quant_level=level,
         refresh_threshold=threshold,
+        eye_landmarks=base.eye_landmarks or u < EYE_LANDMARKS_BELOW,
         **(checked if mode == RefreshMode.MOTION else {}),
     )
 
@@ -270,7 +283,7 @@ def hybrid_config_at(u: float, base: CodecConfig) -> CodecConfig:
     else:
         scale, qp = 2, round(46 - 8 * (u - 1.25))
     gop = 30 if u < 1.25 else 15
-    return replace(config, aux_scale=scale, aux_qp=qp, gop=gop)
+    return replace(config, aux_scale=scale, aux_qp=qp, gop=gop, eye_landmarks=base.eye_landmarks)
 
 
 LADDER: tuple[tuple[float, str, float, float, bool], ...] = (
