@@ -59,11 +59,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     fit.add_argument(
         "--task",
         default="generator",
-        choices=("generator", "enhancer", "fusion", "fomm", "fomm-distill"),
+        choices=("generator", "enhancer", "fusion", "fomm", "fomm-distill", "fomm-half"),
         help="the per-frame generator, the keyframe enhancer, the aux-stream fusion (--data "
         "from `python -m keyface.train.fusion_data`; docs/fusion.md), the First Order Motion "
-        "Model (data from `prepare --task fomm`) or the MobileNetV2-style keypoint encoder "
-        "distilled from a FOMM model's detector (--teacher; docs/motion.md)",
+        "Model (data from `prepare --task fomm`), the MobileNetV2-style keypoint encoder "
+        "distilled from a FOMM model's detector (--teacher) or a FOMM model's generator at "
+        "half the channels fine-tuned from it (--teacher; docs/motion.md)",
     )
     fit.add_argument("--steps", type=int, default=2000)
     fit.add_argument("--batch", type=int, default=8)
@@ -80,7 +81,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "--minutes", type=float, default=0.0, help="fomm: stop after this wall time (0: none)"
     )
     fit.add_argument("--checkpoint-every", type=int, default=100, help="fomm: steps")
-    fit.add_argument("--teacher", help="fomm-distill: the FOMM model file whose detector teaches")
+    fit.add_argument(
+        "--teacher",
+        help="fomm-distill: the FOMM model file whose detector teaches; fomm-half: the FOMM "
+        "model file whose generator is halved",
+    )
     fit.add_argument(
         "--width", type=float, default=1.0, help="fomm-distill: the student's channel multiplier"
     )
@@ -288,6 +293,8 @@ def _fit(args: argparse.Namespace) -> int:
         return _fit_fomm(args)
     if args.task == "fomm-distill":
         return _fit_fomm_distill(args)
+    if args.task == "fomm-half":
+        return _fit_fomm_half(args)
     train_people, val_people = _people(args.split)
     train_clips = load_prepared(data, train_people)
     val_clips = load_prepared(data, val_people) if val_people else []
@@ -525,6 +532,84 @@ def _fit_fomm_distill(args: argparse.Namespace) -> int:
     )
     bar.close()
     print(f"student: {Path(args.run) / STUDENT}, {Path(args.run) / ONNX}")
+    return 0
+
+
+def _fit_fomm_half(args: argparse.Namespace) -> int:
+    import time
+    from dataclasses import replace
+
+    import torch
+    from tqdm import tqdm
+
+    from keyface.fomm.model import FommModelError, load_model
+    from keyface.threads import apply_thread_policy, current_policy, set_thread_policy
+    from keyface.train.fomm import MODEL
+    from keyface.train.fomm_data import load_fomm_clips
+    from keyface.train.fomm_half import HalfConfig, fine_tune_half, half_config
+
+    if args.threads and args.threads != current_policy().compute:
+        set_thread_policy(replace(current_policy(), compute=args.threads, source="--threads"))
+    apply_thread_policy()
+    if not args.teacher:
+        raise UserError("--task fomm-half needs --teacher MODEL (the FOMM model file to halve)")
+    try:
+        parent = load_model(args.teacher)
+        half_config(parent.config)
+    except (FommModelError, ValueError) as exc:
+        raise UserError(f"--teacher: {exc}") from None
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device here")
+    size = parent.config.image_size
+    train_people, val_people = _people(args.split)
+    data = Path(args.data)
+    train_clips = load_fomm_clips(data, train_people, size)
+    val_clips = load_fomm_clips(data, val_people, size) if val_people else []
+    if not train_clips:
+        raise UserError(f"{data}: no clip of the training people (`prepare --task fomm`)")
+    config = HalfConfig(
+        steps=args.steps,
+        batch=args.batch,
+        lr=2e-4 if args.lr is None else args.lr,
+        seed=args.seed,
+        device=args.device,
+        val_every=args.val_every,
+        checkpoint_every=args.checkpoint_every,
+    )
+    print(
+        f"halving {args.teacher} ({size}x{size}); train: {len(train_clips)} clips, "
+        f"validation: {len(val_clips)} clips",
+        file=sys.stderr,
+    )
+    bar = tqdm(total=args.steps, desc="fomm-half", unit="step", disable=args.quiet)
+    deadline = time.monotonic() + 60 * args.minutes if args.minutes > 0 else None
+
+    def progress(step: int, record: dict[str, float]) -> None:
+        bar.n = step
+        if "total" in record:
+            bar.set_postfix(loss=f"{record['total']:.3f}")
+        bar.refresh()
+        if "val_lpips" in record:
+            tqdm.write(
+                f"step {step}: validation L1 {record['val_l1']:.4f} LPIPS "
+                f"{record['val_lpips']:.4f}",
+                file=sys.stderr,
+            )
+
+    try:
+        fine_tune_half(
+            Path(args.run),
+            parent,
+            train_clips,
+            val_clips,
+            config,
+            progress=progress,
+            stop=None if deadline is None else (lambda: time.monotonic() > deadline),
+        )
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    bar.close()
+    print(f"model: {Path(args.run) / MODEL}")
     return 0
 
 
