@@ -34,9 +34,11 @@ U_MIN = -0.3
 animation goes below its u 0 (5.5 kbit/s on the 12 validation people): the motion quantised
 at levels 5-7 (41.6-26.0 bits a frame instead of 49.9), keyframes down to quality 4, the motion
 gate widened to 0.60 and no PSNR check below -0.1, down to 2.9 kbit/s at LPIPS 0.222, a rate
-no conventional codec reaches (VVC at QP 52: 5.5 kbit/s, LPIPS 0.290). The price is on the
-eyes: the coarse motion loses their shape, and the eye state is wrong in 9-17 % of frames
-(6.4 % at u 0; results/bench/report.md of 2026-12-07 09:12). docs/codec.md, "Rate control"."""
+no conventional codec reaches (VVC at QP 52: 5.5 kbit/s, LPIPS 0.290). The price was on the
+eyes: the coarse motion loses their shape, and the eye state was wrong in 9-17 % of frames
+(6.4 % at u 0; results/bench/report.md of 2026-12-07 09:12); with the eyes judged on the
+landmarks (:data:`EYE_LANDMARKS_BELOW`) 4.8-4.9 %, the floor at 3.4 kbit/s and LPIPS 0.220
+(bench of 21:30). docs/codec.md, "Rate control"."""
 U_MAX = 2.5
 TOLERANCE = 0.08
 """Relative rate error at which the search stops (the promise to users is 15%)."""
@@ -293,12 +295,14 @@ LADDER: tuple[tuple[float, str, float, float, bool], ...] = (
 """The one ladder (``mode="auto"``): ``(u_start, mode, mode_u_start, slope, aux)`` segments;
 position ``u`` of a segment is ``mode_u_start + slope * (u - u_start)`` on that mode's ladder,
 ``aux=False``: the bidirectional groups without an aux stream on their own ladder
-(:data:`GROUP_LADDER`). The animation ladder from its floor (``U_MIN``, 2.89 kbit/s) up to
-u = 0.3 (5.50 kbit/s at u = 0, 6.87 at u = 0.29 on the 12 validation people, with the PSNR
-check), then the groups from their v = 0 (groups of 30 frames, keyframe QP 43, 7.90 kbit/s)
+(:data:`GROUP_LADDER`). The animation ladder from its floor (``U_MIN``, 3.43 kbit/s; 2.89
+before the eyes were judged on the landmarks, :data:`EYE_LANDMARKS_BELOW`) up to u = 0.3 (5.43
+kbit/s at u = 0, 6.92 at u = 0.29 on the 12 validation people, with the PSNR check), then
+the groups from their v = 0 (groups of 30 frames, keyframe QP 43, 7.90 kbit/s)
 to their top (groups of 5 frames, QP 29, 63.3 kbit/s) at u = 2.5 (rates:
 results/bench/report.md of 2026-12-07 11:33, with ``vvc-ld`` keyframes; BD-rate on LPIPS
-against VVC -31.4 %, -31.1 % with the gaze choice (16:39); -29.8 % with ``hevc-ld`` ones,
+against VVC -31.4 %, -31.1 % with the gaze choice (16:39), -29.7 % with the eyes judged on
+the landmarks (21:30); -29.8 % with ``hevc-ld`` ones,
 -26.9 % before the keyframe sequence's x265 settings and 64-frame motion packets, -19.8 %
 without the floor's rungs, whose curve started at 5.6 kbit/s; -20.9 % without the PSNR check;
 the ladder before the groups' own -10.5 %).
