@@ -361,6 +361,22 @@ def test_rule_a_blink_needs_a_reference_that_shows_it_closed() -> None:
     assert rule.holds(blink, replace(blink, eyes=(0.03, 0.05)))
 
 
+def test_groups_judge_the_eyes_on_the_landmarks_when_asked(face) -> None:
+    """``eye_landmarks`` in the bidirectional groups (the option applies to them too; the one
+    ladder leaves it off there): at level 7 the keypoints read shut eyes as open, so neither
+    keyframe of a group lacks the open eyes between its two shut-eyed keyframes; read on the
+    landmarks, the group is cut where they open."""
+    image, lm = face
+    sequence = [(image, close_eyes(lm))] * 4 + [(image, lm)] * 2 + [(image, close_eyes(lm))] * 7
+    base = replace(CONFIG, mode="bidirectional", aux_scale=0, gop=8, eye_check=False, quant_level=7)
+    base = replace(base, group_cut=("eyes",))
+    _, keypoints_only = states(base, sequence)
+    assert [d.index for d in keypoints_only.stats.decisions if d.keyframe] == [0, 7, 12]
+    _, on_landmarks = states(replace(base, eye_landmarks=True), sequence)
+    refreshed = [(d.index, d.refresh) for d in on_landmarks.stats.decisions if d.keyframe]
+    assert (4, "content") in refreshed, refreshed
+
+
 def test_groups_are_cut_short_at_an_open_mouth_only_when_asked(face) -> None:
     """``group_cut=("mouth",)``: a mouth opened wide between two closed-mouth keyframes of a
     group is content neither holds, so the group closes there (a keyframe) and the rest of

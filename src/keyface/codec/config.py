@@ -118,9 +118,9 @@ class CodecConfig:
     stay the keypoints'). The coarsest quantiser levels (the ladder's floor, 4-12 shape
     coefficients) keep almost nothing of the eyes' shape, so a first keyframe taken with an eye
     shut or half shut read as open and held every later open eye (issue 18). The animation
-    ladder sets it below ``ratecontrol.EYE_LANDMARKS_BELOW``; the groups of the bidirectional
-    mode judge their keypoints. Encoder-side only: the decoder follows the signalled
-    reference."""
+    ladder sets it below ``ratecontrol.EYE_LANDMARKS_BELOW``; the one ladder's groups do not
+    (measured there, docs/codec.md, it moved the eye state both ways and cost open mouths).
+    Encoder-side only: the decoder follows the signalled reference."""
     psnr_check: int = 0
     """``RefreshMode.MOTION`` without an aux stream: render every ``psnr_check``-th frame
     as the decoder will and code a keyframe when its PSNR is below ``psnr_floor`` (DAC's rule as

@@ -367,13 +367,7 @@ class EncoderCore:
         keypoints = self.representation.keypoints(self.state.dequantize(q), size)
 
         face = self._face_points(keypoints, landmarks)
-        state = (
-            self._face.face_state(face)
-            if self._content and self._face and face is not None
-            else None
-        )
-        if state is not None and self.config.eye_landmarks and landmarks is not None:
-            state = replace(state, eyes=MESH_FACES.face_state(np.asarray(landmarks)[:, :2]).eyes)
+        state = self._state(face, landmarks) if self._content else None
         decision, field_q, reason = self._decide(index, image, keypoints, params, state)
         if decision is None and reason in ("mouth", "eyes") and self._promote:
             assert state is not None and face is not None
@@ -462,6 +456,18 @@ class EncoderCore:
         if not self._face_on_landmarks:
             return keypoints
         return None if landmarks is None else np.asarray(landmarks)[:, :2]
+
+    def _state(self, face: np.ndarray | None, landmarks: np.ndarray | None) -> FaceState | None:
+        """A frame's state for the content rule, measured on ``face`` (:meth:`_face_points`;
+        ``None``: no face, no state), its eyes on the source's ``landmarks`` with
+        ``CodecConfig.eye_landmarks``."""
+        if self._face is None or face is None:
+            return None
+        state = self._face.face_state(face)
+        if self.config.eye_landmarks and landmarks is not None:
+            eyes = MESH_FACES.face_state(np.asarray(landmarks)[:, :2]).eyes
+            state = replace(state, eyes=eyes)
+        return state
 
     def _params(self, image: np.ndarray, landmarks: np.ndarray | None) -> np.ndarray:
         if self._image_source is not None:  # measured on the picture, face or not
@@ -849,8 +855,7 @@ class EncoderCore:
         states: list[FaceState | None] = [None] * len(group)
         cut = False
         if self._group_content and self._face is not None:
-            face_source = self._face
-            states = [None if f is None else face_source.face_state(f) for f in faces]
+            states = [self._state(f, m) for f, (_, _, m) in zip(faces, group, strict=True)]
             end = self._split_group(states)
             cut = end < len(group) - 1
             if cut:  # the rest opens the next group
