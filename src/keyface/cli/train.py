@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -365,20 +367,78 @@ def _fit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fit_fomm(args: argparse.Namespace) -> int:
-    import json
-    import time
+def _fomm_clips(args: argparse.Namespace, size: int) -> tuple[list, list]:
+    """The FOMM training runs' clips at ``size``: the split's train people and validation
+    people (none without ``--split``) from the ``prepare --task fomm`` cache ``--data``."""
+    from keyface.train.fomm_data import load_fomm_clips
+
+    train_people, val_people = _people(args.split)
+    data = Path(args.data)
+    train_clips = load_fomm_clips(data, train_people, size)
+    val_clips = load_fomm_clips(data, val_people, size) if val_people else []
+    if not train_clips:
+        raise UserError(f"{data}: no clip of the training people (`prepare --task fomm`)")
+    return train_clips, val_clips
+
+
+def _wall_time_stop(minutes: float) -> Callable[[], bool] | None:
+    """``--minutes``: a stop test that turns true that long from now (``None``: no limit)."""
+    if minutes <= 0:
+        return None
+    deadline = time.monotonic() + 60 * minutes
+    return lambda: time.monotonic() > deadline
+
+
+def _run_threads(args: argparse.Namespace) -> None:
+    """``--threads`` over the thread policy's compute threads, then the policy applied."""
     from dataclasses import replace
 
-    from tqdm import tqdm
-
     from keyface.threads import apply_thread_policy, current_policy, set_thread_policy
-    from keyface.train.fomm import MODEL, FommTrainConfig, model_config, train_fomm
-    from keyface.train.fomm_data import load_fomm_clips
 
     if args.threads and args.threads != current_policy().compute:
         set_thread_policy(replace(current_policy(), compute=args.threads, source="--threads"))
     apply_thread_policy()
+
+
+def _teacher(args: argparse.Namespace, what: str) -> Any:
+    """The FOMM model ``--teacher`` names (``what`` says what it must be); a clear error
+    without one or for a file that is not one."""
+    from keyface.fomm.model import FommModelError, load_model
+
+    if not args.teacher:
+        raise UserError(f"--task {args.task} needs --teacher MODEL ({what})")
+    try:
+        return load_model(args.teacher)
+    except FommModelError as exc:
+        raise UserError(f"--teacher: {exc}") from None
+
+
+def _step_progress(
+    bar: Any, key: str, line: Callable[[dict[str, float]], str]
+) -> Callable[[int, dict[str, float]], None]:
+    """The FOMM training runs' progress: the bar at the step with the loss (``total``), and
+    ``line(record)`` written under it when the record has ``key`` (a validation)."""
+    from tqdm import tqdm
+
+    def progress(step: int, record: dict[str, float]) -> None:
+        bar.n = step
+        if "total" in record:
+            bar.set_postfix(loss=f"{record['total']:.3f}")
+        bar.refresh()
+        if key in record:
+            tqdm.write(f"step {step}: {line(record)}", file=sys.stderr)
+
+    return progress
+
+
+def _fit_fomm(args: argparse.Namespace) -> int:
+    import json
+
+    from tqdm import tqdm
+
+    from keyface.train.fomm import MODEL, FommTrainConfig, model_config, train_fomm
+
+    _run_threads(args)
     run_dir = Path(args.run)
     saved = run_dir / "config.json"
     if (run_dir / "checkpoint.pt").is_file() and saved.is_file():
@@ -388,12 +448,7 @@ def _fit_fomm(args: argparse.Namespace) -> int:
         model = model_config(args.config, args.size)
     except ValueError as exc:
         raise UserError(f"--config {args.config} --size {args.size}: {exc}") from None
-    train_people, val_people = _people(args.split)
-    data = Path(args.data)
-    train_clips = load_fomm_clips(data, train_people, args.size)
-    val_clips = load_fomm_clips(data, val_people, args.size) if val_people else []
-    if not train_clips:
-        raise UserError(f"{data}: no clip of the training people (`prepare --task fomm`)")
+    train_clips, val_clips = _fomm_clips(args, args.size)
     if args.device.startswith("cuda"):
         import torch
 
@@ -416,20 +471,15 @@ def _fit_fomm(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     bar = tqdm(total=args.steps, desc="train fomm", unit="step", disable=args.quiet)
-    deadline = time.monotonic() + 60 * args.minutes if args.minutes > 0 else None
 
-    def progress(step: int, record: dict[str, float]) -> None:
-        bar.n = step
-        if "total" in record:
-            bar.set_postfix(loss=f"{record['total']:.2f}")
-        bar.refresh()
-        if "val_lpips" in record:
-            tqdm.write(
-                f"step {step}: validation L1 {record['val_l1']:.4f} LPIPS "
-                f"{record['val_lpips']:.4f} (source frame: L1 {record['val_l1_source']:.4f} "
-                f"LPIPS {record['val_lpips_source']:.4f})",
-                file=sys.stderr,
-            )
+    progress = _step_progress(
+        bar,
+        "val_lpips",
+        lambda r: (
+            f"validation L1 {r['val_l1']:.4f} LPIPS {r['val_lpips']:.4f} (source frame: "
+            f"L1 {r['val_l1_source']:.4f} LPIPS {r['val_lpips_source']:.4f})"
+        ),
+    )
 
     train_fomm(
         run_dir,
@@ -437,7 +487,7 @@ def _fit_fomm(args: argparse.Namespace) -> int:
         val_clips,
         config,
         progress=progress,
-        stop=None if deadline is None else (lambda: time.monotonic() > deadline),
+        stop=_wall_time_stop(args.minutes),
     )
     bar.close()
     print(f"model: {run_dir / MODEL}")
@@ -445,26 +495,14 @@ def _fit_fomm(args: argparse.Namespace) -> int:
 
 
 def _fit_fomm_distill(args: argparse.Namespace) -> int:
-    import time
-    from dataclasses import replace
 
     from tqdm import tqdm
 
-    from keyface.fomm.model import FommModelError, load_model
     from keyface.fomm.student import StudentConfig, count_macs, parameter_bytes
-    from keyface.threads import apply_thread_policy, current_policy, set_thread_policy
-    from keyface.train.fomm_data import load_fomm_clips
     from keyface.train.fomm_distill import ONNX, STUDENT, DistillConfig, distill, load_student
 
-    if args.threads and args.threads != current_policy().compute:
-        set_thread_policy(replace(current_policy(), compute=args.threads, source="--threads"))
-    apply_thread_policy()
-    if not args.teacher:
-        raise UserError("--task fomm-distill needs --teacher MODEL (a FOMM model file)")
-    try:
-        teacher = load_model(args.teacher)
-    except FommModelError as exc:
-        raise UserError(f"--teacher: {exc}") from None
+    _run_threads(args)
+    teacher = _teacher(args, "a FOMM model file")
     size = teacher.config.image_size
     try:
         student = StudentConfig(
@@ -481,12 +519,7 @@ def _fit_fomm_distill(args: argparse.Namespace) -> int:
             init = load_student(Path(args.init))
         except (OSError, ValueError) as exc:
             raise UserError(f"--init: {exc}") from None
-    train_people, val_people = _people(args.split)
-    data = Path(args.data)
-    train_clips = load_fomm_clips(data, train_people, size)
-    val_clips = load_fomm_clips(data, val_people, size) if val_people else []
-    if not train_clips:
-        raise UserError(f"{data}: no clip of the training people (`prepare --task fomm`)")
+    train_clips, val_clips = _fomm_clips(args, size)
     config = DistillConfig(
         student=student,
         steps=args.steps,
@@ -506,19 +539,14 @@ def _fit_fomm_distill(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     bar = tqdm(total=args.steps, desc="distill", unit="step", disable=args.quiet)
-    deadline = time.monotonic() + 60 * args.minutes if args.minutes > 0 else None
 
-    def progress(step: int, record: dict[str, float]) -> None:
-        bar.n = step
-        if "total" in record:
-            bar.set_postfix(loss=f"{record['total']:.3f}")
-        bar.refresh()
-        if "val_px" in record:
-            tqdm.write(
-                f"step {step}: student vs teacher {record['val_px']:.2f} px at 256, "
-                f"Jacobian {record['val_jacobian']:.4f}",
-                file=sys.stderr,
-            )
+    progress = _step_progress(
+        bar,
+        "val_px",
+        lambda r: (
+            f"student vs teacher {r['val_px']:.2f} px at 256, Jacobian {r['val_jacobian']:.4f}"
+        ),
+    )
 
     distill(
         Path(args.run),
@@ -528,7 +556,7 @@ def _fit_fomm_distill(args: argparse.Namespace) -> int:
         config,
         init=init,
         progress=progress,
-        stop=None if deadline is None else (lambda: time.monotonic() > deadline),
+        stop=_wall_time_stop(args.minutes),
     )
     bar.close()
     print(f"student: {Path(args.run) / STUDENT}, {Path(args.run) / ONNX}")
@@ -536,37 +564,23 @@ def _fit_fomm_distill(args: argparse.Namespace) -> int:
 
 
 def _fit_fomm_half(args: argparse.Namespace) -> int:
-    import time
-    from dataclasses import replace
 
     import torch
     from tqdm import tqdm
 
-    from keyface.fomm.model import FommModelError, load_model
-    from keyface.threads import apply_thread_policy, current_policy, set_thread_policy
     from keyface.train.fomm import MODEL
-    from keyface.train.fomm_data import load_fomm_clips
     from keyface.train.fomm_half import HalfConfig, fine_tune_half, half_config
 
-    if args.threads and args.threads != current_policy().compute:
-        set_thread_policy(replace(current_policy(), compute=args.threads, source="--threads"))
-    apply_thread_policy()
-    if not args.teacher:
-        raise UserError("--task fomm-half needs --teacher MODEL (the FOMM model file to halve)")
+    _run_threads(args)
+    parent = _teacher(args, "the FOMM model file to halve")
     try:
-        parent = load_model(args.teacher)
         half_config(parent.config)
-    except (FommModelError, ValueError) as exc:
+    except ValueError as exc:
         raise UserError(f"--teacher: {exc}") from None
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device here")
     size = parent.config.image_size
-    train_people, val_people = _people(args.split)
-    data = Path(args.data)
-    train_clips = load_fomm_clips(data, train_people, size)
-    val_clips = load_fomm_clips(data, val_people, size) if val_people else []
-    if not train_clips:
-        raise UserError(f"{data}: no clip of the training people (`prepare --task fomm`)")
+    train_clips, val_clips = _fomm_clips(args, size)
     config = HalfConfig(
         steps=args.steps,
         batch=args.batch,
@@ -582,19 +596,12 @@ def _fit_fomm_half(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     bar = tqdm(total=args.steps, desc="fomm-half", unit="step", disable=args.quiet)
-    deadline = time.monotonic() + 60 * args.minutes if args.minutes > 0 else None
 
-    def progress(step: int, record: dict[str, float]) -> None:
-        bar.n = step
-        if "total" in record:
-            bar.set_postfix(loss=f"{record['total']:.3f}")
-        bar.refresh()
-        if "val_lpips" in record:
-            tqdm.write(
-                f"step {step}: validation L1 {record['val_l1']:.4f} LPIPS "
-                f"{record['val_lpips']:.4f}",
-                file=sys.stderr,
-            )
+    progress = _step_progress(
+        bar,
+        "val_lpips",
+        lambda r: f"validation L1 {r['val_l1']:.4f} LPIPS {r['val_lpips']:.4f}",
+    )
 
     try:
         fine_tune_half(
@@ -604,7 +611,7 @@ def _fit_fomm_half(args: argparse.Namespace) -> int:
             val_clips,
             config,
             progress=progress,
-            stop=None if deadline is None else (lambda: time.monotonic() > deadline),
+            stop=_wall_time_stop(args.minutes),
         )
     except ValueError as exc:
         raise UserError(str(exc)) from None

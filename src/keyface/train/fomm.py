@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -347,6 +347,20 @@ class StepSchedule(Protocol):
     checkpoint_every: int
 
 
+SCHEDULE = ("steps", "log_every", "checkpoint_every", "val_every")
+"""What a resumed FOMM run takes from the new command: how far it goes and how often it logs,
+validates and saves."""
+
+C = TypeVar("C")
+
+
+def resumed_config(saved: C, given: C, *more: str) -> C:
+    """The config a resumed run goes on with: ``saved`` (the run folder's), with the fields of
+    :data:`SCHEDULE` and ``more`` taken from ``given`` (the new command's)."""
+    changes = {name: getattr(given, name) for name in (*SCHEDULE, *more)}
+    return replace(saved, **changes)
+
+
 def run_steps(
     run_dir: Path,
     ckpt_path: Path,
@@ -421,15 +435,7 @@ def train_fomm(
     cfg_path, ckpt_path = run_dir / "config.json", run_dir / CHECKPOINT
     if ckpt_path.is_file() and cfg_path.is_file():
         saved = FommTrainConfig.from_json(json.loads(cfg_path.read_text()))
-        config = replace(
-            saved,
-            steps=config.steps,
-            device=config.device,
-            amp=config.amp,
-            log_every=config.log_every,
-            checkpoint_every=config.checkpoint_every,
-            val_every=config.val_every,
-        )
+        config = resumed_config(saved, config, "device", "amp")
     cfg_path.write_text(json.dumps(config.to_json(), indent=1))
     device = config.device
     torch.manual_seed(config.seed)

@@ -47,6 +47,7 @@ from keyface.train.fomm import (
     ProgressFn,
     Validator,
     _keypoints,
+    resumed_config,
     run_steps,
 )
 from keyface.train.fomm_data import Augment, FommClip, FommPairs, fixed_pairs
@@ -162,14 +163,7 @@ def fine_tune_half(
                 f"{run_dir} was started from the model {saved.parent_digest:08x}, "
                 f"not {parent_model.digest:08x}"
             )
-        config = replace(
-            saved,
-            steps=config.steps,
-            device=config.device,
-            log_every=config.log_every,
-            checkpoint_every=config.checkpoint_every,
-            val_every=config.val_every,
-        )
+        config = resumed_config(saved, config, "device")
     cfg_path.write_text(json.dumps(config.to_json(), indent=1))
     device = config.device
     torch.manual_seed(config.seed)
