@@ -8,9 +8,12 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keyface.cli.main import UserError
+
+if TYPE_CHECKING:
+    from keyface.fomm.model import FommModel
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -400,7 +403,16 @@ def _run_threads(args: argparse.Namespace) -> None:
     apply_thread_policy()
 
 
-def _teacher(args: argparse.Namespace, what: str) -> Any:
+def _check_device(args: argparse.Namespace) -> None:
+    """A clear error for ``--device cuda`` where there is none."""
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda: no CUDA device here")
+
+
+def _teacher(args: argparse.Namespace, what: str) -> FommModel:
     """The FOMM model ``--teacher`` names (``what`` says what it must be); a clear error
     without one or for a file that is not one."""
     from keyface.fomm.model import FommModelError, load_model
@@ -449,11 +461,7 @@ def _fit_fomm(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UserError(f"--config {args.config} --size {args.size}: {exc}") from None
     train_clips, val_clips = _fomm_clips(args, args.size)
-    if args.device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise UserError("--device cuda: no CUDA device here")
+    _check_device(args)
     config = FommTrainConfig(
         model=model,
         steps=args.steps,
@@ -495,7 +503,6 @@ def _fit_fomm(args: argparse.Namespace) -> int:
 
 
 def _fit_fomm_distill(args: argparse.Namespace) -> int:
-
     from tqdm import tqdm
 
     from keyface.fomm.student import StudentConfig, count_macs, parameter_bytes
@@ -564,8 +571,6 @@ def _fit_fomm_distill(args: argparse.Namespace) -> int:
 
 
 def _fit_fomm_half(args: argparse.Namespace) -> int:
-
-    import torch
     from tqdm import tqdm
 
     from keyface.train.fomm import MODEL
@@ -577,8 +582,7 @@ def _fit_fomm_half(args: argparse.Namespace) -> int:
         half_config(parent.config)
     except ValueError as exc:
         raise UserError(f"--teacher: {exc}") from None
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device here")
+    _check_device(args)
     size = parent.config.image_size
     train_clips, val_clips = _fomm_clips(args, size)
     config = HalfConfig(

@@ -465,8 +465,7 @@ class EncoderCore:
             return None
         state = self._face.face_state(face)
         if self.config.eye_landmarks and landmarks is not None:
-            eyes = MESH_FACES.face_state(np.asarray(landmarks)[:, :2]).eyes
-            state = replace(state, eyes=eyes)
+            state = replace(state, eyes=MESH_FACES.eyes(np.asarray(landmarks)[:, :2]))
         return state
 
     def _params(self, image: np.ndarray, landmarks: np.ndarray | None) -> np.ndarray:

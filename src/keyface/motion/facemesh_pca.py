@@ -79,12 +79,14 @@ class MeshFaces:
     def face_state(self, keypoints: np.ndarray) -> FaceState:
         """Mouth and eye openness and gaze of mesh points (:mod:`keyface.facemesh` measures)."""
         return FaceState(
-            mouth=mouth_opening(keypoints),
-            eyes=(
-                eye_aspect_ratio(keypoints, RIGHT_EYE_EAR),
-                eye_aspect_ratio(keypoints, LEFT_EYE_EAR),
-            ),
-            gaze=gaze(keypoints),
+            mouth=mouth_opening(keypoints), eyes=self.eyes(keypoints), gaze=gaze(keypoints)
+        )
+
+    def eyes(self, keypoints: np.ndarray) -> tuple[float, float]:
+        """The (right, left) eye aspect ratios of mesh points (the state's ``eyes``)."""
+        return (
+            eye_aspect_ratio(keypoints, RIGHT_EYE_EAR),
+            eye_aspect_ratio(keypoints, LEFT_EYE_EAR),
         )
 
     def detail_regions(self, keypoints: np.ndarray) -> dict[str, tuple[np.ndarray, ...]]:
